@@ -4,3 +4,6 @@ from .io import (FORMAT_VERSION, atomic_path, load_weights, read_json, read_tabl
 
 __all__ = ["FORMAT_VERSION", "atomic_path", "load_weights", "read_json", "read_table", "save_weights",
            "write_bytes", "write_json", "write_npy", "write_table", "write_text"]
+from .layout import Store, StepState  # noqa: E402
+
+__all__ += ["Store", "StepState"]

@@ -1,0 +1,88 @@
+"""A plan is a DAG of content-hashed steps.
+
+A step's key is ``<kind>/<name>-<hash>``; the hash covers its kind, its resolved config, the keys
+(hence hashes) of its inputs and the store format version, so changing one field re-runs only
+what depends on it, and re-running a finished study is a no-op.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+from ..config import content_hash
+from ..errors import ConfigError
+from ..store import FORMAT_VERSION
+
+# Bump when a step's code changes what it writes, so stale results are not reused.
+STEP_CODE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Step:
+    """One unit of work. ``inputs`` maps a role name to the key of the step it reads."""
+
+    kind: str
+    name: str
+    config: dict[str, Any]
+    inputs: dict[str, str] = field(default_factory=dict)
+    batch_key: str | None = None  # steps with equal batch keys may run together in one worker
+    cost: float = 1.0  # relative cost estimate, for progress and scheduling (FLOPs where known)
+    info: dict[str, Any] = field(default_factory=dict)  # not hashed: what `plan` prints
+
+    @property
+    def hash(self) -> str:
+        return content_hash({"kind": self.kind, "config": self.config, "inputs": self.inputs,
+                             "format": FORMAT_VERSION, "code": STEP_CODE_VERSION})
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.name}-{self.hash}"
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "config": self.config, "inputs": self.inputs,
+                "key": self.key}
+
+
+class Plan:
+    """Steps in insertion order (dependencies first) with lookup by key."""
+
+    def __init__(self) -> None:
+        self._steps: dict[str, Step] = {}
+
+    def add(self, step: Step) -> str:
+        for role, dep in step.inputs.items():
+            if dep not in self._steps:
+                raise ConfigError(f"step {step.kind}/{step.name}: input '{role}' refers to an unknown step {dep}")
+        self._steps.setdefault(step.key, step)
+        return step.key
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(self._steps.values())
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def __getitem__(self, key: str) -> Step:
+        return self._steps[key]
+
+    def of_kind(self, kind: str) -> list[Step]:
+        return [s for s in self if s.kind == kind]
+
+    def dependents(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {k: set() for k in self._steps}
+        for s in self:
+            for dep in s.inputs.values():
+                out[dep].add(s.key)
+        return out
+
+    def downstream(self, keys: Iterable[str]) -> set[str]:
+        """All steps that (transitively) depend on ``keys``."""
+        deps = self.dependents()
+        seen: set[str] = set()
+        todo = list(keys)
+        while todo:
+            for d in deps[todo.pop()]:
+                if d not in seen:
+                    seen.add(d)
+                    todo.append(d)
+        return seen
