@@ -28,6 +28,7 @@ class Step:
     batch_key: str | None = None  # steps with equal batch keys may run together in one worker
     cost: float = 1.0  # relative cost estimate, for progress and scheduling (FLOPs where known)
     info: dict[str, Any] = field(default_factory=dict)  # not hashed: what `plan` prints
+    fn: str | None = None  # "module:function" overriding the kind's registered function (not hashed)
 
     @property
     def hash(self) -> str:
@@ -40,7 +41,7 @@ class Step:
 
     def to_payload(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, "config": self.config, "inputs": self.inputs,
-                "key": self.key}
+                "key": self.key, "fn": self.fn}
 
 
 class Plan:

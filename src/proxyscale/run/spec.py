@@ -22,6 +22,7 @@ class RungSpec:
     d_model: int
     n_layers: int
     n_heads: int = 1
+    context: Optional[int] = None  # training context of this rung (default: the study's)
 
     def __post_init__(self) -> None:
         if self.d_model <= 0 or self.n_layers <= 0 or self.n_heads <= 0:
@@ -150,6 +151,14 @@ class StudySpec:
 
     def rung(self, name: str) -> RungSpec:
         return next(r for r in self.ladder.rungs if r.name == name)
+
+    def rung_context(self, rung: RungSpec) -> int:
+        return rung.context or self.context
+
+    @property
+    def test_context(self) -> int:
+        """Test sequences must fit every rung: the shortest training context."""
+        return min(self.rung_context(r) for r in self.ladder.rungs)
 
 
 def _check_mixture(dname: str, mix: dict[str, float], sources: dict[str, Any]) -> None:

@@ -20,9 +20,10 @@ DEFAULT_BATCH_SIZE = 32
 
 def rung_params(spec: StudySpec, rung: RungSpec) -> int:
     """Exact parameter count of a rung (SPEC §2 formula, from the model code's own table)."""
-    from ..models.ladder import gpt_params
+    from ..models.gpt import GPTConfig, param_count
 
-    return gpt_params(spec.tokenizer.vocab_size, spec.context, rung.d_model, rung.n_layers)
+    return param_count(GPTConfig(vocab_size=spec.tokenizer.vocab_size, context=spec.rung_context(rung),
+                                 d_model=rung.d_model, n_layers=rung.n_layers, n_heads=rung.n_heads))
 
 
 def rung_budget(spec: StudySpec, rung: RungSpec) -> dict[str, Any]:
@@ -30,8 +31,9 @@ def rung_budget(spec: StudySpec, rung: RungSpec) -> dict[str, Any]:
     params = rung_params(spec, rung)
     batch = int(spec.train.get("batch_size", DEFAULT_BATCH_SIZE))
     tokens_wanted = spec.ladder.tokens_per_param * params
-    n_steps = max(1, math.ceil(tokens_wanted / (batch * spec.context)))
-    tokens = n_steps * batch * spec.context
+    T = spec.rung_context(rung)
+    n_steps = max(1, math.ceil(tokens_wanted / (batch * T)))
+    tokens = n_steps * batch * T
     return {"params": params, "tokens": tokens, "n_steps": n_steps, "batch_size": batch,
             "flops": 6.0 * params * tokens}
 
@@ -56,7 +58,7 @@ def build_plan(spec: StudySpec) -> Plan:
                                {"tokenizer": tok_key, **cin}, cost=2e9)) for s in used}
     tests = {}
     for tname, ts in sorted(spec.test_sets.items()):
-        cfg = {"name": tname, **to_dict(ts), "context": spec.context, **common,
+        cfg = {"name": tname, **to_dict(ts), "context": spec.test_context, **common,
                "source_specs": {s: spec.sources[s] for s in ts.sources}}
         tests[tname] = plan.add(Step("testset", tname, cfg, {"tokenizer": tok_key, **cin}, cost=1e9))
     evals = _add_training(plan, spec, tok_key, shards, tests)
@@ -72,7 +74,7 @@ def _add_training(plan: Plan, spec: StudySpec, tok_key: str, shards: dict[str, s
     for rung in spec.ladder.rungs:
         b = rung_budget(spec, rung)
         seeds = spec.ladder.reference_seeds if rung.name == spec.ladder.reference else spec.ladder.proxy_seeds
-        model = {"vocab_size": spec.tokenizer.vocab_size, "context": spec.context, "d_model": rung.d_model,
+        model = {"vocab_size": spec.tokenizer.vocab_size, "context": spec.rung_context(rung), "d_model": rung.d_model,
                  "n_layers": rung.n_layers, "n_heads": rung.n_heads, "mup": spec.ladder.mup}
         small = b["params"] < spec.executor.batch_below_params
         bkey = f"train:{content_hash([model, train_cfg, b['n_steps']])}" if small else None
@@ -97,7 +99,7 @@ def _add_ngrams(plan: Plan, spec: StudySpec, tok_key: str, shards: dict[str, str
     ref = rung_budget(spec, spec.rung(spec.ladder.reference))
     for dname, mix in sorted(spec.distributions.items()):
         for order in spec.analysis.ngram_orders:
-            cfg = {"order": order, "distribution": dname, "mixture": mix, "context": spec.context,
+            cfg = {"order": order, "distribution": dname, "mixture": mix, "context": spec.test_context,
                    "vocab_size": spec.tokenizer.vocab_size, "tokens": ref["tokens"],
                    "seed": derive_seed(spec.seed, "ngram", dname)}
             inputs = {"tokenizer": tok_key, **{f"shard:{s}": shards[s] for s, w in mix.items() if w > 0},

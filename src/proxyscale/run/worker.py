@@ -40,6 +40,7 @@ class StepContext:
     inputs: dict[str, Path]
     out: Path
     threads: int = 1
+    fn: str | None = None
 
 
 def _resolve(ref: str) -> Callable:
@@ -79,8 +80,8 @@ def execute(payloads: list[dict[str, Any]], store_root: str, threads: int = 1) -
             continue
         out = store.begin(key)
         inputs = {role: store.final_dir(dep) for role, dep in p["inputs"].items()}
-        ctxs.append(StepContext(key, p["kind"], p["name"], p["config"], inputs, out, threads))
-    if len(ctxs) > 1 and ctxs[0].kind in BATCH_FUNCTIONS:
+        ctxs.append(StepContext(key, p["kind"], p["name"], p["config"], inputs, out, threads, p.get("fn")))
+    if len(ctxs) > 1 and ctxs[0].kind in BATCH_FUNCTIONS and ctxs[0].fn is None:
         try:
             t0 = time.time()
             _resolve(BATCH_FUNCTIONS[ctxs[0].kind])(ctxs)
@@ -97,7 +98,7 @@ def execute(payloads: list[dict[str, Any]], store_root: str, threads: int = 1) -
 def _run_one(store: Store, c: StepContext) -> dict[str, Any]:
     t0 = time.time()
     try:
-        _resolve(STEP_FUNCTIONS[c.kind])(c)
+        _resolve(c.fn or STEP_FUNCTIONS[c.kind])(c)
     except Exception as e:  # noqa: BLE001 - every failure is recorded, never swallowed
         reason = _error_reason(e)
         store.fail(c.key, reason, traceback.format_exc())

@@ -1,0 +1,107 @@
+"""Command line: parse → config → library call. No logic lives here."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import ProxyscaleError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Small-to-large generalization of training-data effects: proxy ladders, "
+                       "per-example correlation, attribution and data selection.")
+corpus_app = typer.Typer(no_args_is_help=True, help="The embedded corpus of real offline text.")
+app.add_typer(corpus_app, name="corpus")
+
+STORE = typer.Option(Path("runs"), "--store", help="Run store directory (shared by studies; content-hashed).")
+WORKERS = typer.Option(0, "--workers", "-j", help="Parallel workers (0 = the spec's setting, else one per core).")
+
+
+@app.command()
+def run(spec: Path = typer.Argument(..., help="YAML study spec"), store: Path = STORE, workers: int = WORKERS,
+        backend: Optional[str] = typer.Option(None, help="local | ray | slurm (default: the spec's)"),
+        progress: bool = typer.Option(True, help="Show a progress bar with ETA.")) -> None:
+    """Run a study (resumable: finished steps are skipped), then write its report."""
+    from .api import run_study
+
+    out = run_study(spec, store, workers=workers, backend=backend, progress=progress)
+    typer.echo(f"report: {out}")
+
+
+@app.command()
+def demo(store: Path = STORE, workers: int = WORKERS,
+         progress: bool = typer.Option(True, help="Show a progress bar with ETA.")) -> None:
+    """Build the embedded corpus and run the demo study (configs/demo.yaml)."""
+    from .api import DEMO_SPEC, run_study
+
+    out = run_study(DEMO_SPEC, store, workers=workers, progress=progress)
+    typer.echo(f"report: {out}")
+
+
+@app.command()
+def plan(spec: Path = typer.Argument(..., help="YAML study spec"), store: Optional[Path] = typer.Option(
+        None, "--store", help="Also show each step's state in this store.")) -> None:
+    """Dry run: every step with its parameters, tokens, FLOPs and estimated GPU-hours."""
+    from .api import plan_text
+
+    typer.echo(plan_text(spec, store))
+
+
+@app.command()
+def status(spec: Path = typer.Argument(..., help="YAML study spec"), store: Path = STORE) -> None:
+    """Done / running / failed / pending steps of a study."""
+    from .api import status_text
+
+    text, failed = status_text(spec, store)
+    typer.echo(text)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(spec: Path = typer.Argument(..., help="YAML study spec"), store: Path = STORE) -> None:
+    """(Re)write a finished study's report from the store."""
+    from .api import write_study_report
+
+    typer.echo(f"report: {write_study_report(spec, store)}")
+
+
+@corpus_app.command("build")
+def corpus_build(out: Path = typer.Option(Path("corpus"), "--out", help="Output directory."),
+                 max_bytes: int = typer.Option(4_000_000, help="Cap on the text kept per domain."),
+                 apt: bool = typer.Option(True, help="Use Debian packages (else the Python installation).")) -> None:
+    """Build the embedded corpus from real text available offline (Debian packages, Python docs)."""
+    from .data.corpus import build_corpus
+
+    manifest = build_corpus(out, max_bytes_per_domain=max_bytes, use_apt=apt)
+    for name, d in sorted(manifest["domains"].items()):
+        typer.echo(f"{name:>12} {d['bytes']:>11,} bytes {d['n_docs']:>7,} docs  {d.get('package', '')}")
+    typer.echo(f"corpus: {out}")
+
+
+def main() -> None:
+    """Entry point: one clear line and a non-zero exit for every user error."""
+    try:
+        app(standalone_mode=False)
+    except ProxyscaleError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished steps are kept; re-run the same command to resume", err=True)
+        sys.exit(130)
+    except (typer.Exit, SystemExit) as e:  # typer's own exits keep their code
+        code = getattr(e, "exit_code", getattr(e, "code", 0))
+        sys.exit(code or 0)
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Export a :class:`GPT` as a Hugging Face ``transformers`` GPT-2 checkpoint directory.
+
+Writes ``config.json`` and ``model.safetensors`` directly (``transformers`` is not needed to
+export, only to load). ``GPT2LMHeadModel.from_pretrained(out_dir)`` then computes the same
+logits as our model. GPT-2 stores its linear layers as ``Conv1D`` with weights shaped
+(in, out), so every linear weight is transposed.
+
+μP models export exactly too: GPT-2 always scales attention by ``1/sqrt(d_head)``, so the
+extra factor of μP's ``1/d_head`` scaling is folded into the query weights and bias; and the
+output multiplier is folded into an untied ``lm_head`` (``tie_word_embeddings: false``).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from ..store import save_weights, write_json
+from .gpt import GPT
+
+
+def hf_config(model: GPT) -> dict:
+    """The ``config.json`` contents of the GPT-2 equivalent of ``model``."""
+    cfg = model.cfg
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": cfg.vocab_size,
+        "n_positions": cfg.context,
+        "n_embd": cfg.d_model,
+        "n_layer": cfg.n_layers,
+        "n_head": cfg.n_heads,
+        "n_inner": 4 * cfg.d_model,
+        "activation_function": "gelu",  # exact (erf) GELU, as F.gelu in our MLP
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "layer_norm_epsilon": 1e-5,
+        "initializer_range": cfg.init_std,
+        "scale_attn_weights": True,
+        "tie_word_embeddings": not cfg.mup,
+        "bos_token_id": None,
+        "eos_token_id": None,
+        "use_cache": True,
+        "torch_dtype": "float32",
+    }
+
+
+def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
+    """Our weights renamed (and transposed) to GPT-2's ``GPT2LMHeadModel`` names."""
+    cfg = model.cfg
+    d = cfg.d_model
+    # Ratio of our score scale to GPT-2's fixed 1/sqrt(d_head); exactly 1 without μP.
+    q_fold = cfg.attn_scale * math.sqrt(cfg.head_dim)
+    sd = {"transformer.wte.weight": model.wte.weight, "transformer.wpe.weight": model.wpe.weight,
+          "transformer.ln_f.weight": model.ln_f.weight, "transformer.ln_f.bias": model.ln_f.bias}
+    for i, b in enumerate(model.blocks):
+        p = f"transformer.h.{i}."
+        qkv_w = b.qkv.weight.detach().clone()  # (3d, d)
+        qkv_b = b.qkv.bias.detach().clone()  # (3d,)
+        qkv_w[:d] *= q_fold
+        qkv_b[:d] *= q_fold
+        sd.update({
+            p + "ln_1.weight": b.ln_1.weight, p + "ln_1.bias": b.ln_1.bias,
+            p + "attn.c_attn.weight": qkv_w.t(), p + "attn.c_attn.bias": qkv_b,
+            p + "attn.c_proj.weight": b.attn_out.weight.t(), p + "attn.c_proj.bias": b.attn_out.bias,
+            p + "ln_2.weight": b.ln_2.weight, p + "ln_2.bias": b.ln_2.bias,
+            p + "mlp.c_fc.weight": b.fc.weight.t(), p + "mlp.c_fc.bias": b.fc.bias,
+            p + "mlp.c_proj.weight": b.proj.weight.t(), p + "mlp.c_proj.bias": b.proj.bias,
+        })
+    if cfg.mup:
+        sd["lm_head.weight"] = model.wte.weight.detach() * cfg.output_mult
+    return {k: v.detach().float() for k, v in sd.items()}
+
+
+def export_hf(model: GPT, out_dir: str | Path) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` loadable by ``GPT2LMHeadModel``; returns ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(out / "model.safetensors", hf_state_dict(model), metadata={"format": "pt"})
+    write_json(out / "config.json", hf_config(model))
+    return out
