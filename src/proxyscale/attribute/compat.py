@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ProxyscaleError
 from .outputs import ClassificationMargin, Params
 
 TRAKER_BLOCK = 100
@@ -107,7 +107,11 @@ class TrakerSolver:
         for r in range(0, phi.shape[0], row_block):
             blk = torch.from_numpy(np.ascontiguousarray(phi[r:r + row_block], dtype=np.float32))
             xtx += blk.T @ blk
-        inv = torch.linalg.inv(xtx + lam * torch.eye(k, dtype=torch.float32))
+        try:
+            inv = torch.linalg.inv(xtx + lam * torch.eye(k, dtype=torch.float32))
+        except torch.linalg.LinAlgError as e:
+            raise ProxyscaleError("XᵀX is exactly singular in compat mode (the reference's λ defaults to 0); "
+                                  "set compat_lambda > 0 or lower k") from e
         self.inv = inv / inv.abs().mean()  # (k, k)
 
     def state(self) -> np.ndarray:

@@ -1,0 +1,163 @@
+"""Train K same-shape GPTs at once (for tiny rungs, where one model cannot fill the cores).
+
+The K models' parameters are stacked along a new leading axis (``torch.func.stack_module_state``)
+and the forward pass is ``vmap(functional_call(...))`` over that axis, so every matmul becomes
+one batched matmul. The loss is the *sum* of the K mean losses: the models share no
+parameters, so its gradient with respect to model k's slice is exactly model k's own gradient.
+Gradient clipping is per model (each model's global norm); AdamW is elementwise and runs
+unchanged on the stacked tensors.
+
+Each model behaves as if trained by :func:`proxyscale.train.train_lm` with its own seed,
+batch function and directory: same initialisation, same files (and the same checkpoint format,
+so either function can resume the other's run), same metrics. Results match separate runs up to
+float rounding (attention here uses plain ops, which vmap can batch, instead of the fused kernel).
+If any model diverges, :class:`DivergedError` names it and nothing is finished for any model.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+
+from ..errors import ConfigError, DataError
+from ..models.gpt import GPTConfig
+from .checkpoint import latest_common_step, load_checkpoint
+from .loop import BatchFn, RunRecord, _checks_due, init_model, lm_loss, run_hash, to_batch
+from .optim import AdamW, TrainConfig, autocast_dtype, clip_grad_norms, lr_at, param_settings, resolve_device
+
+
+class _Stack:
+    """K models as stacked parameter tensors (K, ...) plus a meta-device template to call."""
+
+    def __init__(self, model_cfg: GPTConfig, seeds: list[int], device: torch.device) -> None:
+        models = [init_model(model_cfg, s) for s in seeds]
+        params, _ = stack_module_state(models)
+        self.params = {n: p.detach().to(device).requires_grad_() for n, p in params.items()}
+        self.settings = param_settings(models[0])
+        self.template = copy.deepcopy(models[0]).to("meta")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (K, B, T, V) for inputs x (K, B, T)."""
+        def one(params: dict, xk: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.template, params, (xk,), {"fused_attention": False})
+
+        return vmap(one)(self.params, x)
+
+    def model_state(self, k: int) -> dict[str, torch.Tensor]:
+        return {n: p[k].detach() for n, p in self.params.items()}
+
+    def optim_state(self, opt: AdamW, k: int) -> dict[str, torch.Tensor]:
+        return {n: t[k] for n, t in opt.state_tensors().items()}
+
+
+def _check_args(batch_fns: list, out_dirs: list, seeds: list) -> None:
+    if not (len(batch_fns) == len(out_dirs) == len(seeds)) or not seeds:
+        raise ConfigError(f"train_lm_batched needs equally many batch_fns, out_dirs and seeds (>= 1); got "
+                          f"{len(batch_fns)}, {len(out_dirs)}, {len(seeds)}")
+    if len({str(Path(d).resolve()) for d in out_dirs}) != len(out_dirs):
+        raise ConfigError("train_lm_batched: out_dirs must be distinct")
+
+
+def _resume(stack: _Stack, opt: AdamW, recs: list[RunRecord]) -> int:
+    """Load the newest step all K runs have a checkpoint for; returns it (0: start fresh)."""
+    start = latest_common_step([r.ckpt_root for r in recs]) or 0
+    if not start:
+        return 0
+    cks = [load_checkpoint(r.ckpt_root, start, r.rhash) for r in recs]
+    with torch.no_grad():
+        for n, p in stack.params.items():
+            p.copy_(torch.stack([ck.model[n] for ck in cks]))
+    opt.load_state_tensors({k: torch.stack([ck.optim[k] for ck in cks]) for k in cks[0].optim}, start)
+    for r, ck in zip(recs, cks):
+        r.restore(ck.state)
+    return start
+
+
+def _step(stack: _Stack, opt: AdamW, batch: torch.Tensor, lr: float, grad_clip: float,
+          amp: torch.dtype | None) -> torch.Tensor:
+    """One update of all K models on batch (K, B, T+1); returns the K losses (K,)."""
+    x, y = batch[..., :-1], batch[..., 1:]  # (K, B, T)
+    with torch.autocast(batch.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        logits = stack.forward(x)  # (K, B, T, V)
+    losses = torch.stack([lm_loss(logits[k], y[k]) for k in range(logits.shape[0])])  # (K,)
+    losses.sum().backward()
+    params = list(stack.params.values())
+    clip_grad_norms([p.grad for p in params], grad_clip, batch_dims=1)
+    opt.step(lr)
+    for p in params:
+        p.grad = None
+    return losses.detach()
+
+
+def train_lm_batched(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fns: list[BatchFn], n_steps: int,
+                     out_dirs: list[str | Path], seeds: list[int],
+                     progress: Callable[[dict], None] | None = None, stop_after: int | None = None) -> list[dict]:
+    """Train K models (one per batch_fn/out_dir/seed) together; returns each one's metrics.
+
+    Runs already finished in their directory are skipped (their stored metrics are returned);
+    the rest resume from their newest common checkpoint. ``stop_after`` as in ``train_lm``.
+    """
+    _check_args(batch_fns, out_dirs, seeds)
+    if n_steps < 1:
+        raise DataError(f"n_steps must be >= 1, got {n_steps}")
+    recs = [RunRecord(Path(d), run_hash(model_cfg, train_cfg, n_steps, s), s) for d, s in zip(out_dirs, seeds)]
+    results: list[dict | None] = [r.finished() for r in recs]
+    todo = [i for i, m in enumerate(results) if m is None]
+    if todo:
+        out = _train_stack(model_cfg, train_cfg, [batch_fns[i] for i in todo], n_steps, [recs[i] for i in todo],
+                           progress, stop_after)
+        if out is None:
+            return [{"stopped_at": stop_after}] * len(recs)
+        for i, m in zip(todo, out):
+            results[i] = m
+    return results  # type: ignore[return-value]
+
+
+def _train_stack(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fns: list[BatchFn], n_steps: int,
+                 recs: list[RunRecord], progress: Callable[[dict], None] | None,
+                 stop_after: int | None) -> list[dict] | None:
+    device = resolve_device(train_cfg.device)
+    amp = autocast_dtype(train_cfg, device)
+    stack = _Stack(model_cfg, [r.seed for r in recs], device)
+    opt = AdamW(stack.params, stack.settings, train_cfg)
+    start = _resume(stack, opt, recs)
+    pending: list[torch.Tensor] = []
+    tokens = call_tokens = 0
+    t0 = time.perf_counter()
+    for step in range(start, n_steps):
+        batch = torch.stack([to_batch(f(step), train_cfg, model_cfg, step, device) for f in batch_fns])
+        pending.append(_step(stack, opt, batch, lr_at(train_cfg, step, n_steps), train_cfg.grad_clip, amp))
+        tokens += batch.shape[1] * (batch.shape[2] - 1)
+        flush, ckpt = _checks_due(train_cfg, step + 1, n_steps)
+        if flush:
+            _flush(stack, opt, recs, train_cfg, torch.stack(pending).cpu().numpy(), step + 1, tokens,
+                   time.perf_counter() - t0, ckpt, progress)
+            call_tokens += tokens
+            pending, tokens = [], 0
+        if stop_after is not None and step + 1 >= stop_after and step + 1 < n_steps:
+            return None
+    wall = time.perf_counter() - t0
+    extra = {"tokens_per_s": call_tokens / max(wall, 1e-9), "batched_with": len(recs)}
+    return [r.finish(model_cfg, train_cfg, stack.model_state(k), wall, device, extra) for k, r in enumerate(recs)]
+
+
+def _flush(stack: _Stack, opt: AdamW, recs: list[RunRecord], train_cfg: TrainConfig, losses: np.ndarray,
+           done: int, tokens: int, wall: float, ckpt: bool, progress: Callable[[dict], None] | None) -> None:
+    """Record losses (steps × K) of every model, then snapshots/checkpoints/progress."""
+    for k, r in enumerate(recs):
+        r.add(losses[:, k].tolist(), done - losses.shape[0], train_cfg.lr, tokens)
+    for k, r in enumerate(recs):
+        if done in train_cfg.snapshot_steps:
+            from ..store import save_weights
+
+            save_weights(r.out / "snapshots" / f"step-{done:06d}.safetensors", stack.model_state(k))
+        if ckpt:
+            r.checkpoint(done, stack.model_state(k), stack.optim_state(opt, k), wall, train_cfg.keep_checkpoints)
+    if progress is not None:
+        k = min(train_cfg.log_every, len(recs[0].losses))
+        progress({"step": done, "loss": [float(np.mean(r.losses[-k:])) for r in recs], "tokens": recs[0].tokens})

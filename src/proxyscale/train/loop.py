@@ -1,0 +1,230 @@
+"""Train one GPT language model: resumable, deterministic, typed outputs.
+
+:func:`train_lm` writes into ``out_dir``::
+
+    model.safetensors  model.json      final weights and their GPTConfig
+    losses.npy                         the training loss of every step (float64)
+    train.json                         metrics; written last, so its presence means "finished"
+    snapshots/step-N.safetensors       model-only weights at TrainConfig.snapshot_steps
+    checkpoint/                        while running (see checkpoint.py); removed when finished
+
+Calling it again on the same directory resumes from the newest checkpoint and ends with the
+same numbers as a run that was never stopped (bitwise on CPU); on a finished directory it just
+returns the stored metrics. A non-finite loss raises :class:`DivergedError`, writes
+``diverged.json`` and no model. The batch at step ``i`` is ``batch_fn(i)``: an integer array
+(batch_size, T+1) whose first T columns are inputs and last T the next-token targets.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import content_hash, to_dict
+from ..errors import DataError, DivergedError, StoreError
+from ..models.gpt import GPT, GPTConfig, model_config_dict, param_count
+from ..seeding import torch_gen
+from ..store import FORMAT_VERSION, read_json, save_weights, write_json, write_npy
+from .checkpoint import latest_common_step, load_checkpoint, remove_checkpoints, save_checkpoint
+from .optim import AdamW, TrainConfig, autocast_dtype, clip_grad_norms, lr_at, param_settings, resolve_device
+
+BatchFn = Callable[[int], np.ndarray]
+_BOOKKEEPING = ("checkpoint_every", "keep_checkpoints", "log_every", "device", "compile")
+
+
+def run_hash(model_cfg: GPTConfig, train_cfg: TrainConfig, n_steps: int, seed: int) -> str:
+    """Hash of everything that changes the numbers (not logging/checkpoint cadence or device)."""
+    train = {k: v for k, v in to_dict(train_cfg).items() if k not in _BOOKKEEPING}
+    return content_hash({"model": to_dict(model_cfg), "train": train, "n_steps": n_steps, "seed": seed,
+                         "format_version": FORMAT_VERSION})
+
+
+def init_model(model_cfg: GPTConfig, seed: int) -> GPT:
+    """The initial model of a run with root seed ``seed`` (the same in every training path)."""
+    return GPT(model_cfg, generator=torch_gen(seed, "init"))
+
+
+def to_batch(arr: np.ndarray, train_cfg: TrainConfig, model_cfg: GPTConfig, step: int,
+             device: torch.device) -> torch.Tensor:
+    """Validate ``batch_fn``'s output and move it to ``device`` as int64 (B, T+1)."""
+    a = np.asarray(arr)
+    if a.ndim != 2 or a.shape[0] != train_cfg.batch_size or not 2 <= a.shape[1] <= model_cfg.context + 1:
+        raise DataError(f"batch_fn({step}) returned shape {a.shape}; expected ({train_cfg.batch_size}, T+1) "
+                        f"with 1 <= T <= context {model_cfg.context}")
+    if not np.issubdtype(a.dtype, np.integer) or a.min() < 0 or a.max() >= model_cfg.vocab_size:
+        raise DataError(f"batch_fn({step}) must return integer token ids in [0, {model_cfg.vocab_size}); "
+                        f"got dtype {a.dtype}, range [{a.min()}, {a.max()}] — check the tokenizer's vocab size")
+    return torch.from_numpy(a.astype(np.int64, copy=False)).to(device, non_blocking=True)
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy in fp32; logits (..., V), targets (...)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
+
+
+def train_step(forward: Callable[[torch.Tensor], torch.Tensor], opt: AdamW, batch: torch.Tensor, lr: float,
+               grad_clip: float, amp: torch.dtype | None) -> torch.Tensor:
+    """Forward, backward, clip, AdamW update on one batch (B, T+1); returns the detached loss."""
+    x, y = batch[:, :-1], batch[:, 1:]  # (B, T) each
+    with torch.autocast(batch.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        logits = forward(x)  # (B, T, V)
+    loss = lm_loss(logits, y)
+    loss.backward()
+    params = list(opt.params.values())
+    clip_grad_norms([p.grad for p in params], grad_clip)
+    opt.step(lr)
+    for p in params:
+        p.grad = None
+    return loss.detach()
+
+
+def final_window(n_steps: int) -> int:
+    """How many trailing steps ``final_loss`` averages: 5 % of the run, between 1 and 50."""
+    return max(1, min(50, math.ceil(0.05 * n_steps)))
+
+
+class RunRecord:
+    """Bookkeeping of one run directory: losses so far, tokens, wall time, and its files."""
+
+    def __init__(self, out_dir: Path, rhash: str, seed: int) -> None:
+        self.out, self.rhash, self.seed = Path(out_dir), rhash, seed
+        self.losses: list[float] = []
+        self.tokens = 0
+        self.wall_before = 0.0
+
+    @property
+    def ckpt_root(self) -> Path:
+        return self.out / "checkpoint"
+
+    def finished(self) -> dict | None:
+        """Stored metrics if this directory holds a finished run of the same settings."""
+        f = self.out / "train.json"
+        if not f.is_file():
+            return None
+        metrics = read_json(f)
+        if metrics.get("run_hash") != self.rhash:
+            raise StoreError(f"{self.out}: holds a finished run with different settings "
+                             f"(hash {metrics.get('run_hash')} != {self.rhash}); use a fresh directory")
+        return metrics
+
+    def restore(self, state: dict) -> None:
+        self.losses = [float(v) for v in state["losses"]]
+        self.tokens = int(state["tokens"])
+        self.wall_before = float(state["wall_s"])
+
+    def add(self, values: list[float], step0: int, lr: float, tokens: int) -> None:
+        """Append per-step losses starting at step ``step0``; raise on the first non-finite one."""
+        for i, v in enumerate(values):
+            if not math.isfinite(v):
+                self.fail(step0 + i, v, lr)
+        self.losses.extend(values)
+        self.tokens += tokens
+
+    def fail(self, step: int, value: float, lr: float) -> None:
+        msg = (f"diverged at step {step}: loss={value}; lower the learning rate (peak lr={lr:g}), "
+               "lengthen the warm-up or tighten grad_clip")
+        write_json(self.out / "diverged.json", {"format_version": FORMAT_VERSION, "step": step,
+                                                 "loss": str(value), "run_hash": self.rhash, "reason": msg})
+        raise DivergedError(f"{self.out}: {msg}")
+
+    def checkpoint(self, step: int, model: dict, optim: dict, wall: float, keep: int) -> None:
+        save_checkpoint(self.ckpt_root, step, model, optim, {
+            "run_hash": self.rhash, "seed": self.seed, "losses": self.losses, "tokens": self.tokens,
+            "wall_s": self.wall_before + wall}, keep)
+
+    def finish(self, model_cfg: GPTConfig, train_cfg: TrainConfig, weights: dict, wall: float,
+               device: torch.device, extra: dict) -> dict:
+        """Write final weights, losses and metrics (train.json last); drop the checkpoints."""
+        n = len(self.losses)
+        P = param_count(model_cfg)
+        k = final_window(n)
+        edges = np.linspace(0, n, min(n, 20) + 1).astype(int)
+        arr = np.asarray(self.losses, dtype=np.float64)
+        metrics = {
+            "format_version": FORMAT_VERSION, "run_hash": self.rhash, "seed": self.seed, "n_steps": n,
+            "final_loss": float(arr[-k:].mean()), "final_loss_window": k, "initial_loss": float(arr[0]),
+            "min_loss": float(arr.min()),
+            "loss_curve": [{"step": int(b), "loss": float(arr[a:b].mean())} for a, b in zip(edges[:-1], edges[1:])],
+            "params": P, "tokens": self.tokens, "tokens_per_param": self.tokens / P,
+            "flops": 6.0 * P * self.tokens, "wall_s": self.wall_before + wall,
+            "device": str(device), "model": to_dict(model_cfg), "train": to_dict(train_cfg), **extra,
+        }
+        save_weights(self.out / "model.safetensors", weights)
+        write_json(self.out / "model.json", model_config_dict(model_cfg))
+        write_npy(self.out / "losses.npy", arr)
+        write_json(self.out / "train.json", metrics)
+        remove_checkpoints(self.ckpt_root)
+        return metrics
+
+
+def _checks_due(train_cfg: TrainConfig, done: int, n_steps: int) -> tuple[bool, bool]:
+    """(flush losses now?, checkpoint now?) after ``done`` steps."""
+    ckpt = train_cfg.checkpoint_every > 0 and done % train_cfg.checkpoint_every == 0 and done < n_steps
+    flush = ckpt or done % train_cfg.log_every == 0 or done == n_steps or done in train_cfg.snapshot_steps
+    return flush, ckpt
+
+
+def train_lm(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fn: BatchFn, n_steps: int, out_dir: str | Path,
+             seed: int, progress: Callable[[dict], None] | None = None, stop_after: int | None = None) -> dict:
+    """Train a GPT for ``n_steps`` AdamW steps on ``batch_fn(step)`` batches; see the module doc.
+
+    Returns the metrics also written to ``train.json`` (final_loss, loss_curve, tokens, params,
+    flops = 6·P·D, wall_s, tokens_per_s, ...). ``stop_after`` stops after that many steps
+    without finishing (what a kill leaves behind) and returns ``{"stopped_at": step}``.
+    """
+    rec = RunRecord(Path(out_dir), run_hash(model_cfg, train_cfg, n_steps, seed), seed)
+    if n_steps < 1:
+        raise DataError(f"n_steps must be >= 1, got {n_steps}")
+    if (done := rec.finished()) is not None:
+        return done
+    device = resolve_device(train_cfg.device)
+    amp = autocast_dtype(train_cfg, device)
+    model = init_model(model_cfg, seed).to(device)
+    opt = AdamW(dict(model.named_parameters()), param_settings(model), train_cfg)
+    start = _resume(rec, model, opt)
+    forward = torch.compile(model) if train_cfg.compile else model
+    pending: list[torch.Tensor] = []
+    tokens = call_tokens = 0
+    t0 = time.perf_counter()
+    for step in range(start, n_steps):
+        batch = to_batch(batch_fn(step), train_cfg, model_cfg, step, device)
+        pending.append(train_step(forward, opt, batch, lr_at(train_cfg, step, n_steps), train_cfg.grad_clip, amp))
+        tokens += batch.shape[0] * (batch.shape[1] - 1)
+        flush, ckpt = _checks_due(train_cfg, step + 1, n_steps)
+        if flush:  # one device sync per flush, not per step
+            rec.add(torch.stack(pending).tolist(), step + 1 - len(pending), train_cfg.lr, tokens)
+            call_tokens += tokens
+            pending, tokens = [], 0
+            _after_flush(rec, train_cfg, step + 1, model, opt, time.perf_counter() - t0, ckpt, progress)
+        if stop_after is not None and step + 1 >= stop_after and step + 1 < n_steps:
+            return {"stopped_at": step + 1}
+    wall = time.perf_counter() - t0
+    return rec.finish(model_cfg, train_cfg, model.state_dict(), wall, device,
+                      {"tokens_per_s": call_tokens / max(wall, 1e-9)})
+
+
+def _resume(rec: RunRecord, model: GPT, opt: AdamW) -> int:
+    """Load the newest checkpoint of ``rec`` into model and optimiser; returns its step (0: none)."""
+    start = latest_common_step([rec.ckpt_root]) or 0
+    if start:
+        ck = load_checkpoint(rec.ckpt_root, start, rec.rhash)
+        model.load_state_dict(ck.model)
+        opt.load_state_tensors(ck.optim, start)
+        rec.restore(ck.state)
+    return start
+
+
+def _after_flush(rec: RunRecord, train_cfg: TrainConfig, done: int, model: GPT, opt: AdamW, wall: float,
+                 ckpt: bool, progress: Callable[[dict], None] | None) -> None:
+    if done in train_cfg.snapshot_steps:
+        save_weights(rec.out / "snapshots" / f"step-{done:06d}.safetensors", model.state_dict())
+    if ckpt:
+        rec.checkpoint(done, model.state_dict(), opt.state_tensors(), wall, train_cfg.keep_checkpoints)
+    if progress is not None:
+        k = min(train_cfg.log_every, len(rec.losses))
+        progress({"step": done, "loss": float(np.mean(rec.losses[-k:])), "tokens": rec.tokens})
