@@ -115,7 +115,9 @@ def _noise_ceiling(study: Study, ts: str, best: str | None) -> dict[str, Any]:
         s = _point_stats(ys[a], ys[b])
         s["partial_r"] = stats.partial_correlation(ys[a], ys[b], z) if z is not None and len(dists) >= 4 else math.nan
         vals.append([s[k] for k in keys])
-    mean = np.nanmean(np.array(vals, dtype=np.float64), axis=0) if vals else [math.nan] * len(keys)
+    arr = np.array(vals, dtype=np.float64)  # (pairs, keys)
+    n_ok = np.isfinite(arr).sum(axis=0)
+    mean = np.where(n_ok > 0, np.nansum(arr, axis=0) / np.maximum(n_ok, 1), np.nan)
     return {**row, "n_pairs": len(vals), **dict(zip(keys, map(float, mean)))}
 
 

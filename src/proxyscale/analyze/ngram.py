@@ -94,6 +94,15 @@ def _combine(win: np.ndarray, base: int) -> np.ndarray:
     return key
 
 
+def _count(keys: np.ndarray, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct keys and their counts: bincount when the key space is small, else a sort."""
+    if n_keys <= 1 << 24:
+        c = np.bincount(keys, minlength=n_keys)
+        nz = np.flatnonzero(c)
+        return nz.astype(np.int64), c[nz].astype(np.int64)
+    return np.unique(keys, return_counts=True)
+
+
 def _ney_discount(counts: np.ndarray) -> float:
     n1 = np.count_nonzero(counts == 1)
     n2 = np.count_nonzero(counts == 2)
@@ -125,7 +134,7 @@ def fit_ngram(token_arrays: Sequence[np.ndarray], order: int, vocab_size: int, *
         raise DataError(f"vocab_size {vocab_size} does not fit int64 keys at order {order}")
     base = vocab_size + 1
     win = _windows(token_arrays, order, vocab_size)  # (N, order)
-    top_keys, top_counts = np.unique(_combine(win, base), return_counts=True)
+    top_keys, top_counts = _count(_combine(win, base), base**order)
     levels = [_level(top_keys, top_counts, base, discount)]
     # Continuation counts: each distinct (k+1)-gram adds one to the k-gram it ends with.
     keys = top_keys

@@ -10,6 +10,7 @@ distribution), so clarity beats asymptotic speed. Conventions:
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -152,9 +153,16 @@ class PermutationResult:
     exact: bool
 
 
+@functools.lru_cache(maxsize=_EXACT_MAX_N)
+def _all_permutations(n: int) -> np.ndarray:
+    out = np.array(list(itertools.permutations(range(n))), dtype=np.int64).reshape(-1, n)  # (n!, n)
+    out.setflags(write=False)  # shared by every caller through the cache
+    return out
+
+
 def _permutations(n: int, rng: np.random.Generator | None, n_resamples: int) -> tuple[np.ndarray, bool]:
     if n <= _EXACT_MAX_N:
-        return np.array(list(itertools.permutations(range(n))), dtype=np.int64), True
+        return _all_permutations(n), True
     if rng is None:
         raise DataError(f"{n} points is too many for an exact permutation test; pass an np.random.Generator")
     perms = np.argsort(rng.random((n_resamples, n)), axis=1)

@@ -6,8 +6,9 @@ Each distribution d has a latent quality q_d per test set. Model m (compute C_m)
 
 with E_d and A_d increasing in q_d, so every model ranks distributions alike up to its own
 distortion σ_m (small for big models). N-gram "proxies" see q_d through their own σ. Each
-example adds a fixed offset and an example-specific slope on q_d, so per-example correlations
-are positive but imperfect. Nothing here is a result: it only exercises the analysis.
+example adds a fixed offset and an example-specific slope on q_d and an example × distribution
+effect shared by all models, plus per-run noise, so per-example correlations are positive but
+imperfect. Nothing here is a result: it only exercises the analysis.
 """
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ def make_synthetic_study(rng: np.random.Generator, *, n_dist: int = 8, n_example
         e_d, a_d = 2.0 + 0.3 * q, 1.0 + 0.2 * q
         ex_off = rng.normal(0, 0.3, size=n_examples)  # (E,)
         ex_slope = rng.normal(1.0, 0.5, size=n_examples)  # (E,)
+        ex_dist = 0.2 * rng.normal(size=(n_examples, n_dist))  # (E, D) what every model sees alike
         for m in models:
             # Count models sit well above every neural rung but still track q.
             scale = (m.flops / ref.flops) ** (-alpha) if m.kind == "neural" else 4.0
@@ -68,7 +70,7 @@ def make_synthetic_study(rng: np.random.Generator, *, n_dist: int = 8, n_example
             for s in range(m.n_seeds):
                 run = mean + seed_sd * rng.normal(size=n_dist)  # (D,)
                 loss = (run[None, :] + ex_off[:, None] + 0.3 * (ex_slope[:, None] - 1) * q[None, :]
-                        + 0.05 * rng.normal(size=(n_examples, n_dist)))  # (E, D)
+                        + ex_dist + 0.1 * rng.normal(size=(n_examples, n_dist)))  # (E, D)
                 for e in range(n_examples):
                     for d in range(n_dist):
                         rows.append((ts, f"ex{e}", dist_names[d], m.name, s, float(loss[e, d]), 8, np.nan))

@@ -45,7 +45,7 @@ class TrakerProjector:
         self.width = min(k, TRAKER_BLOCK)
         self.n_blocks = math.ceil(k / self.width)
         self.cache_bytes = cache_bytes
-        self._full: Tensor | None = None
+        self._full_t: Tensor | None = None
         self.generated = 0
         self.scale = torch.sqrt(torch.tensor(p, dtype=torch.float32))
 
@@ -66,10 +66,14 @@ class TrakerProjector:
     def project(self, grads: Tensor) -> Tensor:
         """(B, p) -> (B, k): the reference's projection and √p normalisation."""
         grads = grads.to(torch.float32)
-        if self._full is None and self.p * self.n_blocks * self.width * 4 <= self.cache_bytes:
-            self._full = torch.cat([self._columns(i) for i in range(self.n_blocks)], dim=1)  # (p, k)
-        if self._full is not None:
-            out = grads @ self._full
+        if self._full_t is None and self.p * self.k * 4 <= self.cache_bytes:
+            # Pᵀ (k, p), filled one block at a time; g @ (Pᵀ)ᵀ with a contiguous Pᵀ is ~1.7× faster
+            # on CPU than g @ P with P stored (p, k)
+            self._full_t = torch.empty(self.k, self.p, dtype=torch.float32)
+            for i in range(self.n_blocks):
+                self._full_t[i * self.width:(i + 1) * self.width] = self._columns(i).T
+        if self._full_t is not None:
+            out = grads @ self._full_t.T
         else:
             out = torch.cat([grads @ self._columns(i) for i in range(self.n_blocks)], dim=1)
         return out / self.scale

@@ -67,9 +67,8 @@ def log_odds(logits: Tensor, target: Tensor) -> Tensor:
 
 
 def one_minus_p(logits: Tensor, target: Tensor) -> Tensor:
-    """``1 − softmax(logits)[target]``, accurate also when p is close to 1."""
-    logp = torch.log_softmax(logits.float(), -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
-    return -torch.expm1(logp)
+    """``1 − softmax(logits)[target]`` as ``sigmoid(−log-odds)``: exact even when p rounds to 1."""
+    return torch.sigmoid(-log_odds(logits.float(), target))
 
 
 class ClassificationMargin:

@@ -21,6 +21,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -32,6 +33,8 @@ from . import extract
 
 CORPUS_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+_LOAD_CHUNK = 64
+_LOAD_WORKERS = 4
 Progress = Optional[Callable[[str], None]]
 
 
@@ -140,14 +143,21 @@ def _write_domain(out_dir: Path, domain: str, candidates: list[extract.Candidate
         raise RuntimeError(f"duplicate document ids in domain {domain}")
     kept: list[tuple[int, str, str, Optional[str]]] = []
     total = 0
-    for i in _hash_order(domain, ids):
-        if total >= cap:
-            break
-        loaded = candidates[i][1]()
-        if loaded is None or not loaded[0].strip():
-            continue
-        kept.append((i, ids[i], loaded[0], loaded[1]))
-        total += len(loaded[0].encode("utf-8"))
+    order = _hash_order(domain, ids)
+    # load in small parallel chunks (manual pages render in subprocesses) but consume in
+    # hash order, so where the cap stops does not depend on timing
+    with ThreadPoolExecutor(max_workers=_LOAD_WORKERS) as pool:
+        for start in range(0, len(order), _LOAD_CHUNK):
+            if total >= cap:
+                break
+            chunk = order[start: start + _LOAD_CHUNK]
+            for i, loaded in zip(chunk, pool.map(lambda j: candidates[j][1](), chunk)):
+                if total >= cap:
+                    break
+                if loaded is None or not loaded[0].strip():
+                    continue
+                kept.append((i, ids[i], loaded[0], loaded[1]))
+                total += len(loaded[0].encode("utf-8"))
     if not kept:
         raise RuntimeError(f"domain {domain} produced no documents")
     kept.sort()
@@ -173,7 +183,8 @@ def _build_one(domain: str, apt: Optional[_Apt], out_dir: Path, cap: int) -> dic
         packages[name] = apt.version(deb)
     entry = _write_domain(out_dir, domain, recipe.extract(roots), cap)
     origin = recipe.origin if recipe.packages else f"{recipe.origin} (Python {platform.python_version()})"
-    return {**entry, "packages": packages, "origin": origin, "titled": recipe.titled}
+    package = ", ".join(f"{k} {v}" for k, v in packages.items()) or f"python {platform.python_version()}"
+    return {**entry, "packages": packages, "package": package, "origin": origin, "titled": recipe.titled}
 
 
 def _choose_domains(domains: Optional[Sequence[str]], use_apt: bool) -> list[str]:

@@ -20,6 +20,7 @@ Loaded = Optional[tuple[str, Optional[str]]]
 Candidate = tuple[str, Callable[[], Loaded]]
 
 _OVERSTRIKE = re.compile(r".\x08")
+_BOX = re.compile("[\u2500-\u257f]+")
 _BLANKS = re.compile(r"\n\s*\n\s*(\n\s*)+")
 
 
@@ -115,7 +116,7 @@ def strip_entry_header(s: str) -> str:
     i = 0
     while i < len(s):
         ch = s[i]
-        if ch.isspace() or ch in ",;&-":
+        if ch.isspace() or ch in ",;&-.":
             i += 1
         elif m := _PLURAL.match(s, i):  # "pl. {Forms}" belongs to the header
             i = m.end()
@@ -229,13 +230,15 @@ def kernel(roots: dict[str, Path]) -> list[Candidate]:
 def render_man(source: str) -> str:
     """Render man(7) source to plain text with groff, or with a crude macro stripper without it."""
     if shutil.which("groff"):
-        res = subprocess.run(["groff", "-man", "-Tutf8", "-rHY=0", "-rLL=250n", "-dAD=l", "-P-c", "-P-b", "-P-u"],
-                             input=source.encode("utf-8"), capture_output=True, timeout=60)
+        # no hyphenation, very long lines and left adjustment: paragraphs come out as single lines
+        cmd = ["groff", "-t", "-man", "-Tutf8", "-rHY=0", "-rLL=4000n", "-dAD=l", "-P-c", "-P-b", "-P-u"]
+        res = subprocess.run(cmd, input=source.encode("utf-8"), capture_output=True, timeout=60)
         lines = res.stdout.decode("utf-8", errors="replace").split("\n")
         keep = [i for i, ln in enumerate(lines) if ln.strip()]
         text = "\n".join(lines[keep[0] + 1: keep[-1]]) if len(keep) > 2 else ""  # drop running header/footer
     else:
         text = strip_man_macros(source)
+    text = _BOX.sub(" ", text)  # tbl's box-drawing rules carry no language
     text = "\n".join(" ".join(ln.split()) for ln in tidy(text).split("\n"))
     return _BLANKS.sub("\n\n", text).strip()
 

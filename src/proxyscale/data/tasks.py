@@ -1,0 +1,194 @@
+"""Test-set builders: held-out documents -> :class:`~proxyscale.data.testset.TestSet`.
+
+Four kinds, mirroring the paper's test sets:
+
+- ``lm`` (C4/Pile-like): the document's first ``context - 1`` tokens after an end-of-text
+  token; loss over every token (``pred_start = 1``).
+- ``cloze`` (LAMBADA-like): a passage ending in a sentence-final word; predict that word.
+- ``qa`` (TriviaQA/SQuAD-like): from dictionary entries, ``"Term: X\\nDefinition:"`` then the
+  first sentence of the definition; loss on the answer tokens only.
+- ``choice`` (HellaSwag-like): opening sentences of a document, then its true next sentence
+  and three distractor sentences from other documents; ``label`` is the true ending.
+
+Every candidate fits in ``context`` tokens: the context is cut from the left, the predicted
+tokens never; an example that cannot fit is dropped. Results depend only on the inputs and
+the state of ``rng``. Callers pass held-out documents (see :func:`held_out_test_set`).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from ..config import suggest
+from ..errors import ConfigError, DataError
+from .sources import Document, SourceSpec, iter_documents
+from .split import HoldOut, held_out_documents
+from .testset import TEST_KINDS, Example, TestSet
+
+_SENT_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[A-Z0-9\"'(\[])")
+_CLOZE_WORD = re.compile(r"(?<=\s)([A-Za-z]{3,})(?=[.!?][\"')\]]?(?:\s|$))")
+_ENUM = re.compile(r"^(?:\(?\d+\)?\.?|\(?[a-z]\)|[ivx]+\.)\s+")
+_CHARS_PER_TOKEN_MAX = 32  # generous: enough text for `context` tokens without encoding whole documents
+
+
+# ------------------------------------------------------------------ example constructors
+def lm_example(example_id: str, ids: Sequence[int], context: int, eos_id: int) -> Optional[Example]:
+    """Whole-sequence example: EOS + the first ``context - 1`` tokens (None if ``ids`` is empty)."""
+    seq = (eos_id, *ids[: context - 1])
+    return Example(example_id, (tuple(int(t) for t in seq),), (1,)) if len(seq) >= 2 else None
+
+
+def answer_example(example_id: str, prompt_ids: Sequence[int], answer_ids: Sequence[int],
+                   context: int) -> Optional[Example]:
+    """Prompt then answer, loss on the answer; the prompt is cut from the left to fit."""
+    keep = context - len(answer_ids)
+    if not answer_ids or keep < 1 or not prompt_ids:
+        return None
+    prompt = list(prompt_ids)[-keep:]
+    seq = tuple(int(t) for t in (*prompt, *answer_ids))
+    return Example(example_id, (seq,), (len(prompt),))
+
+
+def choice_example(example_id: str, ctx_ids: Sequence[int], endings: Sequence[Sequence[int]], label: int,
+                   context: int) -> Optional[Example]:
+    """One candidate per ending after a shared context (cut from the left so all fit)."""
+    longest = max((len(e) for e in endings), default=0)
+    keep = context - longest
+    if longest == 0 or min(len(e) for e in endings) == 0 or keep < 1 or not ctx_ids:
+        return None
+    ctx = tuple(int(t) for t in list(ctx_ids)[-keep:])
+    cands = tuple(ctx + tuple(int(t) for t in e) for e in endings)
+    return Example(example_id, cands, (len(ctx),) * len(cands), int(label))
+
+
+# ------------------------------------------------------------------ text helpers
+def normalise(text: str) -> str:
+    return " ".join(text.split())
+
+
+def sentences(text: str) -> list[str]:
+    """Sentences of whitespace-normalised ``text`` (a simple punctuation rule)."""
+    return [s for s in _SENT_END.split(normalise(text)) if s]
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a definition, without a leading sense number like ``1.``."""
+    sents = sentences(_ENUM.sub("", normalise(text)))
+    return _ENUM.sub("", sents[0]).strip() if sents else ""
+
+
+def head_text(text: str, context: int) -> str:
+    limit = _CHARS_PER_TOKEN_MAX * context
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0]
+
+
+def tail_text(text: str, context: int) -> str:
+    limit = _CHARS_PER_TOKEN_MAX * context
+    return text if len(text) <= limit else text[-limit:].split(" ", 1)[-1]
+
+
+# ------------------------------------------------------------------ one builder per kind
+def _lm(doc: Document, tok, context: int, rng: np.random.Generator, ex_id: str) -> Optional[Example]:
+    return lm_example(ex_id, tok.encode(head_text(doc.text, context)), context, tok.eos_id)
+
+
+def _cloze(doc: Document, tok, context: int, rng: np.random.Generator, ex_id: str) -> Optional[Example]:
+    text = normalise(doc.text)
+    ends = [m for m in _CLOZE_WORD.finditer(text) if m.start() >= 80]  # some passage before the word
+    if not ends:
+        return None
+    m = ends[int(rng.integers(len(ends)))]
+    full = text[: m.start()].rstrip()
+    prefix = tail_text(full, context)
+    # an untruncated passage starts at the document start, which training marks with EOS
+    prompt = ([tok.eos_id] if prefix == full else []) + tok.encode(prefix)
+    return answer_example(ex_id, prompt, tok.encode(" " + m.group(1)), context)
+
+
+def _qa(doc: Document, tok, context: int, rng: np.random.Generator, ex_id: str) -> Optional[Example]:
+    answer = first_sentence(doc.text)
+    if not doc.title or len(answer.split()) < 2:
+        return None
+    prompt = [tok.eos_id] + tok.encode(f"Term: {normalise(doc.title)}\nDefinition:")
+    return answer_example(ex_id, prompt, tok.encode(" " + answer), context)
+
+
+def _choice_builder(docs: Sequence[Document]) -> Callable:
+    """A choice builder that draws distractor sentences from the other documents in ``docs``."""
+    cache: dict[int, list[str]] = {}
+    index = {id(d): k for k, d in enumerate(docs)}
+
+    def sents(k: int) -> list[str]:
+        if k not in cache:
+            cache[k] = [s for s in sentences(head_text(docs[k].text, 64)) if 3 <= len(s.split()) <= 60]
+        return cache[k]
+
+    def distractor(own: int, true_words: int, rng: np.random.Generator) -> Optional[str]:
+        fallback = None
+        for _ in range(20):  # prefer endings of similar length, so length alone does not give it away
+            k = int(rng.integers(len(docs)))
+            if k == own or not sents(k):
+                continue
+            s = sents(k)[int(rng.integers(len(sents(k))))]
+            fallback = fallback or s
+            if 0.5 <= len(s.split()) / true_words <= 2.0:
+                return s
+        return fallback
+
+    def build(doc: Document, tok, context: int, rng: np.random.Generator, ex_id: str) -> Optional[Example]:
+        own = index[id(doc)]
+        ss = sents(own)
+        if len(ss) < 2 or len(docs) < 4:
+            return None
+        cut = int(rng.integers(1, min(len(ss), 4)))
+        true = ss[cut]
+        others = [distractor(own, len(true.split()), rng) for _ in range(3)]
+        if any(o is None or o == true for o in others):
+            return None
+        label = int(rng.integers(4))
+        endings = others[:label] + [true] + others[label:]
+        ctx = [tok.eos_id] + tok.encode(" ".join(ss[:cut]))
+        return choice_example(ex_id, ctx, tok.encode_batch([" " + e for e in endings]), label, context)
+
+    return build
+
+
+_BUILDERS: dict[str, Callable] = {"lm": _lm, "cloze": _cloze, "qa": _qa}
+
+
+def build_test_set(kind: str, name: str, documents: Sequence[Document], tokenizer, context: int,
+                   n_examples: int, rng: np.random.Generator) -> TestSet:
+    """Build up to ``n_examples`` examples of ``kind`` from ``documents`` (visited in an order
+    drawn from ``rng``; at most one example per document)."""
+    if kind not in TEST_KINDS:
+        raise ConfigError(f"unknown test-set kind '{kind}'{suggest(kind, TEST_KINDS)}; use one of {TEST_KINDS}")
+    if context < 2 or n_examples < 1:
+        raise ConfigError(f"context must be >= 2 and n_examples >= 1, got {context}, {n_examples}")
+    docs = list(documents)
+    if kind == "qa" and not any(d.title for d in docs):
+        raise DataError(f"test set '{name}': qa needs dictionary entries with titles "
+                        "(embedded domains 'dictionary' or 'computing', or a title_field)")
+    build = _choice_builder(docs) if kind == "choice" else _BUILDERS[kind]
+    examples: list[Example] = []
+    for k in rng.permutation(len(docs)):
+        ex = build(docs[k], tokenizer, context, rng, f"{name}/{docs[k].id}")
+        if ex is not None:
+            examples.append(ex)
+            if len(examples) == n_examples:
+                break
+    if not examples:
+        raise DataError(f"test set '{name}' ({kind}): no document gave an example; "
+                        "use more held-out documents or a longer context")
+    return TestSet(name=name, kind=kind, examples=tuple(examples))
+
+
+def held_out_test_set(kind: str, name: str, spec: SourceSpec, holdout: HoldOut, tokenizer, context: int,
+                      n_examples: int, rng: np.random.Generator, corpus_dir: Optional[Path] = None) -> TestSet:
+    """:func:`build_test_set` over the held-out documents of ``spec`` only (never trained on)."""
+    docs = list(held_out_documents(iter_documents(spec, corpus_dir), spec.key, holdout))
+    if not docs:
+        raise DataError(f"source {spec.key} has no held-out documents at fraction {holdout.fraction}; raise it")
+    return build_test_set(kind, name, docs, tokenizer, context, n_examples, rng)

@@ -1,0 +1,271 @@
+"""The sections of a small-to-large study report, each built from the analysis tables alone.
+
+Order follows SPEC §4's honest framing: mixed and never-trained-on test sets lead every table
+and figure; per-source test sets follow, with a leave-source-out table beside them.
+"""
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from . import plots
+from .section import ReportFigure, Section
+from .tables import Table, fmt, from_frame, pivot, with_ci, with_p
+
+FIGURE_NAMES = ("fig1_scatter", "fig2_r2_vs_compute", "fig_partial", "fig_per_example")  # built-in figure files
+
+
+@dataclass
+class _Body:
+    """Accumulates paragraphs, lists and tables as HTML and Markdown side by side."""
+
+    html: list[str] = field(default_factory=list)
+    md: list[str] = field(default_factory=list)
+
+    def p(self, text: str, cls: str = "") -> None:
+        attr = f' class="{cls}"' if cls else ""
+        self.html.append(f"<p{attr}>{html.escape(text)}</p>")
+        self.md.append(("> " if cls == "lead" else "") + text)
+
+    def bullets(self, items: list[str]) -> None:
+        if items:
+            self.html.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>")
+            self.md.append("\n".join(f"- {i}" for i in items))
+
+    def table(self, caption: str, t: Table) -> None:
+        self.html.append(f"<h3>{html.escape(caption)}</h3>{t.to_html()}")
+        self.md.append(f"### {caption}\n\n{t.to_markdown()}")
+
+    def section(self, title: str, figures: tuple[ReportFigure, ...] = ()) -> Section:
+        return Section(title, "".join(self.html), "\n\n".join(self.md), figures)
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    a: dict[str, pd.DataFrame]
+    test_sets: list[str]   # lead (mixed / never-trained-on) first
+    neural: list[str]      # neural proxies, largest first
+    ngrams: list[str]
+    reference: str
+    colour_models: list[str]
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        return self.a["summary"]
+
+    def lead(self, ts: str) -> bool:
+        t = self.a["test_sets"]
+        return bool(t.loc[t["test_set"] == ts, "lead"].iloc[0])
+
+
+def _context(a: dict[str, pd.DataFrame]) -> _Ctx:
+    s = a["summary"]
+    present = set(s["test_set"]) if len(s) else set()
+    ts = [t for t in a["test_sets"]["test_set"] if t in present]
+    models = a["models"]
+    ref = str(a["settings"]["reference"].iloc[0])
+    in_s = set(s["model"]) if len(s) else set()
+    neural = [m for m in models.sort_values("flops", ascending=False)["model"] if m in in_s
+              and models.set_index("model").at[m, "kind"] == "neural"]
+    ngrams = [m for m in models["model"] if m in in_s and models.set_index("model").at[m, "kind"] == "ngram"]
+    return _Ctx(a, ts, neural, ngrams, ref, ngrams + neural[::-1])
+
+
+def _overview(c: _Ctx) -> Section:
+    a, b = c.a, _Body()
+    st = a["settings"].iloc[0]
+    m = a["models"].set_index("model")
+    b.p(f"Reference model: {c.reference} ({fmt(int(m.at[c.reference, 'params']))} parameters, "
+        f"{fmt(float(m.at[c.reference, 'flops']))} training FLOPs). Training distributions: {len(a['distributions'])}; "
+        f"neural proxies: {len(c.neural)}; n-gram baselines: {len(c.ngrams)}; test sets: {len(c.test_sets)}. "
+        f"Bootstrap: {int(st['n_boot'])} resamples of seeds; analysis seed {int(st['seed'])}.")
+    b.p("Test sets are ordered with mixed and never-trained-on sets first. On a per-source test set, the "
+        "distributions trained on that source are outliers that flatter every proxy; such sets come last and "
+        "are re-scored without those distributions (leave-source-out).", cls="lead")
+    ladder = a["models"].assign(role=np.where(a["models"]["is_reference"], "reference", a["models"]["kind"]))
+    b.table("Models", from_frame(ladder, {"model": "model", "role": "role", "params": "params",
+                                          "train_tokens": "train tokens", "flops": "FLOPs",
+                                          "compute_ratio": "reference / proxy compute"}))
+    d = a["distributions"].assign(sources=a["distributions"]["sources"].map(lambda s: ", ".join(s)))
+    b.table("Training distributions", from_frame(d, {"distribution": "distribution", "sources": "sources"}))
+    b.table("Test sets", from_frame(a["test_sets"], {"test_set": "test set", "kind": "kind", "source": "source",
+                                                      "framing": "framing", "lead": "leads the report"}))
+    return b.section("Overview")
+
+
+def _finding(c: _Ctx, ts: str) -> str:
+    s = c.summary[c.summary["test_set"] == ts]
+    neural = s[s["kind"] == "neural"].sort_values("flops")
+    thr = float(c.a["settings"]["r2_threshold"].iloc[0])
+    passing = neural[neural["r2"] >= thr]
+    small = (f"smallest proxy with R² ≥ {thr:g}: {passing.iloc[0]['model']} "
+             f"({fmt(float(passing.iloc[0]['compute_ratio']), 1)}× less compute)") if len(passing) else \
+        f"no proxy reaches R² ≥ {thr:g}"
+    parts = [f"{ts} ({'lead' if c.lead(ts) else 'per-source'}): {small}"]
+    grams = s[s["kind"] == "ngram"]
+    if len(grams) and grams["r2"].notna().any():
+        g = grams.loc[grams["r2"].idxmax()]
+        beat = int((neural["r2"] > g["r2"]).sum())
+        sig = int((neural["partial_p"] < 0.05).sum())
+        parts.append(f"best n-gram {g['model']} R² = {fmt(float(g['r2']))}, beaten by {beat}/{len(neural)} proxies; "
+                     f"{sig}/{len(neural)} proxies add signal beyond it (permutation p < 0.05)")
+    return "; ".join(parts) + "."
+
+
+def _findings(c: _Ctx) -> Section:
+    b = _Body()
+    b.p("Generated from the tables below; lead test sets first.")
+    b.bullets([_finding(c, ts) for ts in c.test_sets])
+    return b.section("Key findings")
+
+
+def _figures(c: _Ctx) -> list[Section]:
+    a = c.a
+    scatter = ReportFigure(FIGURE_NAMES[0], plots.scatter_png(a["points"], c.summary, c.test_sets, c.colour_models),
+                           "Proxy vs reference mean test loss; one point per training distribution (bars: seed sd).")
+    r2 = ReportFigure(FIGURE_NAMES[1], plots.r2_compute_png(c.summary, a.get("noise_ceiling", pd.DataFrame()),
+                                                                 c.test_sets),
+                      "R² of the linear fit against proxy/reference compute; bars: 95% seed-bootstrap CI; "
+                      "dashed: n-gram baselines; dotted: reference seed vs seed.")
+    b1, b2 = _Body(), _Body()
+    b1.p("Each panel is one test set; each colour a proxy; the legend gives the R² of the linear fit.")
+    b2.p("The summary plot of the paper, with zero-compute n-gram baselines as horizontal lines.")
+    return [b1.section("Proxy vs reference losses (Figure 1)", (scatter,)),
+            b2.section("R² against compute (Figure 2)", (r2,))]
+
+
+def _summary(c: _Ctx) -> Section:
+    b = _Body()
+    rows = c.neural + c.ngrams
+    ceil = c.a.get("noise_ceiling", pd.DataFrame())
+
+    def ceiling_row(col: str) -> list[tuple[str, ...]]:
+        if ceil.empty:
+            return []
+        vals = [fmt(float(ceil.loc[ceil["test_set"] == ts, col].iloc[0])) if (ceil["test_set"] == ts).any() else "—"
+                for ts in c.test_sets]
+        return [tuple(["reference seed vs seed"] + vals)]
+
+    note = "Neural proxies largest first, then n-gram baselines; brackets: 95% percentile CI over seeds."
+    b.table("R² of the linear fit", pivot(c.summary, c.test_sets, lambda r: with_ci(r["r2"], r["r2_lo"], r["r2_hi"]),
+                                          models=rows, extra_rows=ceiling_row("r2"), note=note))
+    b.table("Decision accuracy (pairs of distributions ordered alike)",
+            pivot(c.summary, c.test_sets, lambda r: with_ci(r["decision_accuracy"], r["decision_accuracy_lo"],
+                                                            r["decision_accuracy_hi"]),
+                  models=rows, extra_rows=ceiling_row("decision_accuracy")))
+    b.table("Spearman ρ / Kendall τ-b", pivot(c.summary, c.test_sets,
+                                             lambda r: f"{fmt(r['spearman'], 2)} / {fmt(r['kendall'], 2)}", models=rows))
+    return b.section("Summary")
+
+
+def _signal(c: _Ctx) -> Section:
+    b = _Body()
+    b.p("Partial correlation of each proxy's losses with the reference's, given the best n-gram baseline on that "
+        "test set, with a one-sided permutation p over distributions (exact when there are ≤ 8). A proxy near "
+        "zero adds nothing a zero-compute count model does not already say. The last row is the same quantity "
+        "between two reference seeds: the most a proxy could add.")
+    if not c.ngrams:
+        b.p("This study has no n-gram baselines, so there is nothing to control for. Fit unigram/bigram/trigram "
+            "count models on each training distribution to make this check.")
+        return b.section("Signal beyond n-grams")
+    ceil = c.a.get("noise_ceiling", pd.DataFrame())
+    extra = []
+    if not ceil.empty:
+        extra.append(tuple(["reference seed vs seed"] + [
+            with_p(float(ceil.loc[ceil["test_set"] == ts, "partial_r"].iloc[0]), math.nan)
+            if (ceil["test_set"] == ts).any() else "—" for ts in c.test_sets]))
+    best = [str(c.summary.loc[c.summary["test_set"] == ts, "best_ngram"].iloc[0]) for ts in c.test_sets]
+    b.table("Partial r given the best n-gram (p)",
+            pivot(c.summary, c.test_sets, lambda r: with_p(r["partial_r"], r["partial_p"]),
+                  models=c.neural + c.ngrams, extra_rows=extra,
+                  note="Best n-gram per test set: " + ", ".join(f"{t}: {g}" for t, g in zip(c.test_sets, best))))
+    fig = ReportFigure(FIGURE_NAMES[2], plots.partial_png(c.summary, ceil, c.test_sets),
+                       "Partial r with the reference given the best n-gram; filled markers: p < 0.05.")
+    return b.section("Signal beyond n-grams", (fig,))
+
+
+def _per_example(c: _Ctx) -> Section:
+    b = _Body()
+    pe = c.a.get("per_example", pd.DataFrame())
+    b.p("For each test example, the Pearson r across training distributions between the proxy's and the "
+        "reference's loss on that example.")
+    if pe.empty:
+        b.p("No per-example table in this analysis.")
+        return b.section("Per-example correlation")
+    med = pe.groupby(["test_set", "model"])["r"].median().reset_index()
+    b.table("Median per-example r", pivot(med.rename(columns={"r": "median"}), c.test_sets,
+                                          lambda r: fmt(r["median"], 2), models=c.neural + c.ngrams))
+    fig = ReportFigure(FIGURE_NAMES[3], plots.per_example_png(pe, c.test_sets, c.colour_models),
+                       "Histogram over test examples of the per-example proxy–reference correlation.")
+    return b.section("Per-example correlation", (fig,))
+
+
+def _smallest(c: _Ctx) -> Section:
+    b = _Body()
+    sp = c.a.get("smallest_proxy", pd.DataFrame())
+    b.p("The least-compute neural proxy whose score reaches the threshold; 'all larger pass' says whether every "
+        "bigger proxy does too (if not, the answer is fragile). The n-gram columns show whether a zero-compute "
+        "baseline already reaches it.")
+    if not sp.empty:
+        order = {t: i for i, t in enumerate(c.test_sets)}
+        sp = sp.assign(_o=sp["test_set"].map(order)).sort_values(["metric", "_o"], ascending=[False, True])
+        sp = sp.assign(metric=sp["metric"].map({"r2": "R²", "decision_accuracy": "decision accuracy"}))
+        b.table("How small can I go?", from_frame(sp, {
+            "test_set": "test set", "metric": "metric", "threshold": "threshold", "model": "smallest proxy",
+            "compute_ratio": "compute saving (×)", "value": "value", "all_larger_pass": "all larger pass",
+            "best_ngram": "best n-gram", "best_ngram_value": "n-gram value", "ngram_reaches": "n-gram reaches"}))
+    return b.section("Smallest sufficient proxy")
+
+
+def _extrapolation(c: _Ctx) -> Section:
+    b = _Body()
+    es = c.a.get("extrapolation_summary", pd.DataFrame())
+    b.p("Per distribution, loss is fitted against training compute across the neural rungs (a saturating power "
+        "law E + A·C^−α with ≥ 3 rungs, a line in log C with 2) and evaluated at the reference's compute. "
+        "R² and decision accuracy compare those predictions with the reference across distributions, beside "
+        "the best single proxy; MAE measures absolute error, beside using the largest proxy's loss as is.")
+    if es.empty:
+        b.p("Not available: the study has no neural proxy rungs with positive compute.")
+    else:
+        order = {t: i for i, t in enumerate(c.test_sets)}
+        es = es.assign(_o=es["test_set"].map(order)).sort_values("_o")
+        b.table("Extrapolated reference loss", from_frame(es, {
+            "test_set": "test set", "method": "fit", "r2": "R²", "decision_accuracy": "decision acc.",
+            "mae": "MAE", "best_proxy": "best proxy", "best_proxy_r2": "its R²",
+            "best_proxy_decision_accuracy": "its decision acc.", "beats_best_r2": "beats it (R²)",
+            "largest_proxy_mae": "largest proxy MAE"}))
+    return b.section("Ladder extrapolation")
+
+
+def _loso(c: _Ctx) -> Section:
+    b = _Body()
+    lo = c.a.get("summary_loso", pd.DataFrame())
+    if lo.empty:
+        b.p("No per-source test set in this study: nothing to leave out.")
+        return b.section("Leave-source-out")
+    b.p("Per-source test sets re-scored without the distributions that contain their source.")
+    rows = []
+    for ts in [t for t in c.test_sets if t in set(lo["test_set"])]:
+        for m in c.neural + c.ngrams:
+            full = c.summary[(c.summary["test_set"] == ts) & (c.summary["model"] == m)]
+            part = lo[(lo["test_set"] == ts) & (lo["model"] == m)]
+            if len(full) and len(part):
+                f, p = full.iloc[0], part.iloc[0]
+                rows.append((ts, m, fmt(f["r2"]), fmt(p["r2"]), fmt(f["decision_accuracy"]),
+                             fmt(p["decision_accuracy"]), with_p(p["partial_r"], p["partial_p"]),
+                             f"{int(p['n_dist'])} (left out: {p['left_out']})"))
+    b.table("All distributions vs source left out", Table(
+        ("test set", "model", "R² (all)", "R² (left out)", "decision acc. (all)", "decision acc. (left out)",
+         "partial r (left out)", "distributions"), tuple(rows)))
+    return b.section("Leave-source-out")
+
+
+def study_sections(a: dict[str, pd.DataFrame]) -> list[Section]:
+    """Every built-in section of the report, in reading order."""
+    c = _context(a)
+    return [_overview(c), _findings(c), *_figures(c), _summary(c), _signal(c), _per_example(c),
+            _smallest(c), _extrapolation(c), _loso(c)]

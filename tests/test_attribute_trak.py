@@ -1,0 +1,171 @@
+"""TRAK equals a brute-force computation on tiny models (the physics test), and its forms agree."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from proxyscale.attribute import TRAK, grad_dot_scores, trak_scores
+from proxyscale.errors import ConfigError, ProxyscaleError
+from proxyscale.seeding import torch_gen
+
+
+def mlp(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(6, 10), torch.nn.Tanh(), torch.nn.Linear(10, 4))
+
+
+class TinyLM(torch.nn.Module):
+    def __init__(self, vocab: int = 11, d: int = 6) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(vocab, d)
+        self.mix = torch.nn.Linear(d, d)
+        self.out = torch.nn.Linear(d, vocab)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, L) -> (B, L, V)
+        h = self.emb(tokens)
+        h = h + torch.tanh(self.mix(h.cumsum(1)))  # a little context so positions differ
+        return self.out(h)
+
+
+@pytest.fixture(scope="module")
+def cls_data():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(40, 6, generator=g)
+    y = torch.randint(0, 4, (40,), generator=g)
+    return x, y, x[:5] + 0.1, y[:5]
+
+
+def brute_margin(model, x, y) -> torch.Tensor:
+    logits = model(x.unsqueeze(0))[0]
+    others = torch.cat([logits[:y], logits[y + 1:]])
+    return logits[y] - torch.log(torch.exp(others).sum())
+
+
+def brute_lm(model, tokens, mask) -> torch.Tensor:
+    p = torch.softmax(model(tokens.unsqueeze(0))[0, :-1].double(), -1)  # (L-1, V)
+    pt = p[torch.arange(len(tokens) - 1), tokens[1:]]
+    lo = torch.log(pt / (1 - pt))
+    return (lo * mask).sum() / mask.sum()
+
+
+def brute_features(model, state, data, fn, proj) -> np.ndarray:
+    """Per-example autograd loop, then the explicit projection matrix, in float64."""
+    model.load_state_dict(state)
+    params = list(model.parameters())
+    rows = []
+    for i in range(len(data[0])):
+        grads = torch.autograd.grad(fn(model, data[0][i], data[1][i]), params)
+        rows.append(torch.cat([g.reshape(-1) for g in grads]).double().numpy())
+    return np.stack(rows) @ proj
+
+
+def gaussian_matrix(p: int, k: int, seed: int, model_id: int) -> np.ndarray:
+    """The Gaussian projector's matrix, generated independently (one block when p*k is small)."""
+    block = torch.randn(k, p, generator=torch_gen(seed, "projector", "gaussian", model_id, 0))  # drawn (k, rows)
+    return (block.T / math.sqrt(k)).double().numpy()
+
+
+def brute_scores(model, states, train, targets, fn, k, ratio, seed=0):
+    p = sum(v.numel() for v in model.parameters())
+    total = 0.0
+    for m, state in enumerate(states):
+        proj = gaussian_matrix(p, k, seed, m)
+        phi = brute_features(model, state, train, fn, proj)
+        phi_t = brute_features(model, state, targets, fn, proj)
+        lam = ratio * np.mean(np.sum(phi ** 2, axis=1))
+        total = total + phi @ np.linalg.inv(phi.T @ phi + lam * np.eye(k)) @ phi_t.T
+    return total / len(states)
+
+
+def rel_err(a, b) -> float:
+    return float(np.abs(np.asarray(a, np.float64) - b).max() / np.abs(b).max())
+
+
+def test_classification_scores_equal_brute_force(cls_data):
+    x, y, xt, yt = cls_data
+    model = mlp(0)
+    states = [mlp(s).state_dict() for s in (1, 2)]
+    ours = trak_scores(model, states, (x, y), (xt, yt), k=16, projector="gaussian", lambda_ratio=0.5, batch_size=7)
+    ref = brute_scores(model, states, (x, y), (xt, yt), brute_margin, k=16, ratio=0.5)
+    assert ours.shape == (40, 5)
+    assert rel_err(ours, ref) < 1e-5
+
+
+def test_lm_scores_equal_brute_force():
+    g = torch.Generator().manual_seed(3)
+    tokens = torch.randint(0, 11, (12, 7), generator=g)
+    mask = torch.zeros(12, 6)
+    for i in range(12):
+        mask[i, i % 4:] = 1.0  # varying prediction spans, as in padded_batch
+    model = TinyLM()
+    states = [TinyLM().state_dict(), TinyLM().state_dict()]
+    ours = trak_scores(model, states, (tokens, mask), (tokens[:3], mask[:3]), task="lm", k=8,
+                       projector="gaussian", batch_size=5)
+    ref = brute_scores(model, states, (tokens, mask), (tokens[:3], mask[:3]), brute_lm, k=8, ratio=1.0)
+    assert rel_err(ours, ref) < 1e-5
+
+
+def test_nxn_form_equals_kxk_form(cls_data):
+    x, y, xt, yt = cls_data
+    model, states = mlp(0), [mlp(4).state_dict()]
+    kw = dict(k=64, lambda_ratio=0.3)  # k > n: the n×n form is the natural one
+    a = trak_scores(model, states, (x, y), (xt, yt), form="kxk", **kw)
+    b = trak_scores(model, states, (x, y), (xt, yt), form="nxn", **kw)
+    assert rel_err(b, a) < 1e-6
+    assert np.abs(a).max() > 0
+
+
+def test_ensemble_is_mean_of_single_models_and_q_weighting(cls_data):
+    x, y, xt, yt = cls_data
+    model, states = mlp(0), [mlp(5).state_dict(), mlp(6).state_dict(), mlp(7).state_dict()]
+    trak = TRAK(model, k=12, seed=9)
+    for i, s in enumerate(states):
+        trak.featurize(s, (x, y), model_id=i)
+    ensemble = trak.score((xt, yt))
+    singles = []
+    for i, s in enumerate(states):
+        one = TRAK(model, k=12, seed=9)
+        one.featurize(s, (x, y), model_id=i)  # same id -> same projection as inside the ensemble
+        singles.append(one.score((xt, yt)))
+    assert rel_err(ensemble, np.mean(singles, axis=0)) < 1e-6
+    assert rel_err(singles[0], singles[1]) > 1e-2  # the models really differ
+
+    qtrak = TRAK(model, k=12, seed=9, use_q=True)
+    for i, s in enumerate(states):
+        qtrak.featurize(s, (x, y), model_id=i)
+    q = qtrak.mean_q()
+    probs = [torch.softmax(torch.func.functional_call(model, s, (x,)), -1)[torch.arange(40), y] for s in states]
+    assert np.allclose(q, np.mean([1 - p.detach().numpy() for p in probs], axis=0), atol=1e-6)
+    assert rel_err(qtrak.score((xt, yt)), ensemble * q[:, None]) < 1e-6
+
+
+def test_grad_dot_baselines(cls_data):
+    x, y, xt, yt = cls_data
+    model, states = mlp(0), [mlp(8).state_dict()]
+    exact = grad_dot_scores(model, states, (x, y), (xt, yt))
+    p = sum(v.numel() for v in model.parameters())
+    g = brute_features(model, states[0], (x, y), brute_margin, np.eye(p))
+    gt = brute_features(model, states[0], (xt, yt), brute_margin, np.eye(p))
+    assert rel_err(exact, g @ gt.T) < 1e-5
+    proj = grad_dot_scores(model, states, (x, y), (xt, yt), projected=True, k=4096)
+    assert rel_err(proj, g @ gt.T) < 0.15  # JL: inner products roughly preserved at large k
+
+
+def test_unregularised_kernel_that_is_singular_fails_helpfully(cls_data):
+    x, y, xt, yt = cls_data
+    with pytest.raises(ProxyscaleError, match="lambda_ratio"):
+        trak_scores(mlp(0), [mlp(1).state_dict()], (x, y), (xt, yt), k=64, lambda_ratio=0.0, form="kxk")
+
+
+def test_bad_settings_are_config_errors(cls_data):
+    with pytest.raises(ConfigError, match="did you mean"):
+        TRAK(mlp(0), task="clasification")
+    with pytest.raises(ConfigError, match="unknown key"):
+        TRAK(mlp(0), k=8, lamda_ratio=1.0)
+    with pytest.raises(ConfigError, match="matches no parameter"):
+        TRAK(mlp(0), param_filter=["3"])
+    with pytest.raises(ConfigError, match="does not fit"):
+        TRAK(mlp(0), k=8).featurize({"0.weight": torch.zeros(10, 6)}, cls_data[:2])

@@ -1,0 +1,90 @@
+"""train_lm_batched: K models at once equal K separate train_lm runs; resumable; per-model clipping."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from proxyscale.errors import ConfigError, DivergedError
+from proxyscale.store import load_weights, read_json
+from proxyscale.train import batched
+from proxyscale.train.batched import train_lm_batched
+from proxyscale.train.loop import train_lm
+from test_train_loop import MODEL, _cfg, cyclic_batches
+
+torch.set_num_threads(1)
+SEEDS = [0, 1, 2]
+
+
+def _fns():
+    # Different data per model (strides 3/5/7) so the models really differ.
+    return [cyclic_batches(stride=s, seed=k) for k, s in enumerate((3, 5, 7))]
+
+
+def test_equals_separate_runs(tmp_path):
+    # grad_clip 0.3 so clipping is active and differs between models.
+    cfg = _cfg(grad_clip=0.3, checkpoint_every=0)
+    sep = [train_lm(MODEL, cfg, f, 40, tmp_path / f"s{k}", seed=s) for k, (f, s) in enumerate(zip(_fns(), SEEDS))]
+    bat = train_lm_batched(MODEL, cfg, _fns(), 40, [tmp_path / f"b{k}" for k in range(3)], SEEDS)
+    finals = [m["final_loss"] for m in sep]
+    assert len(set(np.round(finals, 3))) == 3  # three genuinely different runs
+    for k in range(3):
+        assert bat[k]["final_loss"] == pytest.approx(sep[k]["final_loss"], abs=1e-4)
+        np.testing.assert_allclose(np.load(tmp_path / f"b{k}" / "losses.npy"), np.load(tmp_path / f"s{k}" / "losses.npy"),
+                                   atol=1e-4)
+        a = load_weights(tmp_path / f"s{k}" / "model.safetensors")
+        b = load_weights(tmp_path / f"b{k}" / "model.safetensors")
+        for n in a:
+            torch.testing.assert_close(b[n], a[n], rtol=0, atol=1e-4, msg=n)
+        assert read_json(tmp_path / f"b{k}" / "train.json")["batched_with"] == 3
+
+
+def test_resume_after_kill_equals_uninterrupted(tmp_path):
+    cfg = _cfg(checkpoint_every=6)
+    dirs_a = [tmp_path / f"a{k}" for k in range(3)]
+    dirs_b = [tmp_path / f"b{k}" for k in range(3)]
+    full = train_lm_batched(MODEL, cfg, _fns(), 20, dirs_a, SEEDS)
+    assert train_lm_batched(MODEL, cfg, _fns(), 20, dirs_b, SEEDS, stop_after=15)[0] == {"stopped_at": 15}
+    resumed = train_lm_batched(MODEL, cfg, _fns(), 20, dirs_b, SEEDS)
+    for k in range(3):
+        assert resumed[k]["final_loss"] == full[k]["final_loss"]
+        a, b = load_weights(dirs_a[k] / "model.safetensors"), load_weights(dirs_b[k] / "model.safetensors")
+        assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_partial_checkpoints_resume_from_common_step_and_finished_runs_are_skipped(tmp_path):
+    cfg = _cfg(checkpoint_every=5)
+    dirs = [tmp_path / f"m{k}" for k in range(3)]
+    train_lm_batched(MODEL, cfg, _fns(), 20, dirs, SEEDS, stop_after=12)
+    # Simulate a kill during the step-10 save: model 2 only has step 5.
+    import shutil
+
+    shutil.rmtree(dirs[2] / "checkpoint" / "step-000010")
+    # Model 0 gets finished separately; the batched call must only train models 1 and 2.
+    solo = train_lm(MODEL, cfg, _fns()[0], 20, dirs[0], seed=SEEDS[0])
+    out = train_lm_batched(MODEL, cfg, _fns(), 20, dirs, SEEDS)
+    assert out[0] == solo and "batched_with" not in out[0] and out[1]["batched_with"] == 2
+    ref = train_lm(MODEL, cfg, _fns()[2], 20, tmp_path / "ref2", seed=SEEDS[2])
+    assert out[2]["final_loss"] == pytest.approx(ref["final_loss"], abs=1e-4)
+
+
+def test_divergence_names_the_model(tmp_path, monkeypatch):
+    real = batched.lm_loss
+    calls = {"n": 0}
+
+    def poisoned(logits, targets):
+        calls["n"] += 1
+        loss = real(logits, targets)
+        return loss * float("nan") if calls["n"] == 3 * 4 + 2 else loss  # step 4, model 1
+
+    monkeypatch.setattr(batched, "lm_loss", poisoned)
+    with pytest.raises(DivergedError, match=r"m1: diverged at step 4"):
+        train_lm_batched(MODEL, _cfg(), _fns(), 10, [tmp_path / f"m{k}" for k in range(3)], SEEDS)
+    assert not any((tmp_path / f"m{k}" / "model.safetensors").exists() for k in range(3))
+
+
+def test_argument_errors(tmp_path):
+    with pytest.raises(ConfigError, match="equally many"):
+        train_lm_batched(MODEL, _cfg(), _fns(), 5, [tmp_path / "a"], SEEDS)
+    with pytest.raises(ConfigError, match="distinct"):
+        train_lm_batched(MODEL, _cfg(), _fns(), 5, [tmp_path / "a"] * 3, SEEDS)
