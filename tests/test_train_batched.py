@@ -69,15 +69,19 @@ def test_partial_checkpoints_resume_from_common_step_and_finished_runs_are_skipp
 
 
 def test_divergence_names_the_model(tmp_path, monkeypatch):
-    real = batched.lm_loss
+    real = batched.F.cross_entropy
     calls = {"n": 0}
 
-    def poisoned(logits, targets):
+    def poisoned(*args, **kwargs):
         calls["n"] += 1
-        loss = real(logits, targets)
-        return loss * float("nan") if calls["n"] == 3 * 4 + 2 else loss  # step 4, model 1
+        nll = real(*args, **kwargs)  # (K·B·T,) per-token losses of all 3 models
+        if calls["n"] == 5:  # step 4: poison model 1 only
+            bad = torch.ones(3, 1)
+            bad[1] = float("nan")
+            nll = (nll.view(3, -1) * bad).reshape(-1)
+        return nll
 
-    monkeypatch.setattr(batched, "lm_loss", poisoned)
+    monkeypatch.setattr(batched.F, "cross_entropy", poisoned)
     with pytest.raises(DivergedError, match=r"m1: diverged at step 4"):
         train_lm_batched(MODEL, _cfg(), _fns(), 10, [tmp_path / f"m{k}" for k in range(3)], SEEDS)
     assert not any((tmp_path / f"m{k}" / "model.safetensors").exists() for k in range(3))

@@ -44,7 +44,7 @@ def lasso_objective(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray, 
     return (R ** 2).mean(axis=0) + beta * np.abs(W).sum(axis=0)
 
 
-def fit_lasso(X: np.ndarray, Y: np.ndarray, beta: float, tol: float = 1e-7,
+def fit_lasso(X: np.ndarray, Y: np.ndarray, beta: float, tol: float = 1e-6,
               max_iter: int = 20000, check_every: int = 10) -> DatamodelFit:
     """Minimise ``(1/M)‖XW + b − Y‖² + β‖W‖₁`` for every column of ``Y`` (M, T).
 
@@ -109,7 +109,7 @@ def duality_gap(Xc: np.ndarray, Yc: np.ndarray, R: np.ndarray, W: np.ndarray, be
     return np.maximum(primal - dual, 0.0)
 
 
-def fit_datamodels(masks: np.ndarray, outputs: np.ndarray, beta: float, tol: float = 1e-8) -> DatamodelFit:
+def fit_datamodels(masks: np.ndarray, outputs: np.ndarray, beta: float, tol: float = 1e-6) -> DatamodelFit:
     """Algorithm 1: datamodels of every target from masks (M, n) and outputs (M, T)."""
     masks = check_masks(masks)
     outputs = np.asarray(outputs, dtype=np.float64)

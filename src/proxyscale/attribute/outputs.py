@@ -53,8 +53,8 @@ def example_output(fn: OutputFunction, model: nn.Module, params: Params, example
     return fn.outputs(model, params, batch)[0]
 
 
-def _call(model: nn.Module, params: Params, *args: Tensor) -> Tensor:
-    return torch.func.functional_call(model, dict(params), args)
+def _call(model: nn.Module, params: Params, x: Tensor, kwargs: Mapping[str, Any]) -> Tensor:
+    return torch.func.functional_call(model, dict(params), (x,), dict(kwargs))
 
 
 def log_odds(logits: Tensor, target: Tensor) -> Tensor:
@@ -72,18 +72,24 @@ def one_minus_p(logits: Tensor, target: Tensor) -> Tensor:
 
 
 class ClassificationMargin:
-    """Log-odds margin of the true class; batch ``(inputs, labels)``, model -> logits (B, C)."""
+    """Log-odds margin of the true class; batch ``(inputs, labels)``, model -> logits (B, C).
+
+    Keyword arguments are passed to the model's forward on every call.
+    """
 
     name = "classification"
 
+    def __init__(self, **forward_kwargs: Any) -> None:
+        self.forward_kwargs = forward_kwargs
+
     def outputs(self, model: nn.Module, params: Params, batch: Sequence[Tensor]) -> Tensor:
         x, y = batch
-        return log_odds(_call(model, params, x), y)  # (B,)
+        return log_odds(_call(model, params, x, self.forward_kwargs), y)  # (B,)
 
     def q_weights(self, model: nn.Module, params: Params, batch: Sequence[Tensor]) -> Tensor:
         x, y = batch
         with torch.no_grad():
-            return one_minus_p(_call(model, params, x), y)  # (B,)
+            return one_minus_p(_call(model, params, x, self.forward_kwargs), y)  # (B,)
 
     def check_batch(self, batch: Sequence[Tensor]) -> None:
         if len(batch) != 2:
@@ -93,13 +99,21 @@ class ClassificationMargin:
 
 
 class LMLogOdds:
-    """Mean per-token log-odds of the true next token over masked prediction positions."""
+    """Mean per-token log-odds of the true next token over masked prediction positions.
+
+    Keyword arguments are passed to the model's forward on every call (e.g.
+    ``LMLogOdds(fused_attention=False)`` for a model whose fused attention kernel has no
+    ``vmap`` batching rule).
+    """
 
     name = "lm"
 
+    def __init__(self, **forward_kwargs: Any) -> None:
+        self.forward_kwargs = forward_kwargs
+
     def _token_terms(self, model: nn.Module, params: Params, batch: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         tokens, mask = batch
-        logits = _call(model, params, tokens)[:, :-1]  # (B, L-1, V): position t predicts token t+1
+        logits = _call(model, params, tokens, self.forward_kwargs)[:, :-1]  # (B, L-1, V): position t predicts token t+1
         return logits, tokens[:, 1:], mask.to(logits.dtype)
 
     def outputs(self, model: nn.Module, params: Params, batch: Sequence[Tensor]) -> Tensor:

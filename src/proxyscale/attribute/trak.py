@@ -74,7 +74,8 @@ class TRAK:
             put in eval mode. For ``task="lm"`` it maps tokens (B, L) to logits (B, L, V).
         task: ``"classification"`` (batch ``(x, y)``), ``"lm"`` (batch ``(tokens, mask)``) or an
             :class:`~proxyscale.attribute.outputs.OutputFunction`.
-        k: projection dimension. projector: ``"rademacher"``, ``"gaussian"`` or ``"sparse"``.
+        k: projection dimension. projector: ``"rademacher"`` (default), ``"gaussian"`` (default
+            in compat mode, as the reference on a CPU) or ``"sparse"``.
         lambda_ratio: r in λ = r · mean‖φ_i‖² (default 1; 0 is the unregularised kernel).
         use_q: weight train rows by the mean Q = 1 − p (original TRAK).
         compat: reproduce the ``traker`` package's arithmetic (implies Q weighting,
@@ -86,11 +87,13 @@ class TRAK:
     """
 
     def __init__(self, model: nn.Module, task: str | OutputFunction = "classification", k: int = 2048,
-                 projector: str = "rademacher", lambda_ratio: float = 1.0, use_q: bool = False,
+                 projector: str | None = None, lambda_ratio: float = 1.0, use_q: bool = False,
                  compat: bool = False, param_filter: ParamFilter = None, seed: int = 0,
                  store_dir: str | Path | None = None, **settings: Any) -> None:
         named = None if param_filter is None or callable(param_filter) else (
             [param_filter] if isinstance(param_filter, str) else list(param_filter))
+        if projector is None:  # the reference package picks the Gaussian matrix on a CPU
+            projector = "gaussian" if compat else "rademacher"
         self.config = from_dict(TRAKConfig, dict(k=k, projector=projector, lambda_ratio=lambda_ratio, use_q=use_q,
                                                  compat=compat, seed=seed, param_filter=named, **settings))
         self.model = model

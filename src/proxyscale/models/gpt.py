@@ -60,9 +60,11 @@ class Block(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
         else:
             # Plain ops: torch.func.vmap has batching rules for these but not for the fused CPU kernel.
-            scores = (q @ k.transpose(-2, -1)) * self.scale  # (B, H, T, T)
-            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-            y = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1) @ v
+            # Scale q (T·hd values) rather than the scores (T·T), and mask in place: matmul's
+            # backward needs only q and k, so overwriting its output is safe.
+            scores = (q * self.scale) @ k.transpose(-2, -1)  # (B, H, T, T)
+            future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
+            y = scores.masked_fill_(future, float("-inf")).softmax(dim=-1) @ v
         return self.attn_out(y.transpose(1, 2).reshape(B, T, d))
 
     def forward(self, x: torch.Tensor, fused: bool = True) -> torch.Tensor:

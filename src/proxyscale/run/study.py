@@ -46,10 +46,10 @@ def build_plan(spec: StudySpec) -> Plan:
     """All steps of the study, dependencies first."""
     plan = Plan()
     common = {"seed": spec.seed, "heldout_fraction": spec.heldout_fraction}
-    corpus_key = plan.add(Step("corpus", "embedded", {**spec.corpus}, cost=5e9))
     all_sources = sorted(spec.sources)
-    need_corpus = _uses_embedded(spec, all_sources)
-    cin = {"corpus": corpus_key} if need_corpus else {}
+    cin = {}
+    if _uses_embedded(spec, all_sources):
+        cin["corpus"] = plan.add(Step("corpus", "embedded", {**spec.corpus}, cost=5e9))
     tok_key = plan.add(Step("tokenizer", f"bpe{spec.tokenizer.vocab_size}",
                             {**to_dict(spec.tokenizer), **common,
                              "sources": {n: spec.sources[n] for n in all_sources}}, dict(cin), cost=2e9))

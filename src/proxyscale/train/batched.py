@@ -32,10 +32,6 @@ from .loop import BatchFn, RunRecord, _checks_due, init_model, run_hash, to_batc
 from .optim import AdamW, TrainConfig, autocast_dtype, clip_grad_norms, lr_at, param_settings, resolve_device
 
 
-import os
-FUSED = os.environ.get("FUSED") == "1"
-
-
 class _Stack:
     """K models as stacked parameter tensors (K, ...) plus a meta-device template to call."""
 
@@ -49,7 +45,7 @@ class _Stack:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (K, B, T, V) for inputs x (K, B, T)."""
         def one(params: dict, xk: torch.Tensor) -> torch.Tensor:
-            return functional_call(self.template, params, (xk,), {"fused_attention": FUSED})
+            return functional_call(self.template, params, (xk,), {"fused_attention": False})
 
         return vmap(one)(self.params, x)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence, Union
+from typing import Callable, Literal, Sequence, Union
 
 import numpy as np
 import torch
@@ -70,6 +70,18 @@ class TrainResult:
     params: Params
     checkpoints: list[tuple[int, Params]]
     losses: np.ndarray
+
+
+@dataclass(frozen=True)
+class VisionModelSpec:
+    """A model choice that round-trips through YAML: ``kind`` picks which config is used."""
+
+    kind: Literal["mlp", "resnet"] = "mlp"
+    mlp: MLPConfig = MLPConfig()
+    resnet: ResNetConfig = ResNetConfig()
+
+    def config(self) -> ModelConfig:
+        return self.mlp if self.kind == "mlp" else self.resnet
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
