@@ -5,8 +5,9 @@
     the same training step; (c) aggregate speedup of training K tiny models together
     (``train_lm_batched``'s step) over one at a time.
 
-Every comparison interleaves the two contenders step by step and quotes the median of the
-per-pair ratios, so slow drifts in machine load cancel. Absolute numbers vary between machines
+Every comparison interleaves the two contenders step by step (MFU: each step is followed by
+matmuls over an equally long span) and quotes ratios of medians, so drifts in machine load
+hit both sides alike. Absolute numbers vary between machines
 and with load; quote the ratios.
 
     .venv/bin/python benchmarks/bench_train.py --threads 2 --json bench_train.json
@@ -38,15 +39,16 @@ def step_flops(cfg: GPTConfig, tokens: int) -> float:
     return tokens * (6.0 * n + 12.0 * cfg.n_layers * cfg.context * cfg.d_model)
 
 
-def matmul_seconds(n: int = 2048, reps: int = 3) -> float:
-    """Best-of-``reps`` time of an n×n fp32 matmul."""
+def matmul_rate(n: int = 2048, min_seconds: float = 0.5) -> float:
+    """fp32 FLOP/s of back-to-back n×n matmuls run for at least ``min_seconds`` (a span
+    comparable to one training step, so both see the same machine load)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
+    a @ b
+    count, t = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t) < min_seconds:
         a @ b
-        best = min(best, time.perf_counter() - t)
-    return best
+        count += 1
+    return count * 2.0 * n ** 3 / elapsed
 
 
 def _trainer(model: torch.nn.Module, forward=None):
@@ -77,8 +79,12 @@ def bench_mfu(shape: tuple[int, int, int], reps: int) -> dict:
     cfg = GPTConfig(4096, 128, d, L, H)
     step = _trainer(GPT(cfg))
     batch = torch.randint(0, cfg.vocab_size, (32, cfg.context + 1))
-    t_step, t_mm = interleaved(step, lambda _: matmul_seconds(), batch, None, reps)
-    peak = [2 * 2048 ** 3 / m for m in t_mm]
+    for _ in range(2):
+        step(batch)
+    t_step, peak = [], []
+    for _ in range(reps):  # each step is paired with matmuls over an equally long span
+        t_step.append(_timed(step, batch))
+        peak.append(matmul_rate(min_seconds=t_step[-1]))
     achieved = [step_flops(cfg, 32 * 128) / s for s in t_step]
     return {"model": f"L{L} d{d} V4096 T128 B32", "params": param_count(cfg),
             "tokens_per_s": 32 * 128 / statistics.median(t_step),
@@ -102,7 +108,7 @@ def bench_hf(shape: tuple[int, int, int], reps: int) -> dict:
     t_ours, t_hf = interleaved(ours, theirs, batch, batch, reps)
     return {"model": f"L{L} d{d} V4096 T128 B32", "ours_tokens_per_s": 4096 / statistics.median(t_ours),
             "hf_tokens_per_s": 4096 / statistics.median(t_hf),
-            "speedup": statistics.median(h / o for h, o in zip(t_hf, t_ours))}
+            "speedup": statistics.median(t_hf) / statistics.median(t_ours)}
 
 
 def bench_batched(shape: tuple[int, int, int, int, int], K: int, reps: int) -> dict:
@@ -121,7 +127,7 @@ def bench_batched(shape: tuple[int, int, int, int, int], K: int, reps: int) -> d
     return {"model": f"L{L} d{d} V512 T{T} B{B}", "params": param_count(cfg), "K": K,
             "one_at_a_time_tokens_per_s": K * B * T / statistics.median(t_seq),
             "batched_tokens_per_s": K * B * T / statistics.median(t_bat),
-            "speedup": statistics.median(s / b for s, b in zip(t_seq, t_bat))}
+            "speedup": statistics.median(t_seq) / statistics.median(t_bat)}
 
 
 def machine(threads: int) -> dict:

@@ -115,3 +115,9 @@ def test_snapshots_and_progress(tmp_path):
     assert [s["step"] for s in seen] == [4, 5, 8, 10]
     assert not torch.equal(load_weights(tmp_path / "snapshots" / snaps[0])["wte.weight"],
                            load_weights(tmp_path / "model.safetensors")["wte.weight"])
+
+
+def test_bf16_autocast_trains_and_keeps_fp32_weights(tmp_path):
+    m = train_lm(MODEL, _cfg(precision="bf16", lr=1e-2), cyclic_batches(), 40, tmp_path, seed=0)
+    assert m["final_loss"] < m["initial_loss"] - 1.0
+    assert load_weights(tmp_path / "model.safetensors")["wte.weight"].dtype == torch.float32

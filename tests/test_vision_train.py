@@ -12,8 +12,8 @@ from proxyscale.models.mlp import MLP, MLPConfig
 from proxyscale.models.mup import sgd_param_groups
 from proxyscale.models.resnet import ResNetConfig
 from proxyscale.store import load_weights
-from proxyscale.train.vision import (VisionTrainConfig, batch_plan, checkpoint_steps, init_model, lr_schedule,
-                                     predict_logits, save_checkpoints, train_models)
+from proxyscale.train.vision import (VisionTrainConfig, batch_plan, checkpoint_steps, init_model, load_checkpoint,
+                                     lr_schedule, predict_logits, save_checkpoints, train_models)
 
 
 @pytest.fixture(autouse=True)
@@ -131,6 +131,10 @@ def test_same_seed_same_model_and_checkpoints_saved(tmp_path, digits):
     torch.testing.assert_close(last["hidden.0.weight"], a.params["hidden.0.weight"][1])
     model = MLP(MLPConfig())
     model.load_state_dict(last)  # a checkpoint is a plain state dict of the architecture
+    cfg_back, state = load_checkpoint(tmp_path / "m0" / "step-000008.safetensors")
+    assert cfg_back == MLPConfig() and set(state) == set(last)
+    with pytest.raises(DataError, match="missing"):
+        load_checkpoint(tmp_path / "m0" / "nope.safetensors")
 
 
 def test_divergence_raises(digits):

@@ -25,6 +25,8 @@ STEP_FUNCTIONS: dict[str, str] = {
     "eval": "proxyscale.run.steps_lm:eval_step",
     "ngram": "proxyscale.run.steps_lm:ngram_step",
     "analyze": "proxyscale.run.steps_lm:analyze_step",
+    **{k: f"proxyscale.run.steps_attr:{k}_step" for k in (
+        "attr_train", "attr_trak", "attr_subsets", "attr_retrain", "attr_cf_sets", "attr_cf_train", "attr_analyze")},
 }
 BATCH_FUNCTIONS: dict[str, str] = {"train": "proxyscale.run.steps_lm:train_batch"}
 

@@ -159,6 +159,7 @@ class RunRecord:
         write_npy(self.out / "losses.npy", arr)
         write_json(self.out / "train.json", metrics)
         remove_checkpoints(self.ckpt_root)
+        (self.out / "diverged.json").unlink(missing_ok=True)  # a stale record of an earlier attempt
         return metrics
 
 

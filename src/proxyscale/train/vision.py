@@ -268,3 +268,23 @@ def save_checkpoints(result: TrainResult, directory: str | Path, model_cfg: Mode
             save_weights(path, {n: t[e] for n, t in stacked.items()}, {**meta, "step": str(step)})
             paths.append(path)
     return paths
+
+
+def load_checkpoint(path: str | Path) -> tuple[ModelConfig, Params]:
+    """The model config and state dict of a checkpoint written by :func:`save_checkpoints`."""
+    import json
+
+    from safetensors import safe_open
+
+    from ..config import from_dict
+    from ..store import load_weights
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: checkpoint is missing; re-run the training step that writes it")
+    with safe_open(str(p), framework="pt") as f:
+        meta = f.metadata() or {}
+    kinds = {"ResNetConfig": ResNetConfig, "MLPConfig": MLPConfig}
+    if meta.get("model_kind") not in kinds:
+        raise DataError(f"{p}: not a vision checkpoint (metadata model_kind={meta.get('model_kind')!r})")
+    return from_dict(kinds[meta["model_kind"]], json.loads(meta["model"])), load_weights(p)

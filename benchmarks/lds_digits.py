@@ -1,0 +1,216 @@
+"""LDS of TRAK on scikit-learn digits, against M, α, k and λ (an experiment, not a test).
+
+Ground truth (SPEC §5/§8): ``--subsets`` α-subsets of the ``--n-train`` training images plus
+``--holdout`` more for choosing λ, ``--seeds`` models per subset (margins averaged), targets =
+the first ``--targets`` test images. Attribution: TRAK on an ensemble of up to max(``--M``)
+models trained on the full train set (independent seeds; ``--ckpts`` > 1 adds checkpoints of
+the last third of each run), projected to each ``--k``; λ = r · mean‖φ‖² with r from
+``--lambdas``, chosen per (α, k, M) by LDS on the held-out subsets. Baselines: the exact
+gradient dot product and, for reference, datamodels (LASSO) fitted on the same subsets.
+
+Digits ResNet ladder (8x8 inputs, strides (1,2,2,1), μP with base width 1/16, GroupNorm):
+w = 1/16 (44.1K params), 1/8 (175.8K), 1/4 (700K); the reference here is w = 1/8, the widest
+whose 240 ground-truth trainings fit a modest CPU budget.
+
+    .venv/bin/python benchmarks/lds_digits.py --model mlp --json /tmp/lds_mlp.json
+    .venv/bin/python benchmarks/lds_digits.py --model resnet --width 0.125 --alphas 0.5 \\
+        --k 512 2048 --json /tmp/lds_resnet.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", choices=["mlp", "resnet"], default="mlp")
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier (ResNet: 0.125 = reference)")
+    p.add_argument("--n-train", type=int, default=1000)
+    p.add_argument("--targets", type=int, default=100)
+    p.add_argument("--subsets", type=int, default=100)
+    p.add_argument("--holdout", type=int, default=20)
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--alphas", type=float, nargs="+", default=[0.5, 0.25])
+    p.add_argument("--M", type=int, nargs="+", default=[1, 2, 5])
+    p.add_argument("--ckpts", type=int, default=1, help="checkpoints per run in the ensemble")
+    p.add_argument("--k", type=int, nargs="+", default=[256, 1024, 2048])
+    p.add_argument("--lambdas", type=float, nargs="+", default=[0.01, 0.1, 1.0, 10.0])
+    p.add_argument("--betas", type=float, nargs="+", default=[0.001, 0.003, 0.01])
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", type=str, default=None, help="directory to keep ground truth between runs")
+    p.add_argument("--json", type=str, default=None)
+    return p.parse_args()
+
+
+def setup(args):
+    """Data, model spec and training recipe for the chosen model."""
+    from proxyscale.data.vision import load_digits_data
+    from proxyscale.models.mlp import MLPConfig
+    from proxyscale.models.resnet import ResNetConfig
+    from proxyscale.seeding import np_rng
+    from proxyscale.train.vision import VisionModelSpec, VisionTrainConfig
+
+    data = load_digits_data(np_rng(args.seed, "digits-split"), n_train=args.n_train)
+    if args.model == "mlp":
+        data = data.flat()
+        spec = VisionModelSpec(kind="mlp", mlp=MLPConfig(width_mult=args.width))
+        epochs = args.epochs or 20
+    else:
+        spec = VisionModelSpec(kind="resnet", resnet=ResNetConfig(
+            width_mult=args.width, in_channels=1, strides=(1, 2, 2, 1), mup=True, base_width_mult=1 / 16))
+        epochs = args.epochs or 15
+    train = VisionTrainConfig(epochs=epochs, batch_size=args.batch_size, n_checkpoints=args.ckpts)
+    return data, spec, train
+
+
+def ground_truth(args, data, spec, train, alpha):
+    """Masks (m + holdout, n) and margins (m + holdout, seeds, T), cached by content hash."""
+    from proxyscale.attribute.lds import RetrainConfig, retrain_outputs
+    from proxyscale.attribute.subsets import sample_subsets
+    from proxyscale.config import content_hash
+    from proxyscale.seeding import np_rng
+    from proxyscale.store import write_npy
+
+    cfg = RetrainConfig(model=spec, train=train, n_seeds=args.seeds, seed=args.seed,
+                        vectorize=spec.kind == "mlp", chunk=64)
+    m = args.subsets + args.holdout
+    key = content_hash([cfg, alpha, m, args.n_train, args.targets, args.seed])
+    cache = Path(args.cache) / f"gt-{key}" if args.cache else None
+    if cache is not None and (cache / "outputs.npy").is_file():
+        return np.load(cache / "masks.npy"), np.load(cache / "outputs.npy"), 0.0
+    t0 = time.time()
+    masks = sample_subsets(args.n_train, alpha, m, np_rng(args.seed, "lds-subsets", alpha))
+    out = retrain_outputs(cfg, data.x_train, data.y_train, masks, data.x_test[:args.targets],
+                          data.y_test[:args.targets])
+    if cache is not None:
+        write_npy(cache / "masks.npy", masks)
+        write_npy(cache / "outputs.npy", out)
+    return masks, out, time.time() - t0
+
+
+def ensemble(args, data, spec, train):
+    """State dicts of max(M) full-data runs, ``--ckpts`` checkpoints each (ordered run-major)."""
+    from proxyscale.seeding import derive_seed
+    from proxyscale.train.vision import train_models
+
+    n_runs = max(args.M)
+    res = train_models(spec.config(), train, data.x_train, data.y_train, np.ones((n_runs, args.n_train), bool),
+                       [derive_seed(args.seed, "trak-model", i) for i in range(n_runs)],
+                       vectorize=spec.kind == "mlp")
+    return [[{n: p[e] for n, p in ck.items()} for _, ck in res.checkpoints] for e in range(n_runs)]
+
+
+def trak_rows(args, data, spec, runs, gts):
+    """LDS for every (k, M, λ) on every α, λ chosen on held-out subsets."""
+    from proxyscale.attribute.kernel import choose_form, ensemble_scores, make_solver, ridge_lambda
+    from proxyscale.attribute.lds import lds
+    from proxyscale.attribute.trak import TRAK
+    from proxyscale.train.vision import build_model
+
+    model, targets = build_model(spec.config()), (data.x_test[:args.targets], data.y_test[:args.targets])
+    rows = []
+    for k in args.k:
+        t0 = time.time()
+        trak = TRAK(model, "classification", k=k, seed=args.seed)
+        phis, phis_t, qs = [], [], []
+        for r, states in enumerate(runs):
+            for c, state in enumerate(states):
+                phis.append(np.asarray(trak.featurize(state, (data.x_train, data.y_train), model_id=r * 100 + c)))
+                phis_t.append(trak.target_features(targets, r * 100 + c))
+                qs.append(np.asarray(trak.models[r * 100 + c].q, dtype=np.float64))
+        feat_s = time.time() - t0
+        for M in args.M:
+            use = slice(0, M * args.ckpts)
+            for lam in args.lambdas:
+                # TRAK's own kernel pieces, applied to cached features so λ and M vary cheaply
+                solvers = [make_solver(choose_form("auto", len(p), k), p, ridge_lambda(p, lam)) for p in phis[use]]
+                for use_q in (False, True):  # the paper's variant, then original TRAK's Q weighting
+                    q = np.mean(qs[use], axis=0) if use_q else None
+                    scores = ensemble_scores(solvers, phis_t[use], np.zeros((len(phis[0]), args.targets)), q)
+                    for alpha, (masks, out) in gts.items():
+                        fit, hold = masks[:args.subsets], masks[args.subsets:]
+                        rows.append({"alpha": alpha, "k": k, "M": M, "lambda_ratio": lam, "use_q": use_q,
+                                     "lds": lds(scores, fit, out[:args.subsets]).mean,
+                                     "lds_holdout": lds(scores, hold, out[args.subsets:]).mean,
+                                     "featurize_s": feat_s})
+    return rows
+
+
+def baselines(args, data, spec, runs, gts):
+    """Exact gradient dot product (all max(M) runs, last checkpoint) and datamodels."""
+    from proxyscale.attribute.datamodels import fit_datamodels
+    from proxyscale.attribute.lds import lds
+    from proxyscale.attribute.trak import grad_dot_scores
+    from proxyscale.train.vision import build_model
+
+    targets = (data.x_test[:args.targets], data.y_test[:args.targets])
+    dot = grad_dot_scores(build_model(spec.config()), [s[-1] for s in runs], (data.x_train, data.y_train), targets)
+    out = []
+    for alpha, (masks, gt) in gts.items():
+        fit, hold = masks[:args.subsets], masks[args.subsets:]
+        row = {"alpha": alpha, "grad_dot": lds(dot, fit, gt[:args.subsets]).mean}
+        # datamodels must be judged on subsets they were not fitted on: fit on `fit`, score `hold`
+        for beta in args.betas:
+            dm = fit_datamodels(fit, gt[:args.subsets].mean(axis=1), beta)
+            row[f"datamodels_beta{beta:g}_holdout"] = lds(dm.weights, hold, gt[args.subsets:]).mean
+        out.append(row)
+    return out
+
+
+def summarise(rows, base, ceilings):
+    """Markdown table: per (α, Q, k, M) the held-out-chosen λ and its LDS."""
+    lines = ["| α | Q | k | M | λ ratio (held-out) | LDS | LDS per λ ratio |", "|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["alpha"], r["use_q"], r["k"], r["M"]) for r in rows}, key=lambda t: (-t[0], t[1], t[2], t[3]))
+    for a, q, k, M in keys:
+        group = [r for r in rows if (r["alpha"], r["use_q"], r["k"], r["M"]) == (a, q, k, M)]
+        best = max(group, key=lambda r: r["lds_holdout"])
+        per = " ".join(f"{r['lambda_ratio']:g}:{r['lds']:.3f}" for r in group)
+        lines.append(f"| {a:g} | {'y' if q else 'n'} | {k} | {M} | {best['lambda_ratio']:g} | {best['lds']:.3f} | {per} |")
+    for b in base:
+        extra = ", ".join(f"{k}={v:.3f}" for k, v in b.items() if k != "alpha")
+        lines.append(f"\nα={b['alpha']:g}: {extra}; seed-to-seed ceiling {ceilings[b['alpha']]:.3f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse()
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from proxyscale.attribute.lds import seed_agreement
+
+    t0 = time.time()
+    data, spec, train = setup(args)
+    gts, timing = {}, {}
+    for alpha in args.alphas:
+        masks, out, secs = ground_truth(args, data, spec, train, alpha)
+        gts[alpha], timing[f"ground_truth_{alpha:g}_s"] = (masks, out), secs
+    t1 = time.time()
+    runs = ensemble(args, data, spec, train)
+    timing["ensemble_s"] = time.time() - t1
+    rows = trak_rows(args, data, spec, runs, gts)
+    base = baselines(args, data, spec, runs, gts)
+    ceilings = {a: seed_agreement(out) for a, (_, out) in gts.items()}
+    timing["total_s"] = time.time() - t0
+    print(summarise(rows, base, ceilings))
+    print(json.dumps(timing))
+    if args.json:
+        from proxyscale.store import write_json
+
+        write_json(args.json, {"args": vars(args), "rows": rows, "baselines": base, "ceilings": ceilings,
+                               "timing": timing, "machine": platform.platform(), "threads": args.threads})
+
+
+if __name__ == "__main__":
+    main()

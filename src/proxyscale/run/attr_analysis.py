@@ -1,0 +1,154 @@
+"""The attribution study's analysis: pure numpy over the finished steps' arrays.
+
+Writes into the analysis directory (read by :mod:`proxyscale.report.attribution`):
+
+- ``lds.parquet``: one row per (width, method ∈ {trak, grad_dot}): LDS mean, bootstrap CI
+  over targets, params, training FLOPs per model, compute ratio to the reference;
+- ``lds_per_target.npy`` (W, T) TRAK LDS per width and target (rows in ``widths`` order);
+- ``order_similarity.npy`` (W, W): Spearman between two widths' score vectors, mean over targets;
+- ``counterfactual.parquet``: one row per (width, removal set): its margin and the reference's;
+- ``counterfactual_r2.parquet``: per width, R² of the reference margin on that width's margin;
+- ``compute.parquet``: FLOPs (formulas in ``attribution.json``) and wall seconds per width and role;
+- ``attribution.json``: settings, widths, the noise ceiling and the manifest (written last).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..store import read_json, write_json, write_npy, write_table
+
+FORMAT_VERSION = 1
+MANIFEST = "attribution.json"
+
+
+def _npy(path: Path) -> np.ndarray:
+    return np.load(path, allow_pickle=False)
+
+
+def _wall(path: Path) -> float:
+    rec = path / "_step.json"
+    return float(read_json(rec).get("wall_s", 0.0)) if rec.is_file() else 0.0
+
+
+def ground_truth(inputs: dict[str, Path]) -> tuple[np.ndarray, np.ndarray]:
+    """Subset masks (m, n) and reference outputs (m, S, T), chunks concatenated in order."""
+    masks = _npy(inputs["subsets"] / "masks.npy")
+    chunks = sorted(r for r in inputs if r.startswith("retrain:"))
+    outputs = np.concatenate([_npy(inputs[r] / "outputs.npy") for r in chunks], axis=0)
+    return masks[: len(outputs)], outputs
+
+
+def order_similarity(scores: list[np.ndarray]) -> np.ndarray:
+    """(W, W) mean over targets of the Spearman correlation of two widths' attribution vectors."""
+    from ..attribute.lds import spearman_columns
+
+    w = len(scores)
+    out = np.eye(w)
+    for i in range(w):
+        for j in range(i + 1, w):
+            out[i, j] = out[j, i] = float(np.nanmean(spearman_columns(scores[i], scores[j])))
+    return out
+
+
+def _lds_rows(cfg: dict[str, Any], inputs: dict[str, Path], masks: np.ndarray,
+              outputs: np.ndarray) -> tuple[list[dict[str, Any]], np.ndarray]:
+    from ..attribute.lds import lds
+    from ..seeding import np_rng
+
+    rows, per_target = [], []
+    for w in cfg["widths"]:
+        d = inputs[f"trak:{w['label']}"]
+        for method, fname in (("trak", "scores.npy"), ("grad_dot", "grad_dot.npy")):
+            res = lds(_npy(d / fname), masks, outputs, rng=np_rng(cfg["seed"], "lds-boot", w["label"], method),
+                      n_boot=cfg["n_boot"])
+            rows.append({"width": w["width"], "label": w["label"], "method": method, "params": w["params"],
+                         "train_flops": w["train_flops"], "compute_ratio": w["compute_ratio"],
+                         "is_reference": w["is_reference"], "lds": res.mean, "ci_low": res.ci_low,
+                         "ci_high": res.ci_high, "n_valid": res.n_valid})
+            if method == "trak":
+                per_target.append(res.per_target)
+    return rows, np.stack(per_target)
+
+
+def _counterfactual(cfg: dict[str, Any], inputs: dict[str, Path]) -> tuple[list[dict], list[dict]]:
+    from ..attribute.counterfactual import r_squared
+
+    if "cf_sets" not in inputs:
+        return [], []
+    names = read_json(inputs["cf_sets"] / "sets.json")["names"]
+    targets = _npy(inputs["cf_sets"] / "targets.npy")
+    ref = _npy(inputs[f"cf:{cfg['reference']}"] / "margins.npy")
+    points, fits = [], []
+    for w in cfg["widths"]:
+        m = _npy(inputs[f"cf:{w['label']}"] / "margins.npy")
+        for i, nm in enumerate(names):
+            points.append({"label": w["label"], "width": w["width"], "target": int(targets[i]), "set": nm,
+                           "kind": nm.split("-")[0], "margin": float(m[i]), "ref_margin": float(ref[i])})
+        fits.append({"label": w["label"], "width": w["width"], "compute_ratio": w["compute_ratio"],
+                     "is_reference": w["is_reference"], "r2": r_squared(m, ref), "n_points": len(names),
+                     "pearson": float(np.corrcoef(m, ref)[0, 1])})
+    return points, fits
+
+
+def _compute_rows(cfg: dict[str, Any], inputs: dict[str, Path]) -> list[dict[str, Any]]:
+    """Training vs attribution FLOPs (from the formulas) and wall seconds spent, per width."""
+    from .attribution import attribution_flops, train_flops
+
+    rows = []
+    n, t, k = cfg["n_train"], cfg["n_targets"], cfg["trak"]["k"]
+    for w in cfg["widths"]:
+        lab, m = w["label"], cfg["models_per_width"]
+        n_ckpt = read_json(inputs[f"trak:{lab}"] / "trak.json")["n_checkpoints"]
+        rows.append({"label": lab, "width": w["width"], "role": "train ensemble", "n_models": m,
+                     "flops": w["train_flops"] * m, "wall_s": _wall(inputs[f"train:{lab}"])})
+        rows.append({"label": lab, "width": w["width"], "role": "TRAK", "n_models": n_ckpt,
+                     "flops": attribution_flops(w["params"], k, n, t) * n_ckpt, "wall_s": _wall(inputs[f"trak:{lab}"])})
+        if f"cf:{lab}" in inputs:
+            rec = read_json(inputs[f"cf:{lab}"] / "cf.json")
+            n_ex = sum(n - r for r in rec["removed"]) * cfg["counterfactual"]["n_seeds"]
+            rows.append({"label": lab, "width": w["width"], "role": "counterfactual retraining",
+                         "n_models": rec["n_models"], "flops": train_flops(w["params"], n_ex, cfg["epochs"]),
+                         "wall_s": _wall(inputs[f"cf:{lab}"])})
+    ref = next(w for w in cfg["widths"] if w["is_reference"])
+    chunks = [r for r in inputs if r.startswith("retrain:")]
+    n_models = cfg["lds"]["n_subsets"] * cfg["lds"]["seeds_per_subset"]
+    rows.append({"label": ref["label"], "width": ref["width"], "role": "LDS ground truth", "n_models": n_models,
+                 "flops": train_flops(ref["params"], int(cfg["lds"]["alpha"] * n) * n_models, cfg["epochs"]),
+                 "wall_s": sum(_wall(inputs[r]) for r in chunks)})
+    return rows
+
+
+def analyze_attribution(cfg: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    """Compute and write every table of the attribution study; returns the manifest."""
+    import pandas as pd
+
+    from ..attribute.lds import seed_agreement
+
+    masks, outputs = ground_truth(inputs)
+    lds_rows, per_target = _lds_rows(cfg, inputs, masks, outputs)
+    write_table(out / "lds.parquet", pd.DataFrame(lds_rows))
+    write_npy(out / "lds_per_target.npy", per_target)
+    scores = [_npy(inputs[f"trak:{w['label']}"] / "scores.npy") for w in cfg["widths"]]
+    write_npy(out / "order_similarity.npy", order_similarity(scores))
+    points, fits = _counterfactual(cfg, inputs)
+    write_table(out / "counterfactual.parquet", pd.DataFrame(points, columns=[
+        "label", "width", "target", "set", "kind", "margin", "ref_margin"]))
+    write_table(out / "counterfactual_r2.parquet", pd.DataFrame(fits, columns=[
+        "label", "width", "compute_ratio", "is_reference", "r2", "n_points", "pearson"]))
+    write_table(out / "compute.parquet", pd.DataFrame(_compute_rows(cfg, inputs)))
+    lm = None
+    if any(r.startswith("lm_") for r in inputs):
+        from .attribution_lm import analyze_lm
+
+        lm = analyze_lm(cfg, inputs, out)
+    manifest = {"format_version": FORMAT_VERSION, "name": cfg["name"], "dataset": cfg["dataset"],
+                "family": cfg["family"], "reference": cfg["reference"], "widths": cfg["widths"],
+                "n_train": cfg["n_train"], "n_targets": cfg["n_targets"], "models_per_width": cfg["models_per_width"],
+                "trak": cfg["trak"], "lds": cfg["lds"], "counterfactual": cfg["counterfactual"],
+                "epochs": cfg["epochs"], "noise_ceiling": seed_agreement(outputs), "formulas": cfg["formulas"],
+                "lm": lm}
+    write_json(out / MANIFEST, manifest)
+    return manifest
