@@ -124,3 +124,34 @@ def test_trak_lds_floor_on_tiny_mlp():
     assert got > 0.4, got
     assert got > base + 0.05, (got, base)
     assert seed_agreement(truth) > got - 0.1  # ground truth is cleaner than the estimate it scores
+
+
+@pytest.mark.slow
+def test_trak_lds_quality_bar_on_digits_mlp():
+    """The full bar (SPEC §8): 1000 train images, α = 0.5, 100 subsets × 2 seeds, M = 5, λ chosen
+    on 20 held-out subsets: LDS ≥ 0.50 for the small MLP, above the gradient dot product, and
+    rising with M."""
+    from proxyscale.attribute.trak import grad_dot_scores, trak_scores
+    from proxyscale.models.mlp import MLP, MLPConfig
+    from proxyscale.train.vision import train_models
+
+    d = load_digits_data(np.random.default_rng(0), n_train=1000).flat()
+    xt, yt = d.x_test[:100], d.y_test[:100]
+    train = VisionTrainConfig(epochs=20, batch_size=64)
+    masks = sample_subsets(1000, 0.5, 120, np.random.default_rng(1))
+    truth = retrain_outputs(RetrainConfig(model=VisionModelSpec(kind="mlp"), train=train, n_seeds=2),
+                            d.x_train, d.y_train, masks, xt, yt)
+    fit, hold = (masks[:100], truth[:100]), (masks[100:], truth[100:])
+    res = train_models(MLPConfig(), train, d.x_train, d.y_train, np.ones((5, 1000), bool), list(range(5)))
+    states = [{n: p[e] for n, p in res.params.items()} for e in range(5)]
+
+    def scores(m, ratio):
+        return trak_scores(MLP(MLPConfig()), states[:m], (d.x_train, d.y_train), (xt, yt), k=1024,
+                           lambda_ratio=ratio, use_q=True)
+
+    best, _ = choose_by_lds({str(r): scores(5, r) for r in (0.3, 1.0, 3.0)}, *hold)
+    full = lds(scores(5, float(best)), *fit).mean
+    single = lds(scores(1, float(best)), *fit).mean
+    dot = lds(grad_dot_scores(MLP(MLPConfig()), states, (d.x_train, d.y_train), (xt, yt)), *fit).mean
+    assert full >= 0.50, full
+    assert full > single and full > dot + 0.1, (full, single, dot)

@@ -131,7 +131,7 @@ def test_same_seed_same_model_and_checkpoints_saved(tmp_path, digits):
     torch.testing.assert_close(last["hidden.0.weight"], a.params["hidden.0.weight"][1])
     model = MLP(MLPConfig())
     model.load_state_dict(last)  # a checkpoint is a plain state dict of the architecture
-    cfg_back, state = load_checkpoint(tmp_path / "m0" / "step-000008.safetensors")
+    cfg_back, state = load_checkpoint(tmp_path / "m0" / "step-000010.safetensors")
     assert cfg_back == MLPConfig() and set(state) == set(last)
     with pytest.raises(DataError, match="missing"):
         load_checkpoint(tmp_path / "m0" / "nope.safetensors")

@@ -68,6 +68,29 @@ def report(spec: Path = typer.Argument(..., help="YAML study spec"), store: Path
     typer.echo(f"report: {write_study_report(spec, store)}")
 
 
+@app.command()
+def attribute(spec: Optional[Path] = typer.Argument(None, help="Attribution spec (YAML with kind: attribution); "
+                                                             "omit to use the options below"),
+              out: Path = typer.Option(Path("scores.npy"), "--out", help="Where to write the scores (n_train, n_targets)."),
+              width: Optional[float] = typer.Option(None, help="Width multiplier (default: the reference)."),
+              store: Path = STORE, workers: int = WORKERS,
+              data: str = typer.Option("digits", help="digits | cifar10 (no spec)."),
+              root: Optional[str] = typer.Option(None, help="CIFAR-10 binary directory (no spec)."),
+              family: str = typer.Option("mlp", help="mlp | resnet (no spec)."),
+              n_train: int = typer.Option(1000, help="Training examples (no spec)."),
+              n_targets: int = typer.Option(100, help="Target examples (no spec)."),
+              models: int = typer.Option(5, help="Models in the TRAK ensemble (no spec)."),
+              k: int = typer.Option(512, help="Projection dimension (no spec)."),
+              progress: bool = typer.Option(True, help="Show a progress bar.")) -> None:
+    """TRAK scores of one width's model ensemble, written as a .npy (train × targets)."""
+    from .api import attribution_options_spec, attribution_scores
+
+    s = spec if spec is not None else attribution_options_spec(
+        data=data, root=root, family=family, n_train=n_train, n_targets=n_targets, models=models, k=k,
+        width=width if width is not None else 1.0)
+    typer.echo(f"scores: {attribution_scores(s, store, width=width, out=out, workers=workers, progress=progress)}")
+
+
 @corpus_app.command("build")
 def corpus_build(out: Path = typer.Option(Path("corpus"), "--out", help="Output directory."),
                  max_bytes: int = typer.Option(4_000_000, help="Cap on the text kept per domain."),

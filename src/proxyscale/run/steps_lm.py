@@ -38,8 +38,8 @@ def train_step(ctx: StepContext) -> None:
 
     model_cfg, train_cfg = _configs(ctx.config)
     stream = _train_stream(ctx, model_cfg.context, ctx.config["seed"])
-    stream.save_order(ctx.out / "data_order.npy")
     bs = train_cfg.batch_size
+    stream.save_order(ctx.out / "data_order.npy", n_batches=ctx.config["n_steps"], batch_size=bs)
     train_lm(model_cfg, train_cfg, lambda i: stream.batch(i, bs), ctx.config["n_steps"], ctx.out, ctx.config["seed"])
 
 
@@ -52,7 +52,7 @@ def train_batch(ctxs: list[StepContext]) -> None:
     fns = []
     for c in ctxs:
         stream = _train_stream(c, model_cfg.context, c.config["seed"])
-        stream.save_order(c.out / "data_order.npy")
+        stream.save_order(c.out / "data_order.npy", n_batches=c.config["n_steps"], batch_size=bs)
         fns.append(lambda i, s=stream: s.batch(i, bs))
     train_lm_batched(model_cfg, train_cfg, fns, ctxs[0].config["n_steps"], [c.out for c in ctxs],
                      [c.config["seed"] for c in ctxs])
@@ -69,6 +69,9 @@ def eval_step(ctx: StepContext) -> None:
     from ..models.gpt import load_gpt
 
     model = load_gpt(ctx.inputs["model"])
+    t = read_json(ctx.inputs["model"] / "train.json")  # carried along so the analysis sees compute spent
+    write_json(ctx.out / "train_metrics.json", {k: t.get(k) for k in ("flops", "tokens", "wall_s", "params",
+                                                                      "final_loss", "tokens_per_s")})
     for name, path in sorted(_test_sets(ctx).items()):
         df = evaluate_lm(model, read_test_set(path), batch_size=ctx.config["batch_size"])
         write_table(ctx.out / f"{name}.parquet", df)
@@ -131,13 +134,6 @@ def analyze_step(ctx: StepContext) -> None:
 
 
 def _compute_spent(ctx: StepContext) -> dict[str, Any]:
-    """Training FLOPs and wall time actually spent per model (from each run's train.json)."""
-    out: dict[str, Any] = {}
-    for role, path in ctx.inputs.items():
-        if role.startswith("eval:"):
-            rec = read_json(path / "_step.json")
-            train_dir = ctx.inputs[role].parent.parent / rec["inputs"]["model"].split("steps/", 1)[-1]
-            if (train_dir / "train.json").is_file():
-                t = read_json(train_dir / "train.json")
-                out[role[5:]] = {k: t.get(k) for k in ("flops", "tokens", "wall_s", "params", "final_loss")}
-    return out
+    """Training FLOPs and wall time actually spent per model, as each eval step recorded it."""
+    return {role[5:]: read_json(path / "train_metrics.json") for role, path in sorted(ctx.inputs.items())
+            if role.startswith("eval:") and (path / "train_metrics.json").is_file()}

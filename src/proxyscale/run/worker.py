@@ -27,6 +27,8 @@ STEP_FUNCTIONS: dict[str, str] = {
     "analyze": "proxyscale.run.steps_lm:analyze_step",
     **{k: f"proxyscale.run.steps_attr:{k}_step" for k in (
         "attr_train", "attr_trak", "attr_subsets", "attr_retrain", "attr_cf_sets", "attr_cf_train", "attr_analyze")},
+    **{k: f"proxyscale.run.attribution_lm:{k}_step" for k in (
+        "attr_lm_docs", "attr_lm_train", "attr_lm_trak", "attr_lm_retrain")},
 }
 BATCH_FUNCTIONS: dict[str, str] = {"train": "proxyscale.run.steps_lm:train_batch"}
 

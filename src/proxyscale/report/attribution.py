@@ -1,0 +1,222 @@
+"""The "Attribution across scale" report section, from an attribution analysis directory.
+
+:func:`attribution_section` returns a :class:`~proxyscale.report.section.Section` that any
+report can take as an extra section (``write_report(..., extra_sections=[...])``);
+:func:`write_attribution_report` writes the attribution study's own report.html / report.md.
+Reads only the files :mod:`proxyscale.run.attr_analysis` wrote; never trains; no torch.
+"""
+from __future__ import annotations
+
+import html
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ..errors import StoreError
+from ..store import read_json, read_table, write_bytes, write_text
+from .section import ReportFigure, Section
+from .tables import Table, fmt, with_ci
+
+MANIFEST = "attribution.json"
+FIGURE_NAMES = ("attr_lds_vs_compute", "attr_order_similarity", "attr_counterfactual")
+_DPI = 110
+
+
+def _fig(w: float, h: float) -> Figure:
+    fig = Figure(figsize=(w, h), dpi=_DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI)
+    return buf.getvalue()
+
+
+def read_attribution(analysis_dir: str | Path) -> dict:
+    """The manifest and tables of an attribution analysis directory."""
+    d = Path(analysis_dir)
+    if not (d / MANIFEST).is_file():
+        raise StoreError(f"{d}: no {MANIFEST}; run the attribution study (its attr_analyze step) first")
+    man = read_json(d / MANIFEST)
+    if man.get("format_version") != 1:
+        raise StoreError(f"{d}: attribution analysis format {man.get('format_version')}; re-run attr_analyze")
+    return {"manifest": man, "lds": read_table(d / "lds.parquet"), "sim": np.load(d / "order_similarity.npy"),
+            "cf": read_table(d / "counterfactual.parquet"), "cf_r2": read_table(d / "counterfactual_r2.parquet"),
+            "compute": read_table(d / "compute.parquet")}
+
+
+def lds_png(lds: pd.DataFrame, ceiling: float) -> bytes:
+    """LDS (against reference-width retraining) vs proxy compute ratio, with 95% bootstrap CIs."""
+    fig = _fig(5.6, 3.8)
+    ax = fig.add_subplot(1, 1, 1)
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.15, top=0.9)
+    for method, colour, label in (("trak", "#1f5fa8", "TRAK"), ("grad_dot", "#d08020", "gradient dot product")):
+        s = lds[lds["method"] == method].sort_values("compute_ratio")
+        err = np.vstack([s["lds"] - s["ci_low"], s["ci_high"] - s["lds"]]).clip(min=0)
+        ax.errorbar(s["compute_ratio"], s["lds"], yerr=np.nan_to_num(err), marker="o", capsize=3,
+                    color=colour, label=label)
+    if np.isfinite(ceiling):
+        ax.axhline(ceiling, color="0.45", ls="--", lw=1, label="seed-to-seed ceiling")
+    ax.set_xscale("log")
+    ax.set_xlabel("reference compute / proxy compute (training FLOPs)")
+    ax.set_ylabel("LDS vs reference-width models")
+    ax.set_title("Attribution transfer across width", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def similarity_png(sim: np.ndarray, labels: list[str]) -> bytes:
+    """Order-similarity heatmap: Spearman of attribution vectors between widths."""
+    fig = _fig(4.4, 3.8)
+    ax = fig.add_subplot(1, 1, 1)
+    fig.subplots_adjust(left=0.16, right=0.95, bottom=0.14, top=0.9)
+    im = ax.imshow(sim, vmin=min(0.0, float(np.nanmin(sim))), vmax=1.0, cmap="viridis")
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if sim[i, j] < 0.6 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title("Order similarity (Spearman, mean over targets)", fontsize=9)
+    return _png(fig)
+
+
+def counterfactual_png(cf: pd.DataFrame, r2: pd.DataFrame) -> bytes:
+    """Proxy margin vs reference margin after each removal set, one panel per proxy width."""
+    proxies = r2[~r2["is_reference"]].sort_values("width")
+    n = max(1, len(proxies))
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig = _fig(3.9 * cols, 3.4 * rows)
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.14 / rows, top=1 - 0.1 / rows, wspace=0.3, hspace=0.45)
+    kinds = sorted(cf["kind"].unique()) if len(cf) else []
+    colours = {k: c for k, c in zip(kinds, ["#1f5fa8", "#d08020", "#2a9d4a", "#b03030", "#7a4fb0", "#666666"])}
+    for i, (_, row) in enumerate(proxies.iterrows()):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        s = cf[cf["label"] == row["label"]]
+        for k in kinds:
+            part = s[s["kind"] == k]
+            ax.scatter(part["margin"], part["ref_margin"], s=14, color=colours[k], label=k)
+        ax.set_title(f"{row['label']} ({row['compute_ratio']:.3g}× less) R² = {fmt(row['r2'], 2)}", fontsize=9)
+        ax.set_xlabel("proxy margin", fontsize=8)
+        ax.set_ylabel("reference margin", fontsize=8)
+        if i == 0:
+            ax.legend(fontsize=7)
+    if not len(proxies):
+        fig.add_subplot(1, 1, 1).text(0.5, 0.5, "no counterfactual runs", ha="center")
+    return _png(fig)
+
+
+def _lds_table(lds: pd.DataFrame) -> Table:
+    rows = []
+    for lab in lds.sort_values("compute_ratio")["label"].unique():
+        t = lds[(lds["label"] == lab) & (lds["method"] == "trak")].iloc[0]
+        g = lds[(lds["label"] == lab) & (lds["method"] == "grad_dot")].iloc[0]
+        rows.append((lab + (" (reference)" if t["is_reference"] else ""), fmt(int(t["params"])),
+                     fmt(float(t["compute_ratio"])), with_ci(t["lds"], t["ci_low"], t["ci_high"]),
+                     with_ci(g["lds"], g["ci_low"], g["ci_high"])))
+    return Table(("width", "params", "compute ratio", "TRAK LDS [95% CI]", "grad-dot LDS [95% CI]"), tuple(rows),
+                 "LDS: Spearman over α-subsets between summed scores and the margin of reference-width models "
+                 "retrained on each subset (averaged over seeds), mean over targets; CI: bootstrap over targets.")
+
+
+def _compute_table(compute: pd.DataFrame) -> Table:
+    rows = []
+    for role, g in compute.groupby("role", sort=False):
+        rows.append((str(role), fmt(int(g["n_models"].sum())), f"{g['flops'].sum():.3g}", fmt(float(g["wall_s"].sum()))))
+    for lab, g in compute.groupby("label", sort=False):
+        tr = g[g["role"] == "train ensemble"]["flops"].sum()
+        at = g[g["role"] == "TRAK"]["flops"].sum()
+        rows.append((f"{lab}: ensemble + TRAK", "", f"{tr + at:.3g}", fmt(float(g[g['role'].isin(
+            ['train ensemble', 'TRAK'])]["wall_s"].sum()))))
+    return Table(("what", "models / checkpoints", "FLOPs", "wall s"), tuple(rows))
+
+
+class _Body:
+    def __init__(self) -> None:
+        self.html: list[str] = []
+        self.md: list[str] = []
+
+    def p(self, text: str) -> None:
+        self.html.append(f"<p>{html.escape(text)}</p>")
+        self.md.append(text)
+
+    def table(self, caption: str, t: Table) -> None:
+        self.html.append(f"<h3>{html.escape(caption)}</h3>{t.to_html()}")
+        self.md.append(f"### {caption}\n\n{t.to_markdown()}")
+
+
+def _headline(a: dict) -> str:
+    m, lds = a["manifest"], a["lds"]
+    t = lds[lds["method"] == "trak"].sort_values("compute_ratio")
+    ref = t[t["is_reference"]].iloc[0]
+    small = t.iloc[-1]
+    return (f"{m['dataset']} ({m['n_train']:,} train, {m['n_targets']} targets), {m['family']} widths "
+            f"{', '.join(w['label'] for w in m['widths'])}; reference {m['reference']}. TRAK with "
+            f"{m['models_per_width']} models per width, k = {m['trak']['k']}. At the reference width LDS = "
+            f"{fmt(ref['lds'])}; the smallest proxy ({fmt(float(small['compute_ratio']))}× less training compute) "
+            f"gives LDS = {fmt(small['lds'])} against the same reference-width ground truth. The ground truth's "
+            f"seed-to-seed ceiling is {fmt(m['noise_ceiling'])}.")
+
+
+def attribution_section(analysis_dir: str | Path, title: str = "Attribution across scale") -> Section:
+    """The report section of an attribution analysis (plots of LDS vs compute, order
+    similarity and counterfactual removal; tables of LDS, counterfactual R² and compute)."""
+    a = read_attribution(analysis_dir)
+    m, b = a["manifest"], _Body()
+    b.p(_headline(a))
+    b.table("LDS per width", _lds_table(a["lds"]))
+    labels = [w["label"] for w in m["widths"]]
+    sim = a["sim"]
+    b.table("Order similarity", Table(("width",) + tuple(labels), tuple(
+        (lab,) + tuple(f"{v:.2f}" for v in sim[i]) for i, lab in enumerate(labels))))
+    figs = [ReportFigure(FIGURE_NAMES[0], lds_png(a["lds"], m["noise_ceiling"]),
+                         "LDS of each width's TRAK scores against reference-width retraining, vs compute ratio."),
+            ReportFigure(FIGURE_NAMES[1], similarity_png(sim, labels),
+                         "Spearman correlation between widths' attribution vectors, averaged over targets.")]
+    if len(a["cf_r2"]):
+        r2 = a["cf_r2"].sort_values("width")
+        b.table("Counterfactual removal: proxy vs reference margins", Table(
+            ("width", "compute ratio", "R²", "Pearson r", "removal sets"),
+            tuple((r["label"], fmt(float(r["compute_ratio"])), fmt(r["r2"]), fmt(r["pearson"]), fmt(int(r["n_points"])))
+                  for _, r in r2.iterrows()),
+            "Each point: one removal set (random, top/bottom TRAK, most/least similar, part of the target's "
+            "class); x = margin of a model of this width trained without it, y = the reference width's."))
+        figs.append(ReportFigure(FIGURE_NAMES[2], counterfactual_png(a["cf"], a["cf_r2"]),
+                                 "Counterfactual removal: target margin of proxy vs reference models."))
+    b.table("Compute spent", _compute_table(a["compute"]))
+    b.p(f"{m['formulas']['train']}. {m['formulas']['attribution']}.")
+    if m.get("lm"):
+        b.table("Language model: LDS of TRAK scores against reference-size GPTs", _lm_table(m["lm"]))
+    return Section(title, "".join(b.html), "\n\n".join(b.md), tuple(figs))
+
+
+def _lm_table(lm: dict) -> Table:
+    rows = tuple((r["rung"] + (" (reference)" if r["is_reference"] else ""), fmt(int(r["params"])),
+                  fmt(float(r["compute_ratio"])), with_ci(r["lds"], r["ci_low"], r["ci_high"]))
+                 for r in lm["rows"])
+    return Table(("rung", "params", "compute ratio", "TRAK LDS [95% CI]"), rows,
+                 f"{lm['n_docs']} training documents, {lm['n_targets']} test targets, {lm['n_subsets']} α-subsets × "
+                 f"{lm['seeds']} seeds of the reference; seed-to-seed ceiling {fmt(lm['noise_ceiling'])}.")
+
+
+def write_attribution_report(analysis_dir: str | Path, out_dir: str | Path, *, title: str) -> tuple[Path, Path]:
+    """Write report.html (self-contained), report.md and figures/*.png for an attribution study."""
+    from .html import render_html, render_markdown
+
+    section = attribution_section(analysis_dir)
+    out = Path(out_dir)
+    for f in section.figures:
+        write_bytes(out / "figures" / f"{f.name}.png", f.png)
+    html_path, md_path = out / "report.html", out / "report.md"
+    write_text(html_path, render_html(title, [section]))
+    write_text(md_path, render_markdown(title, [section]))
+    return html_path, md_path

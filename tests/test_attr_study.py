@@ -1,0 +1,163 @@
+"""The attribution-transfer study end to end on tiny settings, plus its spec, API and CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from proxyscale.api import attribute, attribution_scores, plan_text, run_study, status_text
+from proxyscale.config import from_dict
+from proxyscale.errors import ConfigError
+from proxyscale.run.attribution import (AttributionSpec, attribution_flops, build_attribution_plan, model_params,
+                                        parse_attribution_spec, width_table)
+from proxyscale.store import Store, read_json, read_table
+
+TINY = """
+name: tiny-attr
+kind: attribution
+seed: 0
+data: {name: digits, n_train: 240, n_targets: 24}
+ladder: {family: mlp, widths: [0.0625, 0.25, 1.0], reference: 1.0}
+models_per_width: 3
+train: {epochs: 12, batch_size: 48}
+trak: {k: 128}
+lds: {n_subsets: 20, seeds_per_subset: 2, chunk: 10}
+counterfactual: {n_targets: 2, fractions: [0.05, 0.1], class_fractions: [0.5], n_random: 1, n_seeds: 1}
+n_boot: 200
+"""
+# Measured on this toy (2 shared cores): reference-width LDS ≈ 0.5–0.6, ceiling ≈ 0.75.
+LDS_FLOOR = 0.25
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("attr")
+    path = root / "attr.yaml"
+    path.write_text(TINY)
+    report = run_study(path, root / "store", workers=2, progress=False)
+    spec = parse_attribution_spec(__import__("yaml").safe_load(TINY))
+    analysis = Store(root / "store").final_dir(build_attribution_plan(spec).of_kind("attr_analyze")[0].key)
+    return path, root / "store", report, analysis, spec
+
+
+def test_study_runs_and_attribution_transfers(finished):
+    path, store, report, analysis, spec = finished
+    lds = read_table(analysis / "lds.parquet")
+    trak = lds[lds["method"] == "trak"].set_index("label")
+    dot = lds[lds["method"] == "grad_dot"].set_index("label")
+    assert set(trak.index) == {"w0.0625", "w0.25", "w1"}
+    # physics: reference-width TRAK predicts reference-width retraining, and beats the gradient dot product
+    assert trak.at["w1", "lds"] > LDS_FLOOR, trak
+    assert trak.at["w1", "lds"] > dot.at["w1", "lds"]
+    assert (trak["ci_low"] <= trak["lds"]).all() and (trak["lds"] <= trak["ci_high"]).all()
+    man = read_json(analysis / "attribution.json")
+    assert trak.at["w1", "lds"] < man["noise_ceiling"] + 0.1  # cannot beat the ground truth's own noise by much
+    # compute ratios follow the 6·P·N·epochs formula
+    params = {r["label"]: r["params"] for r in man["widths"]}
+    assert trak.at["w0.25", "compute_ratio"] == pytest.approx(params["w1"] / params["w0.25"])
+    sim = np.load(analysis / "order_similarity.npy")
+    assert sim.shape == (3, 3) and np.allclose(np.diag(sim), 1) and np.allclose(sim, sim.T)
+    assert (sim[np.triu_indices(3, 1)] > 0).all()  # widths rank training examples alike
+    r2 = read_table(analysis / "counterfactual_r2.parquet").set_index("label")
+    assert r2.at["w1", "r2"] == pytest.approx(1.0) and 0 <= r2.at["w0.25", "r2"] <= 1
+    comp = read_table(analysis / "compute.parquet")
+    assert {"train ensemble", "TRAK", "LDS ground truth", "counterfactual retraining"} <= set(comp["role"])
+    html = report.read_text()
+    assert "Attribution across scale" in html and html.count("data:image/png;base64") == 3
+    assert (report.parent / "report.md").is_file()
+
+
+def test_rerun_is_a_noop_and_status_is_clean(finished):
+    path, store, report, _, _ = finished
+    before = report.stat().st_mtime_ns
+    text, failed = status_text(path, store)
+    assert failed == 0 and "attr_retrain" in text
+    run_study(path, store, workers=1, progress=False)  # everything done: only the report is rewritten
+    assert report.stat().st_mtime_ns >= before
+    assert "w0.0625" in plan_text(path)
+
+
+def test_section_can_join_another_report(finished):
+    from proxyscale.report.attribution import attribution_section
+
+    sec = attribution_section(finished[3])
+    assert sec.title == "Attribution across scale"
+    assert {f.name for f in sec.figures} == {"attr_lds_vs_compute", "attr_order_similarity", "attr_counterfactual"}
+    assert "LDS per width" in sec.markdown
+
+
+def test_cli_attribute_reuses_the_study_store(finished, tmp_path):
+    path, store, _, analysis, spec = finished
+    out = attribution_scores(path, store, width=0.25, out=tmp_path / "s.npy", progress=False)
+    scores = np.load(out, allow_pickle=False)
+    assert scores.shape == (240, 24)
+    plan = build_attribution_plan(spec)
+    trak = next(s for s in plan.of_kind("attr_trak") if s.name == "w0.25")
+    np.testing.assert_array_equal(scores, np.load(Store(store).final_dir(trak.key) / "scores.npy"))
+    with pytest.raises(ConfigError, match="not one of"):
+        attribution_scores(path, store, width=3.0)
+
+
+def test_spec_is_strict_and_plan_is_content_hashed():
+    import yaml
+
+    data = yaml.safe_load(TINY)
+    spec = parse_attribution_spec(data)
+    assert isinstance(spec, AttributionSpec)
+    with pytest.raises(ConfigError, match="did you mean 'n_subsets'"):
+        parse_attribution_spec({**data, "lds": {"n_subset": 10}})
+    with pytest.raises(ConfigError, match="seeds_per_subset"):
+        parse_attribution_spec({**data, "lds": {"seeds_per_subset": 1}})
+    with pytest.raises(ConfigError, match="reference"):
+        parse_attribution_spec({**data, "ladder": {"widths": [0.5, 1.0], "reference": 2.0}})
+    with pytest.raises(ConfigError, match="peak_lr"):
+        parse_attribution_spec({**data, "train": {"peak_lrr": 0.1}})
+    plan = build_attribution_plan(spec)
+    kinds = [s.kind for s in plan]
+    assert kinds.count("attr_train") == 3 and kinds.count("attr_retrain") == 2 and kinds[-1] == "attr_analyze"
+    # changing the counterfactual leaves LDS ground truth and TRAK untouched
+    other = build_attribution_plan(parse_attribution_spec({**data, "counterfactual": {"n_targets": 1}}))
+    same = {s.key for s in plan} & {s.key for s in other}
+    assert {s.key for s in plan.of_kind("attr_retrain")} <= same and {s.key for s in plan.of_kind("attr_trak")} <= same
+    assert not {s.key for s in plan.of_kind("attr_cf_train")} & same
+    rows = {r["label"]: r for r in width_table(spec)}
+    assert rows["w1"]["params"] == 64 * 128 + 128 + 128 * 10 + 10 == model_params(spec, 1.0)
+    assert rows["w1"]["train_flops"] == 6 * rows["w1"]["params"] * 240 * 12
+
+
+def test_attribution_flops_formula():
+    # SPEC §7 with p = 10, k = 2, n = 3, n_test = 1, T = 1: (60 + 16 + 40)·3 + 20·(3 + 2)·1 + 8
+    assert attribution_flops(10, 2, 3, 1) == (60 + 16 + 40) * 3 + 20 * 5 + 8
+
+
+def test_attribute_api_matches_trak_and_writes_npy(tmp_path):
+    from proxyscale.attribute.trak import trak_scores
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    states = [{k: v + 0.01 * i for k, v in model.state_dict().items()} for i in range(2)]
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(20, 5, generator=g), torch.randint(0, 3, (20,), generator=g)
+    scores = attribute(model, states, (x, y), (x[:4], y[:4]), k=16, out=tmp_path / "a.npy")
+    assert scores.shape == (20, 4) and scores.dtype == np.float32
+    np.testing.assert_allclose(scores, trak_scores(model, states, (x, y), (x[:4], y[:4]), k=16), rtol=1e-6)
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), scores)
+    # an example attributes positively to itself most of the time (it raises its own margin)
+    assert np.mean(np.diag(scores[:4]) > np.median(scores[:4], axis=0)) >= 0.5
+    with pytest.raises(ConfigError, match="state dict"):
+        attribute(model, [], (x, y), (x, y))
+
+
+def test_kind_dispatch_and_typo(tmp_path):
+    from proxyscale.api import _spec
+
+    p = tmp_path / "a.yaml"
+    p.write_text(TINY.replace("kind: attribution", "kind: atribution"))
+    with pytest.raises(ConfigError, match="did you mean 'attribution'"):
+        _spec(p)
+    p.write_text(TINY)
+    assert isinstance(_spec(p), AttributionSpec)
+    assert from_dict(AttributionSpec, json.loads(json.dumps(__import__("proxyscale.config").config.to_dict(
+        _spec(p))))) == _spec(p)
