@@ -161,3 +161,80 @@ def test_kind_dispatch_and_typo(tmp_path):
     assert isinstance(_spec(p), AttributionSpec)
     assert from_dict(AttributionSpec, json.loads(json.dumps(__import__("proxyscale.config").config.to_dict(
         _spec(p))))) == _spec(p)
+
+
+LM_BLOCK = """
+lm:
+  sources:
+    prose: {{kind: local, path: {root}/prose, txt_unit: file}}
+    code: {{kind: local, path: {root}/code, txt_unit: file}}
+  rungs:
+    - {{name: L1d4, d_model: 4, n_layers: 1}}
+    - {{name: L1d16, d_model: 16, n_layers: 1, n_heads: 2}}
+  reference: L1d16
+  context: 16
+  n_docs: 60
+  n_targets: 24
+  models_per_rung: 4
+  epochs: 10
+  train: {{batch_size: 10, lr: 0.01, warmup_frac: 0.1}}
+  trak: {{k: 32, batch_size: 30}}
+  lds: {{n_subsets: 16, seeds_per_subset: 2, chunk: 8}}
+"""
+# Measured on these settings: LDS ≈ 0.37 at both rungs (12 targets, CI ≈ ±0.17), ceiling ≈ 0.82.
+# (With 2 models and k = 64 > n the reference rung fell to ≈ 0.1–0.17: the ensemble size matters.)
+LM_LDS_FLOOR = 0.1
+
+
+def _write_lm_sources(root):
+    import sysconfig
+    from pathlib import Path
+
+    from pydoc_data.topics import topics
+
+    (root / "prose").mkdir(parents=True)
+    for i, (_, v) in enumerate(sorted(topics.items())[:60]):
+        (root / "prose" / f"{i:03d}.txt").write_text(v)
+    (root / "code").mkdir()
+    for i, f in enumerate(sorted((Path(sysconfig.get_paths()["stdlib"]) / "json").glob("*.py"))):
+        (root / "code" / f"{i:03d}.txt").write_text(f.read_text())
+
+
+def _lm_spec(root):
+    import yaml
+
+    text = TINY.replace("n_subsets: 20", "n_subsets: 10") \
+        .replace("counterfactual: {n_targets: 2", "counterfactual: {n_targets: 0") + LM_BLOCK.format(root=root)
+    return parse_attribution_spec(yaml.safe_load(text))
+
+
+def test_lm_block_reuses_the_lm_studys_data_steps(tmp_path):
+    from proxyscale.run.attribution_lm import DATA_KINDS, _data_study, parse_lm_block
+    from proxyscale.run.study import build_plan
+
+    spec = _lm_spec(tmp_path)
+    plan = build_attribution_plan(spec)
+    lm_study = build_plan(_data_study(spec, parse_lm_block(spec.lm)))
+    shared = {s.key for s in lm_study if s.kind in DATA_KINDS}
+    assert shared and shared <= {s.key for s in plan}  # same content hash: one store serves both studies
+    kinds = [s.kind for s in plan]
+    assert kinds.count("attr_lm_train") == 2 and kinds.count("attr_lm_retrain") == 2 and "train" not in kinds
+    with pytest.raises(ConfigError, match="reference"):
+        parse_lm_block({**spec.lm, "reference": "L9"})
+
+
+@pytest.mark.slow
+def test_lm_block_scores_gpt_targets_against_reference_retraining(tmp_path):
+    """The `lm` block end to end (inline): TRAK of GPT test targets, LDS vs retrained references."""
+    _write_lm_sources(tmp_path / "src")
+    spec = _lm_spec(tmp_path / "src")
+    plan = build_attribution_plan(spec)
+    report = run_study(spec, tmp_path / "store", backend="inline", progress=False)
+    analysis = Store(tmp_path / "store").final_dir(plan.of_kind("attr_analyze")[0].key)
+    lm = read_json(analysis / "attribution.json")["lm"]
+    rows = {r["rung"]: r for r in lm["rows"]}
+    assert set(rows) == {"L1d4", "L1d16"} and rows["L1d16"]["compute_ratio"] == 1.0
+    assert rows["L1d4"]["compute_ratio"] > 1.0
+    assert rows["L1d16"]["lds"] > LM_LDS_FLOOR, rows
+    assert np.load(analysis / "lm_outputs.npy").shape == (16, 2, lm["n_targets"])
+    assert "Language model" in report.read_text()

@@ -82,7 +82,7 @@ def test_study_runs_end_to_end_and_reports(finished_study):
     spec_path, store_root, report = finished_study
     assert report.is_file() and (report.parent / "report.md").is_file()
     html = report.read_text()
-    assert "<img" in html and "data:image/png;base64," in html and "mixed" in html
+    assert "<img" in html and "data:image/png;base64," in html and "mixed" in html and "Compute spent" in html
     spec = load_spec(spec_path)
     store = Store(store_root)
     analysis = next(s for s in build_plan(spec) if s.kind == "analyze")

@@ -24,7 +24,7 @@ from ..seeding import derive_seed
 from ..store import write_npy
 from ..train.vision import VisionModelSpec, VisionTrainConfig, predict_logits, train_models
 from .outputs import log_odds
-from .subsets import check_masks
+from .subsets import check_masks, sample_subsets
 
 
 @dataclass(frozen=True)
@@ -141,6 +141,28 @@ class RetrainConfig:
     def __post_init__(self) -> None:
         if self.n_seeds < 1 or self.chunk < 1:
             raise ConfigError("n_seeds and chunk must be ≥ 1")
+
+
+@dataclass(frozen=True)
+class LDSConfig:
+    """An LDS evaluation: α, how many subsets to score on (plus held-out ones for choosing λ),
+    and how their ground-truth models are trained."""
+
+    retrain: RetrainConfig
+    alpha: float = 0.5
+    n_subsets: int = 100
+    n_holdout: int = 20
+
+    def __post_init__(self) -> None:
+        if self.n_subsets < 2 or self.n_holdout < 0:
+            raise ConfigError("LDS needs n_subsets ≥ 2 (SPEC: ≥ 50) and n_holdout ≥ 0")
+
+
+def lds_subsets(cfg: LDSConfig, n_train: int) -> np.ndarray:
+    """The masks (n_subsets + n_holdout, n_train) of an LDS evaluation; the held-out subsets
+    are the last ``n_holdout`` rows. Drawn from ``derive_seed(retrain.seed, "lds-subsets", α)``."""
+    rng = np.random.default_rng(derive_seed(cfg.retrain.seed, "lds-subsets", cfg.alpha))
+    return sample_subsets(n_train, cfg.alpha, cfg.n_subsets + cfg.n_holdout, rng)
 
 
 def retrain_outputs(cfg: RetrainConfig, x_train: np.ndarray, y_train: np.ndarray, masks: np.ndarray,

@@ -38,6 +38,9 @@ class MLPConfig:
             raise ConfigError(f"width_mult ({self.width_mult}) and base_width_mult "
                               f"({self.base_width_mult}) must be positive")
 
+        if self.mup and round(self.hidden * self.base_width_mult) < 1:
+            raise ConfigError(f"base_width_mult={self.base_width_mult} gives a 0-unit base model; raise it")
+
     def width(self) -> int:
         return max(1, round(self.hidden * self.width_mult))
 

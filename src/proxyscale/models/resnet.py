@@ -54,6 +54,9 @@ class ResNetConfig:
                               f"({self.base_width_mult}) must be positive, e.g. 0.0625 … 8")
         if self.n_classes < 2 or self.in_channels < 1 or self.group_size < 1:
             raise ConfigError("n_classes must be ≥ 2, in_channels ≥ 1 and group_size ≥ 1")
+        if self.mup and round(STAGE_WIDTHS[0] * self.base_width_mult) < 1:
+            raise ConfigError(f"base_width_mult={self.base_width_mult} gives a 0-channel base model; "
+                              "use at least 1/64 (1/16 is the paper ladder's narrowest rung)")
         if len(self.strides) != 4 or any(s not in (1, 2) for s in self.strides):
             raise ConfigError(f"strides {self.strides}: give 4 stage strides, each 1 or 2")
 

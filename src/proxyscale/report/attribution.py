@@ -74,11 +74,11 @@ def lds_png(lds: pd.DataFrame, ceiling: float) -> bytes:
 
 def similarity_png(sim: np.ndarray, labels: list[str]) -> bytes:
     """Order-similarity heatmap: Spearman of attribution vectors between widths."""
-    fig = _fig(4.4, 3.8)
+    fig = _fig(5.2, 4.3)
     ax = fig.add_subplot(1, 1, 1)
-    fig.subplots_adjust(left=0.16, right=0.95, bottom=0.14, top=0.9)
+    fig.subplots_adjust(left=0.16, right=0.9, bottom=0.17, top=0.92)
     im = ax.imshow(sim, vmin=min(0.0, float(np.nanmin(sim))), vmax=1.0, cmap="viridis")
-    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.set_xticks(range(len(labels)), labels, fontsize=8, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     for i in range(len(labels)):
         for j in range(len(labels)):

@@ -20,7 +20,7 @@ DEFAULT_BATCH_SIZE = 32
 
 def rung_params(spec: StudySpec, rung: RungSpec) -> int:
     """Exact parameter count of a rung (SPEC §2 formula, from the model code's own table)."""
-    from ..models.gpt import GPTConfig, param_count
+    from ..models.ladder import GPTConfig, param_count
 
     return param_count(GPTConfig(vocab_size=spec.tokenizer.vocab_size, context=spec.rung_context(rung),
                                  d_model=rung.d_model, n_layers=rung.n_layers, n_heads=rung.n_heads))
