@@ -128,14 +128,18 @@ def _add_lm_lds(plan: Plan, spec: Any, lm: LMAttrSpec, docs: str, test: str, tra
     sub = plan.add(Step("attr_subsets", f"lm-a{lm.lds.alpha:g}-m{lm.lds.n_subsets}",
                         {"n_train": lm.n_docs, "alpha": lm.lds.alpha, "n_subsets": lm.lds.n_subsets,
                          "seed": derive_seed(spec.seed, "lm-lds-subsets")}, cost=1e6))
+    from ..models.ladder import GPTConfig, param_count
+
     ref = next(r for r in lm.rungs if r.name == lm.reference)
+    per_model = 6.0 * param_count(GPTConfig(**_gpt(lm, ref))) * lm.epochs * int(lm.lds.alpha * lm.n_docs) * lm.context
     out = {"lm_subsets": sub}
     for start in range(0, lm.lds.n_subsets, lm.lds.chunk):
         stop = min(start + lm.lds.chunk, lm.lds.n_subsets)
         cfg = {"model": _gpt(lm, ref), "train": train, "epochs": lm.epochs, "n_seeds": lm.lds.seeds_per_subset,
                "start": start, "stop": stop, "seed": derive_seed(spec.seed, "lm-lds-retrain")}
         out[f"lm_retrain:{start:06d}"] = plan.add(Step("attr_lm_retrain", f"{ref.name}-{start}-{stop}", cfg,
-                                                       {"subsets": sub, "docs": docs, "targets": test}))
+                                                       {"subsets": sub, "docs": docs, "targets": test},
+                                                       cost=per_model * (stop - start) * lm.lds.seeds_per_subset))
     return out
 
 

@@ -32,7 +32,7 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def _batches(ready: list[Step], max_batch: int) -> list[list[Step]]:
+def _batches(ready: list[Step], max_batch: int, kind_rank: dict[str, int]) -> list[list[Step]]:
     groups: dict[str, list[Step]] = {}
     out: list[list[Step]] = []
     for s in ready:
@@ -42,7 +42,8 @@ def _batches(ready: list[Step], max_batch: int) -> list[list[Step]]:
             groups.setdefault(s.batch_key, []).append(s)
     for g in groups.values():
         out += [g[i:i + max_batch] for i in range(0, len(g), max_batch)]
-    return sorted(out, key=lambda b: -sum(s.cost for s in b))  # longest first
+    # upstream kinds first (data preparation unblocks the most work), then the longest batches
+    return sorted(out, key=lambda b: (kind_rank[b[0].kind], -sum(s.cost for s in b)))
 
 
 class _Progress:
@@ -77,13 +78,16 @@ def run_plan(plan: Plan, store: Store, backend: Backend, *, max_batch: int = 8, 
     bar = _Progress(plan, todo, progress)
     in_flight: dict[Future, list[Step]] = {}
     bad: set[str] = set()
+    kind_rank: dict[str, int] = {}
+    for s in plan:
+        kind_rank.setdefault(s.kind, len(kind_rank))
     try:
         while todo or in_flight:
             busy = {s.key for b in in_flight.values() for s in b}
             ready = [plan[k] for k in todo if k not in busy
                      and all(store.is_done(d) for d in plan[k].inputs.values())]
             ready.sort(key=lambda s: list(plan).index(s))
-            for batch in _batches(ready, max_batch):
+            for batch in _batches(ready, max_batch, kind_rank):
                 if len(in_flight) >= backend.slots:
                     break
                 fut = backend.submit([s.to_payload() for s in batch], str(store.root), threads)

@@ -6,13 +6,14 @@ the runner imports without torch.
 """
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..store import read_json, write_json, write_npy
+from ..store import write_json, write_npy
 from .worker import StepContext
 
 
@@ -106,8 +107,6 @@ def attr_trak_step(ctx: StepContext) -> None:
     scores = trak.score((xt, yt))  # (n, T)
     write_npy(ctx.out / "scores.npy", np.asarray(scores, dtype=np.float32))
     write_npy(ctx.out / "grad_dot.npy", trak.grad_dot((xt, yt)).astype(np.float32))
-    import shutil
-
     shutil.rmtree(ctx.out / "features", ignore_errors=True)  # an intermediate, not a result
     write_json(ctx.out / "trak.json", {"n_checkpoints": len(files), "params": trak.p, "k": tc["k"],
                                        "n_train": len(x), "n_targets": len(xt), "wall_s": time.time() - t0})
@@ -184,9 +183,3 @@ def attr_analyze_step(ctx: StepContext) -> None:
     from .attr_analysis import analyze_attribution
 
     analyze_attribution(ctx.config, ctx.inputs, ctx.out)
-
-
-def step_wall(path: Path) -> float:
-    """Wall seconds a finished step took (from its store record)."""
-    rec = path / "_step.json"
-    return float(read_json(rec).get("wall_s", 0.0)) if rec.is_file() else 0.0
