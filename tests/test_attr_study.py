@@ -230,7 +230,7 @@ def test_lm_block_scores_gpt_targets_against_reference_retraining(tmp_path):
     _write_lm_sources(tmp_path / "src")
     spec = _lm_spec(tmp_path / "src")
     plan = build_attribution_plan(spec)
-    report = run_study(spec, tmp_path / "store", backend="inline", progress=False)
+    report = run_study(spec, tmp_path / "store", workers=2, progress=False)
     analysis = Store(tmp_path / "store").final_dir(plan.of_kind("attr_analyze")[0].key)
     lm = read_json(analysis / "attribution.json")["lm"]
     rows = {r["rung"]: r for r in lm["rows"]}
@@ -248,7 +248,7 @@ def test_resnet_family_scores_through_the_cli(tmp_path):
     from proxyscale.cli import app
 
     res = CliRunner().invoke(app, ["attribute", "--family", "resnet", "--n-train", "40", "--n-targets", "4",
-                                   "--models", "1", "--k", "16", "--width", "0.0625", "--workers", "1",
+                                   "--models", "1", "--k", "16", "--width", "0.0625", "--workers", "2",
                                    "--store", str(tmp_path / "store"), "--out", str(tmp_path / "r.npy"),
                                    "--no-progress"])
     assert res.exit_code == 0, res.output

@@ -150,7 +150,8 @@ def attribute(model: Any, state_dicts: Sequence[Mapping[str, Any]], train_data: 
 
 def attribution_options_spec(*, data: str = "digits", root: Optional[str] = None, n_train: int = 1000,
                              n_targets: int = 100, family: str = "mlp", width: float = 1.0, models: int = 5,
-                             k: int = 512, lambda_ratio: float = 1.0, epochs: int = 30, seed: int = 0) -> AttributionSpec:
+                             k: int = 512, lambda_ratio: float = 1.0, epochs: int = 30,
+                             seed: int = 0) -> AttributionSpec:
     """An attribution spec from a few options (what ``proxyscale attribute`` without a spec uses)."""
     from .run.attribution import parse_attribution_spec
 

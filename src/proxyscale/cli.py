@@ -71,7 +71,8 @@ def report(spec: Path = typer.Argument(..., help="YAML study spec"), store: Path
 @app.command()
 def attribute(spec: Optional[Path] = typer.Argument(None, help="Attribution spec (YAML with kind: attribution); "
                                                              "omit to use the options below"),
-              out: Path = typer.Option(Path("scores.npy"), "--out", help="Where to write the scores (n_train, n_targets)."),
+              out: Path = typer.Option(Path("scores.npy"), "--out",
+                                       help="Where to write the scores (n_train, n_targets)."),
               width: Optional[float] = typer.Option(None, help="Width multiplier (default: the reference)."),
               store: Path = STORE, workers: int = WORKERS,
               data: str = typer.Option("digits", help="digits | cifar10 (no spec)."),

@@ -172,7 +172,8 @@ class AttributionSpec:
             raise ConfigError("models_per_width must be ≥ 1 (the paper uses 8; 5 is a good small setting)")
         sw = self.counterfactual.scores_width
         if sw is not None and sw not in self.ladder.widths:
-            raise ConfigError(f"counterfactual.scores_width={sw:g} is not one of ladder.widths {list(self.ladder.widths)}")
+            raise ConfigError(f"counterfactual.scores_width={sw:g} is not one of ladder.widths "
+                              f"{list(self.ladder.widths)}")
         if self.counterfactual.n_targets > self.data.n_targets:
             raise ConfigError("counterfactual.n_targets cannot exceed data.n_targets")
 
@@ -365,4 +366,5 @@ def check_kind(data: Any) -> None:
     """A helpful error for a misspelt ``kind``."""
     if isinstance(data, dict) and "kind" in data and data["kind"] != "attribution":
         raise ConfigError(f"kind: '{data['kind']}' is not a study kind{suggest(str(data['kind']), ['attribution'])}; "
-                          "use 'kind: attribution' for an attribution study, or leave it out for a small-to-large study")
+                          "use 'kind: attribution' for an attribution study, or leave it out for a "
+                          "small-to-large study")

@@ -115,10 +115,10 @@ def add_lm_steps(plan: Plan, spec: Any) -> dict[str, str]:
                "seeds": [derive_seed(spec.seed, "lm-train", rung.name, m) for m in range(lm.models_per_rung)]}
         tk = plan.add(Step("attr_lm_train", rung.name, cfg, {"docs": docs}, cost=6.0 * p * tokens * lm.models_per_rung,
                            info={"params": p}))
+        trak_cfg = {"model": _gpt(lm, rung), "trak": to_dict(lm.trak), "is_reference": rung.name == lm.reference,
+                    "seed": derive_seed(spec.seed, "lm-trak", rung.name)}
         out[f"lm_trak:{rung.name}"] = plan.add(Step(
-            "attr_lm_trak", rung.name, {"model": _gpt(lm, rung), "trak": to_dict(lm.trak), "is_reference":
-                                        rung.name == lm.reference, "seed": derive_seed(spec.seed, "lm-trak", rung.name)},
-            {"models": tk, "docs": docs, "targets": test},
+            "attr_lm_trak", rung.name, trak_cfg, {"models": tk, "docs": docs, "targets": test},
             cost=attribution_flops(p, lm.trak.k, lm.n_docs, lm.n_targets, lm.context) * lm.models_per_rung))
     out.update(_add_lm_lds(plan, spec, lm, docs, test, train))
     return out
