@@ -8,6 +8,7 @@ from .run.attribution import AttributionSpec
 from .run.spec import StudySpec, load_spec
 
 DEMO_SPEC = Path(__file__).parent / "configs" / "demo.yaml"
+ATTRIBUTION_DEMO_SPEC = Path(__file__).parent / "configs" / "attribution-demo.yaml"
 ATTRIBUTION_SPEC = Path(__file__).parent / "configs" / "attribution.yaml"
 AnySpec = Union[StudySpec, AttributionSpec]
 
@@ -41,6 +42,16 @@ def run_study(spec: str | Path | AnySpec, store: str | Path = "runs", *, workers
     s = _spec(spec)
     _run(s, _build_plan(s), store, workers, backend, progress)
     return write_study_report(s, store)
+
+
+def run_demo(store: str | Path = "runs", *, workers: int = 0, progress: bool = True) -> Path:
+    """The demo: the small-to-large study of configs/demo.yaml and the short attribution study of
+    configs/attribution-demo.yaml; one report with both (plus the attribution study's own)."""
+    lm, attr = _spec(DEMO_SPEC), _spec(ATTRIBUTION_DEMO_SPEC)
+    _run(lm, _build_plan(lm), store, workers, None, progress)
+    _run(attr, _build_plan(attr), store, workers, None, progress)
+    write_study_report(attr, store)
+    return write_study_report(lm, store, attribution=attr)
 
 
 def _run(s: AnySpec, plan: Any, store: str | Path, workers: int, backend: str | None, progress: bool) -> None:
@@ -80,8 +91,11 @@ def status_text(spec: str | Path | AnySpec, store: str | Path = "runs") -> tuple
     return text, total["failed"]
 
 
-def write_study_report(spec: str | Path | AnySpec, store: str | Path = "runs") -> Path:
-    """Write ``<store>/<study>/report.html`` (and report.md) from the finished analysis step."""
+def write_study_report(spec: str | Path | AnySpec, store: str | Path = "runs", *,
+                       attribution: str | Path | AnySpec | None = None) -> Path:
+    """Write ``<store>/<study>/report.html`` (and report.md) from the finished analysis step.
+
+    ``attribution`` names a finished attribution study whose section joins this report."""
     from .errors import StoreError
     from .report import write_report
     from .store import Store
@@ -105,6 +119,14 @@ def write_study_report(spec: str | Path | AnySpec, store: str | Path = "runs") -
 
     adir = st.final_dir(analysis.key)
     extra = [sec for sec in (compute_section(adir),) if sec is not None]
+    if attribution is not None:
+        from .report.attribution import attribution_section
+
+        a = _spec(attribution)
+        a_key = _build_plan(a).of_kind("attr_analyze")[0].key
+        if not st.is_done(a_key):
+            raise StoreError(f"attribution study '{a.name}' has no finished analysis; run it first")
+        extra.append(attribution_section(st.final_dir(a_key)))
     html, _md = write_report(adir, st.study_dir(s.name), title=f"proxyscale study: {s.name}", extra_sections=extra)
     return html
 
