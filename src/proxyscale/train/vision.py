@@ -114,7 +114,7 @@ def batch_plan(masks: np.ndarray, epochs: int, batch_size: int,
     """Example indices (E, S, B) and weights (E, S, B) of every step of every model.
 
     Each epoch, model ``e`` draws a permutation of its subset ``masks[e]`` from ``rngs[e]``
-    and cuts it into ``ceil(max subset size / batch_size)`` near-equal batches; unused slots
+    (via a permutation of all n, so equal seeds give coupled orders) and cuts it into ``ceil(max subset size / batch_size)`` near-equal batches; unused slots
     point at example 0 with weight 0."""
     masks = np.asarray(masks, dtype=bool)
     sizes = masks.sum(axis=1)
@@ -127,9 +127,12 @@ def batch_plan(masks: np.ndarray, epochs: int, batch_size: int,
     idx = np.zeros((len(masks), epochs * per_epoch, width), dtype=np.int64)
     wts = np.zeros(idx.shape, dtype=np.float32)
     for e, (mask, rng) in enumerate(zip(masks, rngs)):
-        members = np.flatnonzero(mask)
         for ep in range(epochs):
-            for j, chunk in enumerate(np.array_split(rng.permutation(members), per_epoch)):
+            # A permutation of all n examples restricted to the subset: still a uniformly random
+            # order of the subset, and two subsets trained with the same seed see their shared
+            # examples in the same relative order (common random numbers for paired runs).
+            perm = rng.permutation(len(mask))
+            for j, chunk in enumerate(np.array_split(perm[mask[perm]], per_epoch)):
                 idx[e, ep * per_epoch + j, : len(chunk)] = chunk
                 wts[e, ep * per_epoch + j, : len(chunk)] = 1.0
     return idx, wts

@@ -2,10 +2,24 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 from ..worker import execute
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker if the runner dies (e.g. SIGKILL), so no orphan keeps
+    holding a step's lock and a re-run can resume that step at once."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 class LocalBackend:
@@ -13,7 +27,8 @@ class LocalBackend:
 
     def __init__(self, workers: int) -> None:
         self.slots = max(1, workers)
-        self._pool = ProcessPoolExecutor(max_workers=self.slots, mp_context=mp.get_context("spawn"))
+        self._pool = ProcessPoolExecutor(max_workers=self.slots, mp_context=mp.get_context("spawn"),
+                                         initializer=_exit_with_parent, initargs=(os.getpid(),))
 
     def submit(self, payloads: list[dict[str, Any]], store_root: str, threads: int) -> Future:
         return self._pool.submit(execute, payloads, store_root, threads)
