@@ -43,6 +43,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--k", type=int, nargs="+", default=[256, 1024, 2048])
     p.add_argument("--lambdas", type=float, nargs="+", default=[0.01, 0.1, 1.0, 10.0])
     p.add_argument("--betas", type=float, nargs="+", default=[0.001, 0.003, 0.01])
+    p.add_argument("--shared-seeds", action="store_true",
+                   help="ground truth with common random numbers: replicate r uses one seed on every subset")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
@@ -82,7 +84,7 @@ def ground_truth(args, data, spec, train, alpha):
     from proxyscale.store import write_npy
 
     cfg = RetrainConfig(model=spec, train=train, n_seeds=args.seeds, seed=args.seed,
-                        vectorize=spec.kind == "mlp", chunk=64)
+                        vectorize=spec.kind == "mlp", chunk=64, shared_seeds=args.shared_seeds)
     m = args.subsets + args.holdout
     key = content_hash([cfg, alpha, m, args.n_train, args.targets, args.seed])
     cache = Path(args.cache) / f"gt-{key}" if args.cache else None

@@ -22,8 +22,8 @@ data: {name: digits, n_train: 240, n_targets: 24}
 ladder: {family: mlp, widths: [0.0625, 0.25, 1.0], reference: 1.0}
 models_per_width: 3
 train: {epochs: 12, batch_size: 48}
-trak: {k: 128}
-lds: {n_subsets: 20, seeds_per_subset: 2, chunk: 10}
+trak: {k: 128, lambda_ratios: [0.3, 1.0, 3.0], choose_q: true}
+lds: {n_subsets: 20, n_holdout: 6, seeds_per_subset: 2, chunk: 10}
 counterfactual: {n_targets: 2, fractions: [0.05, 0.1], class_fractions: [0.5], n_random: 1, n_seeds: 1}
 n_boot: 200
 """
@@ -65,8 +65,43 @@ def test_study_runs_and_attribution_transfers(finished):
     comp = read_table(analysis / "compute.parquet")
     assert {"train ensemble", "TRAK", "LDS ground truth", "counterfactual retraining"} <= set(comp["role"])
     html = report.read_text()
-    assert "Attribution across scale" in html and html.count("data:image/png;base64") == 3
+    assert "Attribution across scale" in html and html.count("data:image/png;base64") == 4
     assert (report.parent / "report.md").is_file()
+
+
+def test_lambda_and_q_are_chosen_on_held_out_subsets_only(finished):
+    from proxyscale.attribute.lds import lds as lds_of
+    from proxyscale.run.attr_analysis import ground_truth
+
+    _, store, _, analysis, spec = finished
+    cands = read_table(analysis / "lds_candidates.parquet")
+    assert len(cands) == 3 * 6  # widths × (3 λ ratios × Q on/off)
+    for lab, g in cands.groupby("label"):
+        assert g["chosen"].sum() == 1
+        best = g.loc[g["lds_holdout"].idxmax()]
+        assert best["chosen"]  # the choice is the held-out argmax, whatever the reported LDS says
+    trak = read_table(analysis / "lds.parquet").query("method == 'trak'").set_index("label")
+    chosen = cands[cands["chosen"]].set_index("label")
+    for lab in trak.index:
+        assert trak.at[lab, "lambda_ratio"] == chosen.at[lab, "lambda_ratio"]
+        assert trak.at[lab, "lds"] == pytest.approx(chosen.at[lab, "lds"])
+    # the reported LDS is computed on the first n_subsets subsets, the choice on the last n_holdout
+    plan = build_attribution_plan(spec)
+    inputs = {}
+    for s in plan.of_kind("attr_retrain"):
+        inputs[f"retrain:{s.config['start']:06d}"] = Store(store).final_dir(s.key)
+    inputs["subsets"] = Store(store).final_dir(plan.of_kind("attr_subsets")[0].key)
+    masks, outputs = ground_truth(inputs)
+    assert masks.shape[0] == outputs.shape[0] == 26
+    step = next(s for s in plan.of_kind("attr_trak") if s.name == "w1")
+    rec = read_json(Store(store).final_dir(step.key) / "trak.json")
+    i = next(j for j, c in enumerate(rec["candidates"]) if c["n_models"] == 3 and
+             (c["lambda_ratio"], c["use_q"]) == (chosen.at["w1", "lambda_ratio"], chosen.at["w1", "use_q"]))
+    s = np.load(Store(store).final_dir(step.key) / "candidates.npy")[i]
+    assert lds_of(s, masks[20:], outputs[20:]).mean == pytest.approx(chosen.at["w1", "lds_holdout"])
+    assert lds_of(s, masks[:20], outputs[:20]).mean == pytest.approx(trak.at["w1", "lds"])
+    by_m = read_table(analysis / "lds_by_m.parquet")
+    assert sorted(by_m[by_m["label"] == "w1"]["n_models"]) == [1, 2, 3]
 
 
 def test_rerun_is_a_noop_and_status_is_clean(finished):
@@ -84,7 +119,9 @@ def test_section_can_join_another_report(finished):
 
     sec = attribution_section(finished[3])
     assert sec.title == "Attribution across scale"
-    assert {f.name for f in sec.figures} == {"attr_lds_vs_compute", "attr_order_similarity", "attr_counterfactual"}
+    assert {f.name for f in sec.figures} == {"attr_lds_vs_compute", "attr_order_similarity", "attr_counterfactual",
+                                             "attr_lds_vs_m"}
+    assert "chosen on held-out subsets" in sec.markdown and "LDS against ensemble size M" in sec.markdown
     assert "LDS per width" in sec.markdown
 
 
@@ -112,11 +149,15 @@ def test_spec_is_strict_and_plan_is_content_hashed():
         parse_attribution_spec({**data, "lds": {"seeds_per_subset": 1}})
     with pytest.raises(ConfigError, match="reference"):
         parse_attribution_spec({**data, "ladder": {"widths": [0.5, 1.0], "reference": 2.0}})
+    with pytest.raises(ConfigError, match="n_holdout"):
+        parse_attribution_spec({**data, "lds": {"n_subsets": 20}})  # candidates but nowhere to choose them
+    with pytest.raises(ConfigError, match="repeats"):
+        parse_attribution_spec({**data, "trak": {"lambda_ratios": [1.0, 1.0]}})
     with pytest.raises(ConfigError, match="peak_lr"):
         parse_attribution_spec({**data, "train": {"peak_lrr": 0.1}})
     plan = build_attribution_plan(spec)
     kinds = [s.kind for s in plan]
-    assert kinds.count("attr_train") == 3 and kinds.count("attr_retrain") == 2 and kinds[-1] == "attr_analyze"
+    assert kinds.count("attr_train") == 3 and kinds.count("attr_retrain") == 3 and kinds[-1] == "attr_analyze"
     # changing the counterfactual leaves LDS ground truth and TRAK untouched
     other = build_attribution_plan(parse_attribution_spec({**data, "counterfactual": {"n_targets": 1}}))
     same = {s.key for s in plan} & {s.key for s in other}

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from proxyscale.attribute.lds import (LDSConfig, LDSResult, RetrainConfig, choose_by_lds, lds, lds_subsets, rankdata,
-                                      retrain_outputs, seed_agreement, spearman_columns, write_outputs)
+                                      model_seed, retrain_outputs, seed_agreement, spearman_columns, write_outputs)
 from proxyscale.attribute.subsets import sample_subsets
 from proxyscale.config import from_dict, to_dict
 from proxyscale.data.vision import load_digits_data
@@ -93,8 +93,7 @@ def test_retrain_outputs_are_deterministic_margins(tmp_path):
     assert not np.allclose(out[:, 0], out[:, 1])  # seeds differ
     # the margin is logit_y − logsumexp of the others: positive exactly when the model is right
     from proxyscale.train.vision import predict_logits, train_models
-    from proxyscale.seeding import derive_seed
-    res = train_models(cfg.model.config(), cfg.train, d.x_train, d.y_train, masks[:1], [derive_seed(4, "subset", 0, 0)])
+    res = train_models(cfg.model.config(), cfg.train, d.x_train, d.y_train, masks[:1], [model_seed(cfg, 0, 0)])
     logits = predict_logits(cfg.model.config(), res.params, d.x_test[:7])[0]
     y = d.y_test[:7]
     others = np.log(np.exp(logits).sum(1) - np.exp(logits[np.arange(7), y]))
@@ -105,6 +104,19 @@ def test_retrain_outputs_are_deterministic_margins(tmp_path):
     np.testing.assert_array_equal(sub, lds_subsets(lcfg, 200))
     write_outputs(tmp_path / "gt.npy", out)
     np.testing.assert_array_equal(np.load(tmp_path / "gt.npy", allow_pickle=False), out)
+
+
+def test_shared_seeds_pair_models_across_subsets():
+    # common random numbers: equal subsets with shared seeds give equal models; independent seeds do not
+    d = load_digits_data(np.random.default_rng(0), n_train=100).flat()
+    masks = sample_subsets(100, 0.5, 1, np.random.default_rng(0)).repeat(2, axis=0)
+    train = VisionTrainConfig(epochs=2, batch_size=25)
+    outs = {}
+    for shared in (False, True):
+        cfg = RetrainConfig(model=VisionModelSpec(kind="mlp"), train=train, n_seeds=1, shared_seeds=shared)
+        outs[shared] = retrain_outputs(cfg, d.x_train, d.y_train, masks, d.x_test[:5], d.y_test[:5])
+    np.testing.assert_array_equal(outs[True][0], outs[True][1])
+    assert not np.allclose(outs[False][0], outs[False][1])
 
 
 def test_trak_lds_floor_on_tiny_mlp():

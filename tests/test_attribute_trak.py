@@ -142,6 +142,28 @@ def test_ensemble_is_mean_of_single_models_and_q_weighting(cls_data):
     assert rel_err(qtrak.score((xt, yt)), ensemble * q[:, None]) < 1e-6
 
 
+def test_score_candidates_equal_separate_runs(cls_data):
+    # every (λ, Q, M) candidate equals a TRAK run configured that way on the first M models
+    x, y, xt, yt = cls_data
+    model, states = mlp(0), [mlp(5).state_dict(), mlp(6).state_dict(), mlp(7).state_dict()]
+    trak = TRAK(model, k=12, seed=9)
+    for i, s in enumerate(states):
+        trak.featurize(s, (x, y), model_id=i)
+    cands = trak.score_candidates((xt, yt), [0.1, 2.0], (False, True), n_models=[1, 3])
+    assert [(c["lambda_ratio"], c["use_q"], c["n_models"]) for c, _ in cands] == [
+        (r, q, m) for r in (0.1, 2.0) for q in (False, True) for m in (1, 3)]
+    for c, scores in cands:
+        ref = TRAK(model, k=12, seed=9, lambda_ratio=c["lambda_ratio"], use_q=c["use_q"])
+        for i, s in enumerate(states[:c["n_models"]]):
+            ref.featurize(s, (x, y), model_id=i)
+        assert rel_err(scores, ref.score((xt, yt))) < 1e-6
+    assert rel_err(cands[0][1], cands[4][1]) > 1e-3  # λ matters
+    with pytest.raises(ConfigError, match="n_models"):
+        trak.score_candidates((xt, yt), [1.0], n_models=[4])
+    with pytest.raises(ConfigError, match="ratios"):
+        trak.score_candidates((xt, yt), [])
+
+
 def test_grad_dot_baselines(cls_data):
     x, y, xt, yt = cls_data
     model, states = mlp(0), [mlp(8).state_dict()]

@@ -58,6 +58,19 @@ def test_batch_plan_visits_each_subset_member_once_per_epoch():
         batch_plan(np.zeros((1, 5), bool), 1, 2, [rng])
 
 
+def test_equal_seeds_give_coupled_orders_on_different_subsets():
+    a = np.zeros((1, 30), bool)
+    a[0, :20] = True
+    b = np.zeros((1, 30), bool)
+    b[0, 10:] = True
+    ia, wa = batch_plan(a, 1, 64, [np.random.default_rng(9)])
+    ib, wb = batch_plan(b, 1, 64, [np.random.default_rng(9)])
+    shared = set(range(10, 20))
+    order_a = [i for i in ia[0, 0][wa[0, 0] > 0] if i in shared]
+    order_b = [i for i in ib[0, 0][wb[0, 0] > 0] if i in shared]
+    assert order_a == order_b and order_a != sorted(order_a)
+
+
 def test_checkpoints_lie_in_last_third():
     assert checkpoint_steps(90, 1) == [90]
     steps = checkpoint_steps(90, 3)

@@ -58,7 +58,6 @@ def fit_lasso(X: np.ndarray, Y: np.ndarray, beta: float, tol: float = 1e-6,
         raise ConfigError(f"need X (M, n) and Y (M, T) with the same M; got {X.shape} and {Y.shape}")
     if beta < 0:
         raise ConfigError(f"beta={beta} must be ≥ 0 (it is the L1 penalty)")
-    M = X.shape[0]
     x_mean, y_mean = X.mean(axis=0), Y.mean(axis=0)
     Xc, Yc = X - x_mean, Y - y_mean
     W, it, gap = _fista(Xc, Yc, beta, tol, max_iter, check_every)

@@ -212,6 +212,42 @@ class TRAK:
         result = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, m))
         return ensemble_scores(solvers, phis_t, result, q)
 
+    def score_candidates(self, targets: Any, lambda_ratios: Sequence[float], q_options: Sequence[bool] = (False,),
+                         n_models: Sequence[int] | None = None) -> list[tuple[dict[str, Any], np.ndarray]]:
+        """Scores (n, m) for every candidate setting, from features computed once.
+
+        Candidates are all (λ ratio, Q weighting, number of models) combinations; ``n_models``
+        (default: all) uses the first M featurised models, so LDS against M costs no new
+        gradients. Returns ``[({"lambda_ratio", "use_q", "n_models"}, scores)]``. Choose among
+        them on held-out subsets (:func:`proxyscale.attribute.lds.choose_by_lds`), never on
+        the subsets the LDS is reported on."""
+        if not self.models:
+            raise ConfigError("no model featurised yet; call featurize(checkpoint, train_data, model_id) first")
+        if self.config.compat:
+            raise ConfigError("score_candidates varies λ; compat mode fixes it (use score())")
+        if not lambda_ratios or min(lambda_ratios) < 0:
+            raise ConfigError(f"lambda_ratios {list(lambda_ratios)}: give one or more ratios ≥ 0")
+        ids = list(self.models)
+        counts = [len(ids)] if n_models is None else sorted(set(int(m) for m in n_models))
+        if counts[0] < 1 or counts[-1] > len(ids):
+            raise ConfigError(f"n_models {counts}: each must be in 1..{len(ids)} (the featurised models)")
+        phis_t = [self.target_features(targets, i) for i in ids]
+        n, m = self.models[ids[0]].n, phis_t[0].shape[0]
+        out = []
+        for ratio in lambda_ratios:
+            solvers = []
+            for i in ids:
+                phi = self.models[i].phi
+                solvers.append(make_solver(choose_form(self.config.form, phi.shape[0], self.config.k), phi,
+                                           ridge_lambda(phi, ratio)))
+            for use_q in q_options:
+                for count in counts:
+                    q = np.mean([np.asarray(self.models[i].q, dtype=np.float64) for i in ids[:count]], axis=0)
+                    scores = ensemble_scores(solvers[:count], phis_t[:count], np.zeros((n, m), dtype=np.float32),
+                                             q if use_q else None)
+                    out.append(({"lambda_ratio": float(ratio), "use_q": bool(use_q), "n_models": count}, scores))
+        return out
+
     def mean_q(self) -> np.ndarray:
         """Mean over models of Q_i = 1 − p_i of each train example (n,)."""
         return np.mean([np.asarray(f.q, dtype=np.float64) for f in self.models.values()], axis=0)

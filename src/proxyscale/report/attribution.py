@@ -23,7 +23,7 @@ from .section import ReportFigure, Section
 from .tables import Table, fmt, with_ci
 
 MANIFEST = "attribution.json"
-FIGURE_NAMES = ("attr_lds_vs_compute", "attr_order_similarity", "attr_counterfactual")
+FIGURE_NAMES = ("attr_lds_vs_compute", "attr_order_similarity", "attr_counterfactual", "attr_lds_vs_m")
 _DPI = 110
 
 
@@ -47,9 +47,11 @@ def read_attribution(analysis_dir: str | Path) -> dict:
     man = read_json(d / MANIFEST)
     if man.get("format_version") != 1:
         raise StoreError(f"{d}: attribution analysis format {man.get('format_version')}; re-run attr_analyze")
+    optional = {name: read_table(d / f"{name}.parquet") if (d / f"{name}.parquet").is_file() else pd.DataFrame()
+                for name in ("lds_candidates", "lds_by_m")}
     return {"manifest": man, "lds": read_table(d / "lds.parquet"), "sim": np.load(d / "order_similarity.npy"),
             "cf": read_table(d / "counterfactual.parquet"), "cf_r2": read_table(d / "counterfactual_r2.parquet"),
-            "compute": read_table(d / "compute.parquet")}
+            "compute": read_table(d / "compute.parquet"), **optional}
 
 
 def lds_png(lds: pd.DataFrame, ceiling: float) -> bytes:
@@ -69,6 +71,24 @@ def lds_png(lds: pd.DataFrame, ceiling: float) -> bytes:
     ax.set_ylabel("LDS vs reference-width models")
     ax.set_title("Attribution transfer across width", fontsize=10)
     ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def lds_by_m_png(by_m: pd.DataFrame, reference: str) -> bytes:
+    """LDS against the number of models M in each width's TRAK ensemble (95% bootstrap CIs)."""
+    fig = _fig(5.6, 3.8)
+    ax = fig.add_subplot(1, 1, 1)
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.15, top=0.9)
+    for lab in by_m.sort_values("width")["label"].unique():
+        s = by_m[by_m["label"] == lab].sort_values("n_models")
+        err = np.vstack([s["lds"] - s["ci_low"], s["ci_high"] - s["lds"]]).clip(min=0)
+        ax.errorbar(s["n_models"], s["lds"], yerr=np.nan_to_num(err), marker="o", capsize=2,
+                    lw=2 if lab == reference else 1, label=lab + (" (ref)" if lab == reference else ""))
+    ax.set_xlabel("models in the TRAK ensemble (M)")
+    ax.set_ylabel("LDS vs reference-width models")
+    ax.set_xticks(sorted(by_m["n_models"].unique()))
+    ax.set_title("LDS against ensemble size, per width", fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
     return _png(fig)
 
 
@@ -120,12 +140,24 @@ def _lds_table(lds: pd.DataFrame) -> Table:
     for lab in lds.sort_values("compute_ratio")["label"].unique():
         t = lds[(lds["label"] == lab) & (lds["method"] == "trak")].iloc[0]
         g = lds[(lds["label"] == lab) & (lds["method"] == "grad_dot")].iloc[0]
+        setting = (f"{fmt(float(t['lambda_ratio']))}, {'on' if t['use_q'] else 'off'}"
+                   if "lambda_ratio" in t and np.isfinite(t["lambda_ratio"]) else "")
         rows.append((lab + (" (reference)" if t["is_reference"] else ""), fmt(int(t["params"])),
                      fmt(float(t["compute_ratio"])), with_ci(t["lds"], t["ci_low"], t["ci_high"]),
-                     with_ci(g["lds"], g["ci_low"], g["ci_high"])))
-    return Table(("width", "params", "compute ratio", "TRAK LDS [95% CI]", "grad-dot LDS [95% CI]"), tuple(rows),
+                     with_ci(g["lds"], g["ci_low"], g["ci_high"]), setting))
+    return Table(("width", "params", "compute ratio", "TRAK LDS [95% CI]", "grad-dot LDS [95% CI]", "λ ratio, Q"),
+                 tuple(rows),
                  "LDS: Spearman over α-subsets between summed scores and the margin of reference-width models "
-                 "retrained on each subset (averaged over seeds), mean over targets; CI: bootstrap over targets.")
+                 "retrained on each subset (averaged over seeds), mean over targets; CI: bootstrap over targets. "
+                 "λ = ratio · mean‖φ‖²; with several candidates, λ and Q weighting are chosen per width on "
+                 "held-out subsets that the LDS shown does not use.")
+
+
+def _candidates_table(cands: pd.DataFrame) -> Table:
+    rows = tuple((r["label"], fmt(float(r["lambda_ratio"])), "on" if r["use_q"] else "off", fmt(r["lds_holdout"]),
+                  fmt(r["lds"]), "✓" if r["chosen"] else "") for _, r in cands.sort_values(["width", "lambda_ratio", "use_q"]).iterrows())
+    return Table(("width", "λ ratio", "Q", "held-out LDS", "LDS", "chosen"), rows,
+                 "Every candidate setting (full ensemble): the choice uses the held-out column only.")
 
 
 def _compute_table(compute: pd.DataFrame, reference: str) -> Table:
@@ -201,6 +233,16 @@ def attribution_section(analysis_dir: str | Path, title: str = "Attribution acro
             "class); x = margin of a model of this width trained without it, y = the reference width's."))
         figs.append(ReportFigure(FIGURE_NAMES[2], counterfactual_png(a["cf"], a["cf_r2"]),
                                  "Counterfactual removal: target margin of proxy vs reference models."))
+    if len(a["lds_by_m"]):
+        bm = a["lds_by_m"]
+        ms = sorted(bm["n_models"].unique())
+        b.table("LDS against ensemble size M", Table(("width",) + tuple(f"M = {int(x)}" for x in ms), tuple(
+            (lab,) + tuple(fmt(float(bm[(bm["label"] == lab) & (bm["n_models"] == x)]["lds"].iloc[0])) for x in ms)
+            for lab in bm.sort_values("width")["label"].unique())))
+        figs.append(ReportFigure(FIGURE_NAMES[3], lds_by_m_png(bm, m["reference"]),
+                                 "LDS of TRAK with the first M models of each width's ensemble."))
+    if len(a["lds_candidates"]):
+        b.table("TRAK settings chosen on held-out subsets", _candidates_table(a["lds_candidates"]))
     b.table("Compute spent: training vs attribution", _compute_table(a["compute"], m["reference"]))
     b.p(f"{m['formulas']['train']}. {m['formulas']['attribution']}.")
     if m.get("lm"):

@@ -3,7 +3,11 @@
 Writes into the analysis directory (read by :mod:`proxyscale.report.attribution`):
 
 - ``lds.parquet``: one row per (width, method ∈ {trak, grad_dot}): LDS mean, bootstrap CI
-  over targets, params, training FLOPs per model, compute ratio to the reference;
+  over targets, params, training FLOPs per model, compute ratio to the reference, and for
+  TRAK the λ ratio and Q weighting used (chosen on the held-out subsets when there are
+  several candidates);
+- ``lds_candidates.parquet``: per width and candidate (λ ratio, Q): held-out LDS and LDS;
+- ``lds_by_m.parquet``: per width, LDS (with CI) of the chosen setting with the first 1..M models;
 - ``lds_per_target.npy`` (W, T) TRAK LDS per width and target (rows in ``widths`` order);
 - ``order_similarity.npy`` (W, W): Spearman between two widths' score vectors, mean over targets;
 - ``counterfactual.parquet``: one row per (width, removal set): its margin and the reference's;
@@ -34,7 +38,8 @@ def _wall(path: Path) -> float:
 
 
 def ground_truth(inputs: dict[str, Path]) -> tuple[np.ndarray, np.ndarray]:
-    """Subset masks (m, n) and reference outputs (m, S, T), chunks concatenated in order."""
+    """Subset masks (m, n) and reference outputs (m, S, T), chunks concatenated in order
+    (the last ``lds.n_holdout`` rows are the held-out subsets)."""
     masks = _npy(inputs["subsets"] / "masks.npy")
     chunks = sorted(r for r in inputs if r.startswith("retrain:"))
     outputs = np.concatenate([_npy(inputs[r] / "outputs.npy") for r in chunks], axis=0)
@@ -53,24 +58,68 @@ def order_similarity(scores: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def _candidates(d: Path) -> list[tuple[dict[str, Any], np.ndarray]]:
+    """The candidate score matrices a TRAK step wrote (older steps: just scores.npy)."""
+    rec = read_json(d / "trak.json")
+    if "candidates" not in rec:
+        return []
+    arr = np.load(d / "candidates.npy", mmap_mode="r", allow_pickle=False)
+    return [(c, np.asarray(arr[i])) for i, c in enumerate(rec["candidates"])]
+
+
+def _choose(cands: list[tuple[dict[str, Any], np.ndarray]], m_full: int, hold: tuple[np.ndarray, np.ndarray],
+            default: tuple[float, bool]) -> tuple[tuple[float, bool], list[dict[str, Any]]]:
+    """The (λ ratio, Q) with the best held-out LDS among full-ensemble candidates, and every
+    candidate's held-out LDS (no held-out subsets: the configured default)."""
+    from ..attribute.lds import lds
+
+    full = [(c, s) for c, s in cands if c["n_models"] == m_full]
+    if len(full) < 2 or len(hold[0]) == 0:
+        return default, []
+    rows = [{"lambda_ratio": c["lambda_ratio"], "use_q": c["use_q"], "lds_holdout": lds(s, *hold).mean}
+            for c, s in full]
+    best = max(rows, key=lambda r: r["lds_holdout"])
+    return (best["lambda_ratio"], best["use_q"]), rows
+
+
 def _lds_rows(cfg: dict[str, Any], inputs: dict[str, Path], masks: np.ndarray,
-              outputs: np.ndarray) -> tuple[list[dict[str, Any]], np.ndarray]:
+              outputs: np.ndarray) -> tuple[list[dict[str, Any]], np.ndarray, list[dict], list[dict]]:
     from ..attribute.lds import lds
     from ..seeding import np_rng
 
-    rows, per_target = [], []
+    m = cfg["lds"]["n_subsets"]
+    fit, hold = (masks[:m], outputs[:m]), (masks[m:], outputs[m:])
+    default = (float(cfg["trak"]["lambda_ratio"]), bool(cfg["trak"]["use_q"]))
+    rows, per_target, cand_rows, by_m = [], [], [], []
     for w in cfg["widths"]:
-        d = inputs[f"trak:{w['label']}"]
-        for method, fname in (("trak", "scores.npy"), ("grad_dot", "grad_dot.npy")):
-            res = lds(_npy(d / fname), masks, outputs, rng=np_rng(cfg["seed"], "lds-boot", w["label"], method),
-                      n_boot=cfg["n_boot"])
-            rows.append({"width": w["width"], "label": w["label"], "method": method, "params": w["params"],
+        d, lab = inputs[f"trak:{w['label']}"], w["label"]
+        cands = _candidates(d)
+        chosen, held = _choose(cands, cfg["models_per_width"], hold, default)
+        for r in held:
+            s = next(s for c, s in cands if (c["lambda_ratio"], c["use_q"], c["n_models"]) ==
+                     (r["lambda_ratio"], r["use_q"], cfg["models_per_width"]))
+            cand_rows.append({"label": lab, "width": w["width"], **r, "lds": lds(s, *fit).mean,
+                              "chosen": (r["lambda_ratio"], r["use_q"]) == chosen})
+        trak_scores = next((s for c, s in cands if (c["lambda_ratio"], c["use_q"], c["n_models"]) ==
+                            (*chosen, cfg["models_per_width"])), None)
+        if trak_scores is None:
+            trak_scores = _npy(d / "scores.npy")
+        for method, scores in (("trak", trak_scores), ("grad_dot", _npy(d / "grad_dot.npy"))):
+            res = lds(scores, *fit, rng=np_rng(cfg["seed"], "lds-boot", lab, method), n_boot=cfg["n_boot"])
+            rows.append({"width": w["width"], "label": lab, "method": method, "params": w["params"],
                          "train_flops": w["train_flops"], "compute_ratio": w["compute_ratio"],
                          "is_reference": w["is_reference"], "lds": res.mean, "ci_low": res.ci_low,
-                         "ci_high": res.ci_high, "n_valid": res.n_valid})
+                         "ci_high": res.ci_high, "n_valid": res.n_valid,
+                         "lambda_ratio": chosen[0] if method == "trak" else float("nan"),
+                         "use_q": chosen[1] if method == "trak" else False})
             if method == "trak":
                 per_target.append(res.per_target)
-    return rows, np.stack(per_target)
+        for c, s in cands:
+            if (c["lambda_ratio"], c["use_q"]) == chosen:
+                res = lds(s, *fit, rng=np_rng(cfg["seed"], "lds-boot-m", lab, c["n_models"]), n_boot=cfg["n_boot"])
+                by_m.append({"label": lab, "width": w["width"], "n_models": c["n_models"], "lds": res.mean,
+                             "ci_low": res.ci_low, "ci_high": res.ci_high})
+    return rows, np.stack(per_target), cand_rows, by_m
 
 
 def _counterfactual(cfg: dict[str, Any], inputs: dict[str, Path]) -> tuple[list[dict], list[dict]]:
@@ -114,7 +163,7 @@ def _compute_rows(cfg: dict[str, Any], inputs: dict[str, Path]) -> list[dict[str
                          "wall_s": _wall(inputs[f"cf:{lab}"])})
     ref = next(w for w in cfg["widths"] if w["is_reference"])
     chunks = [r for r in inputs if r.startswith("retrain:")]
-    n_models = cfg["lds"]["n_subsets"] * cfg["lds"]["seeds_per_subset"]
+    n_models = (cfg["lds"]["n_subsets"] + cfg["lds"].get("n_holdout", 0)) * cfg["lds"]["seeds_per_subset"]
     rows.append({"label": ref["label"], "width": ref["width"], "role": "LDS ground truth", "n_models": n_models,
                  "flops": train_flops(ref["params"], int(cfg["lds"]["alpha"] * n) * n_models, cfg["epochs"]),
                  "wall_s": sum(_wall(inputs[r]) for r in chunks)})
@@ -128,8 +177,12 @@ def analyze_attribution(cfg: dict[str, Any], inputs: dict[str, Path], out: Path)
     from ..attribute.lds import seed_agreement
 
     masks, outputs = ground_truth(inputs)
-    lds_rows, per_target = _lds_rows(cfg, inputs, masks, outputs)
+    lds_rows, per_target, cand_rows, by_m = _lds_rows(cfg, inputs, masks, outputs)
     write_table(out / "lds.parquet", pd.DataFrame(lds_rows))
+    write_table(out / "lds_candidates.parquet", pd.DataFrame(cand_rows, columns=[
+        "label", "width", "lambda_ratio", "use_q", "lds_holdout", "lds", "chosen"]))
+    write_table(out / "lds_by_m.parquet", pd.DataFrame(by_m, columns=[
+        "label", "width", "n_models", "lds", "ci_low", "ci_high"]))
     write_npy(out / "lds_per_target.npy", per_target)
     scores = [_npy(inputs[f"trak:{w['label']}"] / "scores.npy") for w in cfg["widths"]]
     write_npy(out / "order_similarity.npy", order_similarity(scores))
@@ -148,7 +201,7 @@ def analyze_attribution(cfg: dict[str, Any], inputs: dict[str, Path], out: Path)
                 "family": cfg["family"], "reference": cfg["reference"], "widths": cfg["widths"],
                 "n_train": cfg["n_train"], "n_targets": cfg["n_targets"], "models_per_width": cfg["models_per_width"],
                 "trak": cfg["trak"], "lds": cfg["lds"], "counterfactual": cfg["counterfactual"],
-                "epochs": cfg["epochs"], "noise_ceiling": seed_agreement(outputs), "formulas": cfg["formulas"],
+                "epochs": cfg["epochs"], "noise_ceiling": seed_agreement(outputs[:cfg["lds"]["n_subsets"]]), "formulas": cfg["formulas"],
                 "lm": lm}
     write_json(out / MANIFEST, manifest)
     return manifest

@@ -88,31 +88,54 @@ class WidthLadderSpec:
 @dataclass(frozen=True)
 class TrakSpec:
     """TRAK settings: projection dimension, projector, λ = lambda_ratio · mean‖φ‖², Q weighting,
-    and ``checkpoints_per_model`` (evenly spaced over the last third of training)."""
+    and ``checkpoints_per_model`` (evenly spaced over the last third of training).
+
+    ``lambda_ratios`` (candidates) and ``choose_q`` (try Q weighting on and off) make the
+    analysis choose per width the setting with the best LDS on ``lds.n_holdout`` held-out
+    subsets (SPEC §8); the LDS is then reported on the other subsets. ``lambda_ratio`` and
+    ``use_q`` are the setting used without a choice (and for the counterfactual removal sets).
+    ``score_by_m`` also scores the first 1..M models, for LDS against ensemble size."""
 
     k: int = 512
     projector: Literal["gaussian", "rademacher", "sparse"] = "rademacher"
     lambda_ratio: float = 1.0
     use_q: bool = False
+    lambda_ratios: tuple[float, ...] = ()
+    choose_q: bool = False
+    score_by_m: bool = True
     checkpoints_per_model: int = 1
     batch_size: int = 100
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.checkpoints_per_model < 1 or self.batch_size < 1:
             raise ConfigError("trak: k, checkpoints_per_model and batch_size must be ≥ 1")
-        if self.lambda_ratio < 0:
-            raise ConfigError("trak.lambda_ratio must be ≥ 0 (1.0 is a safe default)")
+        if self.lambda_ratio < 0 or any(r < 0 for r in self.lambda_ratios):
+            raise ConfigError("trak.lambda_ratio(s) must be ≥ 0 (1.0 is a safe default)")
+        if len(set(self.lambda_ratios)) != len(self.lambda_ratios):
+            raise ConfigError(f"trak.lambda_ratios {list(self.lambda_ratios)} has repeats")
+
+    def candidates(self) -> list[tuple[float, bool]]:
+        """The (λ ratio, Q weighting) settings scored; more than one means a held-out choice."""
+        ratios = self.lambda_ratios or (self.lambda_ratio,)
+        qs = (False, True) if self.choose_q else (self.use_q,)
+        return [(float(r), q) for r in ratios for q in qs]
 
 
 @dataclass(frozen=True)
 class LDSSpec:
-    """Ground truth: ``n_subsets`` random α-subsets, ``seeds_per_subset`` reference-width models
-    each (averaged), trained in steps of ``chunk`` subsets (the executor runs chunks in parallel)."""
+    """Ground truth: ``n_subsets`` random α-subsets (plus ``n_holdout`` more, used only to choose
+    TRAK's λ / Q weighting), ``seeds_per_subset`` reference-width models each (averaged),
+    trained in steps of ``chunk`` subsets (the executor runs chunks in parallel).
+    ``shared_seeds`` gives replicate r of every subset the same seed (common random numbers:
+    same initialisation and coupled data order), so subset effects are not buried under
+    initialisation noise; the noise ceiling is then measured between coupled replicates."""
 
     alpha: float = 0.5
     n_subsets: int = 100
+    n_holdout: int = 0
     seeds_per_subset: int = 2
     chunk: int = 25
+    shared_seeds: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
@@ -122,8 +145,8 @@ class LDSSpec:
         if self.seeds_per_subset < 2:
             raise ConfigError("lds.seeds_per_subset must be ≥ 2: the ground truth is averaged over seeds "
                               "and two seeds give its noise ceiling")
-        if self.chunk < 1:
-            raise ConfigError("lds.chunk must be ≥ 1")
+        if self.chunk < 1 or self.n_holdout < 0:
+            raise ConfigError("lds.chunk must be ≥ 1 and lds.n_holdout ≥ 0")
 
 
 @dataclass(frozen=True)
@@ -174,6 +197,10 @@ class AttributionSpec:
         if sw is not None and sw not in self.ladder.widths:
             raise ConfigError(f"counterfactual.scores_width={sw:g} is not one of ladder.widths "
                               f"{list(self.ladder.widths)}")
+        if len(self.trak.candidates()) > 1 and self.lds.n_holdout < 5:
+            raise ConfigError(f"trak: {len(self.trak.candidates())} candidate settings (lambda_ratios/choose_q) are "
+                              f"chosen on held-out subsets; set lds.n_holdout ≥ 5 (20 is typical), "
+                              f"got {self.lds.n_holdout}")
         if self.counterfactual.n_targets > self.data.n_targets:
             raise ConfigError("counterfactual.n_targets cannot exceed data.n_targets")
 
@@ -301,16 +328,19 @@ def build_attribution_plan(spec: AttributionSpec) -> Plan:
 def _add_lds(plan: Plan, spec: AttributionSpec, data: dict[str, Any], train: dict[str, Any],
              ref: dict[str, Any]) -> dict[str, str]:
     lds = spec.lds
-    sub = plan.add(Step("attr_subsets", f"a{lds.alpha:g}-m{lds.n_subsets}",
-                        {"n_train": spec.data.n_train, "alpha": lds.alpha, "n_subsets": lds.n_subsets,
+    total = lds.n_subsets + lds.n_holdout  # held-out subsets are the last n_holdout rows
+    sub = plan.add(Step("attr_subsets", f"a{lds.alpha:g}-m{total}",
+                        {"n_train": spec.data.n_train, "alpha": lds.alpha, "n_subsets": total,
                          "seed": derive_seed(spec.seed, "lds-subsets")}, cost=1e6))
     out = {"subsets": sub}
     per_model = train_flops(ref["params"], math.floor(lds.alpha * spec.data.n_train), train["epochs"])
-    for start in range(0, lds.n_subsets, lds.chunk):
-        stop = min(start + lds.chunk, lds.n_subsets)
+    for start in range(0, total, lds.chunk):
+        stop = min(start + lds.chunk, total)
         cfg = {"data": data, "model": model_dict(spec, spec.ladder.reference), "train": {**train, "n_checkpoints": 1},
                "n_seeds": lds.seeds_per_subset, "start": start, "stop": stop,
-               "seed": derive_seed(spec.seed, "lds-retrain", start)}
+               "seed": (derive_seed(spec.seed, "lds-retrain") if lds.shared_seeds
+                        else derive_seed(spec.seed, "lds-retrain", start)),
+               "shared_seeds": lds.shared_seeds}
         out[f"retrain:{start:06d}"] = plan.add(Step("attr_retrain", f"{ref['label']}-{start}-{stop}", cfg,
                                                     {"subsets": sub},
                                                     cost=per_model * (stop - start) * lds.seeds_per_subset))

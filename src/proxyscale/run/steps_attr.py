@@ -107,9 +107,25 @@ def attr_trak_step(ctx: StepContext) -> None:
     scores = trak.score((xt, yt))  # (n, T)
     write_npy(ctx.out / "scores.npy", np.asarray(scores, dtype=np.float32))
     write_npy(ctx.out / "grad_dot.npy", trak.grad_dot((xt, yt)).astype(np.float32))
+    cands = candidate_scores(trak, (xt, yt), tc, len(files))
+    write_npy(ctx.out / "candidates.npy", np.stack([s for _, s in cands]).astype(np.float32))
     shutil.rmtree(ctx.out / "features", ignore_errors=True)  # an intermediate, not a result
     write_json(ctx.out / "trak.json", {"n_checkpoints": len(files), "params": trak.p, "k": tc["k"],
-                                       "n_train": len(x), "n_targets": len(xt), "wall_s": time.time() - t0})
+                                       "n_train": len(x), "n_targets": len(xt), "wall_s": time.time() - t0,
+                                       "candidates": [c for c, _ in cands]})
+
+
+def candidate_scores(trak: Any, targets: Any, tc: dict[str, Any], n_files: int) -> list[tuple[dict, np.ndarray]]:
+    """Scores for every (λ ratio, Q) candidate of the spec, with the first 1..M models when
+    ``score_by_m`` (each model brings its ``checkpoints_per_model`` checkpoints); ``n_models``
+    in the returned settings counts models, not checkpoints."""
+    per = int(tc["checkpoints_per_model"])
+    n_models = n_files // per
+    counts = list(range(1, n_models + 1)) if tc.get("score_by_m", True) else [n_models]
+    ratios = list(tc.get("lambda_ratios") or [tc["lambda_ratio"]])
+    qs = [False, True] if tc.get("choose_q") else [bool(tc["use_q"])]
+    out = trak.score_candidates(targets, ratios, qs, n_models=[c * per for c in counts])
+    return [({**c, "n_models": c["n_models"] // per}, s) for c, s in out]
 
 
 def attr_subsets_step(ctx: StepContext) -> None:
@@ -129,7 +145,8 @@ def _retrain(ctx: StepContext, masks: np.ndarray, xt: np.ndarray, yt: np.ndarray
 
     spec = _model(ctx.config)
     cfg = RetrainConfig(model=spec, train=from_dict(VisionTrainConfig, ctx.config["train"], "train"),
-                        n_seeds=ctx.config["n_seeds"], seed=ctx.config["seed"], vectorize=_vectorize(spec))
+                        n_seeds=ctx.config["n_seeds"], seed=ctx.config["seed"], vectorize=_vectorize(spec),
+                        shared_seeds=bool(ctx.config.get("shared_seeds", False)))
     return retrain_outputs(cfg, x, y, masks, xt, yt)
 
 
