@@ -47,6 +47,7 @@ def parse() -> argparse.Namespace:
                    help="ground truth with common random numbers: replicate r uses one seed on every subset")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--peak-lr", type=float, default=None, help="one-cycle peak (default: 0.1 MLP, 0.02 ResNet)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", type=str, default=None, help="directory to keep ground truth between runs")
@@ -71,7 +72,8 @@ def setup(args):
         spec = VisionModelSpec(kind="resnet", resnet=ResNetConfig(
             width_mult=args.width, in_channels=1, strides=(1, 2, 2, 1), mup=True, base_width_mult=1 / 16))
         epochs = args.epochs or 15
-    train = VisionTrainConfig(epochs=epochs, batch_size=args.batch_size, n_checkpoints=args.ckpts)
+    lr = args.peak_lr or (0.1 if args.model == "mlp" else 0.02)
+    train = VisionTrainConfig(epochs=epochs, batch_size=args.batch_size, peak_lr=lr, n_checkpoints=args.ckpts)
     return data, spec, train
 
 
@@ -113,8 +115,7 @@ def ensemble(args, data, spec, train):
 
 
 def trak_rows(args, data, spec, runs, gts):
-    """LDS for every (k, M, λ) on every α, λ chosen on held-out subsets."""
-    from proxyscale.attribute.kernel import choose_form, ensemble_scores, make_solver, ridge_lambda
+    """LDS for every (k, M, λ, Q) on every α; λ is chosen afterwards on the held-out subsets."""
     from proxyscale.attribute.lds import lds
     from proxyscale.attribute.trak import TRAK
     from proxyscale.train.vision import build_model
@@ -124,27 +125,18 @@ def trak_rows(args, data, spec, runs, gts):
     for k in args.k:
         t0 = time.time()
         trak = TRAK(model, "classification", k=k, seed=args.seed)
-        phis, phis_t, qs = [], [], []
         for r, states in enumerate(runs):
             for c, state in enumerate(states):
-                phis.append(np.asarray(trak.featurize(state, (data.x_train, data.y_train), model_id=r * 100 + c)))
-                phis_t.append(trak.target_features(targets, r * 100 + c))
-                qs.append(np.asarray(trak.models[r * 100 + c].q, dtype=np.float64))
+                trak.featurize(state, (data.x_train, data.y_train), model_id=r * 100 + c)
         feat_s = time.time() - t0
-        for M in args.M:
-            use = slice(0, M * args.ckpts)
-            for lam in args.lambdas:
-                # TRAK's own kernel pieces, applied to cached features so λ and M vary cheaply
-                solvers = [make_solver(choose_form("auto", len(p), k), p, ridge_lambda(p, lam)) for p in phis[use]]
-                for use_q in (False, True):  # the paper's variant, then original TRAK's Q weighting
-                    q = np.mean(qs[use], axis=0) if use_q else None
-                    scores = ensemble_scores(solvers, phis_t[use], np.zeros((len(phis[0]), args.targets)), q)
-                    for alpha, (masks, out) in gts.items():
-                        fit, hold = masks[:args.subsets], masks[args.subsets:]
-                        rows.append({"alpha": alpha, "k": k, "M": M, "lambda_ratio": lam, "use_q": use_q,
-                                     "lds": lds(scores, fit, out[:args.subsets]).mean,
-                                     "lds_holdout": lds(scores, hold, out[args.subsets:]).mean,
-                                     "featurize_s": feat_s})
+        cands = trak.score_candidates(targets, args.lambdas, (False, True), n_models=[M * args.ckpts for M in args.M])
+        for c, scores in cands:
+            for alpha, (masks, out) in gts.items():
+                fit, hold = masks[:args.subsets], masks[args.subsets:]
+                rows.append({"alpha": alpha, "k": k, "M": c["n_models"] // args.ckpts,
+                             "lambda_ratio": c["lambda_ratio"], "use_q": c["use_q"],
+                             "lds": lds(scores, fit, out[:args.subsets]).mean,
+                             "lds_holdout": lds(scores, hold, out[args.subsets:]).mean, "featurize_s": feat_s})
     return rows
 
 

@@ -104,3 +104,11 @@ def test_demo_spec_spans_over_100x():
 
     rows = ladder_table(load_spec(CONFIGS / "demo.yaml"))
     assert max(r["ratio"] for r in rows) >= 100
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_parses_and_plans(path):
+    from proxyscale.api import plan_text
+
+    text = plan_text(path)
+    assert "analyze/" in text  # every study ends in its analysis step
