@@ -189,7 +189,9 @@ def attribution_scores(spec: str | Path | AttributionSpec, store: str | Path = "
                        width: Optional[float] = None, out: str | Path | None = None, workers: int = 0,
                        progress: bool = True) -> Path:
     """Train one width's ensemble of an attribution spec and compute its TRAK scores (resumable,
-    shared with ``run_study``); returns the scores ``.npy`` path (copied to ``out`` if given)."""
+    shared with ``run_study``); returns the scores ``.npy`` path (copied to ``out`` if given).
+    The scores use ``trak.lambda_ratio`` and ``trak.use_q``: choosing among candidates needs the
+    study's held-out ground truth (``run_study`` records the choice in ``lds.parquet``)."""
     from .errors import ConfigError
     from .run.attribution import width_label
     from .run.plan import Plan
