@@ -172,3 +172,23 @@ def test_trak_lds_quality_bar_on_digits_mlp():
     print(f"LDS M=5 {full:.3f}, M=1 {single:.3f}, grad-dot {dot:.3f}, λ ratio {best}")
     assert full >= 0.50, full
     assert full > single and full > dot + 0.1, (full, single, dot)
+
+
+def test_lds_ceiling_is_what_a_perfect_predictor_reaches():
+    from proxyscale.attribute.lds import lds_ceiling, paired_difference
+
+    rng = np.random.default_rng(0)
+    masks = sample_subsets(200, 0.5, 400, rng)
+    scores = rng.normal(size=(200, 40))
+    f = masks @ scores  # the true subset effect; each seed adds noise of the same variance
+    outputs = f[:, None, :] + f.std(axis=0) * rng.normal(size=(400, 2, 40))
+    agreement, ceiling = seed_agreement(outputs), lds_ceiling(outputs)
+    assert agreement == pytest.approx(0.5, abs=0.05)  # ρ = 1 / (1 + 1)
+    assert ceiling == pytest.approx(np.sqrt(2 * 0.5 / 1.5), abs=0.03)
+    perfect = lds(scores, masks, outputs)
+    assert perfect.mean > agreement + 0.2  # a noise-free predictor beats seed-to-seed agreement ...
+    assert perfect.mean == pytest.approx(ceiling, abs=0.03)  # ... and reaches the ceiling
+    noisy = lds(scores + rng.normal(size=scores.shape), masks, outputs)
+    d, lo, hi = paired_difference(perfect, noisy, np.random.default_rng(1))
+    assert d > 0 and lo > 0 and lo <= d <= hi
+    assert paired_difference(perfect, perfect, np.random.default_rng(1)) == (0.0, 0.0, 0.0)

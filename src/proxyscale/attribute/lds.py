@@ -117,6 +117,34 @@ def seed_agreement(outputs: np.ndarray) -> float:
     return float(np.nanmean(spearman_columns(outputs[:, 0], outputs[:, 1])))
 
 
+def lds_ceiling(outputs: np.ndarray) -> float:
+    """The LDS a perfect predictor could reach against these outputs (m, S ≥ 2, T) averaged
+    over their S seeds, mean over targets.
+
+    With y_s = f + e_s (independent seed noise) the seed-to-seed agreement is ρ = var f /
+    (var f + var e), and the correlation of f with the S-seed mean is √(Sρ / (1 + (S − 1)ρ))
+    (Spearman–Brown). ρ is estimated per target from the first two seeds (floored at 0). This,
+    not ρ itself, bounds the LDS: a noise-free predictor can exceed the seed-to-seed agreement."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if outputs.ndim != 3 or outputs.shape[1] < 2:
+        raise ConfigError(f"need outputs (m, S ≥ 2, T) to compare seeds; got shape {outputs.shape}")
+    rho = np.clip(spearman_columns(outputs[:, 0], outputs[:, 1]), 0.0, 1.0)
+    s = outputs.shape[1]
+    return float(np.nanmean(np.sqrt(s * rho / (1 + (s - 1) * rho))))
+
+
+def paired_difference(a: LDSResult, b: LDSResult, rng: np.random.Generator, n_boot: int = 1000,
+                      level: float = 0.95) -> tuple[float, float, float]:
+    """Mean over targets of LDS(a) − LDS(b) on the same targets, with a bootstrap CI that
+    resamples targets (pairs kept together): (mean, low, high)."""
+    d = np.asarray(a.per_target, dtype=np.float64) - np.asarray(b.per_target, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if len(d) == 0:
+        raise ConfigError("no target has both LDS values defined")
+    lo, hi = bootstrap_mean_ci(d, rng, n_boot, level)
+    return float(d.mean()), lo, hi
+
+
 def choose_by_lds(candidates: Mapping[str, np.ndarray], masks: np.ndarray, outputs: np.ndarray) -> tuple[str, dict[str, float]]:
     """The candidate score matrix with the best mean LDS on (held-out) subsets, and all means."""
     if not candidates:

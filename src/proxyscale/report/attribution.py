@@ -54,7 +54,7 @@ def read_attribution(analysis_dir: str | Path) -> dict:
             "compute": read_table(d / "compute.parquet"), **optional}
 
 
-def lds_png(lds: pd.DataFrame, ceiling: float) -> bytes:
+def lds_png(lds: pd.DataFrame, ceiling: float, attainable: float = float("nan")) -> bytes:
     """LDS (against reference-width retraining) vs proxy compute ratio, with 95% bootstrap CIs."""
     fig = _fig(5.6, 3.8)
     ax = fig.add_subplot(1, 1, 1)
@@ -65,7 +65,9 @@ def lds_png(lds: pd.DataFrame, ceiling: float) -> bytes:
         ax.errorbar(s["compute_ratio"], s["lds"], yerr=np.nan_to_num(err), marker="o", capsize=3,
                     color=colour, label=label)
     if np.isfinite(ceiling):
-        ax.axhline(ceiling, color="0.45", ls="--", lw=1, label="seed-to-seed ceiling")
+        ax.axhline(ceiling, color="0.45", ls="--", lw=1, label="seed-to-seed agreement")
+    if np.isfinite(attainable):
+        ax.axhline(attainable, color="0.2", ls=":", lw=1, label="LDS of a perfect predictor")
     ax.set_xscale("log")
     ax.set_xlabel("reference compute / proxy compute (training FLOPs)")
     ax.set_ylabel("LDS vs reference-width models")
@@ -142,13 +144,17 @@ def _lds_table(lds: pd.DataFrame) -> Table:
         g = lds[(lds["label"] == lab) & (lds["method"] == "grad_dot")].iloc[0]
         setting = (f"{fmt(float(t['lambda_ratio']))}, {'on' if t['use_q'] else 'off'}"
                    if "lambda_ratio" in t and np.isfinite(t["lambda_ratio"]) else "")
+        diff = (with_ci(t["minus_grad_dot"], t["minus_grad_dot_low"], t["minus_grad_dot_high"])
+                if "minus_grad_dot" in t else "")
         rows.append((lab + (" (reference)" if t["is_reference"] else ""), fmt(int(t["params"])),
                      fmt(float(t["compute_ratio"])), with_ci(t["lds"], t["ci_low"], t["ci_high"]),
-                     with_ci(g["lds"], g["ci_low"], g["ci_high"]), setting))
-    return Table(("width", "params", "compute ratio", "TRAK LDS [95% CI]", "grad-dot LDS [95% CI]", "λ ratio, Q"),
+                     with_ci(g["lds"], g["ci_low"], g["ci_high"]), diff, setting))
+    return Table(("width", "params", "compute ratio", "TRAK LDS [95% CI]", "grad-dot LDS [95% CI]",
+                  "TRAK − grad-dot [95% CI]", "λ ratio, Q"),
                  tuple(rows),
                  "LDS: Spearman over α-subsets between summed scores and the margin of reference-width models "
-                 "retrained on each subset (averaged over seeds), mean over targets; CI: bootstrap over targets. "
+                 "retrained on each subset (averaged over seeds), mean over targets; CI: bootstrap over targets "
+                 "(paired for the difference). "
                  "λ = ratio · mean‖φ‖²; with several candidates, λ and Q weighting are chosen per width on "
                  "held-out subsets that the LDS shown does not use.")
 
@@ -204,8 +210,9 @@ def _headline(a: dict) -> str:
             f"{', '.join(w['label'] for w in m['widths'])}; reference {m['reference']}. TRAK with "
             f"{m['models_per_width']} models per width, k = {m['trak']['k']}. At the reference width LDS = "
             f"{fmt(ref['lds'])}; the smallest proxy ({fmt(float(small['compute_ratio']))}× less training compute) "
-            f"gives LDS = {fmt(small['lds'])} against the same reference-width ground truth. The ground truth's "
-            f"seed-to-seed ceiling is {fmt(m['noise_ceiling'])}.")
+            f"gives LDS = {fmt(small['lds'])} against the same reference-width ground truth. Two seeds of the "
+            f"ground truth agree at {fmt(m['noise_ceiling'])} (Spearman); a perfect predictor of the "
+            f"seed-averaged ground truth would reach LDS ≈ {fmt(m.get('lds_ceiling', float('nan')))}.")
 
 
 def attribution_section(analysis_dir: str | Path, title: str = "Attribution across scale") -> Section:
@@ -219,7 +226,7 @@ def attribution_section(analysis_dir: str | Path, title: str = "Attribution acro
     sim = a["sim"]
     b.table("Order similarity", Table(("width",) + tuple(labels), tuple(
         (lab,) + tuple(f"{v:.2f}" for v in sim[i]) for i, lab in enumerate(labels))))
-    figs = [ReportFigure(FIGURE_NAMES[0], lds_png(a["lds"], m["noise_ceiling"]),
+    figs = [ReportFigure(FIGURE_NAMES[0], lds_png(a["lds"], m["noise_ceiling"], m.get("lds_ceiling", float("nan"))),
                          "LDS of each width's TRAK scores against reference-width retraining, vs compute ratio."),
             ReportFigure(FIGURE_NAMES[1], similarity_png(sim, labels),
                          "Spearman correlation between widths' attribution vectors, averaged over targets.")]

@@ -13,7 +13,9 @@ Writes into the analysis directory (read by :mod:`proxyscale.report.attribution`
 - ``counterfactual.parquet``: one row per (width, removal set): its margin and the reference's;
 - ``counterfactual_r2.parquet``: per width, R² of the reference margin on that width's margin;
 - ``compute.parquet``: FLOPs (formulas in ``attribution.json``) and wall seconds per width and role;
-- ``attribution.json``: settings, widths, the noise ceiling and the manifest (written last).
+- ``attribution.json``: settings, widths, the ground truth's seed-to-seed agreement
+  (``noise_ceiling``) and the LDS a perfect predictor could reach (``lds_ceiling``), and the
+  manifest (written last).
 """
 from __future__ import annotations
 
@@ -84,7 +86,7 @@ def _choose(cands: list[tuple[dict[str, Any], np.ndarray]], m_full: int, hold: t
 
 def _lds_rows(cfg: dict[str, Any], inputs: dict[str, Path], masks: np.ndarray,
               outputs: np.ndarray) -> tuple[list[dict[str, Any]], np.ndarray, list[dict], list[dict]]:
-    from ..attribute.lds import lds
+    from ..attribute.lds import lds, paired_difference
     from ..seeding import np_rng
 
     m = cfg["lds"]["n_subsets"]
@@ -104,16 +106,22 @@ def _lds_rows(cfg: dict[str, Any], inputs: dict[str, Path], masks: np.ndarray,
                             (*chosen, cfg["models_per_width"])), None)
         if trak_scores is None:
             trak_scores = _npy(d / "scores.npy")
-        for method, scores in (("trak", trak_scores), ("grad_dot", _npy(d / "grad_dot.npy"))):
-            res = lds(scores, *fit, rng=np_rng(cfg["seed"], "lds-boot", lab, method), n_boot=cfg["n_boot"])
+        results = {method: lds(scores, *fit, rng=np_rng(cfg["seed"], "lds-boot", lab, method), n_boot=cfg["n_boot"])
+                   for method, scores in (("trak", trak_scores), ("grad_dot", _npy(d / "grad_dot.npy")))}
+        diff = paired_difference(results["trak"], results["grad_dot"], np_rng(cfg["seed"], "lds-diff", lab),
+                                 cfg["n_boot"])
+        for method, res in results.items():
+            is_trak = method == "trak"
             rows.append({"width": w["width"], "label": lab, "method": method, "params": w["params"],
                          "train_flops": w["train_flops"], "compute_ratio": w["compute_ratio"],
                          "is_reference": w["is_reference"], "lds": res.mean, "ci_low": res.ci_low,
                          "ci_high": res.ci_high, "n_valid": res.n_valid,
-                         "lambda_ratio": chosen[0] if method == "trak" else float("nan"),
-                         "use_q": chosen[1] if method == "trak" else False})
-            if method == "trak":
-                per_target.append(res.per_target)
+                         "lambda_ratio": chosen[0] if is_trak else float("nan"),
+                         "use_q": chosen[1] if is_trak else False,
+                         "minus_grad_dot": diff[0] if is_trak else float("nan"),
+                         "minus_grad_dot_low": diff[1] if is_trak else float("nan"),
+                         "minus_grad_dot_high": diff[2] if is_trak else float("nan")})
+        per_target.append(results["trak"].per_target)
         for c, s in cands:
             if (c["lambda_ratio"], c["use_q"]) == chosen:
                 res = lds(s, *fit, rng=np_rng(cfg["seed"], "lds-boot-m", lab, c["n_models"]), n_boot=cfg["n_boot"])
@@ -174,7 +182,7 @@ def analyze_attribution(cfg: dict[str, Any], inputs: dict[str, Path], out: Path)
     """Compute and write every table of the attribution study; returns the manifest."""
     import pandas as pd
 
-    from ..attribute.lds import seed_agreement
+    from ..attribute.lds import lds_ceiling, seed_agreement
 
     masks, outputs = ground_truth(inputs)
     lds_rows, per_target, cand_rows, by_m = _lds_rows(cfg, inputs, masks, outputs)
@@ -201,7 +209,8 @@ def analyze_attribution(cfg: dict[str, Any], inputs: dict[str, Path], out: Path)
                 "family": cfg["family"], "reference": cfg["reference"], "widths": cfg["widths"],
                 "n_train": cfg["n_train"], "n_targets": cfg["n_targets"], "models_per_width": cfg["models_per_width"],
                 "trak": cfg["trak"], "lds": cfg["lds"], "counterfactual": cfg["counterfactual"],
-                "epochs": cfg["epochs"], "noise_ceiling": seed_agreement(outputs[:cfg["lds"]["n_subsets"]]), "formulas": cfg["formulas"],
+                "epochs": cfg["epochs"], "noise_ceiling": seed_agreement(outputs[:cfg["lds"]["n_subsets"]]),
+                "lds_ceiling": lds_ceiling(outputs[:cfg["lds"]["n_subsets"]]), "formulas": cfg["formulas"],
                 "lm": lm}
     write_json(out / MANIFEST, manifest)
     return manifest
