@@ -118,13 +118,18 @@ def test_nxn_form_equals_kxk_form(cls_data):
     assert np.abs(a).max() > 0
 
 
+def featurized(model, states, data, **kw):
+    """A TRAK ensemble featurised on `data` with model i's projection seeded by id i."""
+    trak = TRAK(model, **kw)
+    for i, s in enumerate(states):
+        trak.featurize(s, data, model_id=i)
+    return trak
+
+
 def test_ensemble_is_mean_of_single_models_and_q_weighting(cls_data):
     x, y, xt, yt = cls_data
     model, states = mlp(0), [mlp(5).state_dict(), mlp(6).state_dict(), mlp(7).state_dict()]
-    trak = TRAK(model, k=12, seed=9)
-    for i, s in enumerate(states):
-        trak.featurize(s, (x, y), model_id=i)
-    ensemble = trak.score((xt, yt))
+    ensemble = featurized(model, states, (x, y), k=12, seed=9).score((xt, yt))
     singles = []
     for i, s in enumerate(states):
         one = TRAK(model, k=12, seed=9)
@@ -133,9 +138,7 @@ def test_ensemble_is_mean_of_single_models_and_q_weighting(cls_data):
     assert rel_err(ensemble, np.mean(singles, axis=0)) < 1e-6
     assert rel_err(singles[0], singles[1]) > 1e-2  # the models really differ
 
-    qtrak = TRAK(model, k=12, seed=9, use_q=True)
-    for i, s in enumerate(states):
-        qtrak.featurize(s, (x, y), model_id=i)
+    qtrak = featurized(model, states, (x, y), k=12, seed=9, use_q=True)
     q = qtrak.mean_q()
     probs = [torch.softmax(torch.func.functional_call(model, s, (x,)), -1)[torch.arange(40), y] for s in states]
     assert np.allclose(q, np.mean([1 - p.detach().numpy() for p in probs], axis=0), atol=1e-6)
@@ -146,16 +149,13 @@ def test_score_candidates_equal_separate_runs(cls_data):
     # every (λ, Q, M) candidate equals a TRAK run configured that way on the first M models
     x, y, xt, yt = cls_data
     model, states = mlp(0), [mlp(5).state_dict(), mlp(6).state_dict(), mlp(7).state_dict()]
-    trak = TRAK(model, k=12, seed=9)
-    for i, s in enumerate(states):
-        trak.featurize(s, (x, y), model_id=i)
+    trak = featurized(model, states, (x, y), k=12, seed=9)
     cands = trak.score_candidates((xt, yt), [0.1, 2.0], (False, True), n_models=[1, 3])
     assert [(c["lambda_ratio"], c["use_q"], c["n_models"]) for c, _ in cands] == [
         (r, q, m) for r in (0.1, 2.0) for q in (False, True) for m in (1, 3)]
     for c, scores in cands:
-        ref = TRAK(model, k=12, seed=9, lambda_ratio=c["lambda_ratio"], use_q=c["use_q"])
-        for i, s in enumerate(states[:c["n_models"]]):
-            ref.featurize(s, (x, y), model_id=i)
+        ref = featurized(model, states[:c["n_models"]], (x, y), k=12, seed=9,
+                         lambda_ratio=c["lambda_ratio"], use_q=c["use_q"])
         assert rel_err(scores, ref.score((xt, yt))) < 1e-6
     assert rel_err(cands[0][1], cands[4][1]) > 1e-3  # λ matters
     with pytest.raises(ConfigError, match="n_models"):
