@@ -60,26 +60,29 @@ def order_similarity(scores: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _candidates(d: Path) -> list[tuple[dict[str, Any], np.ndarray]]:
-    """The candidate score matrices a TRAK step wrote (older steps: just scores.npy)."""
+Candidates = dict[tuple[float, bool, int], np.ndarray]  # (λ ratio, Q, models) -> scores (n, T)
+
+
+def _candidates(d: Path) -> Candidates:
+    """The candidate score matrices a TRAK step wrote (older steps: none, just scores.npy)."""
     rec = read_json(d / "trak.json")
     if "candidates" not in rec:
-        return []
+        return {}
     arr = np.load(d / "candidates.npy", mmap_mode="r", allow_pickle=False)
-    return [(c, np.asarray(arr[i])) for i, c in enumerate(rec["candidates"])]
+    return {(c["lambda_ratio"], c["use_q"], c["n_models"]): np.asarray(arr[i])
+            for i, c in enumerate(rec["candidates"])}
 
 
-def _choose(cands: list[tuple[dict[str, Any], np.ndarray]], m_full: int, hold: tuple[np.ndarray, np.ndarray],
+def _choose(cands: Candidates, m_full: int, hold: tuple[np.ndarray, np.ndarray],
             default: tuple[float, bool]) -> tuple[tuple[float, bool], list[dict[str, Any]]]:
     """The (λ ratio, Q) with the best held-out LDS among full-ensemble candidates, and every
     candidate's held-out LDS (no held-out subsets: the configured default)."""
     from ..attribute.lds import lds
 
-    full = [(c, s) for c, s in cands if c["n_models"] == m_full]
+    full = [key for key in cands if key[2] == m_full]
     if len(full) < 2 or len(hold[0]) == 0:
         return default, []
-    rows = [{"lambda_ratio": c["lambda_ratio"], "use_q": c["use_q"], "lds_holdout": lds(s, *hold).mean}
-            for c, s in full]
+    rows = [{"lambda_ratio": r, "use_q": q, "lds_holdout": lds(cands[r, q, m], *hold).mean} for r, q, m in full]
     best = max(rows, key=lambda r: r["lds_holdout"])
     return (best["lambda_ratio"], best["use_q"]), rows
 
@@ -89,21 +92,19 @@ def _lds_rows(cfg: dict[str, Any], inputs: dict[str, Path], masks: np.ndarray,
     from ..attribute.lds import lds, paired_difference
     from ..seeding import np_rng
 
-    m = cfg["lds"]["n_subsets"]
+    m, m_full = cfg["lds"]["n_subsets"], cfg["models_per_width"]
     fit, hold = (masks[:m], outputs[:m]), (masks[m:], outputs[m:])
     default = (float(cfg["trak"]["lambda_ratio"]), bool(cfg["trak"]["use_q"]))
     rows, per_target, cand_rows, by_m = [], [], [], []
     for w in cfg["widths"]:
         d, lab = inputs[f"trak:{w['label']}"], w["label"]
         cands = _candidates(d)
-        chosen, held = _choose(cands, cfg["models_per_width"], hold, default)
+        chosen, held = _choose(cands, m_full, hold, default)
         for r in held:
-            s = next(s for c, s in cands if (c["lambda_ratio"], c["use_q"], c["n_models"]) ==
-                     (r["lambda_ratio"], r["use_q"], cfg["models_per_width"]))
-            cand_rows.append({"label": lab, "width": w["width"], **r, "lds": lds(s, *fit).mean,
+            cand_rows.append({"label": lab, "width": w["width"], **r,
+                              "lds": lds(cands[r["lambda_ratio"], r["use_q"], m_full], *fit).mean,
                               "chosen": (r["lambda_ratio"], r["use_q"]) == chosen})
-        trak_scores = next((s for c, s in cands if (c["lambda_ratio"], c["use_q"], c["n_models"]) ==
-                            (*chosen, cfg["models_per_width"])), None)
+        trak_scores = cands.get((*chosen, m_full))
         if trak_scores is None:
             trak_scores = _npy(d / "scores.npy")
         results = {method: lds(scores, *fit, rng=np_rng(cfg["seed"], "lds-boot", lab, method), n_boot=cfg["n_boot"])
@@ -122,10 +123,10 @@ def _lds_rows(cfg: dict[str, Any], inputs: dict[str, Path], masks: np.ndarray,
                          "minus_grad_dot_low": diff[1] if is_trak else float("nan"),
                          "minus_grad_dot_high": diff[2] if is_trak else float("nan")})
         per_target.append(results["trak"].per_target)
-        for c, s in cands:
-            if (c["lambda_ratio"], c["use_q"]) == chosen:
-                res = lds(s, *fit, rng=np_rng(cfg["seed"], "lds-boot-m", lab, c["n_models"]), n_boot=cfg["n_boot"])
-                by_m.append({"label": lab, "width": w["width"], "n_models": c["n_models"], "lds": res.mean,
+        for (r, q, n_models), s in cands.items():
+            if (r, q) == chosen:
+                res = lds(s, *fit, rng=np_rng(cfg["seed"], "lds-boot-m", lab, n_models), n_boot=cfg["n_boot"])
+                by_m.append({"label": lab, "width": w["width"], "n_models": n_models, "lds": res.mean,
                              "ci_low": res.ci_low, "ci_high": res.ci_high})
     return rows, np.stack(per_target), cand_rows, by_m
 

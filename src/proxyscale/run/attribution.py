@@ -114,11 +114,19 @@ class TrakSpec:
         if len(set(self.lambda_ratios)) != len(self.lambda_ratios):
             raise ConfigError(f"trak.lambda_ratios {list(self.lambda_ratios)} has repeats")
 
+    @property
+    def ratios(self) -> tuple[float, ...]:
+        """The λ ratios scored: the candidates, or just ``lambda_ratio``."""
+        return tuple(float(r) for r in (self.lambda_ratios or (self.lambda_ratio,)))
+
+    @property
+    def q_options(self) -> tuple[bool, ...]:
+        """The Q weightings scored: both with ``choose_q``, else just ``use_q``."""
+        return (False, True) if self.choose_q else (self.use_q,)
+
     def candidates(self) -> list[tuple[float, bool]]:
         """The (λ ratio, Q weighting) settings scored; more than one means a held-out choice."""
-        ratios = self.lambda_ratios or (self.lambda_ratio,)
-        qs = (False, True) if self.choose_q else (self.use_q,)
-        return [(float(r), q) for r in ratios for q in qs]
+        return [(r, q) for r in self.ratios for q in self.q_options]
 
 
 @dataclass(frozen=True)

@@ -119,12 +119,14 @@ def candidate_scores(trak: Any, targets: Any, tc: dict[str, Any], n_files: int) 
     """Scores for every (λ ratio, Q) candidate of the spec, with the first 1..M models when
     ``score_by_m`` (each model brings its ``checkpoints_per_model`` checkpoints); ``n_models``
     in the returned settings counts models, not checkpoints."""
-    per = int(tc["checkpoints_per_model"])
+    from ..config import from_dict
+    from .attribution import TrakSpec
+
+    ts = from_dict(TrakSpec, tc, "trak")
+    per = ts.checkpoints_per_model
     n_models = n_files // per
-    counts = list(range(1, n_models + 1)) if tc.get("score_by_m", True) else [n_models]
-    ratios = list(tc.get("lambda_ratios") or [tc["lambda_ratio"]])
-    qs = [False, True] if tc.get("choose_q") else [bool(tc["use_q"])]
-    out = trak.score_candidates(targets, ratios, qs, n_models=[c * per for c in counts])
+    counts = list(range(1, n_models + 1)) if ts.score_by_m else [n_models]
+    out = trak.score_candidates(targets, ts.ratios, ts.q_options, n_models=[c * per for c in counts])
     return [({**c, "n_models": c["n_models"] // per}, s) for c, s in out]
 
 
