@@ -79,7 +79,7 @@ def setup(args):
 
 def ground_truth(args, data, spec, train, alpha):
     """Masks (m + holdout, n) and margins (m + holdout, seeds, T), cached by content hash."""
-    from proxyscale.attribute.lds import RetrainConfig, retrain_outputs
+    from proxyscale.attribute.retrain import RetrainConfig, retrain_outputs
     from proxyscale.attribute.subsets import sample_subsets
     from proxyscale.config import content_hash
     from proxyscale.seeding import np_rng

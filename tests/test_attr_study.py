@@ -10,8 +10,20 @@ import torch
 from proxyscale.api import attribute, attribution_scores, plan_text, run_study, status_text
 from proxyscale.config import from_dict
 from proxyscale.errors import ConfigError
-from proxyscale.run.attribution import (AttributionSpec, attribution_flops, build_attribution_plan, model_params,
-                                        parse_attribution_spec, width_table)
+from proxyscale.models.ladder import attribution_flops
+from proxyscale.studies import load_study
+from proxyscale.studies.attribution.plan import build_attribution_plan, widths
+from proxyscale.studies.attribution.spec import AttributionSpec
+from proxyscale.studies.fragments.vision import model_dict
+from proxyscale.studies.fragments.vision import model_params as _params
+
+
+def parse_attribution_spec(data):
+    return load_study(data)[1]
+
+
+def model_params(spec, w):
+    return _params(model_dict(spec.data, spec.ladder, w))
 from proxyscale.store import Store, read_json, read_table
 
 TINY = """
@@ -74,7 +86,7 @@ def test_study_runs_and_attribution_transfers(finished):
 
 def test_lambda_and_q_are_chosen_on_held_out_subsets_only(finished):
     from proxyscale.attribute.lds import lds as lds_of
-    from proxyscale.run.attr_analysis import ground_truth
+    from proxyscale.analyze.attribution import ground_truth
 
     _, store, _, analysis, spec = finished
     cands = read_table(analysis / "lds_candidates.parquet")
@@ -118,7 +130,7 @@ def test_rerun_is_a_noop_and_status_is_clean(finished):
 
 
 def test_section_can_join_another_report(finished):
-    from proxyscale.report.attribution import attribution_section
+    from proxyscale.studies.attribution.report import attribution_section
 
     sec = attribution_section(finished[3])
     assert sec.title == "Attribution across scale"
@@ -166,7 +178,7 @@ def test_spec_is_strict_and_plan_is_content_hashed():
     same = {s.key for s in plan} & {s.key for s in other}
     assert {s.key for s in plan.of_kind("attr_retrain")} <= same and {s.key for s in plan.of_kind("attr_trak")} <= same
     assert not {s.key for s in plan.of_kind("attr_cf_train")} & same
-    rows = {r["label"]: r for r in width_table(spec)}
+    rows = {r["label"]: r for r in widths(spec)}
     assert rows["w1"]["params"] == 64 * 128 + 128 + 128 * 10 + 10 == model_params(spec, 1.0)
     assert rows["w1"]["train_flops"] == 6 * rows["w1"]["params"] * 240 * 12
 
@@ -196,7 +208,8 @@ def test_attribute_api_matches_trak_and_writes_npy(tmp_path):
 
 
 def test_kind_dispatch_and_typo(tmp_path):
-    from proxyscale.api import _spec
+    def _spec(p):
+        return load_study(p)[1]
 
     p = tmp_path / "a.yaml"
     p.write_text(TINY.replace("kind: attribution", "kind: atribution"))
@@ -254,18 +267,25 @@ def _lm_spec(root):
 
 
 def test_lm_block_reuses_the_lm_studys_data_steps(tmp_path):
-    from proxyscale.run.attribution_lm import DATA_KINDS, _data_study, parse_lm_block
-    from proxyscale.run.study import build_plan
+    from proxyscale.config import to_dict
 
     spec = _lm_spec(tmp_path)
     plan = build_attribution_plan(spec)
-    lm_study = build_plan(_data_study(spec, parse_lm_block(spec.lm)))
-    shared = {s.key for s in lm_study if s.kind in DATA_KINDS}
+    lm = spec.lm
+    # a small-to-large study over the same sources and settings (its targets as a test set)
+    scaling = load_study({"name": "lm", "sources": lm.sources, "distributions": {"all": {s: 1.0 for s in lm.sources}},
+                          "test_sets": {"targets": {"kind": "lm", "sources": sorted(lm.sources),
+                                                    "n_examples": lm.n_targets}},
+                          "ladder": {"rungs": [to_dict(r) for r in lm.rungs], "reference": lm.reference},
+                          "seed": spec.seed, "context": lm.context, "heldout_fraction": lm.heldout_fraction,
+                          "tokenizer": to_dict(lm.tokenizer), "corpus": to_dict(lm.corpus)})
+    lm_study = scaling[0].plan(scaling[1])
+    shared = {s.key for s in lm_study if s.kind in ("corpus", "tokenizer", "shard", "testset")}
     assert shared and shared <= {s.key for s in plan}  # same content hash: one store serves both studies
     kinds = [s.kind for s in plan]
     assert kinds.count("attr_lm_train") == 2 and kinds.count("attr_lm_retrain") == 2 and "train" not in kinds
     with pytest.raises(ConfigError, match="reference"):
-        parse_lm_block({**spec.lm, "reference": "L9"})
+        parse_attribution_spec({**to_dict(spec), "lm": {**to_dict(lm), "reference": "L9"}})
 
 
 @pytest.mark.slow

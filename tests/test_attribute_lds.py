@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from proxyscale.attribute.lds import (LDSConfig, LDSResult, RetrainConfig, choose_by_lds, lds, lds_subsets, rankdata,
-                                      model_seed, retrain_outputs, seed_agreement, spearman_columns, write_outputs)
+from proxyscale.attribute.lds import LDSResult, choose_by_lds, lds, rankdata, seed_agreement, spearman_columns
+from proxyscale.attribute.retrain import RetrainConfig, model_seed, retrain_outputs
 from proxyscale.attribute.subsets import sample_subsets
 from proxyscale.config import from_dict, to_dict
 from proxyscale.data.vision import load_digits_data
@@ -98,12 +98,9 @@ def test_retrain_outputs_are_deterministic_margins(tmp_path):
     y = d.y_test[:7]
     others = np.log(np.exp(logits).sum(1) - np.exp(logits[np.arange(7), y]))
     np.testing.assert_allclose(out[0, 0], logits[np.arange(7), y] - others, rtol=1e-4, atol=1e-4)
-    lcfg = from_dict(LDSConfig, {"retrain": to_dict(cfg), "alpha": 0.25, "n_subsets": 5, "n_holdout": 2})
-    sub = lds_subsets(lcfg, 200)
+    sub = sample_subsets(200, 0.25, 7, np.random.default_rng(3))
     assert sub.shape == (7, 200) and np.all(sub.sum(1) == 50)
-    np.testing.assert_array_equal(sub, lds_subsets(lcfg, 200))
-    write_outputs(tmp_path / "gt.npy", out)
-    np.testing.assert_array_equal(np.load(tmp_path / "gt.npy", allow_pickle=False), out)
+    np.testing.assert_array_equal(sub, sample_subsets(200, 0.25, 7, np.random.default_rng(3)))
 
 
 def test_shared_seeds_pair_models_across_subsets():

@@ -7,7 +7,7 @@ import torch
 
 from proxyscale.attribute.counterfactual import (RemovalConfig, cosine_similarity, r_squared, removal_margins,
                                                  removal_masks)
-from proxyscale.attribute.lds import RetrainConfig
+from proxyscale.attribute.retrain import RetrainConfig
 from proxyscale.data.vision import load_digits_data
 from proxyscale.errors import ConfigError
 from proxyscale.models.mlp import MLPConfig

@@ -12,8 +12,8 @@ from proxyscale.analyze import analyze_study, read_analysis, write_analysis
 from proxyscale.analyze.synthetic import make_synthetic_study
 from proxyscale.errors import DataError, StoreError
 from proxyscale.report import ReportFigure, Section, write_report
-from proxyscale.report.html import SUMMARY_CSV_COLUMNS, summary_csv
 from proxyscale.report.tables import Table, fmt
+from proxyscale.studies.scaling.report import SUMMARY_CSV_COLUMNS, report_parts, summary_csv
 
 PNG_1PX = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
@@ -28,12 +28,18 @@ def analysis_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def report(analysis_dir, tmp_path_factory):
+def parts(analysis_dir):
+    return report_parts(analysis_dir[0])
+
+
+@pytest.fixture(scope="module")
+def report(parts, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     extra = [("Attribution", "<p>LDS <b>0.42</b></p>", "LDS **0.42**"),
              Section("Attribution figures", "<p>see figure</p>", "see figure",
                      (ReportFigure("attr_fig", PNG_1PX, "one pixel"),))]
-    html_path, md_path = write_report(analysis_dir[0], out, title="Demo <study>", extra_sections=extra)
+    sections, files = parts
+    html_path, md_path = write_report(out, "Demo <study>", sections + extra, files=files)
     return out, html_path.read_text(), md_path.read_text()
 
 
@@ -83,16 +89,65 @@ def test_summary_csv_is_stable_and_matches_analysis(report, analysis_dir):
     assert summary_csv(read_analysis(analysis_dir[0])).encode() == (out / "summary.csv").read_bytes()
 
 
-def test_report_errors(tmp_path, analysis_dir):
-    with pytest.raises(StoreError):
-        write_report(tmp_path / "nothing", tmp_path / "out", title="x")
+def test_report_errors(tmp_path, parts):
+    sections, files = parts
+    with pytest.raises(StoreError, match="run the analysis"):
+        report_parts(tmp_path / "nothing")
     dup = [Section("A", figures=(ReportFigure("fig1_scatter", PNG_1PX),))]
     with pytest.raises(DataError, match="named"):
-        write_report(analysis_dir[0], tmp_path / "out", title="x", extra_sections=dup)
+        write_report(tmp_path / "out", "x", sections + dup, files=files)
     with pytest.raises(DataError):
-        write_report(analysis_dir[0], tmp_path / "out", title="x", extra_sections=[("only", "two")])
+        write_report(tmp_path / "out", "x", sections + [("only", "two")])
+    for bad in ("report.html", "figures/fig1_scatter.png", "../escape.csv", "/abs.csv"):
+        with pytest.raises(DataError, match="extra report file"):
+            write_report(tmp_path / "out", "x", sections, files={bad: "x"})
+    assert not (tmp_path / "out").exists()  # every check runs before anything is written
     with pytest.raises(DataError):
         ReportFigure("bad name/..", PNG_1PX)
+
+
+def test_extra_files_are_written_as_given(tmp_path):
+    files = {"summary.csv": "a,b\n1,2\n", "data/blob.bin": b"\x00\x01"}
+    html_path, md_path = write_report(tmp_path, "Only files", [Section("S", "<p>x</p>", "x")], files=files)
+    assert (tmp_path / "summary.csv").read_text() == "a,b\n1,2\n"
+    assert (tmp_path / "data" / "blob.bin").read_bytes() == b"\x00\x01"
+    assert "<h2>S</h2>" in html_path.read_text() and md_path.read_text().startswith("# Only files")
+
+
+def test_compute_spent_section_from_the_analysis_meta(tmp_path, analysis_dir):
+    runs = {"d0:L2d32:0": {"flops": 1e12, "tokens": 1e6, "wall_s": 10.0},
+            "d1:L2d32:0": {"flops": 1e12, "tokens": 1e6, "wall_s": 10.0},
+            "d0:L4d96:0": {"flops": 8e12, "tokens": 2e6, "wall_s": 40.0}}
+    write_analysis(analysis_dir[1], tmp_path / "an", meta={"compute": runs})
+    sections, _ = report_parts(tmp_path / "an")
+    spent = sections[-1]
+    assert spent.title == "Compute spent"
+    assert "| L2d32 | 2 | 2.00e+12 | 0.200 |" in spent.markdown  # two runs, a fifth of all FLOPs
+
+
+def test_other_kinds_and_old_formats_are_clear_errors(tmp_path, analysis_dir):
+    write_analysis({"lds": pd.DataFrame({"x": [1]})}, tmp_path / "attr", kind="attribution")
+    with pytest.raises(StoreError, match="'attribution' analysis, not a 'scaling' one"):
+        report_parts(tmp_path / "attr")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "analysis.json").write_text('{"format_version": 1, "tables": []}')
+    with pytest.raises(StoreError, match="format 1.*re-run the analysis step"):
+        read_analysis(tmp_path / "old")
+    (tmp_path / "old_attr").mkdir()
+    (tmp_path / "old_attr" / "attribution.json").write_text('{"format_version": 1}')
+    with pytest.raises(StoreError, match="format 1.*re-run the analysis step"):
+        read_analysis(tmp_path / "old_attr")
+
+
+def test_arrays_and_meta_round_trip(tmp_path):
+    sim = np.arange(9, dtype=np.float64).reshape(3, 3)
+    write_analysis({"t": pd.DataFrame({"a": [1.5, 2.5]})}, tmp_path, kind="attribution",
+                   meta={"name": "x", "ceiling": float("nan")}, arrays={"order_similarity": sim})
+    a = read_analysis(tmp_path, kind="attribution")
+    assert a.kind == "attribution" and list(a) == ["t"] and a.meta == {"name": "x", "ceiling": None}
+    np.testing.assert_array_equal(a.arrays["order_similarity"], sim)
+    man = __import__("json").loads((tmp_path / "analysis.json").read_text())
+    assert man["format_version"] == 2 and man["arrays"] == ["order_similarity"] and man["tables"] == ["t"]
 
 
 def test_table_rendering():
@@ -104,8 +159,18 @@ def test_table_rendering():
 
 
 def test_analyze_and_report_import_without_torch():
-    code = ("import sys; import proxyscale.analyze, proxyscale.report, proxyscale.analyze.synthetic; "
+    code = ("import sys; import proxyscale.analyze, proxyscale.report, proxyscale.analyze.synthetic, "
+            "proxyscale.studies.scaling.report, proxyscale.studies.attribution.report; "
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.') or m == 'scipy' "
             "or m.startswith('sklearn')]; print(bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_report_is_generic():
+    # report/ sits below studies/: it renders sections and never reaches up to a study kind or training
+    code = ("import sys; import proxyscale.report; "
+            "bad = [m for m in sys.modules if m.startswith(('proxyscale.studies', 'proxyscale.train', "
+            "'proxyscale.run', 'proxyscale.analyze', 'matplotlib', 'torch'))]; print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr

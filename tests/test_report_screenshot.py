@@ -7,6 +7,7 @@ from proxyscale.analyze.synthetic import make_synthetic_study
 from proxyscale.errors import ProxyscaleError
 from proxyscale.report import screenshot, write_report
 from proxyscale.report.screenshot import find_chromium
+from proxyscale.studies.scaling.report import report_parts
 
 
 def test_missing_file_is_a_clear_error(tmp_path):
@@ -25,7 +26,8 @@ def test_screenshot_of_report_is_not_blank(tmp_path):
 
     a = analyze_study(*make_synthetic_study(np.random.default_rng(1), n_examples=4), seed=0, n_boot=50)
     write_analysis(a, tmp_path / "analysis")
-    html, _ = write_report(tmp_path / "analysis", tmp_path / "report", title="Screenshot check")
+    sections, files = report_parts(tmp_path / "analysis")
+    html, _ = write_report(tmp_path / "report", "Screenshot check", sections, files=files)
     png = screenshot(html, tmp_path / "shot" / "page.png", width=1000)
     assert png.stat().st_size > 20_000
     img = np.asarray(Image.open(png).convert("L"), dtype=np.float64)

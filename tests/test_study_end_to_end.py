@@ -13,9 +13,13 @@ from pathlib import Path
 import pytest
 
 from proxyscale.api import run_study, status_text
-from proxyscale.run.spec import load_spec
-from proxyscale.run.study import build_plan
+from proxyscale.studies import load_study
+from proxyscale.studies.scaling.plan import build_plan
 from proxyscale.store import Store, read_table
+
+
+def load_spec(path):
+    return load_study(path)[1]
 
 
 def _write_sources(root: Path) -> None:

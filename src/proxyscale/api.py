@@ -1,65 +1,47 @@
-"""Library entry points behind the CLI (and for notebooks): run, plan, status, report, attribute."""
+"""Library entry points behind the CLI (and for notebooks): run, plan, status, report, attribute.
+
+Every function takes a study spec as a YAML path, plain data or a spec object, and looks its
+kind up in the study registry (:mod:`proxyscale.studies`); nothing here names a study kind.
+"""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence
 
-from .run.attribution import AttributionSpec
-from .run.spec import StudySpec, load_spec
+from .run.plan import Plan
+from .store import Store
+from .studies.base import Study, finished_analysis, load_study
 
 DEMO_SPEC = Path(__file__).parent / "configs" / "demo.yaml"
 ATTRIBUTION_DEMO_SPEC = Path(__file__).parent / "configs" / "attribution-demo.yaml"
 ATTRIBUTION_SPEC = Path(__file__).parent / "configs" / "attribution.yaml"
-AnySpec = Union[StudySpec, AttributionSpec]
+SpecLike = Any  # a YAML path, a mapping, or a spec object of a registered study kind
 
 
-def _spec(spec: str | Path | AnySpec) -> AnySpec:
-    """A small-to-large study, or an attribution study when the YAML says ``kind: attribution``."""
-    if isinstance(spec, (StudySpec, AttributionSpec)):
-        return spec
-    from .config import load_yaml
-    from .run.attribution import check_kind, is_attribution_data, load_attribution_spec
-
-    data = load_yaml(spec)
-    check_kind(data)
-    return load_attribution_spec(spec) if is_attribution_data(data) else load_spec(spec)
-
-
-def _build_plan(s: AnySpec):
-    if isinstance(s, AttributionSpec):
-        from .run.attribution import build_attribution_plan
-
-        return build_attribution_plan(s)
-    from .run.study import build_plan
-
-    return build_plan(s)
-
-
-def run_study(spec: str | Path | AnySpec, store: str | Path = "runs", *, workers: int = 0,
-              backend: str | None = None, progress: bool = True) -> Path:
-    """Run every unfinished step of a study (small-to-large or attribution), then write its
-    report; returns the report path."""
-    s = _spec(spec)
-    _run(s, _build_plan(s), store, workers, backend, progress)
+def run_study(spec: SpecLike, store: str | Path = "runs", *, workers: int = 0, backend: str | None = None,
+              progress: bool = True) -> Path:
+    """Run every unfinished step of a study, then write its report; returns the report path."""
+    study, s = load_study(spec)
+    _run(s, study.plan(s), store, workers, backend, progress)
     return write_study_report(s, store)
 
 
 def run_demo(store: str | Path = "runs", *, workers: int = 0, progress: bool = True) -> Path:
     """The demo: the small-to-large study of configs/demo.yaml and the short attribution study of
     configs/attribution-demo.yaml; one report with both (plus the attribution study's own)."""
-    lm, attr = _spec(DEMO_SPEC), _spec(ATTRIBUTION_DEMO_SPEC)
-    _run(lm, _build_plan(lm), store, workers, None, progress)
-    _run(attr, _build_plan(attr), store, workers, None, progress)
+    (lm_study, lm), (a_study, attr) = load_study(DEMO_SPEC), load_study(ATTRIBUTION_DEMO_SPEC)
+    _run(lm, lm_study.plan(lm), store, workers, None, progress)
+    _run(attr, a_study.plan(attr), store, workers, None, progress)
     write_study_report(attr, store)
-    return write_study_report(lm, store, attribution=attr)
+    return write_study_report(lm, store, join=[attr])
 
 
-def _run(s: AnySpec, plan: Any, store: str | Path, workers: int, backend: str | None, progress: bool) -> None:
+def _run(s: Any, plan: Plan, store: str | Path, workers: int, backend: str | None, progress: bool) -> None:
     from .run.backends import make_backend
     from .run.executor import default_workers, run_plan
-    from .store import Store
 
     st = Store(store)
+    st.check_format(create=True)
     n = workers or s.executor.workers or default_workers()
     be = make_backend(backend or s.executor.backend, n, ray_address=s.executor.ray_address,
                       slurm_args=s.executor.slurm_args, job_dir=st.study_dir(s.name) / "jobs")
@@ -70,64 +52,40 @@ def _run(s: AnySpec, plan: Any, store: str | Path, workers: int, backend: str | 
     summary.raise_for_failures()
 
 
-def plan_text(spec: str | Path | AnySpec, store: str | Path | None = None) -> str:
-    from .run.describe import describe_plan
-    from .store import Store
-
-    s = _spec(spec)
-    if isinstance(s, AttributionSpec):
-        from .run.attribution import describe_attribution_plan
-
-        return describe_attribution_plan(s, _build_plan(s), Store(store) if store else None)
-    return describe_plan(s, _build_plan(s), Store(store) if store else None)
+def plan_text(spec: SpecLike, store: str | Path | None = None) -> str:
+    """Dry-run text: every step of the study and its kind's cost tables."""
+    study, s = load_study(spec)
+    st = None
+    if store is not None:
+        st = Store(store)
+        st.check_format()
+    return study.describe(s, study.plan(s), st)
 
 
-def status_text(spec: str | Path | AnySpec, store: str | Path = "runs") -> tuple[str, int]:
+def status_text(spec: SpecLike, store: str | Path = "runs") -> tuple[str, int]:
+    """Done / running / failed / pending steps per kind; and how many failed."""
     from .run.describe import describe_status
-    from .store import Store
 
-    s = _spec(spec)
-    text, total = describe_status(_build_plan(s), Store(store))
+    study, s = load_study(spec)
+    st = Store(store)
+    st.check_format()
+    text, total = describe_status(study.plan(s), st)
     return text, total["failed"]
 
 
-def write_study_report(spec: str | Path | AnySpec, store: str | Path = "runs", *,
-                       attribution: str | Path | AnySpec | None = None) -> Path:
-    """Write ``<store>/<study>/report.html`` (and report.md) from the finished analysis step.
-
-    ``attribution`` names a finished attribution study whose section joins this report."""
-    from .errors import StoreError
+def write_study_report(spec: SpecLike, store: str | Path = "runs", *, join: Sequence[SpecLike] = ()) -> Path:
+    """Write ``<store>/<study>/report.html`` (and report.md) from the finished analysis step;
+    the sections of each finished study in ``join`` are added to it. Returns the HTML path."""
     from .report import write_report
-    from .store import Store
 
-    s = _spec(spec)
+    study, s = load_study(spec)
     st = Store(store)
-    if isinstance(s, AttributionSpec):
-        from .report.attribution import write_attribution_report
-
-        analysis = _build_plan(s).of_kind("attr_analyze")[0]
-        if not st.is_done(analysis.key):
-            raise StoreError(f"attribution study '{s.name}' has no finished analysis in {st.root}; "
-                             "run `proxyscale run` first")
-        html, _md = write_attribution_report(st.final_dir(analysis.key), st.study_dir(s.name),
-                                             title=f"proxyscale attribution study: {s.name}")
-        return html
-    analysis = _build_plan(s).of_kind("analyze")[0]
-    if not st.is_done(analysis.key):
-        raise StoreError(f"study '{s.name}' has no finished analysis in {st.root}; run `proxyscale run` first")
-    from .report.compute import compute_section
-
-    adir = st.final_dir(analysis.key)
-    extra = [sec for sec in (compute_section(adir),) if sec is not None]
-    if attribution is not None:
-        from .report.attribution import attribution_section
-
-        a = _spec(attribution)
-        a_key = _build_plan(a).of_kind("attr_analyze")[0].key
-        if not st.is_done(a_key):
-            raise StoreError(f"attribution study '{a.name}' has no finished analysis; run it first")
-        extra.append(attribution_section(st.final_dir(a_key)))
-    html, _md = write_report(adir, st.study_dir(s.name), title=f"proxyscale study: {s.name}", extra_sections=extra)
+    st.check_format()
+    sections, files = study.report_parts(finished_analysis(study, s, st))
+    for other in join:
+        o_study, o = load_study(other)
+        sections = [*sections, *o_study.joined_sections(finished_analysis(o_study, o, st))]
+    html, _md = write_report(st.study_dir(s.name), study.report_title(s), sections, files=files)
     return html
 
 
@@ -172,46 +130,36 @@ def attribute(model: Any, state_dicts: Sequence[Mapping[str, Any]], train_data: 
 
 def attribution_options_spec(*, data: str = "digits", root: Optional[str] = None, n_train: int = 1000,
                              n_targets: int = 100, family: str = "mlp", width: float = 1.0, models: int = 5,
-                             k: int = 512, lambda_ratio: float = 1.0, epochs: int = 30,
-                             seed: int = 0) -> AttributionSpec:
+                             k: int = 512, lambda_ratio: float = 1.0, epochs: int = 30, seed: int = 0) -> Any:
     """An attribution spec from a few options (what ``proxyscale attribute`` without a spec uses)."""
-    from .run.attribution import parse_attribution_spec
-
     # A ladder needs two widths; only ``width`` is ever run by attribution_scores.
-    return parse_attribution_spec({
+    return load_study({
         "name": "attribute", "kind": "attribution", "seed": seed,
         "data": {"name": data, "root": root, "n_train": n_train, "n_targets": n_targets},
         "ladder": {"family": family, "widths": [width, 2 * width], "reference": width},
-        "models_per_width": models, "train": {"epochs": epochs}, "trak": {"k": k, "lambda_ratio": lambda_ratio}})
+        "models_per_width": models, "train": {"epochs": epochs}, "trak": {"k": k, "lambda_ratio": lambda_ratio}})[1]
 
 
-def attribution_scores(spec: str | Path | AttributionSpec, store: str | Path = "runs", *,
-                       width: Optional[float] = None, out: str | Path | None = None, workers: int = 0,
-                       progress: bool = True) -> Path:
+def attribution_scores(spec: SpecLike, store: str | Path = "runs", *, width: Optional[float] = None,
+                       out: str | Path | None = None, workers: int = 0, progress: bool = True) -> Path:
     """Train one width's ensemble of an attribution spec and compute its TRAK scores (resumable,
     shared with ``run_study``); returns the scores ``.npy`` path (copied to ``out`` if given).
     The scores use ``trak.lambda_ratio`` and ``trak.use_q``: choosing among candidates needs the
     study's held-out ground truth (``run_study`` records the choice in ``lds.parquet``)."""
-    from .errors import ConfigError
-    from .run.attribution import width_label
-    from .run.plan import Plan
-    from .store import Store, write_npy
+    from .studies.attribution.plan import width_steps
+    from .store import write_npy
 
-    s = _spec(spec)
-    if not isinstance(s, AttributionSpec):
-        raise ConfigError("proxyscale attribute needs an attribution spec (a YAML file with `kind: attribution`)")
-    w = s.ladder.reference if width is None else width
-    if w not in s.ladder.widths:
-        raise ConfigError(f"--width {w:g} is not one of the spec's widths {list(s.ladder.widths)}")
-    full, sub = _build_plan(s), Plan()
-    trak = next(st for st in full.of_kind("attr_trak") if st.name == width_label(w))
-    sub.add(full[trak.inputs["models"]])
-    sub.add(trak)
+    study, s = load_study(spec)
+    sub, trak_key = width_steps(study, s, width)
     _run(s, sub, store, workers, None, progress)
-    path = Store(store).final_dir(trak.key) / "scores.npy"
+    path = Store(store).final_dir(trak_key) / "scores.npy"
     if out is not None:
         import numpy as np
 
         write_npy(out, np.load(path, allow_pickle=False))
         return Path(out)
     return path
+
+
+__all__ = ["Study", "attribute", "attribution_options_spec", "attribution_scores", "plan_text", "run_demo",
+           "run_study", "status_text", "write_study_report"]

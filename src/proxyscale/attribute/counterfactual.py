@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError
-from .lds import RetrainConfig, retrain_outputs
+from .retrain import RetrainConfig, retrain_outputs
 
 
 @dataclass(frozen=True)

@@ -4,27 +4,17 @@ For attribution scores τ(z) ∈ Rⁿ of a target z, the attribution's predictio
 trained on subset D_i is Σ_{k∈D_i} τ(z)_k (= maskᵢ · τ(z)). LDS is the Spearman correlation,
 over subsets, between that prediction and the measured output f(z; θ(D_i)), averaged over
 targets (SPEC §5). Ground truth: train models on each α-subset with several seeds and
-average their outputs (the classification margin, as in the attribution itself).
-
-:func:`retrain_outputs` is a pure function — model/training settings, subset masks and a
-root seed in, an outputs array (m, n_seeds, T) out — so a study step can run it and write
-the array with :func:`write_outputs`.
+average their outputs (the classification margin, as in the attribution itself); the
+retraining lives in :mod:`proxyscale.attribute.retrain`. Pure numpy: no torch.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping, Optional
 
 import numpy as np
-import torch
 
 from ..errors import ConfigError
-from ..seeding import derive_seed
-from ..store import write_npy
-from ..train.vision import VisionModelSpec, VisionTrainConfig, predict_logits, train_models
-from .outputs import log_odds
-from .subsets import check_masks, sample_subsets
 
 
 @dataclass(frozen=True)
@@ -151,81 +141,3 @@ def choose_by_lds(candidates: Mapping[str, np.ndarray], masks: np.ndarray, outpu
         raise ConfigError("choose_by_lds needs at least one candidate score matrix")
     means = {name: lds(s, masks, outputs).mean for name, s in candidates.items()}
     return max(means, key=means.get), means  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class RetrainConfig:
-    """How ground-truth models are trained: model, recipe, seeds per subset, root seed.
-
-    ``chunk`` models are trained together (vmap over models when ``vectorize``; measured
-    faster for MLPs and ResNets up to w = 1/16 on CPU, no gain at w = 1/8). ``shared_seeds``
-    reuses replicate r's seed on every subset (common random numbers, see :func:`model_seed`)."""
-
-    model: VisionModelSpec
-    train: VisionTrainConfig
-    n_seeds: int = 2
-    seed: int = 0
-    vectorize: bool = True
-    chunk: int = 64
-    shared_seeds: bool = False
-
-    def __post_init__(self) -> None:
-        if self.n_seeds < 1 or self.chunk < 1:
-            raise ConfigError("n_seeds and chunk must be ≥ 1")
-
-
-@dataclass(frozen=True)
-class LDSConfig:
-    """An LDS evaluation: α, how many subsets to score on (plus held-out ones for choosing λ),
-    and how their ground-truth models are trained."""
-
-    retrain: RetrainConfig
-    alpha: float = 0.5
-    n_subsets: int = 100
-    n_holdout: int = 20
-
-    def __post_init__(self) -> None:
-        if self.n_subsets < 2 or self.n_holdout < 0:
-            raise ConfigError("LDS needs n_subsets ≥ 2 (SPEC: ≥ 50) and n_holdout ≥ 0")
-
-
-def lds_subsets(cfg: LDSConfig, n_train: int) -> np.ndarray:
-    """The masks (n_subsets + n_holdout, n_train) of an LDS evaluation; the held-out subsets
-    are the last ``n_holdout`` rows. Drawn from ``derive_seed(retrain.seed, "lds-subsets", α)``."""
-    rng = np.random.default_rng(derive_seed(cfg.retrain.seed, "lds-subsets", cfg.alpha))
-    return sample_subsets(n_train, cfg.alpha, cfg.n_subsets + cfg.n_holdout, rng)
-
-
-def model_seed(cfg: RetrainConfig, subset: int, replicate: int) -> int:
-    """Seed of the model trained on subset ``subset``, replicate ``replicate``. With
-    ``shared_seeds`` every subset's replicate r uses the same seed (same init, coupled data
-    order), so differences between subsets are not buried under init noise."""
-    if cfg.shared_seeds:
-        return derive_seed(cfg.seed, "replicate", replicate)
-    return derive_seed(cfg.seed, "subset", subset, replicate)
-
-
-def retrain_outputs(cfg: RetrainConfig, x_train: np.ndarray, y_train: np.ndarray, masks: np.ndarray,
-                    x_targets: np.ndarray, y_targets: np.ndarray) -> np.ndarray:
-    """Train ``cfg.n_seeds`` models on each subset (masks (m, n)); return target margins
-    (m, n_seeds, T) float32. Model (i, r) uses seed :func:`model_seed` ``(cfg, i, r)``."""
-    masks = check_masks(masks, len(x_train))
-    jobs = [(i, r) for i in range(len(masks)) for r in range(cfg.n_seeds)]
-    out = np.zeros((len(masks), cfg.n_seeds, len(y_targets)), dtype=np.float32)
-    model_cfg = cfg.model.config()
-    for start in range(0, len(jobs), cfg.chunk):
-        part = jobs[start:start + cfg.chunk]
-        seeds = [model_seed(cfg, i, r) for i, r in part]
-        res = train_models(model_cfg, cfg.train, x_train, y_train, masks[[i for i, _ in part]], seeds,
-                           vectorize=cfg.vectorize)
-        logits = torch.from_numpy(predict_logits(model_cfg, res.params, x_targets, vectorize=cfg.vectorize))
-        margins = log_odds(logits, torch.as_tensor(y_targets, dtype=torch.int64).expand(len(part), -1))
-        for (i, r), row in zip(part, margins.numpy()):
-            out[i, r] = row
-    return out
-
-
-def write_outputs(path: str | Path, outputs: np.ndarray) -> None:
-    """Write a ground-truth outputs array as .npy (atomically)."""
-    write_npy(path, np.asarray(outputs, dtype=np.float32))
-

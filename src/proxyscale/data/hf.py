@@ -1,8 +1,9 @@
-"""The paper's six test sets from the Hugging Face hub, and hub datasets as training sources.
+"""The paper's six test sets from the Hugging Face hub.
 
 ``HF_TEST_SETS`` is the one table of hub names, configs and splits. Records are read with
 ``datasets.load_dataset(path, name, split=..., streaming=True)`` (``datasets`` is an optional
-extra, imported only here) and mapped into :class:`~proxyscale.data.testset.TestSet`:
+extra, imported only in :mod:`~proxyscale.data.hub`) and mapped into
+:class:`~proxyscale.data.testset.TestSet`:
 
 ======== ============================================== =======================================
 key      record fields used                              example
@@ -23,11 +24,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 from ..config import suggest
 from ..errors import DataError
-from .sources import Document, SourceSpec
+from .hub import hf_records
 from .tasks import head_text, answer_example, choice_example, lm_example
 from .testset import Example, TestSet
 
@@ -54,38 +55,6 @@ HF_TEST_SETS: dict[str, HFTestSpec] = {
     "lambada": HFTestSpec("EleutherAI/lambada_openai", "default", "test", "cloze", "lambada"),
     "hellaswag": HFTestSpec("Rowan/hellaswag", None, "validation", "choice", "hellaswag", id_field="ind"),
 }
-
-
-def hf_records(path: str, name: Optional[str], split: str, *, data_files: Optional[str] = None,
-               streaming: bool = True) -> Iterator[dict]:
-    """Records of a hub dataset (or of local files through a builder such as ``"json"``)."""
-    try:
-        import datasets
-    except ImportError:
-        raise DataError("reading Hugging Face datasets needs the optional extra: "
-                        "pip install 'proxyscale[hf]'") from None
-    kwargs: dict[str, Any] = {"split": split, "streaming": streaming}
-    if data_files is not None:
-        kwargs["data_files"] = data_files
-    try:
-        ds = datasets.load_dataset(path, name, **kwargs)
-        yield from ds
-    except Exception as e:  # datasets raises many types (network, schema, missing split)
-        raise DataError(f"could not read dataset {path} ({name}, split {split}): {type(e).__name__}: {e}. "
-                        "Offline? Point path='json' or 'parquet' and data_files at local copies") from None
-
-
-def iter_hf_documents(spec: SourceSpec) -> Iterator[Document]:
-    """Documents of a ``kind="hf"`` source (text in ``text_field``)."""
-    for k, rec in enumerate(hf_records(spec.path, spec.name, spec.split, data_files=spec.data_files,
-                                       streaming=spec.streaming)):
-        text = rec.get(spec.text_field)
-        if not isinstance(text, str):
-            raise DataError(f"{spec.path}: record {k} has no string field '{spec.text_field}' "
-                            f"(has {list(rec)}); set text_field in the source spec")
-        doc_id = str(rec[spec.id_field]) if spec.id_field and rec.get(spec.id_field) is not None else str(k)
-        title = rec.get(spec.title_field) if spec.title_field else None
-        yield Document(doc_id, text, str(title) if title is not None else None)
 
 
 # ------------------------------------------------------------------ record -> example

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator, Literal, Optional
 
 from ..errors import ConfigError, DataError
+from .hub import hf_records
 
 SourceKind = Literal["embedded", "local", "hf"]
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -91,8 +92,6 @@ def iter_documents(spec: SourceSpec, corpus_dir: Optional[Path] = None) -> Itera
     elif spec.kind == "local":
         it = _local(spec)
     else:
-        from .hf import iter_hf_documents
-
         it = iter_hf_documents(spec)
     n = 0
     for doc in it:
@@ -103,6 +102,19 @@ def iter_documents(spec: SourceSpec, corpus_dir: Optional[Path] = None) -> Itera
     if n == 0:
         raise DataError(f"source {spec.key} ({spec.path or spec.domain}) has no documents; "
                         "point it at non-empty data")
+
+
+def iter_hf_documents(spec: SourceSpec) -> Iterator[Document]:
+    """Documents of a ``kind="hf"`` source (text in ``text_field``)."""
+    for k, rec in enumerate(hf_records(spec.path, spec.name, spec.split, data_files=spec.data_files,
+                                       streaming=spec.streaming)):
+        text = rec.get(spec.text_field)
+        if not isinstance(text, str):
+            raise DataError(f"{spec.path}: record {k} has no string field '{spec.text_field}' "
+                            f"(has {list(rec)}); set text_field in the source spec")
+        doc_id = str(rec[spec.id_field]) if spec.id_field and rec.get(spec.id_field) is not None else str(k)
+        title = rec.get(spec.title_field) if spec.title_field else None
+        yield Document(doc_id, text, str(title) if title is not None else None)
 
 
 def _embedded(corpus_dir: Path, domain: str) -> Iterator[Document]:

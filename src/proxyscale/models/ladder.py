@@ -152,9 +152,47 @@ def train_steps(params: int, batch_tokens: int, tokens_per_param: float = 20.0) 
     return train_tokens(params, tokens_per_param, batch_tokens) // batch_tokens
 
 
+TRAIN_FLOPS_FORMULA = "C_train = 6 · P · D (forward + backward ≈ 6 FLOPs per parameter per token or example)"
+VISION_TRAIN_FLOPS_FORMULA = ("C_train = 6 · P · N_examples · epochs (forward + backward ≈ 6 FLOPs per parameter per "
+                              "example)")
+ATTR_FLOPS_FORMULA = ("C_attr = [(6·P·T + 4k² + 2kP)·n + 2P(3T + k)·n_targets + k³] per featurised checkpoint "
+                      "(SPEC §7; T = 1 for classification)")
+
+
 def train_flops(params: int, tokens: int) -> float:
-    """Training compute ``6·P·D`` in FLOPs."""
+    """Training compute ``6·P·D`` in FLOPs (D: training tokens, or examples × epochs for vision).
+
+    The one place this formula lives: planners, trainers, analyses and reports all call it."""
     return 6.0 * params * tokens
+
+
+def attribution_flops(params: int, k: int, n_train: int, n_targets: int, tokens: int = 1) -> float:
+    """SPEC §7 cost of featurising and scoring with one checkpoint (``ATTR_FLOPS_FORMULA``)."""
+    p, t = float(params), float(tokens)
+    return (6 * p * t + 4 * k * k + 2 * k * p) * n_train + 2 * p * (3 * t + k) * n_targets + float(k) ** 3
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One training run's budget: parameters, tokens, optimiser steps, batch size, FLOPs."""
+
+    params: int
+    tokens: int
+    n_steps: int
+    batch_size: int
+    flops: float
+
+    def as_dict(self) -> dict:
+        return {"params": self.params, "tokens": self.tokens, "n_steps": self.n_steps,
+                "batch_size": self.batch_size, "flops": self.flops}
+
+
+def lm_budget(cfg: GPTConfig, tokens_per_param: float, batch_size: int) -> Budget:
+    """The Chinchilla-style budget of a GPT: ``tokens_per_param · P`` tokens rounded up to whole
+    steps of ``batch_size · T`` tokens (:func:`train_tokens`), and its ``6·P·D`` FLOPs."""
+    params = param_count(cfg)
+    tokens = train_tokens(params, tokens_per_param, batch_size * cfg.context)
+    return Budget(params, tokens, tokens // (batch_size * cfg.context), batch_size, train_flops(params, tokens))
 
 
 def compute_ratio(ref_params: int, proxy_params: int, ref_tokens: int | None = None,

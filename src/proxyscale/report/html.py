@@ -1,33 +1,25 @@
-"""The study report: one self-contained HTML page and a Markdown twin, from analysis tables only.
+"""The one report writer: any study's sections as a self-contained HTML page and a Markdown twin.
 
-:func:`write_report` reads the directory written by :func:`proxyscale.analyze.write_analysis`
-and writes ``report.html`` (CSS inline, figures embedded as base64 PNG, no external assets),
-``report.md`` (figures saved beside it under ``figures/``) and a stable ``summary.csv``.
-Other parts of the system append their own :class:`Section` objects (e.g. attribution results).
+:func:`write_report` takes a list of :class:`Section` objects (from whichever study kinds
+contribute) and writes ``report.html`` (CSS inline, figures embedded as base64 PNG, no external
+assets), ``report.md`` (figures saved beside it under ``figures/``) and any extra files a study
+asks for (e.g. the scaling study's ``summary.csv``). It knows nothing about any study kind.
 """
 from __future__ import annotations
 
 import base64
 import html as _html
 import re
-from pathlib import Path
-from typing import Sequence
+from pathlib import Path, PurePosixPath
+from typing import Mapping, Sequence
 
-import pandas as pd
-
-from ..analyze.io import read_analysis
 from ..errors import DataError
 from ..store import write_bytes, write_text
-from . import sections as sec
 from .section import ReportFigure, Section, SectionLike, as_section
 
-__all__ = ["write_report", "render_html", "render_markdown", "summary_csv", "Section", "ReportFigure"]
+__all__ = ["write_report", "render_html", "render_markdown", "Section", "ReportFigure"]
 
-SUMMARY_CSV_COLUMNS = (
-    "test_set", "framing", "model", "kind", "params", "train_tokens", "flops", "compute_ratio", "n_dist",
-    "n_seeds", "ref_n_seeds", "r2", "r2_lo", "r2_hi", "pearson", "spearman", "kendall", "decision_accuracy",
-    "decision_accuracy_lo", "decision_accuracy_hi", "best_ngram", "partial_r", "partial_p", "partial_exact",
-)
+HTML_NAME, MD_NAME, FIGURE_DIR = "report.html", "report.md", "figures"
 
 _CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1180px;margin:24px auto;
@@ -74,39 +66,45 @@ def render_markdown(title: str, sections: Sequence[Section]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def summary_csv(analysis: dict[str, pd.DataFrame]) -> str:
-    """The summary as CSV with fixed columns and a fixed row order (lead test sets first)."""
-    s = analysis["summary"].copy()
-    if s.empty:
-        return ",".join(SUMMARY_CSV_COLUMNS) + "\n"
-    ts = analysis["test_sets"].reset_index(drop=True)
-    order = {t: i for i, t in enumerate(ts["test_set"])}
-    s["framing"] = s["test_set"].map(dict(zip(ts["test_set"], ts["framing"])))
-    s["_ts"] = s["test_set"].map(order)
-    s["_kind"] = (s["kind"] != "neural").astype(int)
-    s = s.sort_values(["_ts", "_kind", "compute_ratio", "model"], kind="mergesort")
-    return s.reindex(columns=list(SUMMARY_CSV_COLUMNS)).to_csv(index=False, float_format="%.6g", lineterminator="\n")
-
-
-def write_report(analysis_dir: str | Path, out_dir: str | Path, *, title: str,
-                 extra_sections: list[SectionLike] | None = None) -> tuple[Path, Path]:
-    """Write report.html, report.md, figures/*.png and summary.csv; returns (html path, md path)."""
-    analysis = read_analysis(analysis_dir)
-    for need in ("summary", "points", "test_sets", "models", "settings"):
-        if need not in analysis:
-            raise DataError(f"{analysis_dir}: analysis lacks the '{need}' table; re-run the analysis step")
-    extras = [as_section(s) for s in extra_sections or []]
-    seen: set[str] = set(sec.FIGURE_NAMES)
-    for f in (f for s in extras for f in s.figures):  # checked before the slow drawing starts
-        if f.name in seen:
-            raise DataError(f"two report figures are named {f.name!r}; give extra sections unique figure names")
-        seen.add(f.name)
-    sections = sec.study_sections(analysis) + extras
-    out = Path(out_dir)
+def _check_figures(sections: Sequence[Section]) -> None:
+    seen: set[str] = set()
     for f in (f for s in sections for f in s.figures):
-        write_bytes(out / "figures" / f"{f.name}.png", f.png)
-    html_path, md_path = out / "report.html", out / "report.md"
-    write_text(html_path, render_html(title, sections))
-    write_text(md_path, render_markdown(title, sections))
-    write_text(out / "summary.csv", summary_csv(analysis))
+        if f.name in seen:
+            raise DataError(f"two report figures are named {f.name!r}; give each section's figures unique names")
+        seen.add(f.name)
+
+
+def _file_path(out: Path, name: str) -> Path:
+    """Where an extra file goes: a relative path inside the report directory that is not the
+    page, its Markdown twin or the figures folder."""
+    rel = PurePosixPath(name)
+    if not rel.parts or rel.is_absolute() or ".." in rel.parts or "\\" in name:
+        raise DataError(f"extra report file {name!r} must be a relative path inside the report directory")
+    if str(rel) in (HTML_NAME, MD_NAME) or rel.parts[0] == FIGURE_DIR:
+        raise DataError(f"extra report file {name!r} would overwrite the report's own {rel.parts[0]}; rename it")
+    return out.joinpath(*rel.parts)
+
+
+def write_report(out_dir: str | Path, title: str, sections: Sequence[SectionLike], *,
+                 files: Mapping[str, bytes | str] | None = None) -> tuple[Path, Path]:
+    """Write report.html, report.md, figures/<name>.png for every section's figures, and each
+    of ``files`` (relative name → bytes, or text written as UTF-8); returns (html path, md path).
+
+    Everything is checked before anything is written: figure names must be unique across
+    sections, and extra files may not overwrite the report's own files.
+    """
+    secs = [as_section(s) for s in sections]
+    _check_figures(secs)
+    out = Path(out_dir)
+    extra = {_file_path(out, name): data for name, data in (files or {}).items()}
+    for f in (f for s in secs for f in s.figures):
+        write_bytes(out / FIGURE_DIR / f"{f.name}.png", f.png)
+    html_path, md_path = out / HTML_NAME, out / MD_NAME
+    write_text(html_path, render_html(title, secs))
+    write_text(md_path, render_markdown(title, secs))
+    for path, data in extra.items():
+        if isinstance(data, bytes):
+            write_bytes(path, data)
+        else:
+            write_text(path, data)
     return html_path, md_path

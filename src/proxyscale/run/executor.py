@@ -5,12 +5,24 @@ from __future__ import annotations
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Literal, Optional
 
 from ..errors import StoreError
 from ..store import Store
 from .backends import Backend
 from .plan import Plan, Step
+
+
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """Where and how a study's steps run (the ``executor`` section of every study spec)."""
+
+    backend: Literal["local", "ray", "slurm"] = "local"
+    workers: int = 0  # 0 = one per core
+    max_batch: int = 8  # how many same-shape small models one worker trains at once
+    batch_below_params: int = 500_000
+    ray_address: Optional[str] = None
+    slurm_args: tuple[str, ...] = ()
 
 
 @dataclass

@@ -1,20 +1,19 @@
 """A plan is a DAG of content-hashed steps.
 
 A step's key is ``<kind>/<name>-<hash>``; the hash covers its kind, its resolved config, the keys
-(hence hashes) of its inputs and the store format version, so changing one field re-runs only
-what depends on it, and re-running a finished study is a no-op.
+(hence hashes) of its inputs, the store format version and its kind's code version
+(:mod:`proxyscale.run.step`), so changing one field or one kind's code re-runs only what depends
+on it, and re-running a finished study is a no-op.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
 from ..config import content_hash
 from ..errors import ConfigError
 from ..store import FORMAT_VERSION
-
-# Bump when a step's code changes what it writes, so stale results are not reused.
-STEP_CODE_VERSION = 1
+from .step import STEP_KINDS, ref
 
 
 @dataclass(frozen=True)
@@ -28,12 +27,16 @@ class Step:
     batch_key: str | None = None  # steps with equal batch keys may run together in one worker
     cost: float = 1.0  # relative cost estimate, for progress and scheduling (FLOPs where known)
     info: dict[str, Any] = field(default_factory=dict)  # not hashed: what `plan` prints
-    fn: str | None = None  # "module:function" overriding the kind's registered function (not hashed)
+    # Filled from the step kind when the step is added to a plan (see :meth:`Plan.add`):
+    fn: str | None = None  # "module:function" the worker runs
+    batch_fn: str | None = None  # "module:function" running several steps of this kind at once
+    config_type: str | None = None  # "module:Class" typing the config in the worker
+    version: int = 0  # the kind's code version (hashed)
 
     @property
     def hash(self) -> str:
         return content_hash({"kind": self.kind, "config": self.config, "inputs": self.inputs,
-                             "format": FORMAT_VERSION, "code": STEP_CODE_VERSION})
+                             "format": FORMAT_VERSION, "code": self.version})
 
     @property
     def key(self) -> str:
@@ -41,7 +44,18 @@ class Step:
 
     def to_payload(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, "config": self.config, "inputs": self.inputs,
-                "key": self.key, "fn": self.fn}
+                "key": self.key, "fn": self.fn, "batch_fn": self.batch_fn, "config_type": self.config_type}
+
+
+def bind(step: Step) -> Step:
+    """``step`` with its kind's function, batch function, config type and code version, its
+    config validated against the kind's dataclass (errors name the step)."""
+    if step.fn is not None:
+        return step
+    kind = STEP_KINDS.get(step.kind)
+    kind.validate(step.config, f"step {step.kind}/{step.name}: config")
+    return replace(step, fn=kind.fn, batch_fn=kind.batch_fn, version=kind.version,
+                   config_type=ref(kind.config) if kind.config is not None else None)
 
 
 class Plan:
@@ -51,6 +65,8 @@ class Plan:
         self._steps: dict[str, Step] = {}
 
     def add(self, step: Step) -> str:
+        """Add ``step`` (bound to its kind, its config validated) and return its key."""
+        step = bind(step)
         for role, dep in step.inputs.items():
             if dep not in self._steps:
                 raise ConfigError(f"step {step.kind}/{step.name}: input '{role}' refers to an unknown step {dep}")

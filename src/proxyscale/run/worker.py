@@ -2,54 +2,25 @@
 runs the payload in FILE and writes the results next to it (the Slurm backend uses this)."""
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ProxyscaleError
 from ..store import Store
+from .step import StepContext, resolve
 
-# kind -> "module:function"; functions take one StepContext. Batch functions take a list.
-STEP_FUNCTIONS: dict[str, str] = {
-    "corpus": "proxyscale.run.steps_data:corpus_step",
-    "tokenizer": "proxyscale.run.steps_data:tokenizer_step",
-    "shard": "proxyscale.run.steps_data:shard_step",
-    "testset": "proxyscale.run.steps_data:testset_step",
-    "train": "proxyscale.run.steps_lm:train_step",
-    "eval": "proxyscale.run.steps_lm:eval_step",
-    "ngram": "proxyscale.run.steps_lm:ngram_step",
-    "analyze": "proxyscale.run.steps_lm:analyze_step",
-    **{k: f"proxyscale.run.steps_attr:{k}_step" for k in (
-        "attr_train", "attr_trak", "attr_subsets", "attr_retrain", "attr_cf_sets", "attr_cf_train", "attr_analyze")},
-    **{k: f"proxyscale.run.attribution_lm:{k}_step" for k in (
-        "attr_lm_docs", "attr_lm_train", "attr_lm_trak", "attr_lm_retrain")},
-}
-BATCH_FUNCTIONS: dict[str, str] = {"train": "proxyscale.run.steps_lm:train_batch"}
+__all__ = ["StepContext", "execute", "main", "set_threads"]
 
 
-@dataclass
-class StepContext:
-    """What a step function gets: its config, its inputs' finished directories, and where to write."""
-
-    key: str
-    kind: str
-    name: str
-    config: dict[str, Any]
-    inputs: dict[str, Path]
-    out: Path
-    threads: int = 1
-    fn: str | None = None
-
-
-def _resolve(ref: str) -> Callable:
-    mod, fn = ref.split(":")
-    return getattr(importlib.import_module(mod), fn)
+def _context(p: dict[str, Any], store: Store, out: Path, threads: int) -> StepContext:
+    ctype = resolve(p["config_type"]) if p.get("config_type") else None
+    inputs = {role: store.final_dir(dep) for role, dep in p["inputs"].items()}
+    return StepContext(p["key"], p["kind"], p["name"], p["config"], inputs, out, threads, ctype)
 
 
 def set_threads(threads: int) -> None:
@@ -82,27 +53,29 @@ def execute(payloads: list[dict[str, Any]], store_root: str, threads: int = 1) -
         if store.state(key) == "running":
             results[key] = {"key": key, "state": "busy"}
             continue
-        out = store.begin(key)
-        inputs = {role: store.final_dir(dep) for role, dep in p["inputs"].items()}
-        ctxs.append(StepContext(key, p["kind"], p["name"], p["config"], inputs, out, threads, p.get("fn")))
-    if len(ctxs) > 1 and ctxs[0].kind in BATCH_FUNCTIONS and ctxs[0].fn is None:
+        ctxs.append(_context(p, store, store.begin(key), threads))
+    fns = {p["key"]: p["fn"] for p in payloads}
+    batch_fn = payloads[0].get("batch_fn")
+    if len(ctxs) > 1 and batch_fn:
         try:
             t0 = time.time()
-            _resolve(BATCH_FUNCTIONS[ctxs[0].kind])(ctxs)
+            resolve(batch_fn)(ctxs)
             for c in ctxs:
                 results[c.key] = _finish(store, c, time.time() - t0)
             ctxs = []
         except Exception:  # noqa: BLE001 - fall back to one at a time so one bad model fails alone
             traceback.print_exc()
     for c in ctxs:
-        results[c.key] = _run_one(store, c)
+        results[c.key] = _run_one(store, c, fns[c.key])
     return [results[p["key"]] for p in payloads]
 
 
-def _run_one(store: Store, c: StepContext) -> dict[str, Any]:
+def _run_one(store: Store, c: StepContext, fn: str) -> dict[str, Any]:
     t0 = time.time()
     try:
-        _resolve(c.fn or STEP_FUNCTIONS[c.kind])(c)
+        if not fn:
+            raise ProxyscaleError(f"step {c.key} has no function; add it to a plan (Plan.add binds its kind)")
+        resolve(fn)(c)
     except Exception as e:  # noqa: BLE001 - every failure is recorded, never swallowed
         reason = _error_reason(e)
         store.fail(c.key, reason, traceback.format_exc())

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-kind code versions in step hashes; typed step configs
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

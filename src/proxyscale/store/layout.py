@@ -4,6 +4,7 @@
 <root>/steps/<kind>/<name>-<hash>/            finished step (its existence means "done")
 <root>/steps/<kind>/.partial/<name>-<hash>/   step in progress or failed (kept for resume)
 <root>/<study>/                                per-study outputs (report, plan)
+<root>/store.json                              the store's format version
 ```
 A step runs inside its partial directory and is renamed into place when it finishes, so a
 finished directory is never half-written. A partial directory holds ``_lock.json`` (who runs it)
@@ -17,12 +18,14 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from .io import read_json, write_json
+from ..errors import StoreError
+from .io import FORMAT_VERSION, read_json, write_json
 
 StepState = Literal["done", "running", "failed", "pending"]
 STEP_FILE = "_step.json"
 LOCK_FILE = "_lock.json"
 FAILED_FILE = "_failed.json"
+STORE_FILE = "store.json"
 
 
 class Store:
@@ -30,6 +33,23 @@ class Store:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+
+    def check_format(self, create: bool = False) -> None:
+        """Refuse a store written by another store format (its step hashes mean other things, so
+        nothing in it could be reused); with ``create``, mark a new or empty store as ours."""
+        marker = self.root / STORE_FILE
+        if marker.is_file():
+            found = read_json(marker).get("format_version")
+        elif (self.root / "steps").is_dir() and any((self.root / "steps").iterdir()):
+            found = 1  # stores before format 2 had no marker
+        else:
+            found = None
+        if found is not None and found != FORMAT_VERSION:
+            raise StoreError(f"store {self.root} was written in store format {found}; this proxyscale uses format "
+                             f"{FORMAT_VERSION} and cannot reuse its results. Pass another --store, or delete "
+                             f"{self.root / 'steps'} to start over")
+        if found is None and create:
+            write_json(marker, {"format_version": FORMAT_VERSION})
 
     def final_dir(self, key: str) -> Path:
         return self.root / "steps" / key

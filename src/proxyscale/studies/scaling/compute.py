@@ -3,21 +3,31 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import Any, Mapping
 
 import pandas as pd
 
-from ..store import read_json
-from .section import Section
-from .tables import from_frame
+from ...report.section import Section
+from ...report.tables import from_frame
+from ...store import read_json
+
+COMPUTE_META = "compute"  # key of the analysis meta: "distribution:rung:seed" -> that run's train_metrics.json
+_SIDE_FILE = "compute.json"  # the same records as a file beside the manifest (analyze steps that write no meta)
 
 
-def compute_section(analysis_dir: Path) -> Section | None:
-    """Sum each rung's recorded training FLOPs, tokens and wall time over its runs."""
-    path = Path(analysis_dir) / "compute.json"
-    if not path.is_file():
-        return None
+def compute_records(analysis_dir: str | Path, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Each training run's recorded cost: the analysis meta's ``compute`` record, else the
+    ``compute.json`` file beside the manifest, else nothing."""
+    if meta and COMPUTE_META in meta:
+        return dict(meta[COMPUTE_META] or {})
+    path = Path(analysis_dir) / _SIDE_FILE
+    return read_json(path) if path.is_file() else {}
+
+
+def compute_section(records: Mapping[str, Mapping[str, Any]]) -> Section | None:
+    """Sum each rung's recorded training FLOPs, tokens and wall time over its runs (None: no runs)."""
     agg: dict[str, dict[str, float]] = defaultdict(lambda: {"runs": 0, "flops": 0.0, "tokens": 0.0, "wall_s": 0.0})
-    for key, rec in read_json(path).items():
+    for key, rec in records.items():
         row = agg[key.split(":")[1]]  # key = distribution:rung:seed
         row["runs"] += 1
         for k in ("flops", "tokens", "wall_s"):

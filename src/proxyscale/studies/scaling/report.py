@@ -1,52 +1,41 @@
-"""The sections of a small-to-large study report, each built from the analysis tables alone.
+"""The small-to-large study's report: its sections, each built from the analysis tables alone.
 
-Order follows SPEC §4's honest framing: mixed and never-trained-on test sets lead every table
-and figure; per-source test sets follow, with a leave-source-out table beside them.
+:func:`report_parts` reads the study's analysis directory and returns the sections and extra
+files (``summary.csv``) that :func:`proxyscale.report.write_report` renders. Order follows
+SPEC §4's honest framing: mixed and never-trained-on test sets lead every table and figure;
+per-source test sets follow, with a leave-source-out table beside them.
 """
 from __future__ import annotations
 
-import html
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
-from . import plots
-from .section import ReportFigure, Section
-from .tables import Table, fmt, from_frame, pivot, with_ci, with_p
+from ...analyze.io import read_analysis
+from ...errors import DataError
+from ...report.body import Body
+from ...report.section import ReportFigure, Section
+from ...report.tables import Table, fmt, from_frame, pivot, with_ci, with_p
+from . import figures as plots
+from .compute import compute_records, compute_section
 
+KIND = "scaling"  # the study kind of the analyses this module reads
 FIGURE_NAMES = ("fig1_scatter", "fig2_r2_vs_compute", "fig_partial", "fig_per_example")  # built-in figure files
-
-
-@dataclass
-class _Body:
-    """Accumulates paragraphs, lists and tables as HTML and Markdown side by side."""
-
-    html: list[str] = field(default_factory=list)
-    md: list[str] = field(default_factory=list)
-
-    def p(self, text: str, cls: str = "") -> None:
-        attr = f' class="{cls}"' if cls else ""
-        self.html.append(f"<p{attr}>{html.escape(text)}</p>")
-        self.md.append(("> " if cls == "lead" else "") + text)
-
-    def bullets(self, items: list[str]) -> None:
-        if items:
-            self.html.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>")
-            self.md.append("\n".join(f"- {i}" for i in items))
-
-    def table(self, caption: str, t: Table) -> None:
-        self.html.append(f"<h3>{html.escape(caption)}</h3>{t.to_html()}")
-        self.md.append(f"### {caption}\n\n{t.to_markdown()}")
-
-    def section(self, title: str, figures: tuple[ReportFigure, ...] = ()) -> Section:
-        return Section(title, "".join(self.html), "\n\n".join(self.md), figures)
+REQUIRED_TABLES = ("summary", "points", "test_sets", "models", "settings")
+SUMMARY_CSV_COLUMNS = (
+    "test_set", "framing", "model", "kind", "params", "train_tokens", "flops", "compute_ratio", "n_dist",
+    "n_seeds", "ref_n_seeds", "r2", "r2_lo", "r2_hi", "pearson", "spearman", "kendall", "decision_accuracy",
+    "decision_accuracy_lo", "decision_accuracy_hi", "best_ngram", "partial_r", "partial_p", "partial_exact",
+)
 
 
 @dataclass(frozen=True)
 class _Ctx:
-    a: dict[str, pd.DataFrame]
+    a: Mapping[str, pd.DataFrame]
     test_sets: list[str]   # lead (mixed / never-trained-on) first
     neural: list[str]      # neural proxies, largest first
     ngrams: list[str]
@@ -62,7 +51,7 @@ class _Ctx:
         return bool(t.loc[t["test_set"] == ts, "lead"].iloc[0])
 
 
-def _context(a: dict[str, pd.DataFrame]) -> _Ctx:
+def _context(a: Mapping[str, pd.DataFrame]) -> _Ctx:
     s = a["summary"]
     present = set(s["test_set"]) if len(s) else set()
     ts = [t for t in a["test_sets"]["test_set"] if t in present]
@@ -76,7 +65,7 @@ def _context(a: dict[str, pd.DataFrame]) -> _Ctx:
 
 
 def _overview(c: _Ctx) -> Section:
-    a, b = c.a, _Body()
+    a, b = c.a, Body()
     st = a["settings"].iloc[0]
     m = a["models"].set_index("model")
     b.p(f"Reference model: {c.reference} ({fmt(int(m.at[c.reference, 'params']))} parameters, "
@@ -117,7 +106,7 @@ def _finding(c: _Ctx, ts: str) -> str:
 
 
 def _findings(c: _Ctx) -> Section:
-    b = _Body()
+    b = Body()
     b.p("Generated from the tables below; lead test sets first.")
     b.bullets([_finding(c, ts) for ts in c.test_sets])
     return b.section("Key findings")
@@ -131,7 +120,7 @@ def _figures(c: _Ctx) -> list[Section]:
                                                                  c.test_sets),
                       "R² of the linear fit against proxy/reference compute; bars: 95% seed-bootstrap CI; "
                       "dashed: n-gram baselines; dotted: reference seed vs seed.")
-    b1, b2 = _Body(), _Body()
+    b1, b2 = Body(), Body()
     b1.p("Each panel is one test set; each colour a proxy; the legend gives the R² of the linear fit.")
     b2.p("The summary plot of the paper, with zero-compute n-gram baselines as horizontal lines.")
     return [b1.section("Proxy vs reference losses (Figure 1)", (scatter,)),
@@ -139,7 +128,7 @@ def _figures(c: _Ctx) -> list[Section]:
 
 
 def _summary(c: _Ctx) -> Section:
-    b = _Body()
+    b = Body()
     rows = c.neural + c.ngrams
     ceil = c.a.get("noise_ceiling", pd.DataFrame())
 
@@ -163,7 +152,7 @@ def _summary(c: _Ctx) -> Section:
 
 
 def _signal(c: _Ctx) -> Section:
-    b = _Body()
+    b = Body()
     b.p("Partial correlation of each proxy's losses with the reference's, given the best n-gram baseline on that "
         "test set, with a one-sided permutation p over distributions (exact when there are ≤ 8). A proxy near "
         "zero adds nothing a zero-compute count model does not already say. The last row is the same quantity "
@@ -189,7 +178,7 @@ def _signal(c: _Ctx) -> Section:
 
 
 def _per_example(c: _Ctx) -> Section:
-    b = _Body()
+    b = Body()
     pe = c.a.get("per_example", pd.DataFrame())
     b.p("For each test example, the Pearson r across training distributions between the proxy's and the "
         "reference's loss on that example.")
@@ -205,7 +194,7 @@ def _per_example(c: _Ctx) -> Section:
 
 
 def _smallest(c: _Ctx) -> Section:
-    b = _Body()
+    b = Body()
     sp = c.a.get("smallest_proxy", pd.DataFrame())
     b.p("The least-compute neural proxy whose score reaches the threshold; 'all larger pass' says whether every "
         "bigger proxy does too (if not, the answer is fragile). The n-gram columns show whether a zero-compute "
@@ -222,7 +211,7 @@ def _smallest(c: _Ctx) -> Section:
 
 
 def _extrapolation(c: _Ctx) -> Section:
-    b = _Body()
+    b = Body()
     es = c.a.get("extrapolation_summary", pd.DataFrame())
     b.p("Per distribution, loss is fitted against training compute across the neural rungs (a saturating power "
         "law E + A·C^−α with ≥ 3 rungs, a line in log C with 2) and evaluated at the reference's compute. "
@@ -242,7 +231,7 @@ def _extrapolation(c: _Ctx) -> Section:
 
 
 def _loso(c: _Ctx) -> Section:
-    b = _Body()
+    b = Body()
     lo = c.a.get("summary_loso", pd.DataFrame())
     if lo.empty:
         b.p("No per-source test set in this study: nothing to leave out.")
@@ -264,8 +253,36 @@ def _loso(c: _Ctx) -> Section:
     return b.section("Leave-source-out")
 
 
-def study_sections(a: dict[str, pd.DataFrame]) -> list[Section]:
+def study_sections(a: Mapping[str, pd.DataFrame]) -> list[Section]:
     """Every built-in section of the report, in reading order."""
     c = _context(a)
     return [_overview(c), _findings(c), *_figures(c), _summary(c), _signal(c), _per_example(c),
             _smallest(c), _extrapolation(c), _loso(c)]
+
+
+def summary_csv(analysis: Mapping[str, pd.DataFrame]) -> str:
+    """The summary as CSV with fixed columns and a fixed row order (lead test sets first)."""
+    s = analysis["summary"].copy()
+    if s.empty:
+        return ",".join(SUMMARY_CSV_COLUMNS) + "\n"
+    ts = analysis["test_sets"].reset_index(drop=True)
+    order = {t: i for i, t in enumerate(ts["test_set"])}
+    s["framing"] = s["test_set"].map(dict(zip(ts["test_set"], ts["framing"])))
+    s["_ts"] = s["test_set"].map(order)
+    s["_kind"] = (s["kind"] != "neural").astype(int)
+    s = s.sort_values(["_ts", "_kind", "compute_ratio", "model"], kind="mergesort")
+    return s.reindex(columns=list(SUMMARY_CSV_COLUMNS)).to_csv(index=False, float_format="%.6g", lineterminator="\n")
+
+
+def report_parts(analysis_dir: str | Path) -> tuple[list[Section], dict[str, bytes | str]]:
+    """The small-to-large study's report: its sections (the built-in ones, then the compute
+    spent when the runs recorded it) and its extra files (``summary.csv``)."""
+    a = read_analysis(analysis_dir, kind=KIND)
+    for need in REQUIRED_TABLES:
+        if need not in a:
+            raise DataError(f"{analysis_dir}: analysis lacks the '{need}' table; re-run the analysis step")
+    sections = study_sections(a)
+    spent = compute_section(compute_records(analysis_dir, a.meta))
+    if spent is not None:
+        sections.append(spent)
+    return sections, {"summary.csv": summary_csv(a)}

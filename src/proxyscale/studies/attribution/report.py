@@ -1,62 +1,40 @@
-"""The "Attribution across scale" report section, from an attribution analysis directory.
+"""The attribution study's report: the "Attribution across scale" section, from its analysis.
 
-:func:`attribution_section` returns a :class:`~proxyscale.report.section.Section` that any
-report can take as an extra section (``write_report(..., extra_sections=[...])``);
-:func:`write_attribution_report` writes the attribution study's own report.html / report.md.
-Reads only the files :mod:`proxyscale.run.attr_analysis` wrote; never trains; no torch.
+:func:`report_parts` gives the attribution study's own report (for
+:func:`proxyscale.report.write_report`); :func:`attribution_section` is the same section for any
+other report to include (the demo joins it to the small-to-large report). Reads only the analysis
+directory :func:`proxyscale.analyze.attribution.analyze_attribution` wrote; never trains; no torch.
 """
 from __future__ import annotations
 
-import html
-import io
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from ..errors import StoreError
-from ..store import read_json, read_table, write_bytes, write_text
-from .section import ReportFigure, Section
-from .tables import Table, fmt, with_ci
+from ...analyze.io import read_analysis
+from ...report.body import Body
+from ...report.figures import new_figure, png_bytes
+from ...report.section import ReportFigure, Section
+from ...report.tables import Table, fmt, with_ci
 
-MANIFEST = "attribution.json"
+KIND = "attribution"  # the study kind of the analyses this module reads
 FIGURE_NAMES = ("attr_lds_vs_compute", "attr_order_similarity", "attr_counterfactual", "attr_lds_vs_m")
-_DPI = 110
 
 
-def _fig(w: float, h: float) -> Figure:
-    fig = Figure(figsize=(w, h), dpi=_DPI)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI)
-    return buf.getvalue()
-
-
-def read_attribution(analysis_dir: str | Path) -> dict:
-    """The manifest and tables of an attribution analysis directory."""
-    d = Path(analysis_dir)
-    if not (d / MANIFEST).is_file():
-        raise StoreError(f"{d}: no {MANIFEST}; run the attribution study (its attr_analyze step) first")
-    man = read_json(d / MANIFEST)
-    if man.get("format_version") != 1:
-        raise StoreError(f"{d}: attribution analysis format {man.get('format_version')}; re-run attr_analyze")
-    optional = {name: read_table(d / f"{name}.parquet") if (d / f"{name}.parquet").is_file() else pd.DataFrame()
-                for name in ("lds_candidates", "lds_by_m")}
-    return {"manifest": man, "lds": read_table(d / "lds.parquet"), "sim": np.load(d / "order_similarity.npy"),
-            "cf": read_table(d / "counterfactual.parquet"), "cf_r2": read_table(d / "counterfactual_r2.parquet"),
-            "compute": read_table(d / "compute.parquet"), **optional}
+def _read(analysis_dir: str | Path) -> dict[str, Any]:
+    """The meta record, tables and order-similarity array of an attribution analysis directory."""
+    a = read_analysis(analysis_dir, kind=KIND)
+    return {"meta": a.meta, "lds": a["lds"], "sim": a.arrays["order_similarity"], "cf": a["counterfactual"],
+            "cf_r2": a["counterfactual_r2"], "compute": a["compute"],
+            **{name: a.get(name, pd.DataFrame()) for name in ("lds_candidates", "lds_by_m")}}
 
 
 def lds_png(lds: pd.DataFrame, ceiling: float, attainable: float = float("nan")) -> bytes:
     """LDS (against reference-width retraining) vs proxy compute ratio, with 95% bootstrap CIs."""
-    fig = _fig(5.6, 3.8)
+    fig = new_figure(5.6, 3.8)
     ax = fig.add_subplot(1, 1, 1)
     fig.subplots_adjust(left=0.13, right=0.97, bottom=0.15, top=0.9)
     for method, colour, label in (("trak", "#1f5fa8", "TRAK"), ("grad_dot", "#d08020", "gradient dot product")):
@@ -73,12 +51,12 @@ def lds_png(lds: pd.DataFrame, ceiling: float, attainable: float = float("nan"))
     ax.set_ylabel("LDS vs reference-width models")
     ax.set_title("Attribution transfer across width", fontsize=10)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def lds_by_m_png(by_m: pd.DataFrame, reference: str) -> bytes:
     """LDS against the number of models M in each width's TRAK ensemble (95% bootstrap CIs)."""
-    fig = _fig(5.6, 3.8)
+    fig = new_figure(5.6, 3.8)
     ax = fig.add_subplot(1, 1, 1)
     fig.subplots_adjust(left=0.13, right=0.97, bottom=0.15, top=0.9)
     for lab in by_m.sort_values("width")["label"].unique():
@@ -91,12 +69,12 @@ def lds_by_m_png(by_m: pd.DataFrame, reference: str) -> bytes:
     ax.set_xticks(sorted(by_m["n_models"].unique()))
     ax.set_title("LDS against ensemble size, per width", fontsize=10)
     ax.legend(fontsize=7, ncol=2)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def similarity_png(sim: np.ndarray, labels: list[str]) -> bytes:
     """Order-similarity heatmap: Spearman of attribution vectors between widths."""
-    fig = _fig(5.2, 4.3)
+    fig = new_figure(5.2, 4.3)
     ax = fig.add_subplot(1, 1, 1)
     fig.subplots_adjust(left=0.16, right=0.9, bottom=0.17, top=0.92)
     im = ax.imshow(sim, vmin=min(0.0, float(np.nanmin(sim))), vmax=1.0, cmap="viridis")
@@ -108,7 +86,7 @@ def similarity_png(sim: np.ndarray, labels: list[str]) -> bytes:
                     color="white" if sim[i, j] < 0.6 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_title("Order similarity (Spearman, mean over targets)", fontsize=9)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def counterfactual_png(cf: pd.DataFrame, r2: pd.DataFrame) -> bytes:
@@ -117,7 +95,7 @@ def counterfactual_png(cf: pd.DataFrame, r2: pd.DataFrame) -> bytes:
     n = max(1, len(proxies))
     cols = min(3, n)
     rows = math.ceil(n / cols)
-    fig = _fig(3.9 * cols, 3.4 * rows)
+    fig = new_figure(3.9 * cols, 3.4 * rows)
     fig.subplots_adjust(left=0.1, right=0.98, bottom=0.14 / rows, top=1 - 0.1 / rows, wspace=0.3, hspace=0.45)
     kinds = sorted(cf["kind"].unique()) if len(cf) else []
     colours = {k: c for k, c in zip(kinds, ["#1f5fa8", "#d08020", "#2a9d4a", "#b03030", "#7a4fb0", "#666666"])}
@@ -134,7 +112,7 @@ def counterfactual_png(cf: pd.DataFrame, r2: pd.DataFrame) -> bytes:
             ax.legend(fontsize=7)
     if not len(proxies):
         fig.add_subplot(1, 1, 1).text(0.5, 0.5, "no counterfactual runs", ha="center")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _lds_table(lds: pd.DataFrame) -> Table:
@@ -187,22 +165,8 @@ def _compute_table(compute: pd.DataFrame, reference: str) -> Table:
                  "only evaluate the method.")
 
 
-class _Body:
-    def __init__(self) -> None:
-        self.html: list[str] = []
-        self.md: list[str] = []
-
-    def p(self, text: str) -> None:
-        self.html.append(f"<p>{html.escape(text)}</p>")
-        self.md.append(text)
-
-    def table(self, caption: str, t: Table) -> None:
-        self.html.append(f"<h3>{html.escape(caption)}</h3>{t.to_html()}")
-        self.md.append(f"### {caption}\n\n{t.to_markdown()}")
-
-
 def _headline(a: dict) -> str:
-    m, lds = a["manifest"], a["lds"]
+    m, lds = a["meta"], a["lds"]
     t = lds[lds["method"] == "trak"].sort_values("compute_ratio")
     ref = t[t["is_reference"]].iloc[0]
     small = t.iloc[-1]
@@ -218,8 +182,8 @@ def _headline(a: dict) -> str:
 def attribution_section(analysis_dir: str | Path, title: str = "Attribution across scale") -> Section:
     """The report section of an attribution analysis (plots of LDS vs compute, order
     similarity and counterfactual removal; tables of LDS, counterfactual R² and compute)."""
-    a = read_attribution(analysis_dir)
-    m, b = a["manifest"], _Body()
+    a = _read(analysis_dir)
+    m, b = a["meta"], Body()
     b.p(_headline(a))
     b.table("LDS per width", _lds_table(a["lds"]))
     labels = [w["label"] for w in m["widths"]]
@@ -254,7 +218,7 @@ def attribution_section(analysis_dir: str | Path, title: str = "Attribution acro
     b.p(f"{m['formulas']['train']}. {m['formulas']['attribution']}.")
     if m.get("lm"):
         b.table("Language model: LDS of TRAK scores against reference-size GPTs", _lm_table(m["lm"]))
-    return Section(title, "".join(b.html), "\n\n".join(b.md), tuple(figs))
+    return b.section(title, figs)
 
 
 def _lm_table(lm: dict) -> Table:
@@ -266,15 +230,6 @@ def _lm_table(lm: dict) -> Table:
                  f"{lm['seeds']} seeds of the reference; seed-to-seed ceiling {fmt(lm['noise_ceiling'])}.")
 
 
-def write_attribution_report(analysis_dir: str | Path, out_dir: str | Path, *, title: str) -> tuple[Path, Path]:
-    """Write report.html (self-contained), report.md and figures/*.png for an attribution study."""
-    from .html import render_html, render_markdown
-
-    section = attribution_section(analysis_dir)
-    out = Path(out_dir)
-    for f in section.figures:
-        write_bytes(out / "figures" / f"{f.name}.png", f.png)
-    html_path, md_path = out / "report.html", out / "report.md"
-    write_text(html_path, render_html(title, [section]))
-    write_text(md_path, render_markdown(title, [section]))
-    return html_path, md_path
+def report_parts(analysis_dir: str | Path) -> tuple[list[Section], dict[str, bytes | str]]:
+    """The attribution study's own report: its one section, and no extra files."""
+    return [attribution_section(analysis_dir)], {}

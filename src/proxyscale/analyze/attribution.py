@@ -1,21 +1,23 @@
 """The attribution study's analysis: pure numpy over the finished steps' arrays.
 
-Writes into the analysis directory (read by :mod:`proxyscale.report.attribution`):
+Writes one analysis directory through :func:`proxyscale.analyze.io.write_analysis` (kind
+``"attribution"``; read by :mod:`proxyscale.studies.attribution.report`):
 
-- ``lds.parquet``: one row per (width, method ∈ {trak, grad_dot}): LDS mean, bootstrap CI
+- table ``lds``: one row per (width, method ∈ {trak, grad_dot}): LDS mean, bootstrap CI
   over targets, params, training FLOPs per model, compute ratio to the reference, and for
   TRAK the λ ratio and Q weighting used (chosen on the held-out subsets when there are
   several candidates);
-- ``lds_candidates.parquet``: per width and candidate (λ ratio, Q): held-out LDS and LDS;
-- ``lds_by_m.parquet``: per width, LDS (with CI) of the chosen setting with the first 1..M models;
-- ``lds_per_target.npy`` (W, T) TRAK LDS per width and target (rows in ``widths`` order);
-- ``order_similarity.npy`` (W, W): Spearman between two widths' score vectors, mean over targets;
-- ``counterfactual.parquet``: one row per (width, removal set): its margin and the reference's;
-- ``counterfactual_r2.parquet``: per width, R² of the reference margin on that width's margin;
-- ``compute.parquet``: FLOPs (formulas in ``attribution.json``) and wall seconds per width and role;
-- ``attribution.json``: settings, widths, the ground truth's seed-to-seed agreement
-  (``noise_ceiling``) and the LDS a perfect predictor could reach (``lds_ceiling``), and the
-  manifest (written last).
+- table ``lds_candidates``: per width and candidate (λ ratio, Q): held-out LDS and LDS;
+- table ``lds_by_m``: per width, LDS (with CI) of the chosen setting with the first 1..M models;
+- array ``lds_per_target`` (W, T): TRAK LDS per width and target (rows in ``widths`` order);
+- array ``order_similarity`` (W, W): Spearman between two widths' score vectors, mean over targets;
+- table ``counterfactual``: one row per (width, removal set): its margin and the reference's;
+- table ``counterfactual_r2``: per width, R² of the reference margin on that width's margin;
+- table ``compute``: FLOPs (formulas in ``meta``) and wall seconds per width and role;
+- array ``lm_outputs`` (m, S, T), only with an ``lm`` block: the reference rung's retrained outputs;
+- ``meta`` (in ``analysis.json``, written last): settings, widths, the ground truth's seed-to-seed
+  agreement (``noise_ceiling``), the LDS a perfect predictor could reach (``lds_ceiling``) and
+  the language-model results (``lm``).
 """
 from __future__ import annotations
 
@@ -24,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from ..store import read_json, write_json, write_npy, write_table
+from ..store import read_json
+from .io import write_analysis
 
-FORMAT_VERSION = 1
-MANIFEST = "attribution.json"
+KIND = "attribution"  # the study kind recorded in the analysis manifest
 
 
 def _npy(path: Path) -> np.ndarray:
@@ -153,7 +155,7 @@ def _counterfactual(cfg: dict[str, Any], inputs: dict[str, Path]) -> tuple[list[
 
 def _compute_rows(cfg: dict[str, Any], inputs: dict[str, Path]) -> list[dict[str, Any]]:
     """Training vs attribution FLOPs (from the formulas) and wall seconds spent, per width."""
-    from .attribution import attribution_flops, train_flops
+    from ..models.ladder import attribution_flops, train_flops
 
     rows = []
     n, t, k = cfg["n_train"], cfg["n_targets"], cfg["trak"]["k"]
@@ -168,50 +170,71 @@ def _compute_rows(cfg: dict[str, Any], inputs: dict[str, Path]) -> list[dict[str
             rec = read_json(inputs[f"cf:{lab}"] / "cf.json")
             n_ex = sum(n - r for r in rec["removed"]) * cfg["counterfactual"]["n_seeds"]
             rows.append({"label": lab, "width": w["width"], "role": "counterfactual retraining",
-                         "n_models": rec["n_models"], "flops": train_flops(w["params"], n_ex, cfg["epochs"]),
+                         "n_models": rec["n_models"], "flops": train_flops(w["params"], n_ex * cfg["epochs"]),
                          "wall_s": _wall(inputs[f"cf:{lab}"])})
     ref = next(w for w in cfg["widths"] if w["is_reference"])
     chunks = [r for r in inputs if r.startswith("retrain:")]
     n_models = (cfg["lds"]["n_subsets"] + cfg["lds"].get("n_holdout", 0)) * cfg["lds"]["seeds_per_subset"]
     rows.append({"label": ref["label"], "width": ref["width"], "role": "LDS ground truth", "n_models": n_models,
-                 "flops": train_flops(ref["params"], int(cfg["lds"]["alpha"] * n) * n_models, cfg["epochs"]),
+                 "flops": train_flops(ref["params"], int(cfg["lds"]["alpha"] * n) * n_models * cfg["epochs"]),
                  "wall_s": sum(_wall(inputs[r]) for r in chunks)})
     return rows
 
 
 def analyze_attribution(cfg: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
-    """Compute and write every table of the attribution study; returns the manifest."""
+    """Compute every table of the attribution study and write them with the manifest last;
+    returns the manifest's ``meta`` record."""
     import pandas as pd
 
     from ..attribute.lds import lds_ceiling, seed_agreement
 
     masks, outputs = ground_truth(inputs)
     lds_rows, per_target, cand_rows, by_m = _lds_rows(cfg, inputs, masks, outputs)
-    write_table(out / "lds.parquet", pd.DataFrame(lds_rows))
-    write_table(out / "lds_candidates.parquet", pd.DataFrame(cand_rows, columns=[
-        "label", "width", "lambda_ratio", "use_q", "lds_holdout", "lds", "chosen"]))
-    write_table(out / "lds_by_m.parquet", pd.DataFrame(by_m, columns=[
-        "label", "width", "n_models", "lds", "ci_low", "ci_high"]))
-    write_npy(out / "lds_per_target.npy", per_target)
     scores = [_npy(inputs[f"trak:{w['label']}"] / "scores.npy") for w in cfg["widths"]]
-    write_npy(out / "order_similarity.npy", order_similarity(scores))
     points, fits = _counterfactual(cfg, inputs)
-    write_table(out / "counterfactual.parquet", pd.DataFrame(points, columns=[
-        "label", "width", "target", "set", "kind", "margin", "ref_margin"]))
-    write_table(out / "counterfactual_r2.parquet", pd.DataFrame(fits, columns=[
-        "label", "width", "compute_ratio", "is_reference", "r2", "n_points", "pearson"]))
-    write_table(out / "compute.parquet", pd.DataFrame(_compute_rows(cfg, inputs)))
+    tables = {
+        "lds": pd.DataFrame(lds_rows),
+        "lds_candidates": pd.DataFrame(cand_rows, columns=[
+            "label", "width", "lambda_ratio", "use_q", "lds_holdout", "lds", "chosen"]),
+        "lds_by_m": pd.DataFrame(by_m, columns=["label", "width", "n_models", "lds", "ci_low", "ci_high"]),
+        "counterfactual": pd.DataFrame(points, columns=[
+            "label", "width", "target", "set", "kind", "margin", "ref_margin"]),
+        "counterfactual_r2": pd.DataFrame(fits, columns=[
+            "label", "width", "compute_ratio", "is_reference", "r2", "n_points", "pearson"]),
+        "compute": pd.DataFrame(_compute_rows(cfg, inputs))}
+    arrays = {"lds_per_target": per_target, "order_similarity": order_similarity(scores)}
     lm = None
     if any(r.startswith("lm_") for r in inputs):
-        from .attribution_lm import analyze_lm
+        lm, arrays["lm_outputs"] = analyze_lm(cfg, inputs)
+    fit_outputs = outputs[:cfg["lds"]["n_subsets"]]
+    meta = {key: cfg[key] for key in ("name", "dataset", "family", "reference", "widths", "n_train", "n_targets",
+                                      "models_per_width", "trak", "lds", "counterfactual", "epochs", "formulas")}
+    meta.update(noise_ceiling=seed_agreement(fit_outputs), lds_ceiling=lds_ceiling(fit_outputs), lm=lm)
+    write_analysis(tables, out, kind=KIND, meta=meta, arrays=arrays)
+    return meta
 
-        lm = analyze_lm(cfg, inputs, out)
-    manifest = {"format_version": FORMAT_VERSION, "name": cfg["name"], "dataset": cfg["dataset"],
-                "family": cfg["family"], "reference": cfg["reference"], "widths": cfg["widths"],
-                "n_train": cfg["n_train"], "n_targets": cfg["n_targets"], "models_per_width": cfg["models_per_width"],
-                "trak": cfg["trak"], "lds": cfg["lds"], "counterfactual": cfg["counterfactual"],
-                "epochs": cfg["epochs"], "noise_ceiling": seed_agreement(outputs[:cfg["lds"]["n_subsets"]]),
-                "lds_ceiling": lds_ceiling(outputs[:cfg["lds"]["n_subsets"]]), "formulas": cfg["formulas"],
-                "lm": lm}
-    write_json(out / MANIFEST, manifest)
-    return manifest
+
+def analyze_lm(cfg: dict[str, Any], inputs: dict[str, Path]) -> tuple[dict[str, Any], np.ndarray]:
+    """LDS per rung (with bootstrap CI) against the reference rung's retraining: the ``lm`` record
+    of the analysis meta, and the reference's retrained outputs (m, S, T) it was scored against."""
+    from ..attribute.lds import lds, seed_agreement
+    from ..seeding import np_rng
+
+    masks = np.load(inputs["lm_subsets"] / "masks.npy", allow_pickle=False)
+    chunks = sorted(r for r in inputs if r.startswith("lm_retrain:"))
+    outputs = np.concatenate([np.load(inputs[r] / "outputs.npy", allow_pickle=False) for r in chunks])
+    rows = []
+    for role in sorted(r for r in inputs if r.startswith("lm_trak:")):
+        meta = read_json(inputs[role] / "trak.json")
+        res = lds(np.load(inputs[role] / "scores.npy", allow_pickle=False), masks, outputs,
+                  rng=np_rng(cfg["seed"], "lm-lds-boot", role), n_boot=cfg["n_boot"])
+        rows.append({"rung": role.split(":", 1)[1], "params": meta["params"], "train_flops": meta["train_flops"],
+                     "is_reference": meta["is_reference"], "lds": res.mean, "ci_low": res.ci_low,
+                     "ci_high": res.ci_high, "n_valid": res.n_valid})
+    ref = next(r for r in rows if r["is_reference"])
+    for r in rows:
+        r["compute_ratio"] = ref["train_flops"] / r["train_flops"]
+    rows.sort(key=lambda r: -r["compute_ratio"])
+    record = {"rows": rows, "noise_ceiling": seed_agreement(outputs), "n_docs": int(masks.shape[1]),
+              "n_targets": int(outputs.shape[2]), "n_subsets": int(len(outputs)), "seeds": int(outputs.shape[1])}
+    return record, outputs

@@ -1,39 +1,33 @@
-"""Report figures as PNG bytes, drawn from the analysis tables only.
+"""The small-to-large study's figures as PNG bytes, drawn from the analysis tables only.
 
-Figures are built on matplotlib's object API with the Agg canvas, never pyplot, so drawing a
-report changes no global backend or state of the calling process.
+Every figure comes from the shared :func:`~proxyscale.report.figures.new_figure` and
+:func:`~proxyscale.report.figures.png_bytes` (object API, Agg canvas, never pyplot).
 """
 from __future__ import annotations
 
-import io
 import math
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-_DPI = 110
+from ...report.figures import new_figure, png_bytes
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 _NGRAM_NAMES = ("unigram", "bigram", "trigram")
 
 
 def _grid(n: int, panel: tuple[float, float] = (4.2, 3.6), max_cols: int = 3) -> tuple[Figure, list]:
     cols = max(1, min(max_cols, n))
     rows = max(1, math.ceil(n / cols))
-    fig = Figure(figsize=(panel[0] * cols, panel[1] * rows), dpi=_DPI)
-    FigureCanvasAgg(fig)
+    fig = new_figure(panel[0] * cols, panel[1] * rows)
     # Fixed margins instead of tight_layout: one draw per figure instead of two.
     fig.subplots_adjust(left=0.06 * 3 / cols, right=0.98, bottom=0.13 / rows, top=1 - 0.08 / rows,
                         wspace=0.32, hspace=0.42)
     axes = [fig.add_subplot(rows, cols, i + 1) for i in range(max(n, 1))]
     return fig, axes
-
-
-def _png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI)
-    return buf.getvalue()
 
 
 def _colours(models: Iterable[str]) -> dict[str, tuple]:
@@ -77,7 +71,7 @@ def scatter_png(points: pd.DataFrame, summary: pd.DataFrame, test_sets: list[str
         ax.set_xlabel("proxy mean test loss")
         ax.set_ylabel("reference mean test loss")
         ax.legend(fontsize=7, loc="best")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _ngram_lines(ax, s: pd.DataFrame, col: str) -> None:
@@ -121,7 +115,7 @@ def r2_compute_png(summary: pd.DataFrame, noise: pd.DataFrame, test_sets: list[s
         ax.set_xlabel("proxy compute / reference compute")
         ax.set_ylabel("R² (proxy vs reference)")
         ax.legend(fontsize=7, loc="lower right")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def partial_png(summary: pd.DataFrame, noise: pd.DataFrame, test_sets: list[str]) -> bytes:
@@ -150,7 +144,7 @@ def partial_png(summary: pd.DataFrame, noise: pd.DataFrame, test_sets: list[str]
         ax.set_xlabel("proxy compute / reference compute")
         ax.set_ylabel("partial r with reference")
         ax.legend(fontsize=7, loc="lower right")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def per_example_png(per_example: pd.DataFrame, test_sets: list[str], models: list[str]) -> bytes:
@@ -176,4 +170,4 @@ def per_example_png(per_example: pd.DataFrame, test_sets: list[str], models: lis
         ax.set_xlabel("per-example r across distributions")
         ax.set_ylabel("examples")
         ax.legend(fontsize=7, loc="upper left")
-    return _png(fig)
+    return png_bytes(fig)

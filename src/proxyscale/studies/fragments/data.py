@@ -1,0 +1,264 @@
+"""The data fragment: corpus → tokenizer → token shards (per source) → test sets.
+
+Any study that trains language models composes it (:func:`add_data`). Training shards hold only
+the documents *not* held out; test sets are built only from held-out documents (one hash decides
+both), so no test example is ever trained on.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal, Mapping, Optional
+
+from ...config import from_dict, suggest, to_dict
+from ...errors import ConfigError
+from ...run.plan import Plan, Step
+from ...run.step import StepContext, step_kind
+from ...store import write_json
+
+
+# -- spec pieces -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TokenizerSpec:
+    vocab_size: int = 512
+    sample_bytes: int = 4_000_000
+
+    def __post_init__(self) -> None:
+        if not 259 <= self.vocab_size <= 1_000_000:
+            raise ConfigError(f"tokenizer.vocab_size={self.vocab_size}: a byte-level BPE needs at least 259 "
+                              "entries (256 bytes + specials); use e.g. 512 for the demo, 50,368 for the paper")
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """The embedded corpus (:func:`proxyscale.data.corpus.build_corpus` settings)."""
+
+    max_bytes_per_domain: int = 4_000_000
+    use_apt: bool = True
+    domains: Optional[tuple[str, ...]] = None
+
+    def __post_init__(self) -> None:
+        if self.max_bytes_per_domain <= 0:
+            raise ConfigError(f"corpus.max_bytes_per_domain must be positive, got {self.max_bytes_per_domain}")
+
+
+@dataclass(frozen=True)
+class TestSetSpec:
+    """A test set: built from held-out text of ``sources`` (embedded/local) or loaded from the hub."""
+
+    kind: Literal["lm", "cloze", "qa", "choice"]
+    sources: tuple[str, ...] = ()
+    hub: Optional[str] = None  # one of the paper's test sets by name: c4, pile, squad, lambada, hellaswag, trivia_qa
+    n_examples: int = 200
+
+    def __post_init__(self) -> None:
+        if self.n_examples <= 0:
+            raise ConfigError("test set n_examples must be positive")
+        if not self.sources and self.hub is None:
+            raise ConfigError("a test set needs either 'sources' (held-out text) or 'hub' (a paper test set)")
+
+
+def source_spec(name: str, raw: Mapping[str, Any]):
+    """The typed :class:`~proxyscale.data.sources.SourceSpec` of a spec's source (kind defaults to
+    ``embedded``, label to the source's name)."""
+    from ...data.sources import SourceSpec
+
+    spec = from_dict(SourceSpec, {"kind": "embedded", **raw}, f"sources.{name}")
+    return spec if spec.label else from_dict(SourceSpec, {"kind": "embedded", **raw, "label": name}, name)
+
+
+def check_sources(sources: Mapping[str, Mapping[str, Any]], test_sets: Mapping[str, TestSetSpec]) -> None:
+    """Every source parses, and every test set names known sources (at spec load, not in a worker)."""
+    if not sources:
+        raise ConfigError("sources: define at least one source")
+    for name, raw in sources.items():
+        source_spec(name, raw)
+    for tname, ts in test_sets.items():
+        for s in ts.sources:
+            if s not in sources:
+                raise ConfigError(f"test_sets.{tname}.sources: unknown source '{s}'{suggest(s, sources)}")
+
+
+# -- step configs ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Split:
+    seed: int
+    heldout_fraction: float
+
+
+@dataclass(frozen=True)
+class TokenizerStep(_Split):
+    vocab_size: int = 512
+    sample_bytes: int = 4_000_000
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        TokenizerSpec(self.vocab_size, self.sample_bytes)
+        for n, raw in self.sources.items():
+            source_spec(n, raw)
+
+
+@dataclass(frozen=True)
+class ShardStep(_Split):
+    source: str = ""
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        source_spec(self.source, self.spec)
+
+
+@dataclass(frozen=True)
+class TestSetStep(_Split):
+    name: str = ""
+    kind: Literal["lm", "cloze", "qa", "choice"] = "lm"
+    sources: tuple[str, ...] = ()
+    hub: Optional[str] = None
+    n_examples: int = 200
+    context: int = 128
+    source_specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for n, raw in self.source_specs.items():
+            source_spec(n, raw)
+
+
+# -- the fragment ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DataKeys:
+    """The keys of a data fragment's steps."""
+
+    tokenizer: str
+    shards: dict[str, str]
+    tests: dict[str, str]
+    corpus: Optional[str] = None
+
+    def shard_inputs(self, mixture: Mapping[str, float]) -> dict[str, str]:
+        """Input roles ``shard:<source>`` of a mixture's sources with positive weight."""
+        return {f"shard:{s}": self.shards[s] for s, w in mixture.items() if w > 0}
+
+    def test_inputs(self) -> dict[str, str]:
+        return {f"test:{t}": k for t, k in self.tests.items()}
+
+
+def add_data(plan: Plan, *, sources: Mapping[str, dict[str, Any]], used: list[str], test_sets: Mapping[str, TestSetSpec],
+             tokenizer: TokenizerSpec, corpus: CorpusSpec, seed: int, heldout_fraction: float,
+             test_context: int) -> DataKeys:
+    """Add the data steps: the tokenizer over every source, one shard per ``used`` source, one
+    test set per entry of ``test_sets`` (and the corpus when a source is embedded)."""
+    common = {"seed": seed, "heldout_fraction": heldout_fraction}
+    names = sorted(sources)
+    cin = {}
+    if any(sources[n].get("kind", "embedded") == "embedded" for n in names):
+        cin["corpus"] = plan.add(Step("corpus", "embedded", _corpus_config(corpus), cost=5e9))
+    tok = plan.add(Step("tokenizer", f"bpe{tokenizer.vocab_size}",
+                        {**to_dict(tokenizer), **common, "sources": {n: sources[n] for n in names}}, dict(cin),
+                        cost=2e9))
+    shards = {s: plan.add(Step("shard", s, {"source": s, "spec": sources[s], **common}, {"tokenizer": tok, **cin},
+                               cost=2e9)) for s in sorted(used)}
+    tests = {}
+    for tname, ts in sorted(test_sets.items()):
+        cfg = {"name": tname, **to_dict(ts), "context": test_context, **common,
+               "source_specs": {s: sources[s] for s in ts.sources}}
+        tests[tname] = plan.add(Step("testset", tname, cfg, {"tokenizer": tok, **cin}, cost=1e9))
+    return DataKeys(tok, shards, tests, cin.get("corpus"))
+
+
+def _corpus_config(corpus: CorpusSpec) -> dict[str, Any]:
+    return {k: v for k, v in to_dict(corpus).items() if v is not None}
+
+
+# -- step functions ----------------------------------------------------------------------------
+def _holdout(cfg: dict[str, Any]):
+    from ...data.split import HoldOut
+
+    return HoldOut(fraction=cfg["heldout_fraction"], salt=f"proxyscale-{cfg['seed']}")
+
+
+def _corpus_dir(ctx: StepContext) -> Path | None:
+    return ctx.inputs["corpus"] / "corpus" if "corpus" in ctx.inputs else None
+
+
+@step_kind("corpus", config=CorpusSpec)
+def corpus_step(ctx: StepContext) -> None:
+    """Build the embedded corpus from real offline text (Debian packages, else Python's own)."""
+    from ...data.corpus import build_corpus
+
+    work = ctx.out / "work"
+    try:
+        build_corpus(ctx.out / "corpus", work_dir=work, **ctx.config)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # downloaded packages are not a result
+
+
+def _training_texts(ctx: StepContext, budget: int) -> Iterator[str]:
+    """Up to ``budget`` bytes of training (not held-out) text, split evenly across sources."""
+    from ...data.sources import iter_documents
+    from ...data.split import training_documents
+
+    sources = ctx.config["sources"]
+    per = budget // max(1, len(sources))
+    for name, raw in sorted(sources.items()):
+        spec, used = source_spec(name, raw), 0
+        for d in training_documents(iter_documents(spec, _corpus_dir(ctx)), spec.key, _holdout(ctx.config)):
+            yield d.text
+            used += len(d.text.encode("utf-8"))
+            if used >= per:
+                break
+
+
+@step_kind("tokenizer", config=TokenizerStep)
+def tokenizer_step(ctx: StepContext) -> None:
+    """Train the byte-level BPE on a balanced sample of every source's training text."""
+    from ...data.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(_training_texts(ctx, ctx.config["sample_bytes"]), ctx.config["vocab_size"],
+                          ctx.out / "tokenizer.json")
+    write_json(ctx.out / "tokenizer_info.json", {"vocab_size": tok.vocab_size, "eos_id": tok.eos_id,
+                                                 "sha256": tok.sha256})
+
+
+@step_kind("shard", config=ShardStep)
+def shard_step(ctx: StepContext) -> None:
+    """Tokenize one source's training documents into a memory-mapped token shard."""
+    from ...data.shards import tokenize_to_shard
+    from ...data.sources import iter_documents
+    from ...data.split import training_documents
+    from ...data.tokenizer import load_tokenizer
+
+    spec = source_spec(ctx.config["source"], ctx.config["spec"])
+    tok = load_tokenizer(ctx.inputs["tokenizer"] / "tokenizer.json")
+    docs = training_documents(iter_documents(spec, _corpus_dir(ctx)), spec.key, _holdout(ctx.config))
+    tokenize_to_shard(docs, tok, ctx.out)
+
+
+@step_kind("testset", config=TestSetStep)
+def testset_step(ctx: StepContext) -> None:
+    """Build a test set from held-out text of its sources (evenly split), or load a hub test set."""
+    from ...data.testset import TestSet, write_test_set
+    from ...data.tokenizer import load_tokenizer
+    from ...seeding import np_rng
+
+    cfg = ctx.config
+    tok = load_tokenizer(ctx.inputs["tokenizer"] / "tokenizer.json")
+    if cfg.get("hub"):
+        from ...data.hf import load_hf_test_set
+
+        ts = load_hf_test_set(cfg["hub"], tok, cfg["context"], cfg["n_examples"], name=cfg["name"])
+    else:
+        from dataclasses import replace
+
+        from ...data.tasks import held_out_test_set
+
+        names = list(cfg["sources"])
+        per = math.ceil(cfg["n_examples"] / len(names))
+        examples = []
+        for s in names:
+            part = held_out_test_set(cfg["kind"], cfg["name"], source_spec(s, cfg["source_specs"][s]), _holdout(cfg),
+                                     tok, cfg["context"], per, np_rng(cfg["seed"], "testset", cfg["name"], s),
+                                     _corpus_dir(ctx))
+            examples += [replace(e, example_id=f"{s}/{e.example_id}") for e in part.examples]
+        ts = TestSet(cfg["name"], cfg["kind"], tuple(examples[: cfg["n_examples"]]) if len(names) == 1 else tuple(examples))
+    write_test_set(ts, ctx.out / "test.parquet")
+    write_json(ctx.out / "testset.json", {"name": ts.name, "kind": ts.kind, "n_examples": len(ts)})

@@ -1,0 +1,189 @@
+"""The LM-ladder fragment: train + eval of GPT rungs over training distributions × seeds.
+
+Each rung's budget (params, tokens, optimiser steps, FLOPs) comes from the one table in
+:mod:`proxyscale.models.ladder`; small rungs of one shape train together in one worker
+(``batch_below_params``: vmap over stacked parameters).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from ...config import content_hash, suggest, to_dict
+from ...errors import ConfigError
+from ...models.ladder import Budget, GPTConfig, lm_budget
+from ...run.plan import Plan, Step
+from ...run.step import StepContext, step_kind
+from ...seeding import derive_seed
+from ...store import read_json, write_json, write_table
+from ...train.optim import TrainConfig
+
+
+@dataclass(frozen=True)
+class RungSpec:
+    """One model size of a GPT ladder."""
+
+    name: str
+    d_model: int
+    n_layers: int
+    n_heads: int = 1
+    context: Optional[int] = None  # training context of this rung (default: the study's)
+
+    def __post_init__(self) -> None:
+        if self.d_model <= 0 or self.n_layers <= 0 or self.n_heads <= 0:
+            raise ConfigError(f"rung '{self.name}': d_model, n_layers and n_heads must be positive")
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"rung '{self.name}': d_model={self.d_model} is not divisible by "
+                              f"n_heads={self.n_heads}; pick a head count that divides the width")
+
+    def gpt(self, vocab_size: int, context: int, mup: bool = False) -> GPTConfig:
+        """The model of this rung (``context``: the study's, unless the rung fixes its own)."""
+        return GPTConfig(vocab_size=vocab_size, context=self.context or context, d_model=self.d_model,
+                         n_layers=self.n_layers, n_heads=self.n_heads, mup=mup)
+
+
+def check_rungs(rungs: tuple[RungSpec, ...], reference: str, where: str = "ladder") -> None:
+    """At least two distinct rungs, and the reference among them."""
+    names = [r.name for r in rungs]
+    if len(names) < 2:
+        raise ConfigError(f"{where}.rungs: give at least two rungs (proxies and a reference)")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}.rungs: duplicate rung names in {names}")
+    if reference not in names:
+        raise ConfigError(f"{where}.reference: '{reference}' is not a rung{suggest(reference, names)}")
+
+
+@dataclass(frozen=True)
+class LadderSpec:
+    """The ladder: proxies and one reference, trained on ``tokens_per_param`` × params tokens."""
+
+    rungs: tuple[RungSpec, ...]
+    reference: str
+    tokens_per_param: float = 20.0
+    proxy_seeds: tuple[int, ...] = (0,)
+    reference_seeds: tuple[int, ...] = (0,)
+    mup: bool = False
+
+    def __post_init__(self) -> None:
+        check_rungs(self.rungs, self.reference)
+        if self.tokens_per_param <= 0:
+            raise ConfigError("ladder.tokens_per_param must be positive (the paper uses about 20)")
+        if not self.proxy_seeds or not self.reference_seeds:
+            raise ConfigError("ladder: proxy_seeds and reference_seeds need at least one seed each")
+
+    def rung(self, name: str) -> RungSpec:
+        return next(r for r in self.rungs if r.name == name)
+
+    def seeds(self, rung: RungSpec) -> tuple[int, ...]:
+        return self.reference_seeds if rung.name == self.reference else self.proxy_seeds
+
+    def budget(self, rung: RungSpec, vocab_size: int, context: int, batch_size: int) -> Budget:
+        """Params, tokens, optimiser steps and FLOPs of one training run of ``rung``."""
+        return lm_budget(rung.gpt(vocab_size, context), self.tokens_per_param, batch_size)
+
+
+# -- step configs ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainStep:
+    distribution: str
+    mixture: dict[str, float]
+    rung: str
+    model: GPTConfig
+    train: TrainConfig
+    n_steps: int
+    seed: int
+    replicate: int = 0
+
+
+@dataclass(frozen=True)
+class EvalStep:
+    batch_size: int = 64
+
+
+# -- the fragment ------------------------------------------------------------------------------
+def add_lm_ladder(plan: Plan, *, ladder: LadderSpec, distributions: Mapping[str, Mapping[str, float]],
+                  train: TrainConfig, vocab_size: int, context: int, seed: int, tokenizer: str,
+                  shard_inputs: Any, test_inputs: dict[str, str], batch_below_params: int) -> dict[str, str]:
+    """Add train + eval steps for every rung × distribution × seed. ``shard_inputs(mixture)``
+    gives a mixture's shard roles; returns ``{"eval:<dist>:<rung>:<seed>": key}``."""
+    evals: dict[str, str] = {}
+    train_cfg = to_dict(train)
+    for rung in ladder.rungs:
+        b = ladder.budget(rung, vocab_size, context, train.batch_size)
+        model = {**to_dict(rung.gpt(vocab_size, context, ladder.mup))}
+        bkey = f"train:{content_hash([model, train_cfg, b.n_steps])}" if b.params < batch_below_params else None
+        for dname, mix in sorted(distributions.items()):
+            for rep in ladder.seeds(rung):
+                cfg = {"distribution": dname, "mixture": dict(mix), "rung": rung.name, "model": model,
+                       "train": train_cfg, "n_steps": b.n_steps,
+                       "seed": derive_seed(seed, "train", dname, rung.name, rep), "replicate": rep}
+                tkey = plan.add(Step("train", f"{dname}-{rung.name}-s{rep}", cfg,
+                                     {"tokenizer": tokenizer, **shard_inputs(mix)}, bkey, b.flops,
+                                     info={**b.as_dict(), "rung": rung.name, "distribution": dname}))
+                ekey = plan.add(Step("eval", f"{dname}-{rung.name}-s{rep}", {"batch_size": 64},
+                                     {"model": tkey, **test_inputs},
+                                     cost=2 * b.params * 200 * max(1, len(test_inputs)) * context))
+                evals[f"eval:{dname}:{rung.name}:{rep}"] = ekey
+    return evals
+
+
+# -- step functions ----------------------------------------------------------------------------
+def train_stream(ctx: StepContext, context: int, seed: int):
+    """The training stream of a distribution: its sources' token shards mixed by weight."""
+    from ...data.shards import TokenShard
+    from ...data.stream import TrainStream
+    from ...data.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(ctx.inputs["tokenizer"] / "tokenizer.json")
+    mix = ctx.config["mixture"]  # a train or an n-gram step
+    comps = [(TokenShard.open(ctx.inputs[f"shard:{s}"]), float(w), None) for s, w in sorted(mix.items()) if w > 0]
+    return TrainStream(comps, context=context, eos_id=tok.eos_id, seed=seed)
+
+
+@step_kind("train", config=TrainStep, batch="train_batch")
+def train_step(ctx: StepContext) -> None:
+    """Train one model of the ladder on one distribution (resumes from its checkpoints)."""
+    from ...train.loop import train_lm
+
+    c: TrainStep = ctx.cfg
+    stream = train_stream(ctx, c.model.context, c.seed)
+    bs = c.train.batch_size
+    stream.save_order(ctx.out / "data_order.npy", n_batches=c.n_steps, batch_size=bs)
+    train_lm(c.model, c.train, lambda i: stream.batch(i, bs), c.n_steps, ctx.out, c.seed)
+
+
+def train_batch(ctxs: list[StepContext]) -> None:
+    """Train several same-shape small models at once (vmap over stacked parameters)."""
+    from ...train.batched import train_lm_batched
+
+    first: TrainStep = ctxs[0].cfg
+    bs = first.train.batch_size
+    fns = []
+    for c in ctxs:
+        stream = train_stream(c, first.model.context, c.cfg.seed)
+        stream.save_order(c.out / "data_order.npy", n_batches=first.n_steps, batch_size=bs)
+        fns.append(lambda i, s=stream: s.batch(i, bs))
+    train_lm_batched(first.model, first.train, fns, first.n_steps, [c.out for c in ctxs], [c.cfg.seed for c in ctxs])
+
+
+def test_set_paths(ctx: StepContext) -> dict[str, Path]:
+    return {role.split(":", 1)[1]: path / "test.parquet" for role, path in ctx.inputs.items() if role.startswith("test:")}
+
+
+@step_kind("eval", config=EvalStep)
+def eval_step(ctx: StepContext) -> None:
+    """Per-example losses of one trained model on every test set → one Parquet per test set."""
+    from ...data.testset import read_test_set
+    from ...evaluate.lm import evaluate_lm
+    from ...models.gpt import load_gpt
+
+    model = load_gpt(ctx.inputs["model"])
+    t = read_json(ctx.inputs["model"] / "train.json")  # carried along so the analysis sees compute spent
+    write_json(ctx.out / "train_metrics.json", {k: t.get(k) for k in ("flops", "tokens", "wall_s", "params",
+                                                                      "final_loss", "tokens_per_s")})
+    for name, path in sorted(test_set_paths(ctx).items()):
+        df = evaluate_lm(model, read_test_set(path), batch_size=ctx.config["batch_size"])
+        write_table(ctx.out / f"{name}.parquet", df)
+
+

@@ -1,0 +1,36 @@
+"""Small-to-large scaling (paper §2): GPT ladders on many training distributions; how well proxy
+losses predict the reference's, against n-gram baselines."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ...run.plan import Plan
+from ..base import Study, register_study
+from . import steps  # noqa: F401  (registers the study's step kinds)
+from ..fragments import data, lm_ladder  # noqa: F401  (registers the fragments' step kinds)
+from .plan import build_plan
+from .spec import StudySpec
+
+
+class ScalingStudy(Study):
+    kind = "scaling"
+    spec_type = StudySpec
+    analysis_kind = "analyze"
+    title = "proxyscale study"
+
+    def plan(self, spec: StudySpec) -> Plan:
+        return build_plan(spec)
+
+    def describe(self, spec: StudySpec, plan: Plan, store: Any = None) -> str:
+        from .describe import describe_plan
+
+        return describe_plan(spec, plan, store)
+
+    def report_parts(self, analysis_dir: Path) -> tuple[list[Any], dict[str, Any]]:
+        from .report import report_parts
+
+        return report_parts(analysis_dir)
+
+
+SCALING = register_study(ScalingStudy())

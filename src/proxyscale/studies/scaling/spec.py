@@ -1,0 +1,110 @@
+"""The small-to-large study's spec: what to train, on what, and how to compare it.
+
+A spec is data (frozen dataclasses). :func:`load_spec` reads YAML strictly: unknown keys get a
+"did you mean" hint, impossible sizes are rejected before any work starts. This module imports
+no torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ...config import from_dict, load_yaml, suggest
+from ...errors import ConfigError
+from ...run.executor import ExecutorSpec
+from ...train.optim import TrainConfig
+from ..fragments.data import CorpusSpec, TestSetSpec, TokenizerSpec, check_sources
+from ..fragments.lm_ladder import LadderSpec, RungSpec
+
+__all__ = ["AnalysisSpec", "GpuSpec", "LadderSpec", "RungSpec", "StudySpec", "TestSetSpec", "TokenizerSpec",
+           "load_spec", "parse_spec"]
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """What ``proxyscale plan`` assumes to turn FLOPs into GPU-hours."""
+
+    name: str = "H100 SXM (bf16 dense)"
+    peak_tflops: float = 989.0
+    mfu: float = 0.40
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    r2_threshold: float = 0.9
+    decision_threshold: float = 0.9
+    n_boot: int = 1000
+    ngram_orders: tuple[int, ...] = (1, 2, 3)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A whole small-to-large study."""
+
+    name: str
+    sources: dict[str, dict[str, Any]]
+    distributions: dict[str, dict[str, float]]
+    test_sets: dict[str, TestSetSpec]
+    ladder: LadderSpec
+    kind: Literal["scaling"] = "scaling"
+    seed: int = 0
+    context: int = 128
+    heldout_fraction: float = 0.1
+    corpus: CorpusSpec = field(default_factory=CorpusSpec)
+    tokenizer: TokenizerSpec = field(default_factory=TokenizerSpec)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    analysis: AnalysisSpec = field(default_factory=AnalysisSpec)
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
+    gpu: GpuSpec = field(default_factory=GpuSpec)
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"name: '{self.name}' must be a non-empty name without '/'")
+        if not self.distributions:
+            raise ConfigError("distributions: define at least one training distribution")
+        if self.context < 8:
+            raise ConfigError(f"context={self.context} is too short; use at least 8 tokens")
+        if not 0.0 < self.heldout_fraction < 1.0:
+            raise ConfigError("heldout_fraction must lie strictly between 0 and 1")
+        check_sources(self.sources, self.test_sets)
+        for dname, mix in self.distributions.items():
+            _check_mixture(dname, mix, self.sources)
+
+    def rung(self, name: str) -> RungSpec:
+        return self.ladder.rung(name)
+
+    def rung_context(self, rung: RungSpec) -> int:
+        return rung.context or self.context
+
+    @property
+    def test_context(self) -> int:
+        """Test sequences must fit every rung: the shortest training context."""
+        return min(self.rung_context(r) for r in self.ladder.rungs)
+
+
+def _check_mixture(dname: str, mix: dict[str, float], sources: dict[str, Any]) -> None:
+    if not mix:
+        raise ConfigError(f"distributions.{dname}: give at least one source with a weight")
+    for s, w in mix.items():
+        if s not in sources:
+            raise ConfigError(f"distributions.{dname}: unknown source '{s}'{suggest(s, sources)}")
+        if not isinstance(w, (int, float)) or w < 0:
+            raise ConfigError(f"distributions.{dname}.{s}: weight must be a number ≥ 0, got {w!r}")
+    if sum(mix.values()) <= 0:
+        raise ConfigError(f"distributions.{dname}: weights sum to zero")
+
+
+def parse_spec(data: Any, where: str = "study") -> StudySpec:
+    """Build a :class:`StudySpec` from plain data (strict)."""
+    spec = from_dict(StudySpec, data, where)
+    return spec
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a YAML study spec; errors name the file."""
+    data = load_yaml(path)
+    try:
+        return parse_spec(data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

@@ -1,0 +1,97 @@
+"""Step functions of the small-to-large study: the n-gram baselines and the analysis.
+
+Each writes only inside ``ctx.out``; heavy imports happen inside the functions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ...run.step import StepContext, step_kind
+from ...store import read_json, read_table, write_json, write_table
+from ..fragments.lm_ladder import test_set_paths, train_stream
+from .spec import AnalysisSpec
+
+
+@dataclass(frozen=True)
+class NgramStep:
+    order: int
+    distribution: str
+    mixture: dict[str, float]
+    context: int
+    vocab_size: int
+    tokens: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class AnalyzeStep:
+    analysis: AnalysisSpec
+    models: tuple[dict[str, Any], ...]
+    test_sets: dict[str, dict[str, Any]]
+    distributions: dict[str, tuple[str, ...]]
+    seed: int
+
+
+@step_kind("ngram", config=NgramStep)
+def ngram_step(ctx: StepContext) -> None:
+    """A zero-compute proxy: an n-gram count model of the distribution, scored on every test set."""
+    import numpy as np
+
+    from ...analyze.ngram import fit_ngram, score_test_set
+    from ...data.testset import read_test_set
+
+    cfg = ctx.config
+    stream = train_stream(ctx, cfg["context"], cfg["seed"])
+    n_batches = max(1, cfg["tokens"] // (64 * cfg["context"]))
+    docs = [row for i in range(n_batches) for row in np.asarray(stream.batch(i, 64))]  # one doc per window
+    model = fit_ngram(docs, cfg["order"], cfg["vocab_size"])
+    for name, path in sorted(test_set_paths(ctx).items()):
+        write_table(ctx.out / f"{name}.parquet", score_test_set(model, read_test_set(path)))
+
+
+def _gather_results(ctx: StepContext):
+    import pandas as pd
+
+    from .plan import NGRAM_NAMES
+
+    frames = []
+    for role, path in sorted(ctx.inputs.items()):
+        parts = role.split(":")
+        if parts[0] == "eval":
+            dist, model, seed = parts[1], parts[2], int(parts[3])
+        else:
+            dist, model, seed = parts[1], NGRAM_NAMES.get(int(parts[2]), f"{parts[2]}gram"), 0
+        for f in sorted(path.glob("*.parquet")):
+            df = read_table(f)
+            frames.append(pd.DataFrame({"test_set": f.stem, "example_id": df["example_id"], "distribution": dist,
+                                        "model": model, "seed": seed, "loss": df["loss"],
+                                        "n_tokens": df["n_pred_tokens"], "correct": df["correct"]}))
+    return pd.concat(frames, ignore_index=True)
+
+
+@step_kind("analyze", config=AnalyzeStep)
+def analyze_step(ctx: StepContext) -> None:
+    """All small-to-large tables of the study (pure analysis over the per-example results)."""
+    import pandas as pd
+
+    from ...analyze.correlate import analyze_study
+    from ...analyze.io import write_analysis
+
+    cfg = ctx.config
+    results = _gather_results(ctx)
+    write_table(ctx.out / "results.parquet", results)
+    models = pd.DataFrame(cfg["models"])
+    dists = pd.DataFrame([{"distribution": d, "sources": s} for d, s in sorted(cfg["distributions"].items())])
+    tests = pd.DataFrame([{"test_set": t, **v} for t, v in sorted(cfg["test_sets"].items())])
+    a = cfg["analysis"]
+    analysis = analyze_study(results, models, dists, tests, seed=cfg["seed"], r2_threshold=a["r2_threshold"],
+                             decision_threshold=a["decision_threshold"], n_boot=a["n_boot"])
+    write_analysis(analysis, ctx.out)
+    write_json(ctx.out / "compute.json", _compute_spent(ctx))
+
+
+def _compute_spent(ctx: StepContext) -> dict[str, Any]:
+    """Training FLOPs and wall time actually spent per model, as each eval step recorded it."""
+    return {role[5:]: read_json(path / "train_metrics.json") for role, path in sorted(ctx.inputs.items())
+            if role.startswith("eval:") and (path / "train_metrics.json").is_file()}
