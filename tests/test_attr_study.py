@@ -10,6 +10,7 @@ import torch
 from proxyscale.api import attribute, attribution_scores, plan_text, run_study, status_text
 from proxyscale.config import from_dict
 from proxyscale.errors import ConfigError
+from proxyscale.analyze.io import read_analysis
 from proxyscale.models.ladder import attribution_flops
 from proxyscale.studies import load_study
 from proxyscale.studies.attribution.plan import build_attribution_plan, widths
@@ -64,7 +65,7 @@ def test_study_runs_and_attribution_transfers(finished):
     assert trak.at["w1", "lds"] > LDS_FLOOR, trak
     assert trak.at["w1", "lds"] > dot.at["w1", "lds"]
     assert (trak["ci_low"] <= trak["lds"]).all() and (trak["lds"] <= trak["ci_high"]).all()
-    man = read_json(analysis / "attribution.json")
+    man = read_analysis(analysis).meta
     assert trak.at["w1", "lds"] < man["lds_ceiling"] + 0.05  # nothing predicts noisy retraining perfectly
     assert man["lds_ceiling"] > man["noise_ceiling"]
     assert trak.at["w1", "minus_grad_dot"] == pytest.approx(trak.at["w1", "lds"] - dot.at["w1", "lds"], abs=1e-9)
@@ -296,7 +297,7 @@ def test_lm_block_scores_gpt_targets_against_reference_retraining(tmp_path):
     plan = build_attribution_plan(spec)
     report = run_study(spec, tmp_path / "store", workers=2, progress=False)
     analysis = Store(tmp_path / "store").final_dir(plan.of_kind("attr_analyze")[0].key)
-    lm = read_json(analysis / "attribution.json")["lm"]
+    lm = read_analysis(analysis).meta["lm"]
     rows = {r["rung"]: r for r in lm["rows"]}
     assert set(rows) == {"L1d4", "L1d16"} and rows["L1d16"]["compute_ratio"] == 1.0
     assert rows["L1d4"]["compute_ratio"] > 1.0
@@ -337,7 +338,7 @@ def test_resnet_ladder_runs_through_the_study(tmp_path):
     analysis = Store(tmp_path / "store").final_dir(plan.of_kind("attr_analyze")[0].key)
     lds = read_table(analysis / "lds.parquet")
     assert set(lds["label"]) == {"w0.03125", "w0.0625"} and lds["lds"].between(-1, 1).all()
-    man = read_json(analysis / "attribution.json")
+    man = read_analysis(analysis).meta
     assert man["family"] == "resnet" and {w["params"] for w in man["widths"]} == {
         model_params(parse_attribution_spec(spec), 0.03125), model_params(parse_attribution_spec(spec), 0.0625)}
     assert report.is_file()

@@ -15,6 +15,7 @@ from typing import Mapping, Optional
 import numpy as np
 
 from ..errors import ConfigError
+from .subsets import check_masks
 
 
 @dataclass(frozen=True)

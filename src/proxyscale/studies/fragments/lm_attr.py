@@ -160,7 +160,7 @@ def attr_lm_docs_step(ctx: StepContext) -> None:
 
 
 def _train_many(ctx: StepContext, pools: list[np.ndarray], seeds: list[int], outs: list[Path]) -> None:
-    from ....attribute.retrain import train_lm_on_subsets
+    from ...attribute.retrain import train_lm_on_subsets
 
     c = ctx.cfg
     docs = np.load(ctx.inputs["docs"] / "docs.npy", allow_pickle=False)

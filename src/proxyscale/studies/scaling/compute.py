@@ -9,19 +9,13 @@ import pandas as pd
 
 from ...report.section import Section
 from ...report.tables import from_frame
-from ...store import read_json
 
 COMPUTE_META = "compute"  # key of the analysis meta: "distribution:rung:seed" -> that run's train_metrics.json
-_SIDE_FILE = "compute.json"  # the same records as a file beside the manifest (analyze steps that write no meta)
 
 
 def compute_records(analysis_dir: str | Path, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Each training run's recorded cost: the analysis meta's ``compute`` record, else the
-    ``compute.json`` file beside the manifest, else nothing."""
-    if meta and COMPUTE_META in meta:
-        return dict(meta[COMPUTE_META] or {})
-    path = Path(analysis_dir) / _SIDE_FILE
-    return read_json(path) if path.is_file() else {}
+    """Each training run's recorded cost: the analysis meta's ``compute`` record (none: empty)."""
+    return dict((meta or {}).get(COMPUTE_META) or {})
 
 
 def compute_section(records: Mapping[str, Mapping[str, Any]]) -> Section | None:

@@ -87,8 +87,7 @@ def analyze_step(ctx: StepContext) -> None:
     a = cfg["analysis"]
     analysis = analyze_study(results, models, dists, tests, seed=cfg["seed"], r2_threshold=a["r2_threshold"],
                              decision_threshold=a["decision_threshold"], n_boot=a["n_boot"])
-    write_analysis(analysis, ctx.out)
-    write_json(ctx.out / "compute.json", _compute_spent(ctx))
+    write_analysis(analysis, ctx.out, kind="scaling", meta={"compute": _compute_spent(ctx)})
 
 
 def _compute_spent(ctx: StepContext) -> dict[str, Any]:
