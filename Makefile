@@ -29,6 +29,7 @@ demo: install
 	$(BIN)/proxyscale demo
 
 test: install-test
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
 bench: install-test

@@ -171,7 +171,8 @@ def summarise(rows, base, ceilings):
         group = [r for r in rows if (r["alpha"], r["use_q"], r["k"], r["M"]) == (a, q, k, M)]
         best = max(group, key=lambda r: r["lds_holdout"])
         per = " ".join(f"{r['lambda_ratio']:g}:{r['lds']:.3f}" for r in group)
-        lines.append(f"| {a:g} | {'y' if q else 'n'} | {k} | {M} | {best['lambda_ratio']:g} | {best['lds']:.3f} | {per} |")
+        lines.append(f"| {a:g} | {'y' if q else 'n'} | {k} | {M} | "
+                     f"{best['lambda_ratio']:g} | {best['lds']:.3f} | {per} |")
     for b in base:
         extra = ", ".join(f"{k}={v:.3f}" for k, v in b.items() if k not in ("alpha", "_per_target"))
         agree, attain = ceilings[b["alpha"]]

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from .run.plan import Plan
 from .store import Store
-from .studies.base import Study, finished_analysis, load_study
+from .studies import Study, finished_analysis, load_study
 
 DEMO_SPEC = Path(__file__).parent / "configs" / "demo.yaml"
 ATTRIBUTION_DEMO_SPEC = Path(__file__).parent / "configs" / "attribution-demo.yaml"
@@ -146,8 +146,8 @@ def attribution_scores(spec: SpecLike, store: str | Path = "runs", *, width: Opt
     shared with ``run_study``); returns the scores ``.npy`` path (copied to ``out`` if given).
     The scores use ``trak.lambda_ratio`` and ``trak.use_q``: choosing among candidates needs the
     study's held-out ground truth (``run_study`` records the choice in ``lds.parquet``)."""
-    from .studies.attribution.plan import width_steps
     from .store import write_npy
+    from .studies.attribution.plan import width_steps
 
     study, s = load_study(spec)
     sub, trak_key = width_steps(study, s, width)

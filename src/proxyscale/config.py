@@ -67,6 +67,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
         kt, vt = (get_args(tp) or (Any, Any))
         return {str(_convert(kt, k, where)): _convert(vt, v, f"{where}.{k}") for k, v in value.items()}
+    return _scalar(tp, value, where)
+
+
+def _scalar(tp: Any, value: Any, where: str) -> Any:
+    """A number, integer, boolean or string of type ``tp`` (other types pass through)."""
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")

@@ -96,7 +96,8 @@ def _summary_for(study: Study, ts: str, keep: list[str] | None, seed: int, n_boo
         r["partial_r"], r["partial_p"], r["partial_exact"] = math.nan, math.nan, False
         if best is not None and r["model"] != best:
             dists = shared_distributions(study, ts, [r["model"], ref, best], keep)
-            r["partial_r"], r["partial_p"], r["partial_exact"] = _partial(study, ts, r["model"], best, dists, seed, scope)
+            r["partial_r"], r["partial_p"], r["partial_exact"] = _partial(study, ts, r["model"], best, dists,
+                                                                          seed, scope)
     return rows
 
 
@@ -216,7 +217,8 @@ def _context_tables(study: Study) -> dict[str, pd.DataFrame]:
     ts["lead"] = ts["framing"] != "per_source"
     ts = ts.sort_values(["lead", "test_set"], ascending=[False, True], kind="mergesort").reset_index(drop=True)
     return {"models": models.sort_values(["flops", "model"]).reset_index(drop=True),
-            "distributions": study.distributions.reset_index(), "test_sets": ts[["test_set", "kind", "source", "framing", "lead"]]}
+            "distributions": study.distributions.reset_index(),
+            "test_sets": ts[["test_set", "kind", "source", "framing", "lead"]]}
 
 
 def analyze_study(results: pd.DataFrame, models: pd.DataFrame, distributions: pd.DataFrame,
@@ -245,7 +247,8 @@ def analyze_study(results: pd.DataFrame, models: pd.DataFrame, distributions: pd
     return {
         "summary": summary, "summary_loso": pd.DataFrame(loso_rows),
         "noise_ceiling": pd.DataFrame([_noise_ceiling(study, ts, best.get(ts)) for ts in names]),
-        "points": points, "per_example": pd.concat(per_ex, ignore_index=True) if any(len(p) for p in per_ex) else pd.DataFrame(),
+        "points": points,
+        "per_example": pd.concat(per_ex, ignore_index=True) if any(len(p) for p in per_ex) else pd.DataFrame(),
         "smallest_proxy": pd.DataFrame(smallest), "extrapolation": extra, "extrapolation_summary": extra_summary,
         **_context_tables(study), "settings": _settings(study, seed, r2_threshold, decision_threshold, n_boot),
     }

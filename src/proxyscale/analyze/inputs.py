@@ -84,7 +84,8 @@ def load_study(results: pd.DataFrame, models: pd.DataFrame, distributions: pd.Da
     bad_kind = sorted(set(mods["kind"]) - {"neural", "ngram"})
     if bad_kind:
         raise DataError(f"model kind must be 'neural' or 'ngram', got {bad_kind}")
-    for col, table, name in (("model", mods, "models"), ("distribution", distributions.set_index("distribution"), "distributions"),
+    for col, table, name in (("model", mods, "models"),
+                             ("distribution", distributions.set_index("distribution"), "distributions"),
                              ("test_set", test_sets.set_index("test_set"), "test_sets")):
         unknown = sorted(set(results[col]) - set(table.index))
         if unknown:

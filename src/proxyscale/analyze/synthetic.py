@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..models.ladder import train_flops
+
 
 @dataclass(frozen=True)
 class SyntheticModel:
@@ -34,7 +36,7 @@ class SyntheticModel:
 
     @property
     def flops(self) -> float:
-        return 6.0 * self.params * self.train_tokens if self.kind == "neural" else 0.0
+        return train_flops(self.params, self.train_tokens) if self.kind == "neural" else 0.0
 
 
 DEFAULT_MODELS = (

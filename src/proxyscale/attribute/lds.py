@@ -136,7 +136,8 @@ def paired_difference(a: LDSResult, b: LDSResult, rng: np.random.Generator, n_bo
     return float(d.mean()), lo, hi
 
 
-def choose_by_lds(candidates: Mapping[str, np.ndarray], masks: np.ndarray, outputs: np.ndarray) -> tuple[str, dict[str, float]]:
+def choose_by_lds(candidates: Mapping[str, np.ndarray], masks: np.ndarray,
+                  outputs: np.ndarray) -> tuple[str, dict[str, float]]:
     """The candidate score matrix with the best mean LDS on (held-out) subsets, and all means."""
     if not candidates:
         raise ConfigError("choose_by_lds needs at least one candidate score matrix")

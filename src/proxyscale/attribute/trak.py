@@ -180,7 +180,8 @@ class TRAK:
         lam = c.compat_lambda if c.compat else ridge_lambda(phi, c.lambda_ratio)
         cache = None
         if self.store_dir is not None:
-            cache = self.store_dir / f"model-{model_id}" / f"kernel-{form}-{content_hash([lam, self._meta(model_id)])}.npy"
+            cache = (self.store_dir / f"model-{model_id}"
+                     / f"kernel-{form}-{content_hash([lam, self._meta(model_id)])}.npy")
         factor = np.load(cache, allow_pickle=False) if cache is not None and cache.is_file() else None
         solver = (_compat.TrakerSolver(phi, lam, factor) if c.compat else make_solver(form, phi, lam, factor))
         if cache is not None and factor is None:
@@ -257,7 +258,8 @@ class TRAK:
         ckpts = checkpoints or {}
         total = None
         for i, feats in self.models.items():
-            part = np.asarray(feats.phi, dtype=np.float64) @ self.target_features(targets, i, ckpts.get(i)).T.astype(np.float64)
+            part = (np.asarray(feats.phi, dtype=np.float64)
+                    @ self.target_features(targets, i, ckpts.get(i)).T.astype(np.float64))
             total = part if total is None else total + part
         assert total is not None
         return total / len(self.models)

@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 from ..config import suggest
 from ..errors import DataError
 from .hub import hf_records
-from .tasks import head_text, answer_example, choice_example, lm_example
+from .tasks import answer_example, choice_example, head_text, lm_example
 from .testset import Example, TestSet
 
 

@@ -39,7 +39,8 @@ class Example:
 
     def __post_init__(self) -> None:
         if not self.candidates or len(self.candidates) != len(self.pred_start):
-            raise DataError(f"example {self.example_id}: candidates and pred_start must be non-empty and equal in length")
+            raise DataError(f"example {self.example_id}: "
+                            "candidates and pred_start must be non-empty and equal in length")
         if not 0 <= self.label < len(self.candidates):
             raise DataError(f"example {self.example_id}: label {self.label} out of range")
         for c, s in zip(self.candidates, self.pred_start):

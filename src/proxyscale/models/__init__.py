@@ -7,8 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from .ladder import (PAPER_LM_LADDER, PAPER_VOCAB, GPTConfig, Rung, compute_ratio, get_rung, param_count,
-                     train_flops, train_steps, train_tokens)
+from .ladder import (
+    PAPER_LM_LADDER,
+    PAPER_VOCAB,
+    GPTConfig,
+    Rung,
+    compute_ratio,
+    get_rung,
+    param_count,
+    train_flops,
+    train_steps,
+    train_tokens,
+)
 
 _LAZY = {"GPT": "gpt", "load_gpt": "gpt", "model_config_dict": "gpt", "export_hf": "hf_export"}
 

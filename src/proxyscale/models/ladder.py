@@ -22,8 +22,8 @@ rung     shape            P               gap to 760M at 20 tok/P
 The paper's "80M" and "350M" are nominal (the formula gives 82.1M and 356.0M). Its quoted
 37M → 760M gap of 370× is not (P_ref/P_proxy)² = 411.7×; it matches the *realised* budgets,
 which overshoot 20 tokens/param by different amounts — the SPEC's realised range 20.1–22.4, with
-22.4 on the 37M and 20.1 on the 760M, gives 411.7 · 20.1 / 22.4 ≈ 369. Head counts are not given in the paper; these use 64-wide heads
-except the 760M (12 heads of 128, as in MPT-760M).
+22.4 on the 37M and 20.1 on the 760M, gives 411.7 · 20.1 / 22.4 ≈ 369. Head counts are not given
+in the paper; these use 64-wide heads except the 760M (12 heads of 128, as in MPT-760M).
 """
 from __future__ import annotations
 

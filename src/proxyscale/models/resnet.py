@@ -29,8 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .mup import (ParamScaling, infer_scalings, meta_shapes, mup_rescale_init_, readout_multiplier,
-                  standard_scalings)
+from .mup import ParamScaling, infer_scalings, meta_shapes, mup_rescale_init_, readout_multiplier, standard_scalings
 
 STAGE_WIDTHS = (64, 128, 256, 512)
 

@@ -45,7 +45,8 @@ def screenshot(html_path: str | Path, png_path: str | Path, width: int = 1200, *
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired as e:
-            raise ProxyscaleError(f"Chromium took over {timeout_s:.0f} s to screenshot {src}; retry or raise timeout_s") from e
+            raise ProxyscaleError(f"Chromium took over {timeout_s:.0f} s to screenshot {src}; "
+                                  "retry or raise timeout_s") from e
         if proc.returncode != 0 or not tmp_png.is_file():
             tail = (proc.stderr or "").strip().splitlines()[-3:]
             raise ProxyscaleError(f"Chromium could not screenshot {src} (exit {proc.returncode}): {' | '.join(tail)}")

@@ -109,17 +109,8 @@ def run_plan(plan: Plan, store: Store, backend: Backend, *, max_batch: int = 8, 
             finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
             for fut in finished:
                 batch = in_flight.pop(fut)
-                results = _results_of(fut, batch)
-                for step, res in zip(batch, results):
-                    todo.discard(step.key)
-                    if res["state"] == "done":
-                        summary.done.append(step.key)
-                    elif res["state"] == "busy":
-                        summary.blocked.append(step.key)
-                        bad.add(step.key)
-                    else:
-                        summary.failed[step.key] = res.get("reason", "unknown error")
-                        bad.add(step.key)
+                for step, res in zip(batch, _results_of(fut, batch)):
+                    _record(step, res, summary, todo, bad)
                     bar.update(step, res["state"], len(summary.done), len(summary.done) + len(todo))
                     if on_result:
                         on_result(res)
@@ -133,6 +124,19 @@ def run_plan(plan: Plan, store: Store, backend: Backend, *, max_batch: int = 8, 
     finally:
         bar.close()
     return summary
+
+
+def _record(step: Step, res: dict[str, Any], summary: RunSummary, todo: set[str], bad: set[str]) -> None:
+    """Book one step's result: done, busy (another process holds it) or failed."""
+    todo.discard(step.key)
+    if res["state"] == "done":
+        summary.done.append(step.key)
+    elif res["state"] == "busy":
+        summary.blocked.append(step.key)
+        bad.add(step.key)
+    else:
+        summary.failed[step.key] = res.get("reason", "unknown error")
+        bad.add(step.key)
 
 
 def _results_of(fut: Future, batch: list[Step]) -> list[dict[str, Any]]:

@@ -1,9 +1,20 @@
 """The run store: the only code that builds paths; atomic writes; typed files."""
-from .io import (FORMAT_VERSION, atomic_path, load_weights, read_json, read_table, save_weights,
-                 write_bytes, write_json, write_npy, write_table, write_text)
+from .io import (
+                 FORMAT_VERSION,
+                 atomic_path,
+                 load_weights,
+                 read_json,
+                 read_table,
+                 save_weights,
+                 write_bytes,
+                 write_json,
+                 write_npy,
+                 write_table,
+                 write_text,
+)
 
 __all__ = ["FORMAT_VERSION", "atomic_path", "load_weights", "read_json", "read_table", "save_weights",
            "write_bytes", "write_json", "write_npy", "write_table", "write_text"]
-from .layout import Store, StepState  # noqa: E402
+from .layout import StepState, Store  # noqa: E402
 
 __all__ += ["Store", "StepState"]

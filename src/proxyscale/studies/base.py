@@ -4,7 +4,8 @@ A study kind is one folder under ``studies/`` holding its spec (a frozen datacla
 ``kind`` field naming it in YAML), its plan (composed from :mod:`proxyscale.studies.fragments`),
 its step functions (registered with :func:`proxyscale.run.step.step_kind`), its analysis entry
 (the plan's last step, of kind :attr:`Study.analysis_kind`) and its report sections. It is
-registered once with :func:`register_study`; ``api`` and ``cli`` never name a kind.
+registered once with :func:`register_study` (the kinds shipped with proxyscale are imported,
+and so registered, by ``proxyscale.studies``); ``api`` and ``cli`` never name a kind.
 """
 from __future__ import annotations
 
@@ -78,14 +79,8 @@ def register_study(study: Study, *, replace: bool = False) -> Study:
     return STUDIES.add(study.kind, study, replace=replace)
 
 
-def _builtin() -> None:
-    """Import the study kinds shipped with proxyscale (each registers itself)."""
-    from . import attribution, scaling  # noqa: F401
-
-
 def study_of(spec: Any) -> Study:
     """The registered study kind of a spec object."""
-    _builtin()
     study = STUDIES.get(getattr(spec, "kind", DEFAULT_KIND))
     if not isinstance(spec, study.spec_type):
         raise ConfigError(f"a {type(spec).__name__} is not a '{study.kind}' spec ({study.spec_type.__name__})")
@@ -94,7 +89,6 @@ def study_of(spec: Any) -> Study:
 
 def load_study(source: Any) -> tuple[Study, Any]:
     """(study kind, typed spec) from a YAML path, plain data, or a spec object."""
-    _builtin()
     if not isinstance(source, (str, Path, Mapping)):
         return study_of(source), source
     data = load_yaml(source) if isinstance(source, (str, Path)) else source

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from ..config import content_hash, to_dict
 from ..errors import DataError, DivergedError, StoreError
 from ..models.gpt import GPT, GPTConfig, model_config_dict, param_count
+from ..models.ladder import train_flops
 from ..seeding import torch_gen
 from ..store import FORMAT_VERSION, read_json, save_weights, write_json, write_npy
 from .checkpoint import latest_common_step, load_checkpoint, remove_checkpoints, save_checkpoint
@@ -151,7 +152,7 @@ class RunRecord:
             "min_loss": float(arr.min()),
             "loss_curve": [{"step": int(b), "loss": float(arr[a:b].mean())} for a, b in zip(edges[:-1], edges[1:])],
             "params": P, "tokens": self.tokens, "tokens_per_param": self.tokens / P,
-            "flops": 6.0 * P * self.tokens, "wall_s": self.wall_before + wall,
+            "flops": train_flops(P, self.tokens), "wall_s": self.wall_before + wall,
             "device": str(device), "model": to_dict(model_cfg), "train": to_dict(train_cfg), **extra,
         }
         save_weights(self.out / "model.safetensors", weights)

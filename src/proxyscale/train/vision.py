@@ -114,8 +114,8 @@ def batch_plan(masks: np.ndarray, epochs: int, batch_size: int,
     """Example indices (E, S, B) and weights (E, S, B) of every step of every model.
 
     Each epoch, model ``e`` draws a permutation of its subset ``masks[e]`` from ``rngs[e]``
-    (via a permutation of all n, so equal seeds give coupled orders) and cuts it into ``ceil(max subset size / batch_size)`` near-equal batches; unused slots
-    point at example 0 with weight 0."""
+    (via a permutation of all n, so equal seeds give coupled orders) and cuts it into
+    ``ceil(max subset size / batch_size)`` near-equal batches; unused slots point at example 0 with weight 0."""
     masks = np.asarray(masks, dtype=bool)
     sizes = masks.sum(axis=1)
     if masks.ndim != 2 or len(rngs) != len(masks):

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
+
+from ...registry import Registry
 
 
 class Backend(Protocol):
@@ -15,26 +17,35 @@ class Backend(Protocol):
     def shutdown(self, cancel: bool = False) -> None: ...
 
 
+def _local(workers: int, **_: Any) -> Backend:
+    from .local import LocalBackend
+
+    return LocalBackend(workers)
+
+
+def _inline(workers: int, **_: Any) -> Backend:
+    from .local import InlineBackend
+
+    return InlineBackend()
+
+
+def _ray(workers: int, **options: Any) -> Backend:
+    from .ray import RayBackend
+
+    return RayBackend(workers, address=options.get("ray_address"))
+
+
+def _slurm(workers: int, **options: Any) -> Backend:
+    from .slurm import SlurmBackend
+
+    return SlurmBackend(workers, extra_args=tuple(options.get("slurm_args", ())), job_dir=options["job_dir"])
+
+
+BACKENDS: Registry[Callable[..., Backend]] = Registry("backend")
+for _name, _make in (("local", _local), ("inline", _inline), ("ray", _ray), ("slurm", _slurm)):
+    BACKENDS.add(_name, _make)
+
+
 def make_backend(name: str, workers: int, **options: Any) -> Backend:
     """Build a backend by name: ``local`` (process pool), ``inline`` (this process), ``ray``, ``slurm``."""
-    from ...config import suggest
-    from ...errors import ConfigError
-
-    if name == "local":
-        from .local import LocalBackend
-
-        return LocalBackend(workers)
-    if name == "inline":
-        from .local import InlineBackend
-
-        return InlineBackend()
-    if name == "ray":
-        from .ray import RayBackend
-
-        return RayBackend(workers, address=options.get("ray_address"))
-    if name == "slurm":
-        from .slurm import SlurmBackend
-
-        return SlurmBackend(workers, extra_args=tuple(options.get("slurm_args", ())),
-                            job_dir=options["job_dir"])
-    raise ConfigError(f"unknown backend '{name}'{suggest(name, ['local', 'inline', 'ray', 'slurm'])}")
+    return BACKENDS.get(name)(workers, **options)

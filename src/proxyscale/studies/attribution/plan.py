@@ -43,7 +43,8 @@ def build_attribution_plan(spec: AttributionSpec) -> Plan:
 
 def _add_lds(plan: Plan, spec: AttributionSpec, train: dict[str, Any], ref: dict[str, Any]) -> dict[str, str]:
     lds = spec.lds
-    base = {"data": data_config(spec.data, spec.seed), "model": model_dict(spec.data, spec.ladder, spec.ladder.reference),
+    base = {"data": data_config(spec.data, spec.seed),
+            "model": model_dict(spec.data, spec.ladder, spec.ladder.reference),
             "train": {**train, "n_checkpoints": 1}, "n_seeds": lds.seeds_per_subset,
             "shared_seeds": lds.shared_seeds}
 

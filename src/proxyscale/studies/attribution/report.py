@@ -139,7 +139,8 @@ def _lds_table(lds: pd.DataFrame) -> Table:
 
 def _candidates_table(cands: pd.DataFrame) -> Table:
     rows = tuple((r["label"], fmt(float(r["lambda_ratio"])), "on" if r["use_q"] else "off", fmt(r["lds_holdout"]),
-                  fmt(r["lds"]), "✓" if r["chosen"] else "") for _, r in cands.sort_values(["width", "lambda_ratio", "use_q"]).iterrows())
+                  fmt(r["lds"]), "✓" if r["chosen"] else "")
+                 for _, r in cands.sort_values(["width", "lambda_ratio", "use_q"]).iterrows())
     return Table(("width", "λ ratio", "Q", "held-out LDS", "LDS", "chosen"), rows,
                  "Every candidate setting (full ensemble): the choice uses the held-out column only.")
 

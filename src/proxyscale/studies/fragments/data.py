@@ -142,9 +142,9 @@ class DataKeys:
         return {f"test:{t}": k for t, k in self.tests.items()}
 
 
-def add_data(plan: Plan, *, sources: Mapping[str, dict[str, Any]], used: list[str], test_sets: Mapping[str, TestSetSpec],
-             tokenizer: TokenizerSpec, corpus: CorpusSpec, seed: int, heldout_fraction: float,
-             test_context: int) -> DataKeys:
+def add_data(plan: Plan, *, sources: Mapping[str, dict[str, Any]], used: list[str],
+             test_sets: Mapping[str, TestSetSpec], tokenizer: TokenizerSpec, corpus: CorpusSpec, seed: int,
+             heldout_fraction: float, test_context: int) -> DataKeys:
     """Add the data steps: the tokenizer over every source, one shard per ``used`` source, one
     test set per entry of ``test_sets`` (and the corpus when a source is embedded)."""
     common = {"seed": seed, "heldout_fraction": heldout_fraction}
@@ -259,6 +259,7 @@ def testset_step(ctx: StepContext) -> None:
                                      tok, cfg["context"], per, np_rng(cfg["seed"], "testset", cfg["name"], s),
                                      _corpus_dir(ctx))
             examples += [replace(e, example_id=f"{s}/{e.example_id}") for e in part.examples]
-        ts = TestSet(cfg["name"], cfg["kind"], tuple(examples[: cfg["n_examples"]]) if len(names) == 1 else tuple(examples))
+        ts = TestSet(cfg["name"], cfg["kind"],
+                     tuple(examples[: cfg["n_examples"]]) if len(names) == 1 else tuple(examples))
     write_test_set(ts, ctx.out / "test.parquet")
     write_json(ctx.out / "testset.json", {"name": ts.name, "kind": ts.kind, "n_examples": len(ts)})

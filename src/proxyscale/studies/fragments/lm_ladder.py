@@ -168,7 +168,8 @@ def train_batch(ctxs: list[StepContext]) -> None:
 
 
 def test_set_paths(ctx: StepContext) -> dict[str, Path]:
-    return {role.split(":", 1)[1]: path / "test.parquet" for role, path in ctx.inputs.items() if role.startswith("test:")}
+    return {role.split(":", 1)[1]: path / "test.parquet"
+            for role, path in ctx.inputs.items() if role.startswith("test:")}
 
 
 @step_kind("eval", config=EvalStep)

@@ -165,7 +165,8 @@ def per_example_png(per_example: pd.DataFrame, test_sets: list[str], models: lis
             r = pe.loc[pe["model"] == m, "r"].to_numpy(dtype=float)
             r = r[np.isfinite(r)]
             if len(r):
-                ax.hist(r, bins=bins, histtype="step", lw=1.4, color=colours[m], label=f"{m} (median {np.median(r):.2f})")
+                ax.hist(r, bins=bins, histtype="step", lw=1.4, color=colours[m],
+                        label=f"{m} (median {np.median(r):.2f})")
         ax.set_title(ts)
         ax.set_xlabel("per-example r across distributions")
         ax.set_ylabel("examples")

@@ -146,8 +146,9 @@ def _summary(c: _Ctx) -> Section:
             pivot(c.summary, c.test_sets, lambda r: with_ci(r["decision_accuracy"], r["decision_accuracy_lo"],
                                                             r["decision_accuracy_hi"]),
                   models=rows, extra_rows=ceiling_row("decision_accuracy")))
-    b.table("Spearman ρ / Kendall τ-b", pivot(c.summary, c.test_sets,
-                                             lambda r: f"{fmt(r['spearman'], 2)} / {fmt(r['kendall'], 2)}", models=rows))
+    b.table("Spearman ρ / Kendall τ-b",
+            pivot(c.summary, c.test_sets, lambda r: f"{fmt(r['spearman'], 2)} / {fmt(r['kendall'], 2)}",
+                  models=rows))
     return b.section("Summary")
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...run.step import StepContext, step_kind
-from ...store import read_json, read_table, write_json, write_table
+from ...store import read_json, read_table, write_table
 from ..fragments.lm_ladder import test_set_paths, train_stream
 from .spec import AnalysisSpec
 

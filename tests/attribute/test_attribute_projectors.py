@@ -28,7 +28,8 @@ def test_streamed_projection_equals_the_materialised_matrix(kind):
 def test_gaussian_blocks_come_from_hashed_seeds():
     proj = make_projector("gaussian", 30, 8, seed=11, model_id="m0", block_rows=10)
     # blocks are drawn as (k, rows) and used transposed
-    parts = [torch.randn(8, 10, generator=torch_gen(11, "projector", "gaussian", "m0", i)).T / math.sqrt(8) for i in range(3)]
+    parts = [torch.randn(8, 10, generator=torch_gen(11, "projector", "gaussian", "m0", i)).T / math.sqrt(8)
+             for i in range(3)]
     torch.testing.assert_close(proj.matrix(), torch.cat(parts))
 
 

@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 
 from proxyscale.data.sources import Document
-from proxyscale.data.split import (HoldOut, held_out_documents, held_out_score, is_held_out, split_documents,
-                                   training_documents)
+from proxyscale.data.split import (
+    HoldOut,
+    held_out_documents,
+    held_out_score,
+    is_held_out,
+    split_documents,
+    training_documents,
+)
 from proxyscale.errors import ConfigError
 
 

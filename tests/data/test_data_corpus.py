@@ -116,7 +116,7 @@ def test_python_fallback_builds_real_domains_deterministically(tmp_path):
     m2 = build_corpus(tmp_path / "b", use_apt=False, max_bytes_per_domain=60_000)
     assert set(m1["domains"]) == {"pycode", "pydocstrings", "pyref"} and m1["builder"] == "python"
     assert m1 == m2
-    for name, d in m1["domains"].items():
+    for _name, d in m1["domains"].items():
         raw = (tmp_path / "a" / d["file"]).read_bytes()
         assert raw == (tmp_path / "b" / d["file"]).read_bytes()
         assert hashlib.sha256(raw).hexdigest() == d["sha256"] and len(raw) == d["file_bytes"]

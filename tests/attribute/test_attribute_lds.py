@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from proxyscale.attribute.lds import LDSResult, choose_by_lds, lds, rankdata, seed_agreement, spearman_columns
 from proxyscale.attribute.retrain import RetrainConfig, model_seed, retrain_outputs
@@ -13,17 +12,12 @@ from proxyscale.data.vision import load_digits_data
 from proxyscale.errors import ConfigError
 from proxyscale.train.vision import VisionModelSpec, VisionTrainConfig
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_ranks_and_spearman_match_scipy():
-    from scipy.stats import rankdata as sp_rank, spearmanr
+    from scipy.stats import rankdata as sp_rank
+    from scipy.stats import spearmanr
 
     rng = np.random.default_rng(0)
     a = rng.integers(0, 6, size=(25, 4)).astype(float)  # many ties

@@ -12,16 +12,19 @@ from proxyscale.models.mlp import MLP, MLPConfig
 from proxyscale.models.mup import sgd_param_groups
 from proxyscale.models.resnet import ResNetConfig
 from proxyscale.store import load_weights
-from proxyscale.train.vision import (VisionTrainConfig, batch_plan, checkpoint_steps, init_model, load_checkpoint,
-                                     lr_schedule, predict_logits, save_checkpoints, train_models)
+from proxyscale.train.vision import (
+    VisionTrainConfig,
+    batch_plan,
+    checkpoint_steps,
+    init_model,
+    load_checkpoint,
+    lr_schedule,
+    predict_logits,
+    save_checkpoints,
+    train_models,
+)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

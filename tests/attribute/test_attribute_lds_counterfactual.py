@@ -3,23 +3,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from proxyscale.attribute.counterfactual import (RemovalConfig, cosine_similarity, r_squared, removal_margins,
-                                                 removal_masks)
+from proxyscale.attribute.counterfactual import (
+    RemovalConfig,
+    cosine_similarity,
+    r_squared,
+    removal_margins,
+    removal_masks,
+)
 from proxyscale.attribute.retrain import RetrainConfig
 from proxyscale.data.vision import load_digits_data
 from proxyscale.errors import ConfigError
 from proxyscale.models.mlp import MLPConfig
 from proxyscale.train.vision import VisionModelSpec, VisionTrainConfig
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_removal_masks_remove_what_they_say():

@@ -13,13 +13,7 @@ from proxyscale.models.mlp import MLP, MLPBody, MLPConfig
 from proxyscale.models.mup import infer_scalings, sgd_param_groups
 from proxyscale.models.resnet import ResNet, ResNetBody, ResNetConfig
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +32,7 @@ def _update_sizes(make, widths, x, y, names, lr=0.1, steps=3, seeds=(0, 1, 2)) -
             acts = {}
             mods = dict(model.named_modules())
             for n in names:
-                mods[n].register_forward_hook(lambda m, a, out, n=n: acts.__setitem__(n, out.detach()))
+                mods[n].register_forward_hook(lambda m, a, out, n=n, acts=acts: acts.__setitem__(n, out.detach()))
             model(x)
             before = dict(acts)
             opt = torch.optim.SGD(sgd_param_groups(model, model.scalings, lr, 0.0), lr=lr)
@@ -119,7 +113,7 @@ def _check_against_mup(ours, body_cls, cfg, base_cfg, delta_cfg, forward, x):
     # 3. forward (readout multiplier) and two optimiser steps agree
     y = torch.arange(len(x)) % 10
     for _ in range(2):
-        for opt, model, fwd in ((mine, ours, ours), (theirs, mirror, lambda t: forward(mirror, t))):
+        for opt, _model, fwd in ((mine, ours, ours), (theirs, mirror, lambda t: forward(mirror, t))):
             opt.zero_grad()
             F.cross_entropy(fwd(x), y).backward()
             opt.step()

@@ -4,8 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from proxyscale.data.vision import (CIFAR_RECORD, VisionDataConfig, load_cifar10, load_digits_data,
-                                    load_vision, read_cifar_bin)
+from proxyscale.data.vision import (
+    CIFAR_RECORD,
+    VisionDataConfig,
+    load_cifar10,
+    load_digits_data,
+    load_vision,
+    read_cifar_bin,
+)
 from proxyscale.errors import DataError
 
 

@@ -3,8 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from proxyscale.analyze import analyze_study, read_analysis, write_analysis
-from proxyscale.analyze import stats
+from proxyscale.analyze import analyze_study, read_analysis, stats, write_analysis
 from proxyscale.analyze.synthetic import make_synthetic_study
 from proxyscale.errors import DataError, StoreError
 

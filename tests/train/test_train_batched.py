@@ -4,13 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_train_loop import MODEL, _cfg, cyclic_batches
 
 from proxyscale.errors import ConfigError, DivergedError
 from proxyscale.store import load_weights, read_json
 from proxyscale.train import batched
 from proxyscale.train.batched import train_lm_batched
 from proxyscale.train.loop import train_lm
-from test_train_loop import MODEL, _cfg, cyclic_batches
 
 torch.set_num_threads(1)
 SEEDS = [0, 1, 2]
@@ -30,8 +30,8 @@ def test_equals_separate_runs(tmp_path):
     assert len(set(np.round(finals, 3))) == 3  # three genuinely different runs
     for k in range(3):
         assert bat[k]["final_loss"] == pytest.approx(sep[k]["final_loss"], abs=1e-4)
-        np.testing.assert_allclose(np.load(tmp_path / f"b{k}" / "losses.npy"), np.load(tmp_path / f"s{k}" / "losses.npy"),
-                                   atol=1e-4)
+        np.testing.assert_allclose(np.load(tmp_path / f"b{k}" / "losses.npy"),
+                                   np.load(tmp_path / f"s{k}" / "losses.npy"), atol=1e-4)
         a = load_weights(tmp_path / f"s{k}" / "model.safetensors")
         b = load_weights(tmp_path / f"b{k}" / "model.safetensors")
         for n in a:

@@ -8,8 +8,16 @@ import sys
 import pytest
 
 from proxyscale.errors import ConfigError
-from proxyscale.models.ladder import (PAPER_LM_LADDER, PAPER_VOCAB, compute_ratio, get_rung, param_count,
-                                      train_flops, train_steps, train_tokens)
+from proxyscale.models.ladder import (
+    PAPER_LM_LADDER,
+    PAPER_VOCAB,
+    compute_ratio,
+    get_rung,
+    param_count,
+    train_flops,
+    train_steps,
+    train_tokens,
+)
 
 
 def _p(name: str) -> int:

@@ -17,7 +17,8 @@ torch.set_num_threads(1)
 
 def test_adamw_matches_torch_adamw_with_groups():
     g = torch.Generator().manual_seed(0)
-    params = {"w": torch.randn(5, 3, generator=g), "b": torch.randn(3, generator=g), "h": torch.randn(4, 4, generator=g)}
+    params = {"w": torch.randn(5, 3, generator=g), "b": torch.randn(3, generator=g),
+              "h": torch.randn(4, 4, generator=g)}
     settings = {"w": (1.0, True), "b": (1.0, False), "h": (0.25, True)}
     cfg = TrainConfig(lr=1e-2, weight_decay=0.1, betas=(0.8, 0.9), eps=1e-6)
     ours = {k: v.clone().requires_grad_() for k, v in params.items()}
@@ -25,7 +26,7 @@ def test_adamw_matches_torch_adamw_with_groups():
     opt = AdamW(ours, settings, cfg)
     groups = [{"params": [ref[k]], "lr": 1e-2 * m, "weight_decay": 0.1 if d else 0.0} for k, (m, d) in settings.items()]
     ropt = torch.optim.AdamW(groups, lr=1e-2, betas=(0.8, 0.9), eps=1e-6, foreach=False)
-    for step in range(5):
+    for _step in range(5):
         grads = {k: torch.randn(v.shape, generator=g) for k, v in params.items()}
         for k in params:
             ours[k].grad = grads[k].clone()

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from proxyscale.api import run_study, status_text
+from proxyscale.store import Store, read_table
 from proxyscale.studies import load_study
 from proxyscale.studies.scaling.plan import build_plan
-from proxyscale.store import Store, read_table
 
 
 def load_spec(path):
@@ -27,7 +27,7 @@ def _write_sources(root: Path) -> None:
 
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     (root / "prose").mkdir(parents=True)
-    for i, (k, v) in enumerate(sorted(topics.items())[:120]):
+    for i, (_k, v) in enumerate(sorted(topics.items())[:120]):
         (root / "prose" / f"{i:03d}.txt").write_text(v)
     (root / "code").mkdir()
     doc_lines = []

@@ -15,7 +15,7 @@ from proxyscale.studies.scaling.plan import build_plan, rung_budget
 def load_spec(path):
     return load_study(path)[1]
 
-CONFIGS = Path(__file__).resolve().parents[1] / "src" / "proxyscale" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "src" / "proxyscale" / "configs"
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -9,13 +9,7 @@ from proxyscale.errors import ConfigError
 from proxyscale.models.mlp import MLP, MLPConfig
 from proxyscale.models.resnet import ResNet, ResNetBody, ResNetConfig, count_params, strides_for
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _resnet18_bn_count(w: float, in_ch: int = 3, n_classes: int = 10) -> int:

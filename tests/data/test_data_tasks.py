@@ -8,8 +8,14 @@ import pytest
 from proxyscale.data.corpus import build_corpus
 from proxyscale.data.sources import Document, SourceSpec, iter_documents
 from proxyscale.data.split import HoldOut
-from proxyscale.data.tasks import (answer_example, build_test_set, choice_example, first_sentence,
-                                   held_out_test_set, lm_example)
+from proxyscale.data.tasks import (
+    answer_example,
+    build_test_set,
+    choice_example,
+    first_sentence,
+    held_out_test_set,
+    lm_example,
+)
 from proxyscale.data.testset import read_test_set, write_test_set
 from proxyscale.data.tokenizer import train_tokenizer
 from proxyscale.errors import ConfigError, DataError

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from proxyscale.analyze.io import read_analysis
 from proxyscale.api import attribute, attribution_scores, plan_text, run_study, status_text
 from proxyscale.config import from_dict
 from proxyscale.errors import ConfigError
-from proxyscale.analyze.io import read_analysis
 from proxyscale.models.ladder import attribution_flops
+from proxyscale.store import Store, read_json, read_table
 from proxyscale.studies import load_study
 from proxyscale.studies.attribution.plan import build_attribution_plan, widths
 from proxyscale.studies.attribution.spec import AttributionSpec
@@ -25,7 +26,7 @@ def parse_attribution_spec(data):
 
 def model_params(spec, w):
     return _params(model_dict(spec.data, spec.ladder, w))
-from proxyscale.store import Store, read_json, read_table
+
 
 TINY = """
 name: tiny-attr
@@ -69,7 +70,8 @@ def test_study_runs_and_attribution_transfers(finished):
     assert trak.at["w1", "lds"] < man["lds_ceiling"] + 0.05  # nothing predicts noisy retraining perfectly
     assert man["lds_ceiling"] > man["noise_ceiling"]
     assert trak.at["w1", "minus_grad_dot"] == pytest.approx(trak.at["w1", "lds"] - dot.at["w1", "lds"], abs=1e-9)
-    assert trak.at["w1", "minus_grad_dot_low"] <= trak.at["w1", "minus_grad_dot"] <= trak.at["w1", "minus_grad_dot_high"]
+    assert (trak.at["w1", "minus_grad_dot_low"] <= trak.at["w1", "minus_grad_dot"]
+            <= trak.at["w1", "minus_grad_dot_high"])
     # compute ratios follow the 6·P·N·epochs formula
     params = {r["label"]: r["params"] for r in man["widths"]}
     assert trak.at["w0.25", "compute_ratio"] == pytest.approx(params["w1"] / params["w0.25"])
@@ -86,13 +88,13 @@ def test_study_runs_and_attribution_transfers(finished):
 
 
 def test_lambda_and_q_are_chosen_on_held_out_subsets_only(finished):
-    from proxyscale.attribute.lds import lds as lds_of
     from proxyscale.analyze.attribution import ground_truth
+    from proxyscale.attribute.lds import lds as lds_of
 
     _, store, _, analysis, spec = finished
     cands = read_table(analysis / "lds_candidates.parquet")
     assert len(cands) == 3 * 6  # widths × (3 λ ratios × Q on/off)
-    for lab, g in cands.groupby("label"):
+    for _lab, g in cands.groupby("label"):
         assert g["chosen"].sum() == 1
         best = g.loc[g["lds_holdout"].idxmax()]
         assert best["chosen"]  # the choice is the held-out argmax, whatever the reported LDS says
@@ -248,7 +250,6 @@ LM_LDS_FLOOR = 0.1
 def _write_lm_sources(root):
     import sysconfig
     from pathlib import Path
-
     from pydoc_data.topics import topics
 
     (root / "prose").mkdir(parents=True)
