@@ -161,5 +161,26 @@ def attribution_scores(spec: SpecLike, store: str | Path = "runs", *, width: Opt
     return path
 
 
+def select(method: str, pool: str | Path, target: str | Path, n: int, out: str | Path, *, seed: int = 0,
+           hub: bool = False, text_field: str = "text", id_field: Optional[str] = None,
+           target_text_field: Optional[str] = None, settings: Optional[Mapping[str, Any]] = None) -> Path:
+    """Pick ``n`` documents of ``pool`` toward ``target`` with a registered method (random, dsir,
+    classifier, ...); write the chosen ids, every document's score and a manifest to ``out``.
+    ``pool``/``target``: a text directory or file, ``.jsonl`` or ``.parquet`` (``hub``: a Hugging
+    Face dataset name). Same inputs and seed give a byte-identical selection."""
+    from .select.base import make_selector
+    from .select.io import hash_documents, hash_texts, write_selection
+    from .select.pool import open_pool, read_texts, source_of
+
+    selector = make_selector(method, **dict(settings or {}))
+    psrc = source_of(str(pool), hub=hub, text_field=text_field, id_field=id_field)
+    tsrc = source_of(str(target), hub=hub, text_field=target_text_field or text_field)
+    docs, texts = open_pool(psrc), read_texts(tsrc)
+    sel = selector.select(docs, texts, n, seed)
+    record = {"n": n, "seed": seed, "pool": {"path": str(pool), "sha256": hash_documents(docs())},
+              "target": {"path": str(target), "n": len(texts), "sha256": hash_texts(texts)}}
+    return write_selection(sel, out, record)
+
+
 __all__ = ["Study", "attribute", "attribution_options_spec", "attribution_scores", "plan_text", "run_demo",
-           "run_study", "status_text", "write_study_report"]
+           "run_study", "select", "status_text", "write_study_report"]

@@ -93,6 +93,40 @@ def attribute(spec: Optional[Path] = typer.Argument(None, help="Attribution spec
     typer.echo(f"scores: {attribution_scores(s, store, width=width, out=out, workers=workers, progress=progress)}")
 
 
+@app.command()
+def select(method: str = typer.Option(..., "--method", help="random | dsir | classifier"),
+           pool: str = typer.Option(..., "--pool", help="Pool: a text directory or file, .jsonl or .parquet "
+                                                       "(with --hub: a Hugging Face dataset)."),
+           target: str = typer.Option(..., "--target", help="Target examples, in the same formats."),
+           n: int = typer.Option(..., "--n", help="How many pool documents to choose."),
+           out: Path = typer.Option(..., "--out", help="Output directory (chosen.txt, scores.parquet, manifest.json)."),
+           seed: int = typer.Option(0, "--seed"),
+           hub: bool = typer.Option(False, "--hub", help="Read --pool/--target from the Hugging Face hub."),
+           text_field: str = typer.Option("text", help="Text column of JSONL/Parquet/hub records."),
+           id_field: Optional[str] = typer.Option(None, help="Id column of the pool (default: row number)."),
+           setting: list[str] = typer.Option([], "--set", help="A method setting, KEY=VALUE (repeatable), "
+                                                                "e.g. --set top_k=true")) -> None:
+    """Choose pool documents toward a target set (seeded, reproducible); write ids, scores, manifest."""
+    from .api import select as run_select
+
+    path = run_select(method, pool, target, n, out, seed=seed, hub=hub, text_field=text_field, id_field=id_field,
+                      settings=_settings(setting))
+    typer.echo(f"selection: {path}")
+
+
+def _settings(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` pairs, each VALUE read as YAML (numbers, booleans, lists)."""
+    import yaml
+
+    out = {}
+    for p in pairs:
+        key, eq, value = p.partition("=")
+        if not eq or not key:
+            raise ProxyscaleError(f"--set {p!r}: write KEY=VALUE, e.g. --set top_k=true")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 @corpus_app.command("build")
 def corpus_build(out: Path = typer.Option(Path("corpus"), "--out", help="Output directory."),
                  max_bytes: int = typer.Option(4_000_000, help="Cap on the text kept per domain."),

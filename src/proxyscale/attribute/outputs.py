@@ -18,6 +18,7 @@ language models), the out-to-loss weight of the original TRAK.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
@@ -101,9 +102,10 @@ class ClassificationMargin:
 class LMLogOdds:
     """Mean per-token log-odds of the true next token over masked prediction positions.
 
-    Keyword arguments are passed to the model's forward on every call (e.g.
-    ``LMLogOdds(fused_attention=False)`` for a model whose fused attention kernel has no
-    ``vmap`` batching rule).
+    Keyword arguments are passed to the model's forward on every call. Without them, a model
+    whose forward takes ``fused_attention`` (this package's GPT) gets ``fused_attention=False``:
+    the fused attention kernel has no ``vmap`` batching rule, so per-example gradients would
+    silently fall back to a slow loop.
     """
 
     name = "lm"
@@ -111,9 +113,14 @@ class LMLogOdds:
     def __init__(self, **forward_kwargs: Any) -> None:
         self.forward_kwargs = forward_kwargs
 
+    def _kwargs(self, model: nn.Module) -> dict[str, Any]:
+        if self.forward_kwargs or "fused_attention" not in inspect.signature(model.forward).parameters:
+            return dict(self.forward_kwargs)
+        return {"fused_attention": False}
+
     def _token_terms(self, model: nn.Module, params: Params, batch: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         tokens, mask = batch
-        logits = _call(model, params, tokens, self.forward_kwargs)[:, :-1]  # (B, L-1, V): position t predicts token t+1
+        logits = _call(model, params, tokens, self._kwargs(model))[:, :-1]  # (B, L-1, V): position t predicts token t+1
         return logits, tokens[:, 1:], mask.to(logits.dtype)
 
     def outputs(self, model: nn.Module, params: Params, batch: Sequence[Tensor]) -> Tensor:

@@ -1,0 +1,46 @@
+"""Pools and targets from files or the hub: a text directory or file, JSONL, Parquet, or a
+Hugging Face dataset (through :mod:`proxyscale.data.sources`), streamed."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from ..config import from_dict
+from ..data.sources import Document, SourceSpec, iter_documents
+from ..errors import DataError
+from .base import Pool
+
+
+def source_of(path: str, *, hub: bool = False, text_field: str = "text", id_field: Optional[str] = None,
+              split: str = "train", name: Optional[str] = None, max_docs: Optional[int] = None,
+              txt_unit: str = "file") -> SourceSpec:
+    """A :class:`SourceSpec` for a local path (a ``.txt`` directory or file, ``.jsonl``,
+    ``.parquet``) or, with ``hub``, a Hugging Face dataset name."""
+    data: dict[str, Any] = {"kind": "hf" if hub else "local", "path": path, "text_field": text_field,
+                            "id_field": id_field, "split": split, "name": name, "max_docs": max_docs,
+                            "txt_unit": txt_unit, "label": Path(path).name or "pool"}
+    if not hub and not Path(path).exists():
+        raise DataError(f"{path}: no such file or directory; pass a text directory, a .jsonl or a .parquet file")
+    return from_dict(SourceSpec, data, "pool")
+
+
+def open_pool(spec: SourceSpec) -> Pool:
+    """A re-iterable stream of the source's documents; ids must be unique."""
+    def stream() -> Iterator[Document]:
+        seen: set[str] = set()
+        n = 0
+        for d in iter_documents(spec):
+            if d.id in seen:
+                raise DataError(f"{spec.path}: document id '{d.id}' occurs twice; ids must be unique "
+                                "(set --id-field to a unique column, or leave it unset)")
+            seen.add(d.id)
+            n += 1
+            yield d
+        if n == 0:
+            raise DataError(f"{spec.path}: no documents; point at a non-empty text directory, JSONL or Parquet file")
+    return stream
+
+
+def read_texts(spec: SourceSpec) -> list[str]:
+    """Every document's text (targets are small: read them whole)."""
+    return [d.text for d in open_pool(spec)()]

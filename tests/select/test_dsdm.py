@@ -1,0 +1,90 @@
+"""DsDm: TRAK LM scores of pool windows toward target prediction tokens equal a brute-force
+computation on a tiny GPT; weights are the mean over targets; top-n / bottom-n selections."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from proxyscale.errors import ConfigError
+from proxyscale.models.gpt import GPT, GPTConfig
+from proxyscale.seeding import torch_gen
+from proxyscale.select.dsdm import DsDmConfig, DsDmScorer, attributable, select_by_weights
+
+CFG = GPTConfig(vocab_size=13, context=8, d_model=8, n_layers=1, n_heads=2)
+
+
+def _log_odds(model, tokens, mask) -> torch.Tensor:
+    """Mean over masked positions of log p/(1-p) of the true next token, in float64 (direct)."""
+    p = torch.softmax(model(tokens.unsqueeze(0))[0, :-1].double(), -1)
+    pt = p[torch.arange(len(tokens) - 1), tokens[1:]]
+    return (torch.log(pt / (1 - pt)) * mask).sum() / mask.sum()
+
+
+def _features(model, state, tokens, mask, proj) -> np.ndarray:
+    model.load_state_dict(state)
+    params = list(model.parameters())
+    rows = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(_log_odds(model, t, m), params)]).double().numpy()
+            for t, m in zip(tokens, mask)]
+    return np.stack(rows) @ proj
+
+
+def _brute_weights(states, windows, targets, k, ratio=1.0, seed=0) -> np.ndarray:
+    model = GPT(CFG)
+    p = sum(v.numel() for v in model.parameters())
+    tokens = torch.from_numpy(windows[:, :-1].astype(np.int64))
+    mask = torch.ones(tokens.shape[0], tokens.shape[1] - 1)
+    total = 0.0
+    for m, state in enumerate(states):
+        block = torch.randn(k, p, generator=torch_gen(seed, "projector", "gaussian", m, 0))
+        proj = (block.T / math.sqrt(k)).double().numpy()
+        phi = _features(model, state, tokens, mask, proj)
+        phi_t = _features(model, state, *targets, proj)
+        lam = ratio * np.mean(np.sum(phi ** 2, axis=1))
+        total = total + phi @ np.linalg.inv(phi.T @ phi + lam * np.eye(k)) @ phi_t.T
+    return (total / len(states)).mean(axis=1)
+
+
+@pytest.fixture(scope="module")
+def world():
+    g = torch.Generator().manual_seed(0)
+    windows = torch.randint(0, 13, (20, 9), generator=g).numpy()  # (N, T+1): training windows
+    t_tokens = torch.randint(0, 13, (4, 8), generator=g)
+    t_mask = torch.zeros(4, 7)
+    t_mask[:, 5:] = 1.0  # only the answer's tokens count, as for a QA / last-word target
+    states = [GPT(CFG, generator=torch.Generator().manual_seed(s)).state_dict() for s in (1, 2)]
+    return windows, (t_tokens, t_mask), states
+
+
+def test_dsdm_weights_equal_brute_force(world, tmp_path):
+    windows, targets, states = world
+    scorer = DsDmScorer(GPT(CFG), DsDmConfig(k=8, projector="gaussian", batch_size=7), work_dir=tmp_path)
+    scorer.featurize(states, windows)
+    w = scorer.weights(targets)
+    ref = _brute_weights(states, windows, targets, k=8)
+    assert np.abs(w - ref).max() <= 1e-4 * np.abs(ref).max(), (w, ref)
+    # one featurisation serves another target set, and the features are on disk (resumable)
+    w2 = scorer.weights((targets[0][:2], targets[1][:2]), name="two")
+    np.testing.assert_allclose(w2, _brute_weights(states, windows, (targets[0][:2], targets[1][:2]), k=8),
+                               rtol=1e-4, atol=1e-4 * np.abs(w2).max())
+    assert (tmp_path / "features").is_dir() and (tmp_path / "scores-two.npy").is_file()
+
+
+def test_top_and_bottom_selections(world):
+    ids = [f"c{i}" for i in range(6)]
+    w = np.array([0.3, -1.0, 2.0, 0.3, 0.0, -0.5])
+    top = select_by_weights(ids, w, 3, seed=0)
+    bot = select_by_weights(ids, w, 2, seed=0, bottom=True)
+    assert top.chosen_ids[0] == "c2" and set(top.chosen_ids) == {"c2", "c0", "c3"} and top.method == "dsdm"
+    assert bot.chosen_ids == ["c1", "c5"] and bot.method == "bot-dsdm"
+    with pytest.raises(ConfigError, match="not finite"):
+        select_by_weights(ids, np.r_[w[:5], np.nan], 2, seed=0)
+
+
+def test_windows_are_cut_to_what_the_model_reads():
+    tokens, mask = attributable(np.arange(30).reshape(3, 10))
+    assert tokens.shape == (3, 9) and mask.shape == (3, 8) and tokens.dtype == np.int64
+    with pytest.raises(ConfigError, match="T\\+1"):
+        attributable(np.zeros(5, dtype=np.int64))
