@@ -1,0 +1,478 @@
+r"""DSIR: data selection with importance resampling on hashed n-gram features (Xie et al., 2023).
+
+The numbers of the reference package ``data-selection`` 1.0.3 (``HashedNgramDSIR``; a test
+compares against it as an oracle), computed several times faster per core:
+
+1. **Features.** Lower-case, then ``wordpunct`` tokens (the regex ``\w+|[^\w\s]+``); each of
+   the ``ngrams`` orders of n-grams (tokens joined by one space) is hashed into one of
+   ``num_buckets`` buckets by ``int(sha256(gram).hexdigest(), 16) % num_buckets``.
+2. **Distributions.** ``p_t``: bucket counts of all target text, normalised. ``p_r``: the same
+   over the pool's documents, in pool order, until more than ``raw_sample_cap`` *features* have
+   been counted (``"auto"`` = the package's 100,000 × ``num_buckets``; the package calls them
+   tokens, but a document of T ≥ 1 tokens has 2T − 1 uni+bigram features).
+3. **Weights.** ``log_diff = log(p_t + 1e-8) − log(p_r + 1e-8)``; a document's log importance
+   weight is its bucket counts · ``log_diff``. A document whose length is under
+   ``min_example_length`` tokens scores ``-inf`` (never chosen) yet still counts towards
+   ``p_r``, as in the package.
+4. **Resampling.** ``top_k=False``: Gumbel top-k (sampling without replacement ∝ the weights)
+   with the noise drawn as the package draws it: legacy ``np.random.RandomState``, one Gumbel per
+   eligible document in pool order. So ``seed=s`` picks the set the package picks after
+   ``np.random.seed(s)`` with ``num_proc=1`` (its order then is pool order), and the legacy
+   stream is frozen across NumPy versions. ``top_k=True``: the top-n, ties by a seeded id hash.
+
+Two deliberate differences. The tokeniser uses the stdlib ``re``, as nltk's WordPunctTokenizer
+did when 1.0.3 was published; nltk ≥ 3.10 compiles the pattern with the third-party ``regex``
+engine, whose ``\w`` and ``\s`` differ on combining marks, superscript digits and U+001C–U+001F,
+so such texts tokenise differently under a new nltk. The raw cap is a prefix of the pool here;
+the package splits it over ``num_proc`` round-robin shards, so its ``p_r`` depends on its core
+count whenever the cap binds (never for pools under ≈ 5 × 10^8 tokens).
+
+**Design.** Hashing is the cost: the package runs sha256 on every n-gram occurrence, twice
+(once to fit ``p_r``, once for the weights). Here:
+
+- *Each distinct n-gram is hashed once per worker.* A batch's tokens are numbered by their first
+  occurrence (a C-level dict map); a k-gram is the pair (its (k−1)-gram's number, its last
+  token's number), so distinct k-grams are found with ``np.unique`` on integers and only they
+  become strings; a :class:`BucketMemo` (string → bucket, a pure function's memo, emptied at 2^20
+  entries) carries the work across batches.
+- *One hashing pass.* ``p_r`` needs the whole pool before any weight exists, but never the
+  (N, B) count matrix (20 KB per document at B = 10,000, about ten times the text): pass 1 keeps
+  each batch's *bucket stream* (``ngrams`` × tokens, uint16: ≈ 0.8 × the UTF-8 text), and pass 2
+  sums ``log_diff`` over it per document.
+- *Bounded memory.* Streams stay in RAM up to ``memory_mb``; beyond that they go to ``.npy``
+  files under ``work_dir`` (read back memory-mapped) when one is set, else they are dropped and
+  pass 2 hashes those batches again (a two-pass stream: no disk, twice the hashing).
+- *Parallel and deterministic.* Batches of about ``batch_chars`` characters go to a 'spawn'
+  process pool of ``workers`` processes (at most 2 per worker in flight); results are used in
+  submission order, so every number is independent of ``workers``. Pass 2 is NumPy gathers and
+  reductions (they release the GIL) on a thread pool.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections import deque
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from itertools import chain, islice, repeat
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from .base import SELECTORS, Pool, Selection, check_n, gumbel_top_n, top_n
+
+WORDPUNCT = re.compile(r"\w+|[^\w\s]+")  # nltk's WordPunctTokenizer pattern
+EPS = 1e-8  # the package's floor inside both logs
+AUTO_CAP_PER_BUCKET = 100_000  # the package's num_tokens_to_fit="auto": 100,000 × num_buckets
+Batch = tuple[list[str], list[str]]  # (ids, texts)
+
+
+def tokenize(text: str) -> list[str]:
+    """nltk's ``WordPunctTokenizer().tokenize(text.lower())``: runs of word characters and runs of
+    other non-space characters."""
+    return WORDPUNCT.findall(text.lower())
+
+
+def bucket(gram: str, num_buckets: int) -> int:
+    """The package's hash: sha256 of the UTF-8 n-gram as a big-endian integer, mod ``num_buckets``."""
+    return int.from_bytes(hashlib.sha256(gram.encode("utf-8")).digest(), "big") % num_buckets
+
+
+class NgramHasher:
+    """n-gram → bucket, hashing each distinct n-gram once per process. Tokens get running numbers
+    (``vocab``); a bigram is looked up by the integer ``a << 32 | b`` of its tokens' numbers, so a
+    known bigram never becomes a string; longer n-grams go through a string memo. Every table is a
+    memo of a pure function (safe to keep across batches); all are emptied together once one holds
+    ``max_size`` entries (≈ 100 B each), between batches, to bound memory."""
+
+    def __init__(self, num_buckets: int, max_size: int = 1 << 21) -> None:
+        self.num_buckets, self.max_size = num_buckets, max_size
+        self.reset()
+
+    def reset(self) -> None:
+        self.vocab: dict[str, int] = {}
+        self.words: list[str] = []
+        self.uni = np.zeros(0, dtype=np.int64)  # (V,) bucket of each token number
+        self.pairs: dict[int, int] = {}
+        self.strings: dict[str, int] = {}
+
+    def token_ids(self, flat: list[str]) -> np.ndarray:
+        """Numbers (L,) int64 of the tokens ``flat``; the first call of a batch (it may reset)."""
+        if max(len(self.vocab), len(self.pairs), len(self.strings)) >= self.max_size:
+            self.reset()
+        g = np.fromiter(map(self.vocab.get, flat, repeat(-1)), dtype=np.int64, count=len(flat))
+        miss = np.flatnonzero(g < 0).tolist()
+        if miss:
+            new = list(dict.fromkeys([flat[i] for i in miss]))  # distinct, first-seen order
+            self.vocab.update(zip(new, range(len(self.words), len(self.words) + len(new))))
+            self.words.extend(new)
+            self.uni = np.concatenate([self.uni, self._hash(new)])
+            g[miss] = np.fromiter(map(self.vocab.__getitem__, [flat[i] for i in miss]), dtype=np.int64, count=len(miss))
+        return g
+
+    def pair_buckets(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Buckets (M,) of the bigrams "words[a] words[b]" for token numbers a, b (M,)."""
+        keys = (a << 32) | b  # (M,)
+        out = np.fromiter(map(self.pairs.get, keys.tolist(), repeat(-1)), dtype=np.int64, count=len(keys))
+        miss = np.flatnonzero(out < 0)
+        if len(miss):
+            new = np.unique(keys[miss])  # (U,) never-seen bigrams
+            w, lo = self.words, 0xFFFFFFFF
+            grams = [w[k >> 32] + " " + w[k & lo] for k in new.tolist()]
+            self.pairs.update(zip(new.tolist(), self._hash(grams).tolist()))
+            out[miss] = np.fromiter(map(self.pairs.__getitem__, keys[miss].tolist()), dtype=np.int64, count=len(miss))
+        return out
+
+    def string_buckets(self, grams: list[str]) -> np.ndarray:
+        """Buckets (len(grams),) of n-gram strings."""
+        table = self.strings
+        new = list(set(grams).difference(table))
+        table.update(zip(new, self._hash(new).tolist()))
+        return np.fromiter(map(table.__getitem__, grams), dtype=np.int64, count=len(grams))
+
+    def _hash(self, grams: list[str]) -> np.ndarray:
+        return np.fromiter(map(bucket, grams, repeat(self.num_buckets)), dtype=np.int64, count=len(grams))
+
+
+@dataclass(frozen=True)
+class Features:
+    """A featurised batch. Tokens of its documents are concatenated; ``stream[k, i]`` is the bucket
+    of the (k+1)-gram starting at token i, or ``num_buckets`` where it would leave its document."""
+
+    n_tokens: np.ndarray  # (D,) int64
+    stream: np.ndarray  # (ngrams, L) uint16 (uint32 above 65,535 buckets)
+
+
+def featurise(texts: Sequence[str], hasher: NgramHasher, ngrams: int) -> Features:
+    """Bucket streams of ``texts`` (see :class:`Features`), hashing each distinct n-gram once."""
+    toks = [tokenize(t) for t in texts]
+    n_tokens = np.fromiter(map(len, toks), dtype=np.int64, count=len(toks))  # (D,)
+    flat = list(chain.from_iterable(toks))
+    size, nb = len(flat), hasher.num_buckets
+    gid = hasher.token_ids(flat)  # (L,)
+    stream = np.full((ngrams, size), nb, dtype=np.uint16 if nb < 65535 else np.uint32)
+    stream[0] = hasher.uni[gid]
+    end = np.repeat(np.cumsum(n_tokens), n_tokens)  # (L,) one past the last token of each token's document
+    ids, mult = gid, int(gid.max(initial=0)) + 1  # ids: (L,) number of the (k−1)-gram at each position
+    for k in range(2, ngrams + 1):
+        m = max(size - k + 1, 0)
+        at = np.flatnonzero(np.arange(m) + k <= end[:m])  # (M,) k-grams inside one document
+        if k == 2:
+            stream[1, at] = hasher.pair_buckets(gid[at], gid[at + 1])
+        if k < ngrams or k > 2:  # trigrams and up: number k-grams within the batch, hash distinct strings
+            key = ids[at] * mult + gid[at + k - 1]  # (M,) equal ⇔ the same k-gram
+            _, first_at, inv = np.unique(key, return_index=True, return_inverse=True)
+            if k > 2:
+                grams = [" ".join(flat[p:p + k]) for p in at[first_at].tolist()]
+                stream[k - 1, at] = hasher.string_buckets(grams)[inv]
+            ids = np.zeros(size, dtype=np.int64)
+            ids[at] = inv
+    return Features(n_tokens, stream)
+
+
+def n_features(n_tokens: np.ndarray, ngrams: int) -> np.ndarray:
+    """Number of n-gram features of documents of ``n_tokens`` tokens: Σ_k max(0, T − k + 1)."""
+    t = np.asarray(n_tokens, dtype=np.int64)
+    return sum(np.maximum(t - k + 1, 0) for k in range(1, ngrams + 1))
+
+
+def example_length(n_feats: np.ndarray, ngrams: int) -> np.ndarray:
+    """The package's document length, recovered from its feature count:
+    ``(n_features + n(n−1)/2) // n``. Equals the token count T except that documents with T < n − 1
+    (n ≥ 3) come out up to one token longer."""
+    return (np.asarray(n_feats, dtype=np.int64) + ngrams * (ngrams - 1) // 2) // ngrams
+
+
+def hashed_counts(texts: Sequence[str], num_buckets: int = 10_000, ngrams: int = 2) -> np.ndarray:
+    """Per-document bucket counts, (N, B) int64 — for small inputs (tests, targets)."""
+    f = featurise(texts, NgramHasher(num_buckets), ngrams)
+    doc = np.repeat(np.arange(len(texts), dtype=np.int64), f.n_tokens)  # (L,)
+    flat = (doc * (num_buckets + 1))[None, :] + f.stream  # (ngrams, L) cell of each feature
+    counts = np.bincount(flat.ravel(), minlength=len(texts) * (num_buckets + 1))
+    return counts.reshape(len(texts), num_buckets + 1)[:, :num_buckets]
+
+
+def distribution(counts: np.ndarray, what: str = "text") -> np.ndarray:
+    """Bucket counts (B,) normalised to probabilities (B,) float64."""
+    total = counts.sum()
+    if total <= 0:
+        raise DataError(f"dsir: the {what} has no tokens to estimate a distribution from; give it some text")
+    return counts / total
+
+
+def log_diff(p_target: np.ndarray, p_raw: np.ndarray, eps: float = EPS) -> np.ndarray:
+    """Per-bucket log importance ratio (B,): ``log(p_t + eps) − log(p_r + eps)``."""
+    return np.log(p_target + eps) - np.log(p_raw + eps)
+
+
+def log_weights(counts: np.ndarray, ld: np.ndarray) -> np.ndarray:
+    """Log importance weights (N,) of documents with bucket counts (N, B): ``counts · log_diff``."""
+    return counts @ ld
+
+
+def stream_counts(stream: np.ndarray, num_buckets: int, n_positions: Optional[int] = None) -> np.ndarray:
+    """Bucket totals (B,) int64 of a bucket stream, or of its first ``n_positions`` tokens."""
+    s = stream if n_positions is None else stream[:, :n_positions]
+    return np.bincount(s.ravel(), minlength=num_buckets + 1)[:num_buckets].astype(np.int64)
+
+
+def stream_weights(stream: np.ndarray, n_tokens: np.ndarray, ld: np.ndarray) -> np.ndarray:
+    """Log importance weights (D,) from a batch's bucket stream: per document, Σ log_diff[bucket]."""
+    ld_ext = np.append(ld, 0.0)  # (B+1,) the "no n-gram here" bucket weighs nothing
+    per_token = ld_ext[stream].sum(axis=0)  # (L,)
+    out = np.zeros(len(n_tokens), dtype=np.float64)
+    nz = n_tokens > 0  # reduceat needs strictly increasing starts inside the array
+    if nz.any():
+        starts = (np.cumsum(n_tokens) - n_tokens)[nz]
+        out[nz] = np.add.reduceat(per_token, starts)
+    return out
+
+
+def _batches(docs: Iterable[tuple[str, str]], batch_chars: int) -> Iterator[Batch]:
+    """Consecutive (ids, texts) batches of about ``batch_chars`` characters."""
+    ids: list[str] = []
+    texts: list[str] = []
+    size = 0
+    for i, t in docs:
+        ids.append(i)
+        texts.append(t)
+        size += len(t)
+        if size >= batch_chars:
+            yield ids, texts
+            ids, texts, size = [], [], 0
+    if ids:
+        yield ids, texts
+
+
+_WORKER_HASHERS: dict[int, NgramHasher] = {}  # one per worker process, living as long as its pool
+
+
+def _featurise_in_worker(texts: list[str], num_buckets: int, ngrams: int) -> Features:
+    hasher = _WORKER_HASHERS.get(num_buckets)
+    if hasher is None:
+        hasher = _WORKER_HASHERS[num_buckets] = NgramHasher(num_buckets)
+    return featurise(texts, hasher, ngrams)
+
+
+class _Featuriser:
+    """Featurises batches in order: inline for a single batch or one worker, else in a 'spawn'
+    process pool started on first need and shut down by :meth:`close`."""
+
+    def __init__(self, num_buckets: int, ngrams: int, workers: int) -> None:
+        self.num_buckets, self.ngrams, self.workers = num_buckets, ngrams, workers
+        self.hasher = NgramHasher(num_buckets)
+        self.executor: Optional[Executor] = None
+
+    def map(self, batches: Iterable[Batch]) -> Iterator[tuple[list[str], Features]]:
+        it = iter(batches)
+        head = list(islice(it, 2))
+        if self.workers <= 1 or len(head) < 2:
+            for ids, texts in chain(head, it):
+                yield ids, featurise(texts, self.hasher, self.ngrams)
+            return
+        if self.executor is None:
+            self.executor = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+        pending: deque = deque()
+        for ids, texts in chain(head, it):
+            pending.append((ids, self.executor.submit(_featurise_in_worker, texts, self.num_buckets, self.ngrams)))
+            if len(pending) >= 2 * self.workers:  # bounded: never the whole pool in flight
+                ids0, fut = pending.popleft()
+                yield ids0, fut.result()
+        while pending:
+            ids0, fut = pending.popleft()
+            yield ids0, fut.result()
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(cancel_futures=True)
+            self.executor = None
+
+
+class _Streams:
+    """Pass 1's bucket streams kept for pass 2: in RAM up to a budget, then ``.npy`` files under
+    ``work_dir`` (read back memory-mapped), else dropped (``None``: pass 2 hashes it again)."""
+
+    def __init__(self, budget_bytes: int, work_dir: Optional[str]) -> None:
+        self.budget, self.used, self.work_dir = budget_bytes, 0, work_dir
+        self.items: list[Union[np.ndarray, Path, None]] = []
+        self.dir: Optional[Path] = None
+
+    def put(self, stream: np.ndarray) -> None:
+        if self.used + stream.nbytes <= self.budget:
+            self.items.append(stream)
+            self.used += stream.nbytes
+        elif self.work_dir is not None:
+            if self.dir is None:
+                Path(self.work_dir).mkdir(parents=True, exist_ok=True)
+                self.dir = Path(tempfile.mkdtemp(prefix="dsir-streams-", dir=self.work_dir))
+            path = self.dir / f"{len(self.items)}.npy"
+            np.save(path, stream)
+            self.items.append(path)
+        else:
+            self.items.append(None)
+
+    def get(self, k: int) -> Optional[np.ndarray]:
+        item = self.items[k]
+        return np.load(item, mmap_mode="r") if isinstance(item, Path) else item
+
+    def close(self) -> None:
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+
+@dataclass(frozen=True)
+class DSIRWeights:
+    """What DSIR computes before resampling, for every pool document in pool order."""
+
+    ids: tuple[str, ...]
+    log_weights: np.ndarray  # (N,) float64: counts · log_diff, the length filter not applied
+    scores: np.ndarray  # (N,) float64: log_weights, -inf where the length filter drops the document
+    n_tokens: np.ndarray  # (N,) int64
+    log_diff: np.ndarray  # (B,) float64
+    raw_docs_fit: int  # how many leading pool documents estimated p_r (all, unless the cap bound)
+
+
+@dataclass(frozen=True)
+class DSIRSelector:
+    """DSIR (see the module docstring). ``raw_sample_cap``: features of the pool used to estimate
+    ``p_r`` (``"auto"``: 100,000 × ``num_buckets`` as in the package; ``None``: all); ``workers``:
+    processes (0 = all cores); ``work_dir``: where bucket streams spill beyond ``memory_mb``."""
+
+    num_buckets: int = 10_000
+    ngrams: int = 2
+    min_example_length: int = 100
+    top_k: bool = False
+    raw_sample_cap: Union[int, str, None] = "auto"
+    workers: int = 0
+    work_dir: Optional[str] = None
+    batch_chars: int = 1 << 20
+    memory_mb: int = 2048
+    name: str = "dsir"
+
+    def __post_init__(self) -> None:
+        for field, low in (("num_buckets", 1), ("ngrams", 1), ("min_example_length", 0), ("workers", 0),
+                           ("batch_chars", 1), ("memory_mb", 0)):
+            v = getattr(self, field)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ConfigError(f"dsir: {field}={v!r}; use an integer ≥ {low}")
+        if self.num_buckets >= 1 << 32:
+            raise ConfigError(f"dsir: num_buckets={self.num_buckets}; use fewer than 2^32 (the package uses 10,000)")
+        cap = self.raw_sample_cap
+        if not (cap is None or cap == "auto" or (isinstance(cap, int) and not isinstance(cap, bool) and cap >= 1)):
+            raise ConfigError(f"dsir: raw_sample_cap={cap!r}; use 'auto', null (the whole pool) or a positive integer")
+
+    def cap(self) -> Optional[int]:
+        """The raw cap in features (``None``: no cap)."""
+        return AUTO_CAP_PER_BUCKET * self.num_buckets if self.raw_sample_cap == "auto" else self.raw_sample_cap  # type: ignore[return-value]
+
+    def n_workers(self) -> int:
+        if self.workers:
+            return self.workers
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:  # not on every platform
+            return os.cpu_count() or 1
+
+    def select(self, pool: Pool, target: Sequence[str], n: int, seed: int) -> Selection:
+        w = self.weigh(pool, target)
+        check_n(n, len(w.ids), self.name)
+        if self.top_k:
+            chosen = top_n(w.scores, n, w.ids, seed)
+        else:
+            eligible = np.flatnonzero(w.scores > -np.inf)
+            # The package adds np.random.gumbel(size=#eligible) to the eligible weights in pool order; a
+            # RandomState seeded alike draws the same noise (it has the Generator's gumbel signature).
+            rs = np.random.RandomState(seed % (1 << 32))
+            chosen = eligible[gumbel_top_n(w.scores[eligible], n, rs)]  # type: ignore[arg-type]
+        settings = {k: v for k, v in asdict(self).items() if k not in ("workers", "work_dir", "batch_chars",
+                                                                         "memory_mb", "name")}
+        settings.update(raw_sample_cap=self.cap(), raw_docs_fit=w.raw_docs_fit, tokenizer="wordpunct (re)")
+        return Selection(self.name, w.ids, w.scores, chosen, settings, {"n_tokens": w.n_tokens})
+
+    def weigh(self, pool: Pool, target: Sequence[str]) -> DSIRWeights:
+        """Log importance weights of every pool document (the length filter as ``-inf`` scores)."""
+        if isinstance(target, str) or len(target) == 0:
+            raise DataError("dsir: the target must be a non-empty list of texts")
+        feat = _Featuriser(self.num_buckets, self.ngrams, self.n_workers())
+        store = _Streams(self.memory_mb << 20, self.work_dir)
+        try:
+            p_t = self._target_distribution(feat, target)
+            ids, lens, raw, n_fit = self._fit_raw(feat, pool, store)
+            if not ids:
+                raise DataError("dsir: the pool has no documents; point it at a non-empty source")
+            ld = log_diff(p_t, distribution(raw, "pool"))
+            lw = self._weights(feat, pool, store, ids, lens, ld)
+        finally:
+            feat.close()
+            store.close()
+        n_tokens = np.concatenate(lens)
+        long_enough = example_length(n_features(n_tokens, self.ngrams), self.ngrams) >= self.min_example_length
+        return DSIRWeights(tuple(ids), lw, np.where(long_enough, lw, -np.inf), n_tokens, ld, n_fit)
+
+    def _pool_batches(self, pool: Pool) -> Iterator[Batch]:
+        return _batches(((d.id, d.text) for d in pool()), self.batch_chars)
+
+    def _target_distribution(self, feat: _Featuriser, target: Sequence[str]) -> np.ndarray:
+        total = np.zeros(self.num_buckets, dtype=np.int64)
+        for _, f in feat.map(_batches(((str(i), t) for i, t in enumerate(target)), self.batch_chars)):
+            total += stream_counts(f.stream, self.num_buckets)
+        return distribution(total, "target")
+
+    def _fit_raw(self, feat: _Featuriser, pool: Pool, store: _Streams
+                 ) -> tuple[list[str], list[np.ndarray], np.ndarray, int]:
+        """Pass 1: hash every batch once, keep its stream, and count p_r's buckets up to the cap."""
+        cap = self.cap()
+        ids: list[str] = []
+        lens: list[np.ndarray] = []
+        total = np.zeros(self.num_buckets, dtype=np.int64)
+        seen = n_fit = 0
+        for bids, f in feat.map(self._pool_batches(pool)):
+            ids.extend(bids)
+            lens.append(f.n_tokens)
+            store.put(f.stream)
+            if cap is not None and seen > cap:
+                continue
+            nf = n_features(f.n_tokens, self.ngrams)  # (D,)
+            before = seen + np.cumsum(nf) - nf  # (D,) features counted before each document
+            # The package counts a document, then stops once the total exceeds the cap.
+            keep = len(nf) if cap is None else int(np.count_nonzero(before <= cap))
+            total += stream_counts(f.stream, self.num_buckets, None if keep == len(nf) else int(f.n_tokens[:keep].sum()))
+            seen += int(nf[:keep].sum())
+            n_fit += keep
+        return ids, lens, total, n_fit
+
+    def _weights(self, feat: _Featuriser, pool: Pool, store: _Streams, ids: list[str],
+                 lens: list[np.ndarray], ld: np.ndarray) -> np.ndarray:
+        """Pass 2: Σ log_diff over each document's stream (re-hashing batches whose stream was dropped)."""
+        dropped = {k for k, item in enumerate(store.items) if item is None}
+        redo = feat.map(b for k, b in enumerate(self._pool_batches(pool)) if k in dropped)
+        offsets = np.cumsum([0] + [len(x) for x in lens])
+        out = np.empty(int(offsets[-1]), dtype=np.float64)
+        threads = self.n_workers()
+        with ThreadPoolExecutor(threads) as tp:
+            pending: deque = deque()
+            for k in range(len(lens)):
+                stream = store.get(k)
+                if stream is None:
+                    bids, f = next(redo)
+                    if bids != ids[offsets[k]:offsets[k + 1]]:
+                        raise DataError("dsir: the pool yielded different documents on its second pass; "
+                                        "make it re-iterable (or set work_dir so it is read once)")
+                    stream = f.stream
+                pending.append((k, tp.submit(stream_weights, stream, lens[k], ld)))
+                if len(pending) >= 2 * threads:
+                    j, fut = pending.popleft()
+                    out[offsets[j]:offsets[j + 1]] = fut.result()
+            for j, fut in pending:
+                out[offsets[j]:offsets[j + 1]] = fut.result()
+        return out
+
+
+SELECTORS.add("dsir", DSIRSelector)
