@@ -4,8 +4,9 @@ Tables (written with :func:`proxyscale.analyze.io.write_analysis`, kind ``select
 
 - ``results``: one row per (selection, seed, test set, example): loss, accuracy where defined;
 - ``holdout``: per target and selection (random ones apply to every target): mean holdout loss
-  (seed-averaged) with a 95% bootstrap CI over holdout examples, the paired difference from
-  random at the reference budget (negative = better than random) with its CI, per-seed means,
+  (seed-averaged) with a 95% two-level bootstrap CI (reference seeds, then holdout examples),
+  the difference from random at the reference budget (negative = better than random; paired
+  over examples) with its CI, per-seed means,
   accuracy, and the compute spent on selecting and on one reference run;
 - ``smallest_proxy``: per target and method, the smallest proxy whose selection still beats
   random (difference CI entirely below zero);
@@ -21,7 +22,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..attribute.lds import bootstrap_mean_ci
 from ..models.ladder import train_flops
 from ..seeding import np_rng
 from ..store import read_json, read_table
@@ -45,10 +45,26 @@ def gather(inputs: dict[str, Path], selections: list[dict[str, Any]]) -> pd.Data
     return pd.concat(frames, ignore_index=True)
 
 
-def _per_example(results: pd.DataFrame, selection: str, test_set: str) -> pd.Series:
-    """Seed-averaged loss per example of one selection's references on one test set."""
+def loss_matrix(results: pd.DataFrame, selection: str, test_set: str) -> pd.DataFrame:
+    """Per-example losses of one selection's references on one test set: (seeds × examples)."""
     r = results[(results["selection"] == selection) & (results["test_set"] == test_set)]
-    return r.groupby("example_id")["loss"].mean().sort_index()
+    return r.pivot_table(index="seed", columns="example_id", values="loss", aggfunc="mean").sort_index(axis=1)
+
+
+def two_level_ci(a: np.ndarray, b: np.ndarray | None, rng: np.random.Generator, n_boot: int,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile CI of mean(a) − mean(b) (or of mean(a) when ``b`` is None), resampling the
+    reference seeds of each side independently (they are different training runs) and the
+    examples jointly (both sides saw the same ones): so the interval carries seed noise too.
+    ``a``, ``b``: (seeds, examples)."""
+    n_ex = a.shape[1]
+    stats = np.empty(n_boot)
+    for i in range(n_boot):
+        e = rng.integers(0, n_ex, n_ex)
+        va = a[rng.integers(0, a.shape[0], a.shape[0])][:, e].mean()
+        stats[i] = va if b is None else va - b[rng.integers(0, b.shape[0], b.shape[0])][:, e].mean()
+    lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
 
 
 def _applies(s: dict[str, Any], target: str) -> bool:
@@ -61,20 +77,20 @@ def holdout_table(cfg: dict[str, Any], results: pd.DataFrame) -> pd.DataFrame:
     base = next(s for s in cfg["selections"] if s["method"] == "random" and s["budget"] == 1.0)
     for t in cfg["targets"]:
         ts = f"holdout-{t}"
-        ref = _per_example(results, base["name"], ts)
+        ref = loss_matrix(results, base["name"], ts)
         for s in (s for s in cfg["selections"] if _applies(s, t)):
             rng = np_rng(cfg["seed"], "sel-boot", t, s["name"])
-            per = _per_example(results, s["name"], ts)
-            diff = (per - ref.reindex(per.index)).to_numpy()
+            mat = loss_matrix(results, s["name"], ts)[ref.columns]
+            a, b = mat.to_numpy(np.float64), ref.to_numpy(np.float64)
             part = results[(results["selection"] == s["name"]) & (results["test_set"] == ts)]
-            lo, hi = bootstrap_mean_ci(per.to_numpy(), rng, cfg["n_boot"])
-            dlo, dhi = bootstrap_mean_ci(diff, rng, cfg["n_boot"]) if s is not base else (0.0, 0.0)
+            lo, hi = two_level_ci(a, None, rng, cfg["n_boot"])
+            dlo, dhi = two_level_ci(a, b, rng, cfg["n_boot"]) if s is not base else (0.0, 0.0)
             rows.append({"target": t, "selection": s["name"], "method": s["method"], "proxy": s["proxy"] or "",
-                         "budget": s["budget"], "loss": float(per.mean()), "ci_low": lo, "ci_high": hi,
-                         "minus_random": float(diff.mean()), "minus_random_low": dlo, "minus_random_high": dhi,
-                         "seed_losses": [float(v) for v in part.groupby("seed")["loss"].mean()],
+                         "budget": s["budget"], "loss": float(a.mean()), "ci_low": lo, "ci_high": hi,
+                         "minus_random": float(a.mean() - b.mean()), "minus_random_low": dlo,
+                         "minus_random_high": dhi, "seed_losses": [float(v) for v in a.mean(axis=1)],
                          "accuracy": float(part["correct"].mean()) if part["correct"].notna().any() else float("nan"),
-                         "n_examples": int(len(per)), "selection_flops": _selection_flops(cfg, s),
+                         "n_examples": int(a.shape[1]), "selection_flops": _selection_flops(cfg, s),
                          "reference_flops": _reference_flops(cfg, s)})
     return pd.DataFrame(rows)
 
@@ -121,7 +137,7 @@ def multiplier_table(cfg: dict[str, Any], holdout: pd.DataFrame) -> pd.DataFrame
             log_b = (r.loss - a) / c if c < 0 else float("nan")
             rows.append({"target": t, "selection": r.selection, "method": r.method, "proxy": r.proxy,
                          "budget": r.budget, "loss": r.loss, "multiplier": float(np.exp(log_b)) / r.budget,
-                         "extrapolated": bool(not x.min() <= log_b <= x.max()), "fit_slope": float(c)})
+                         "extrapolated": bool(not x.min() - 1e-9 <= log_b <= x.max() + 1e-9), "fit_slope": float(c)})
     return pd.DataFrame(rows)
 
 

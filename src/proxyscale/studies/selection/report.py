@@ -38,8 +38,10 @@ def _holdout_table(h: pd.DataFrame, mult: pd.DataFrame, meta: dict[str, Any]) ->
     return Table(("selection", "ref/proxy compute", "holdout loss [95% CI]", "− random [95% CI]", "accuracy",
                   "random needs", "selection / reference compute"), tuple(rows),
                  "Loss: nats per predicted token, mean over holdout examples of the reference seeds' mean; CIs: "
-                 "bootstrap over holdout examples. '− random' is paired per example (negative = better). 'random "
-                 "needs': the compute random selection needs to match the loss (fit over its budgets).")
+                 "95% bootstrap resampling the reference seeds, then the holdout examples. '− random': the "
+                 "difference from random at the same budget, paired over examples (negative = better). "
+                 "'random needs': the compute random selection needs to match the loss (a fit of loss "
+                 "against log compute over its budgets).")
 
 
 def _figure(h: pd.DataFrame, meta: dict[str, Any], target: str) -> bytes:
