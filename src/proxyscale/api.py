@@ -15,6 +15,7 @@ from .studies import Study, finished_analysis, load_study
 DEMO_SPEC = Path(__file__).parent / "configs" / "demo.yaml"
 ATTRIBUTION_DEMO_SPEC = Path(__file__).parent / "configs" / "attribution-demo.yaml"
 ATTRIBUTION_SPEC = Path(__file__).parent / "configs" / "attribution.yaml"
+SELECTION_DEMO_SPEC = Path(__file__).parent / "configs" / "selection-demo.yaml"
 SpecLike = Any  # a YAML path, a mapping, or a spec object of a registered study kind
 
 
@@ -27,13 +28,15 @@ def run_study(spec: SpecLike, store: str | Path = "runs", *, workers: int = 0, b
 
 
 def run_demo(store: str | Path = "runs", *, workers: int = 0, progress: bool = True) -> Path:
-    """The demo: the small-to-large study of configs/demo.yaml and the short attribution study of
-    configs/attribution-demo.yaml; one report with both (plus the attribution study's own)."""
-    (lm_study, lm), (a_study, attr) = load_study(DEMO_SPEC), load_study(ATTRIBUTION_DEMO_SPEC)
-    _run(lm, lm_study.plan(lm), store, workers, None, progress)
-    _run(attr, a_study.plan(attr), store, workers, None, progress)
-    write_study_report(attr, store)
-    return write_study_report(lm, store, join=[attr])
+    """The demo: the small-to-large study of configs/demo.yaml, the short attribution study of
+    configs/attribution-demo.yaml and the short selection study of configs/selection-demo.yaml;
+    one report with all three (each of the other two also gets its own)."""
+    studies = [load_study(p) for p in (DEMO_SPEC, ATTRIBUTION_DEMO_SPEC, SELECTION_DEMO_SPEC)]
+    for study, s in studies:
+        _run(s, study.plan(s), store, workers, None, progress)
+    for _, s in studies[1:]:
+        write_study_report(s, store)
+    return write_study_report(studies[0][1], store, join=[s for _, s in studies[1:]])
 
 
 def _run(s: Any, plan: Plan, store: str | Path, workers: int, backend: str | None, progress: bool) -> None:

@@ -33,8 +33,9 @@ def run(spec: Path = typer.Argument(..., help="YAML study spec"), store: Path = 
 @app.command()
 def demo(store: Path = STORE, workers: int = WORKERS,
          progress: bool = typer.Option(True, help="Show a progress bar with ETA.")) -> None:
-    """Build the embedded corpus, run the demo study (configs/demo.yaml) and a short
-    attribution-transfer study (configs/attribution-demo.yaml); write one report."""
+    """Build the embedded corpus, run the demo study (configs/demo.yaml), a short
+    attribution-transfer study (configs/attribution-demo.yaml) and a short selection-transfer
+    study (configs/selection-demo.yaml); write one report."""
     from .api import run_demo
 
     out = run_demo(store, workers=workers, progress=progress)

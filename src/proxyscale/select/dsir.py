@@ -55,6 +55,7 @@ import re
 import shutil
 import sys
 import tempfile
+import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -255,21 +256,22 @@ def _batches(docs: Iterable[tuple[str, str]], batch_chars: int) -> Iterator[Batc
         yield ids, texts
 
 
-_WORKER_HASHERS: dict[int, NgramHasher] = {}  # one per worker process, alive as long as the process
+_WORKER_STATE: dict[str, object] = {}  # in a worker process: the hasher of the call it last served
 
 
-def _featurise_in_worker(batch: Batch, num_buckets: int, ngrams: int) -> tuple[list[str], Features]:
-    hasher = _WORKER_HASHERS.get(num_buckets)
-    if hasher is None:
-        hasher = _WORKER_HASHERS[num_buckets] = NgramHasher(num_buckets)
+def _featurise_in_worker(batch: Batch, num_buckets: int, ngrams: int, call: str) -> tuple[list[str], Features]:
+    if _WORKER_STATE.get("call") != call:  # a new weigh() call starts with an empty memo
+        _WORKER_STATE.update(call=call, hasher=NgramHasher(num_buckets))
+    hasher = _WORKER_STATE["hasher"]
+    assert isinstance(hasher, NgramHasher)
     return batch[0], featurise(batch[1], hasher, ngrams)
 
 
 def _featurised(batches: Iterable[Batch], hasher: NgramHasher, ngrams: int, workers: int
                 ) -> Iterator[tuple[list[str], Features]]:
     """Featurise batches, yielding in input order: inline (with ``hasher``) for one batch or one
-    worker, else on joblib's reusable process pool (its workers and their hashers outlive one call,
-    which is safe: hashers hold only memos), at most 2 batches per worker in flight."""
+    worker, else on joblib's reusable process pool (started once per session; each worker keeps a
+    hasher per call), at most 2 batches per worker in flight."""
     it = iter(batches)
     head = list(islice(it, 2))
     if workers <= 1 or len(head) < 2:
@@ -277,7 +279,8 @@ def _featurised(batches: Iterable[Batch], hasher: NgramHasher, ngrams: int, work
             yield ids, featurise(texts, hasher, ngrams)
         return
     parallel = Parallel(n_jobs=workers, return_as="generator", pre_dispatch="2*n_jobs")
-    yield from parallel(delayed(_featurise_in_worker)(b, hasher.num_buckets, ngrams) for b in chain(head, it))
+    call = uuid.uuid4().hex
+    yield from parallel(delayed(_featurise_in_worker)(b, hasher.num_buckets, ngrams, call) for b in chain(head, it))
 
 
 class _Streams:

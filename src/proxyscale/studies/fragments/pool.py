@@ -81,6 +81,38 @@ def add_window_model(plan: Plan, *, name: str, pool: str, model: GPTConfig, trai
     return plan.add(Step("window_train", name, cfg, inputs, bkey, flops))
 
 
+def add_dsdm_scores(plan: Plan, *, name: str, pool: str, model: GPTConfig, train: TrainConfig, n_steps: int,
+                    windows: int, flops: float, trak: Mapping[str, Any], targets: Mapping[str, str], seed: int,
+                    cost: float) -> str:
+    """DsDm at one proxy scale: ``trak["models"]`` GPTs, each on its own random pool subset of
+    ``windows`` windows (the scale's Chinchilla size), then their TRAK weights toward every target
+    (``targets``: target name → target-part step). Returns the ``dsdm_scores`` step's key."""
+    from ...seeding import derive_seed
+
+    models = {f"model:{m}": add_window_model(
+        plan, name=f"proxy-{name}-m{m}", pool=pool, model=model, train=train, n_steps=n_steps,
+        seed=derive_seed(seed, "proxy", name, m), subset_size=windows,
+        subset_seed=derive_seed(seed, "proxy-subset", name, m), flops=flops) for m in range(int(trak["models"]))}
+    return plan.add(Step("dsdm_scores", name, {**trak, "seed": derive_seed(seed, "trak", name)},
+                         {"pool": pool, **models, **{f"target:{t}": k for t, k in targets.items()}}, cost=cost))
+
+
+def add_selection(plan: Plan, *, name: str, method: str, n: int, seed: int, pool: str,
+                  target: Optional[tuple[str, str]] = None, tokenizer: Optional[str] = None,
+                  weights: Optional[str] = None, settings: Optional[Mapping[str, Any]] = None) -> str:
+    """A ``select_windows`` step: ``n`` pool windows by ``method`` toward ``target`` = (target
+    name, target-part step) — DsDm reads ``weights`` (a dsdm_scores step), DSIR and the
+    classifier the target's text (decoded with ``tokenizer``)."""
+    inputs = {"pool": pool}
+    if target is not None:
+        inputs.update(target=target[1], tokenizer=tokenizer)
+    if weights is not None:
+        inputs["weights"] = weights
+    cfg = {"method": method, "n": n, "target": None if target is None else target[0],
+           "settings": dict(settings or {}), "seed": seed}
+    return plan.add(Step("select_windows", name, cfg, inputs, cost=1e9))
+
+
 # -- step functions ----------------------------------------------------------------------------
 @step_kind("pool_windows", config=PoolStep)
 def pool_windows_step(ctx: StepContext) -> None:

@@ -15,7 +15,7 @@ from ...models.ladder import attribution_flops, lm_budget, train_flops
 from ...run.plan import Plan, Step
 from ...seeding import derive_seed
 from ..fragments.data import add_data
-from ..fragments.pool import add_pool, add_window_model
+from ..fragments.pool import add_dsdm_scores, add_pool, add_selection, add_window_model
 from .spec import SelectionSpec
 
 
@@ -69,15 +69,11 @@ def _add_dsdm(plan: Plan, spec: SelectionSpec, pool: str, parts: dict[str, dict[
         if b["windows"] > spec.pool.n_windows:
             raise ConfigError(f"proxy {r.name} needs {b['windows']:,} pool windows (its Chinchilla size) but the pool "
                               f"has {spec.pool.n_windows:,}; grow pool.n_windows")
-        models = {f"model:{m}": add_window_model(
-            plan, name=f"proxy-{r.name}-m{m}", pool=pool, model=r.gpt(spec.tokenizer.vocab_size, spec.context),
-            train=spec.train, n_steps=b["n_steps"], seed=derive_seed(spec.seed, "proxy", r.name, m),
-            subset_size=b["windows"], subset_seed=derive_seed(spec.seed, "proxy-subset", r.name, m), flops=b["flops"])
-            for m in range(spec.dsdm.models)}
         cost = attribution_flops(b["params"], spec.dsdm.k, spec.pool.n_windows, 1, spec.context) * spec.dsdm.models
-        cfg = {**to_dict(spec.dsdm), "seed": derive_seed(spec.seed, "trak", r.name)}
-        targets = {f"target:{t}": p["target"] for t, p in parts.items()}
-        out[r.name] = plan.add(Step("dsdm_scores", r.name, cfg, {"pool": pool, **models, **targets}, cost=cost))
+        model = r.gpt(spec.tokenizer.vocab_size, spec.context)
+        out[r.name] = add_dsdm_scores(plan, name=r.name, pool=pool, model=model, train=spec.train, n_steps=b["n_steps"], windows=b["windows"], flops=b["flops"],
+                                      trak=to_dict(spec.dsdm), targets={t: p["target"] for t, p in parts.items()},
+                                      seed=spec.seed, cost=cost)
     return out
 
 
@@ -110,14 +106,12 @@ def _add_selections(plan: Plan, spec: SelectionSpec, pool: str, parts: dict[str,
     out = []
     settings = {"dsir": spec.dsir, "classifier": spec.classifier}
     for s in _selection_specs(spec, rows):
-        inputs = {"pool": pool}
-        if s["target"] is not None:
-            inputs.update(target=parts[s["target"]]["target"], tokenizer=tokenizer)
-        if s["proxy"] is not None:
-            inputs["weights"] = weights[s["proxy"]]
-        cfg = {"method": s["method"], "n": s["n"], "target": s["target"], "settings": settings.get(s["method"], {}),
-               "seed": derive_seed(spec.seed, "select", s["name"])}
-        out.append({**s, "key": plan.add(Step("select_windows", s["name"], cfg, inputs, cost=1e9))})
+        target = None if s["target"] is None else (s["target"], parts[s["target"]]["target"])
+        key = add_selection(plan, name=s["name"], method=s["method"], n=s["n"],
+                            seed=derive_seed(spec.seed, "select", s["name"]), pool=pool, target=target,
+                            tokenizer=tokenizer, weights=weights.get(s["proxy"]) if s["proxy"] else None,
+                            settings=settings.get(s["method"], {}))
+        out.append({**s, "key": key})
     return out
 
 
