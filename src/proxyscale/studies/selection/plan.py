@@ -71,7 +71,8 @@ def _add_dsdm(plan: Plan, spec: SelectionSpec, pool: str, parts: dict[str, dict[
                               f"has {spec.pool.n_windows:,}; grow pool.n_windows")
         cost = attribution_flops(b["params"], spec.dsdm.k, spec.pool.n_windows, 1, spec.context) * spec.dsdm.models
         model = r.gpt(spec.tokenizer.vocab_size, spec.context)
-        out[r.name] = add_dsdm_scores(plan, name=r.name, pool=pool, model=model, train=spec.train, n_steps=b["n_steps"], windows=b["windows"], flops=b["flops"],
+        out[r.name] = add_dsdm_scores(plan, name=r.name, pool=pool, model=model, train=spec.train,
+                                      n_steps=b["n_steps"], windows=b["windows"], flops=b["flops"],
                                       trak=to_dict(spec.dsdm), targets={t: p["target"] for t, p in parts.items()},
                                       seed=spec.seed, cost=cost)
     return out
