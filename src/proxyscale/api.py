@@ -171,7 +171,7 @@ def select(method: str, pool: str | Path, target: str | Path, n: int, out: str |
     classifier, ...); write the chosen ids, every document's score and a manifest to ``out``.
     ``pool``/``target``: a text directory or file, ``.jsonl`` or ``.parquet`` (``hub``: a Hugging
     Face dataset name). Same inputs and seed give a byte-identical selection."""
-    from .select.base import make_selector
+    from .select import make_selector
     from .select.io import hash_documents, hash_texts, write_selection
     from .select.pool import open_pool, read_texts, source_of
 

@@ -51,22 +51,6 @@ class Selector(Protocol):
 SELECTORS: Registry[Callable[..., Selector]] = Registry("selection method")
 
 
-def make_selector(method: str, **settings: Any) -> Selector:
-    """Build a registered selector by name with its settings (unknown settings are errors)."""
-    import dataclasses
-
-    from ..config import from_dict
-    from . import classifier, dsir, rand  # noqa: F401  (the built-in methods register themselves)
-
-    factory = SELECTORS.get(method)
-    if dataclasses.is_dataclass(factory):  # typed settings: unknown keys get a hint
-        return from_dict(factory, {k: v for k, v in settings.items()}, f"{method} settings")
-    try:
-        return factory(**settings)
-    except TypeError as e:
-        raise ConfigError(f"select --method {method}: {e}") from None
-
-
 def check_n(n: int, n_pool: int, method: str) -> None:
     if n < 1:
         raise ConfigError(f"{method}: n={n}; choose at least one document")

@@ -1,51 +1,37 @@
-r"""DSIR: data selection with importance resampling on hashed n-gram features (Xie et al., 2023).
+r"""DSIR: data selection with importance resampling on hashed n-grams (Xie et al., 2023).
 
-The numbers of the reference package ``data-selection`` 1.0.3 (``HashedNgramDSIR``; a test
-compares against it as an oracle), computed several times faster per core:
+The numbers of ``data-selection`` 1.0.3 (``HashedNgramDSIR``; a test compares the two), faster:
 
-1. **Features.** Lower-case, then ``wordpunct`` tokens (the regex ``\w+|[^\w\s]+``); each of
-   the ``ngrams`` orders of n-grams (tokens joined by one space) is hashed into one of
-   ``num_buckets`` buckets by ``int(sha256(gram).hexdigest(), 16) % num_buckets``.
+1. **Features.** Lower-case, ``wordpunct`` tokens (the regex ``\w+|[^\w\s]+``); each n-gram of
+   orders 1..``ngrams`` (tokens joined by a space) goes to bucket ``int(sha256(gram), 16) % B``.
 2. **Distributions.** ``p_t``: bucket counts of all target text, normalised. ``p_r``: the same
-   over the pool's documents, in pool order, until more than ``raw_sample_cap`` *features* have
-   been counted (``"auto"`` = the package's 100,000 × ``num_buckets``; the package calls them
-   tokens, but a document of T ≥ 1 tokens has 2T − 1 uni+bigram features).
+   over pool documents in pool order until more than ``raw_sample_cap`` *features* are counted
+   (``"auto"``: the package's 100,000 × B; it calls them tokens, but T tokens give 2T − 1 features).
 3. **Weights.** ``log_diff = log(p_t + 1e-8) − log(p_r + 1e-8)``; a document's log importance
-   weight is its bucket counts · ``log_diff``. A document whose length is under
-   ``min_example_length`` tokens scores ``-inf`` (never chosen) yet still counts towards
-   ``p_r``, as in the package.
-4. **Resampling.** ``top_k=False``: Gumbel top-k (sampling without replacement ∝ the weights)
-   with the noise drawn as the package draws it: legacy ``np.random.RandomState``, one Gumbel per
-   eligible document in pool order. So ``seed=s`` picks the set the package picks after
-   ``np.random.seed(s)`` with ``num_proc=1`` (its order then is pool order), and the legacy
-   stream is frozen across NumPy versions. ``top_k=True``: the top-n, ties by a seeded id hash.
+   weight is its bucket counts · ``log_diff``. Documents under ``min_example_length`` tokens score
+   ``-inf`` (never chosen) but still count towards ``p_r``, as in the package.
+4. **Resampling.** ``top_k=False``: Gumbel top-k with the package's noise: legacy
+   ``RandomState(seed)``, one Gumbel per eligible document in pool order, so ``seed=s`` picks the
+   set the package picks after ``np.random.seed(s)`` with ``num_proc=1`` (which keeps pool order);
+   the legacy stream is frozen across NumPy versions. ``top_k=True``: top-n, ties by a seeded hash.
 
-Two deliberate differences. The tokeniser uses the stdlib ``re``, as nltk's WordPunctTokenizer
-did when 1.0.3 was published; nltk ≥ 3.10 compiles the pattern with the third-party ``regex``
-engine, whose ``\w`` and ``\s`` differ on combining marks, superscript digits and U+001C–U+001F,
-so such texts tokenise differently under a new nltk. The raw cap is a prefix of the pool here;
-the package splits it over ``num_proc`` round-robin shards, so its ``p_r`` depends on its core
-count whenever the cap binds (never for pools under ≈ 5 × 10^8 tokens).
+Two deliberate differences. Tokens come from the stdlib ``re``, as in nltk when 1.0.3 came out;
+nltk ≥ 3.10 uses the ``regex`` engine, whose ``\w``/``\s`` differ on combining marks, superscript
+digits and U+001C–U+001F. The raw cap takes a prefix of the pool; the package splits it over
+``num_proc`` round-robin shards, so its ``p_r`` depends on its core count when the cap binds.
 
-**Design.** Hashing is the cost: the package runs sha256 on every n-gram occurrence, twice
-(once to fit ``p_r``, once for the weights). Here:
-
-- *Each distinct n-gram is hashed once per worker.* A batch's tokens are numbered by their first
-  occurrence (a C-level dict map); a k-gram is the pair (its (k−1)-gram's number, its last
-  token's number), so distinct k-grams are found with ``np.unique`` on integers and only they
-  become strings; a :class:`BucketMemo` (string → bucket, a pure function's memo, emptied at 2^20
-  entries) carries the work across batches.
-- *One hashing pass.* ``p_r`` needs the whole pool before any weight exists, but never the
-  (N, B) count matrix (20 KB per document at B = 10,000, about ten times the text): pass 1 keeps
-  each batch's *bucket stream* (``ngrams`` × tokens, uint16: ≈ 0.8 × the UTF-8 text), and pass 2
-  sums ``log_diff`` over it per document.
-- *Bounded memory.* Streams stay in RAM up to ``memory_mb``; beyond that they go to ``.npy``
-  files under ``work_dir`` (read back memory-mapped) when one is set, else they are dropped and
-  pass 2 hashes those batches again (a two-pass stream: no disk, twice the hashing).
-- *Parallel and deterministic.* Batches of about ``batch_chars`` characters go to a 'spawn'
-  process pool of ``workers`` processes (at most 2 per worker in flight); results are used in
-  submission order, so every number is independent of ``workers``. Pass 2 is NumPy gathers and
-  reductions (they release the GIL) on a thread pool.
+**Design.** Hashing is the cost: the package runs sha256 on every n-gram occurrence, twice (to fit
+``p_r``, then for the weights). Here each *distinct* n-gram is hashed once per worker: tokens get
+running numbers (a C-level dict map), a bigram is looked up by the integer pair of its tokens'
+numbers (``pd.factorize`` finds a batch's distinct ones), and only never-seen n-grams become
+strings (:class:`NgramHasher`, a bounded memo of a pure function). Pass 1 hashes each batch once,
+totals ``p_r`` and keeps its *bucket stream* (``ngrams`` × tokens, uint16: ≈ 0.8 × the UTF-8
+text — never the (N, B) count matrix, 20 KB per document); pass 2 sums ``log_diff`` over the
+streams per document (NumPy, on threads). Memory is bounded: streams stay in RAM up to
+``memory_mb``, then go to ``.npy`` files under ``work_dir`` (read back memory-mapped) if one is
+set, else are dropped and pass 2 hashes those batches again (a two-pass stream, no disk). Batches
+of ≈ ``batch_chars`` characters go to joblib's reusable process pool (``workers``; at most two per
+worker in flight) and come back in order, so every number is independent of ``workers``.
 """
 from __future__ import annotations
 
@@ -65,6 +51,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
+import pandas as pd
 from joblib import Parallel, delayed
 
 from ..errors import ConfigError, DataError
@@ -85,9 +72,11 @@ def tokenize(text: str) -> list[str]:
     return WORDPUNCT.findall(text.lower())
 
 
-def bucket(gram: str, num_buckets: int) -> int:
-    """The package's hash: sha256 of the UTF-8 n-gram as a big-endian integer, mod ``num_buckets``."""
-    return int.from_bytes(hashlib.sha256(gram.encode("utf-8")).digest(), "big") % num_buckets
+def hash_buckets(grams: Sequence[str], num_buckets: int) -> np.ndarray:
+    """The package's hash of each n-gram, (len(grams),) int64: the sha256 digest of its UTF-8 bytes
+    as a big-endian integer (= ``int(hexdigest, 16)``), mod ``num_buckets``."""
+    sha, num = hashlib.sha256, int.from_bytes  # local names: this loop is the hot one on cold memos
+    return np.array([num(sha(g.encode("utf-8")).digest(), "big") % num_buckets for g in grams], dtype=np.int64)
 
 
 class NgramHasher:
@@ -118,32 +107,30 @@ class NgramHasher:
             new = list(dict.fromkeys([flat[i] for i in miss]))  # distinct, first-seen order
             self.vocab.update(zip(new, range(len(self.words), len(self.words) + len(new))))
             self.words.extend(new)
-            self.uni = np.concatenate([self.uni, self._hash(new)])
+            self.uni = np.concatenate([self.uni, hash_buckets(new, self.num_buckets)])
             g[miss] = np.fromiter(map(self.vocab.__getitem__, [flat[i] for i in miss]), dtype=np.int64, count=len(miss))
         return g
 
     def pair_buckets(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Buckets (M,) of the bigrams "words[a] words[b]" for token numbers a, b (M,)."""
-        keys = ((a << 32) | b).tolist()  # M ints
-        out = np.fromiter(map(self.pairs.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))  # (M,)
+        codes, uniq = pd.factorize((a << 32) | b)  # (M,) codes of (U,) distinct bigrams
+        keys = uniq.tolist()
+        out = np.fromiter(map(self.pairs.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))  # (U,)
         miss = np.flatnonzero(out < 0).tolist()
         if miss:
-            missed = [keys[i] for i in miss]
-            new = list(dict.fromkeys(missed))  # never-seen bigrams, distinct
+            new = [keys[i] for i in miss]  # never-seen bigrams
             w, lo = self.words, 0xFFFFFFFF
-            self.pairs.update(zip(new, self._hash([w[k >> 32] + " " + w[k & lo] for k in new]).tolist()))
-            out[miss] = np.fromiter(map(self.pairs.__getitem__, missed), dtype=np.int64, count=len(miss))
-        return out
+            hashed = hash_buckets([w[k >> 32] + " " + w[k & lo] for k in new], self.num_buckets)
+            self.pairs.update(zip(new, hashed.tolist()))
+            out[miss] = hashed
+        return out[codes]
 
     def string_buckets(self, grams: list[str]) -> np.ndarray:
         """Buckets (len(grams),) of n-gram strings."""
         table = self.strings
         new = list(set(grams).difference(table))
-        table.update(zip(new, self._hash(new).tolist()))
+        table.update(zip(new, hash_buckets(new, self.num_buckets).tolist()))
         return np.fromiter(map(table.__getitem__, grams), dtype=np.int64, count=len(grams))
-
-    def _hash(self, grams: list[str]) -> np.ndarray:
-        return np.fromiter(map(bucket, grams, repeat(self.num_buckets)), dtype=np.int64, count=len(grams))
 
 
 @dataclass(frozen=True)
@@ -172,13 +159,14 @@ def featurise(texts: Sequence[str], hasher: NgramHasher, ngrams: int) -> Feature
         if k == 2:
             stream[1, at] = hasher.pair_buckets(gid[at], gid[at + 1])
         if k < ngrams or k > 2:  # trigrams and up: number k-grams within the batch, hash distinct strings
-            key = ids[at] * mult + gid[at + k - 1]  # (M,) equal ⇔ the same k-gram
-            _, first_at, inv = np.unique(key, return_index=True, return_inverse=True)
+            codes, _ = pd.factorize(ids[at] * mult + gid[at + k - 1])  # (M,) equal ⇔ the same k-gram
             if k > 2:
-                grams = [" ".join(flat[p:p + k]) for p in at[first_at].tolist()]
-                stream[k - 1, at] = hasher.string_buckets(grams)[inv]
+                run = np.maximum.accumulate(codes)  # codes count up in first-seen order
+                first_at = at[np.flatnonzero(np.r_[True, run[1:] > run[:-1]])]  # (U,) where each first occurs
+                grams = [" ".join(flat[p:p + k]) for p in first_at.tolist()]
+                stream[k - 1, at] = hasher.string_buckets(grams)[codes]
             ids = np.zeros(size, dtype=np.int64)
-            ids[at] = inv
+            ids[at] = codes
     return Features(n_tokens, stream)
 
 

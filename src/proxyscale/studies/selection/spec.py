@@ -12,20 +12,9 @@ from ...run.executor import ExecutorSpec
 from ...train.optim import TrainConfig
 from ..fragments.data import CorpusSpec, TestSetSpec, TokenizerSpec, check_sources
 from ..fragments.lm_ladder import RungSpec, check_rungs
+from ..fragments.pool import DsDmSpec, PoolSpec
 
 METHODS = ("random", "dsir", "classifier", "dsdm", "bot-dsdm")
-
-
-@dataclass(frozen=True)
-class PoolSpec:
-    """The pool: ``n_windows`` windows of ``context + 1`` tokens of these sources' training text."""
-
-    sources: dict[str, float]
-    n_windows: int = 20_000
-
-    def __post_init__(self) -> None:
-        if not self.sources or self.n_windows < 10:
-            raise ConfigError("pool: name at least one source (with a weight) and n_windows ≥ 10")
 
 
 @dataclass(frozen=True)
@@ -47,21 +36,6 @@ class TargetSpec:
 
     def test_set(self) -> TestSetSpec:
         return TestSetSpec(self.kind, self.sources, self.hub, self.n_target + self.n_holdout)
-
-
-@dataclass(frozen=True)
-class DsDmSpec:
-    """DsDm's proxies: ``models`` per proxy rung, each on its own random pool subset of the
-    rung's Chinchilla size; TRAK with projection ``k`` and ridge ``lambda_ratio``."""
-
-    models: int = 3
-    k: int = 1024
-    lambda_ratio: float = 1.0
-    batch_size: int = 32
-
-    def __post_init__(self) -> None:
-        if self.models < 1 or self.k < 1 or self.batch_size < 1 or self.lambda_ratio < 0:
-            raise ConfigError("dsdm: models ≥ 1, k ≥ 1, batch_size ≥ 1 and lambda_ratio ≥ 0 are needed")
 
 
 @dataclass(frozen=True)
