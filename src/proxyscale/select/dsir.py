@@ -47,7 +47,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import partial
 from itertools import chain, islice, repeat
-from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -57,8 +56,8 @@ from joblib import Parallel, delayed
 from ..errors import ConfigError, DataError
 from .base import SELECTORS, Pool, Selection, check_n, gumbel_top_n, top_n
 
-# nltk's WordPunctTokenizer pattern, \w+|[^\w\s]+. With a possessive "\s*+" (Python 3.11+) one match
-# also eats the gap before its token (the same tokens, ~30% faster than failing once per space).
+# nltk's WordPunctTokenizer pattern; a possessive "\s*+" (3.11+) eats the gap before a token in the
+# same match: the same tokens, ~30% faster than failing once per space.
 WORDPUNCT = re.compile(r"\s*+(\w+|[^\w\s]+)" if sys.version_info >= (3, 11) else r"\w+|[^\w\s]+")
 EPS = 1e-8  # the package's floor inside both logs
 AUTO_CAP_PER_BUCKET = 100_000  # the package's num_tokens_to_fit="auto": 100,000 × num_buckets
@@ -67,8 +66,7 @@ Featuriser = Callable[[Iterable[Batch]], Iterator[tuple[list[str], "Features"]]]
 
 
 def tokenize(text: str) -> list[str]:
-    """nltk's ``WordPunctTokenizer().tokenize(text.lower())``: runs of word characters and runs of
-    other non-space characters."""
+    """nltk's ``WordPunctTokenizer().tokenize(text.lower())``: runs of word / other non-space chars."""
     return WORDPUNCT.findall(text.lower())
 
 
@@ -80,17 +78,16 @@ def hash_buckets(grams: Sequence[str], num_buckets: int) -> np.ndarray:
 
 
 class NgramHasher:
-    """n-gram → bucket, hashing each distinct n-gram once per process. Tokens get running numbers
-    (``vocab``); a bigram is looked up by the integer ``a << 32 | b`` of its tokens' numbers, so a
-    known bigram never becomes a string; longer n-grams go through a string memo. Every table is a
-    memo of a pure function (safe to keep across batches); all are emptied together once one holds
-    ``max_size`` entries (≈ 100 B each), between batches, to bound memory."""
+    """n-gram → bucket, each distinct n-gram hashed once: tokens get running numbers, a bigram is
+    looked up by the integer ``a << 32 | b`` of its tokens' numbers (a known one never becomes a
+    string), longer n-grams by string. All tables are memos of pure functions, so keeping them across
+    batches is safe; they are emptied together (between batches) at ``max_size`` entries each."""
 
-    def __init__(self, num_buckets: int, max_size: int = 1 << 21) -> None:
+    def __init__(self, num_buckets: int, max_size: int = 1 << 20) -> None:
         self.num_buckets, self.max_size = num_buckets, max_size
-        self.reset()
+        self.clear()
 
-    def reset(self) -> None:
+    def clear(self) -> None:
         self.vocab: dict[str, int] = {}
         self.words: list[str] = []
         self.uni = np.zeros(0, dtype=np.int64)  # (V,) bucket of each token number
@@ -98,17 +95,18 @@ class NgramHasher:
         self.strings: dict[str, int] = {}
 
     def token_ids(self, flat: list[str]) -> np.ndarray:
-        """Numbers (L,) int64 of the tokens ``flat``; the first call of a batch (it may reset)."""
+        """Numbers (L,) int64 of the tokens ``flat``: a batch's first call (it may empty the memos)."""
         if max(len(self.vocab), len(self.pairs), len(self.strings)) >= self.max_size:
-            self.reset()
+            self.clear()
         g = np.fromiter(map(self.vocab.get, flat, repeat(-1)), dtype=np.int64, count=len(flat))
         miss = np.flatnonzero(g < 0).tolist()
         if miss:
-            new = list(dict.fromkeys([flat[i] for i in miss]))  # distinct, first-seen order
+            missed = [flat[i] for i in miss]
+            new = list(dict.fromkeys(missed))  # distinct, first-seen order
             self.vocab.update(zip(new, range(len(self.words), len(self.words) + len(new))))
             self.words.extend(new)
             self.uni = np.concatenate([self.uni, hash_buckets(new, self.num_buckets)])
-            g[miss] = np.fromiter(map(self.vocab.__getitem__, [flat[i] for i in miss]), dtype=np.int64, count=len(miss))
+            g[miss] = np.fromiter(map(self.vocab.__getitem__, missed), dtype=np.int64, count=len(miss))
         return g
 
     def pair_buckets(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -118,8 +116,7 @@ class NgramHasher:
         out = np.fromiter(map(self.pairs.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))  # (U,)
         miss = np.flatnonzero(out < 0).tolist()
         if miss:
-            new = [keys[i] for i in miss]  # never-seen bigrams
-            w, lo = self.words, 0xFFFFFFFF
+            new, w, lo = [keys[i] for i in miss], self.words, 0xFFFFFFFF
             hashed = hash_buckets([w[k >> 32] + " " + w[k & lo] for k in new], self.num_buckets)
             self.pairs.update(zip(new, hashed.tolist()))
             out[miss] = hashed
@@ -127,10 +124,9 @@ class NgramHasher:
 
     def string_buckets(self, grams: list[str]) -> np.ndarray:
         """Buckets (len(grams),) of n-gram strings."""
-        table = self.strings
-        new = list(set(grams).difference(table))
-        table.update(zip(new, hash_buckets(new, self.num_buckets).tolist()))
-        return np.fromiter(map(table.__getitem__, grams), dtype=np.int64, count=len(grams))
+        new = list(set(grams).difference(self.strings))
+        self.strings.update(zip(new, hash_buckets(new, self.num_buckets).tolist()))
+        return np.fromiter(map(self.strings.__getitem__, grams), dtype=np.int64, count=len(grams))
 
 
 @dataclass(frozen=True)
@@ -149,7 +145,7 @@ def featurise(texts: Sequence[str], hasher: NgramHasher, ngrams: int) -> Feature
     flat = list(chain.from_iterable(toks))
     size, nb = len(flat), hasher.num_buckets
     gid = hasher.token_ids(flat)  # (L,)
-    stream = np.full((ngrams, size), nb, dtype=np.uint16 if nb < 65535 else np.uint32)
+    stream = np.full((ngrams, size), nb, dtype=np.uint16 if nb < 1 << 16 else np.uint32)
     stream[0] = hasher.uni[gid]
     end = np.repeat(np.cumsum(n_tokens), n_tokens)  # (L,) one past the last token of each token's document
     ids, mult = gid, int(gid.max(initial=0)) + 1  # ids: (L,) number of the (k−1)-gram at each position
@@ -171,16 +167,14 @@ def featurise(texts: Sequence[str], hasher: NgramHasher, ngrams: int) -> Feature
 
 
 def n_features(n_tokens: np.ndarray, ngrams: int) -> np.ndarray:
-    """Number of n-gram features of documents of ``n_tokens`` tokens: Σ_k max(0, T − k + 1)."""
-    t = np.asarray(n_tokens, dtype=np.int64)
-    return sum(np.maximum(t - k + 1, 0) for k in range(1, ngrams + 1))
+    """Number of n-gram features (D,) of documents of T tokens (D,): Σ_k max(0, T − k + 1)."""
+    return sum(np.maximum(np.asarray(n_tokens, dtype=np.int64) - k + 1, 0) for k in range(1, ngrams + 1))
 
 
-def example_length(n_feats: np.ndarray, ngrams: int) -> np.ndarray:
-    """The package's document length, recovered from its feature count:
-    ``(n_features + n(n−1)/2) // n``. Equals the token count T except that documents with T < n − 1
-    (n ≥ 3) come out up to one token longer."""
-    return (np.asarray(n_feats, dtype=np.int64) + ngrams * (ngrams - 1) // 2) // ngrams
+def example_length(n_tokens: np.ndarray, ngrams: int) -> np.ndarray:
+    """The package's length of documents of T tokens, read off its features: ``(n_features +
+    n(n−1)/2) // n`` = T, except one more where T < n − 1 (only for n ≥ 3)."""
+    return (n_features(n_tokens, ngrams) + ngrams * (ngrams - 1) // 2) // ngrams
 
 
 def hashed_counts(texts: Sequence[str], num_buckets: int = 10_000, ngrams: int = 2) -> np.ndarray:
@@ -230,18 +224,14 @@ def stream_weights(stream: np.ndarray, n_tokens: np.ndarray, ld: np.ndarray) -> 
 
 def _batches(docs: Iterable[tuple[str, str]], batch_chars: int) -> Iterator[Batch]:
     """Consecutive (ids, texts) batches of about ``batch_chars`` characters."""
-    ids: list[str] = []
-    texts: list[str] = []
-    size = 0
+    batch: Batch = ([], [])
     for i, t in docs:
-        ids.append(i)
-        texts.append(t)
-        size += len(t)
-        if size >= batch_chars:
-            yield ids, texts
-            ids, texts, size = [], [], 0
-    if ids:
-        yield ids, texts
+        batch[0].append(i), batch[1].append(t)
+        if sum(map(len, batch[1][-1:])) and sum(map(len, batch[1])) >= batch_chars:
+            yield batch
+            batch = ([], [])
+    if batch[0]:
+        yield batch
 
 
 _WORKER_STATE: dict[str, object] = {}  # in a worker process: the hasher of the call it last served
@@ -250,9 +240,7 @@ _WORKER_STATE: dict[str, object] = {}  # in a worker process: the hasher of the 
 def _featurise_in_worker(batch: Batch, num_buckets: int, ngrams: int, call: str) -> tuple[list[str], Features]:
     if _WORKER_STATE.get("call") != call:  # a new weigh() call starts with an empty memo
         _WORKER_STATE.update(call=call, hasher=NgramHasher(num_buckets))
-    hasher = _WORKER_STATE["hasher"]
-    assert isinstance(hasher, NgramHasher)
-    return batch[0], featurise(batch[1], hasher, ngrams)
+    return batch[0], featurise(batch[1], _WORKER_STATE["hasher"], ngrams)  # type: ignore[arg-type]
 
 
 def _featurised(batches: Iterable[Batch], hasher: NgramHasher, ngrams: int, workers: int
@@ -272,36 +260,33 @@ def _featurised(batches: Iterable[Batch], hasher: NgramHasher, ngrams: int, work
 
 
 class _Streams:
-    """Pass 1's bucket streams kept for pass 2: in RAM up to a budget, then ``.npy`` files under
-    ``work_dir`` (read back memory-mapped), else dropped (``None``: pass 2 hashes it again)."""
+    """Pass 1's bucket streams, kept for pass 2: in RAM up to a budget, then ``.npy`` files in a
+    scratch folder under ``work_dir`` (read back memory-mapped), else dropped (pass 2 re-hashes)."""
 
     def __init__(self, budget_bytes: int, work_dir: Optional[str]) -> None:
-        self.budget, self.used, self.work_dir = budget_bytes, 0, work_dir
-        self.items: list[Union[np.ndarray, Path, None]] = []
-        self.dir: Optional[Path] = None
+        self.budget, self.work_dir, self.dir = budget_bytes, work_dir, None
+        self.items: list[Union[np.ndarray, str, None]] = []
 
     def put(self, stream: np.ndarray) -> None:
-        if self.used + stream.nbytes <= self.budget:
+        if stream.nbytes <= self.budget:
+            self.budget -= stream.nbytes
             self.items.append(stream)
-            self.used += stream.nbytes
         elif self.work_dir is not None:
             if self.dir is None:
-                Path(self.work_dir).mkdir(parents=True, exist_ok=True)
-                self.dir = Path(tempfile.mkdtemp(prefix="dsir-streams-", dir=self.work_dir))
-            path = self.dir / f"{len(self.items)}.npy"
-            np.save(path, stream)
-            self.items.append(path)
+                os.makedirs(self.work_dir, exist_ok=True)
+                self.dir = tempfile.mkdtemp(prefix="dsir-streams-", dir=self.work_dir)
+            self.items.append(os.path.join(self.dir, f"{len(self.items)}.npy"))
+            np.save(self.items[-1], stream)
         else:
             self.items.append(None)
 
     def get(self, k: int) -> Optional[np.ndarray]:
         item = self.items[k]
-        return np.load(item, mmap_mode="r") if isinstance(item, Path) else item
+        return np.load(item, mmap_mode="r") if isinstance(item, str) else item
 
     def close(self) -> None:
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
 
 
 @dataclass(frozen=True)
@@ -318,8 +303,8 @@ class DSIRWeights:
 
 @dataclass(frozen=True)
 class DSIRSelector:
-    """DSIR (see the module docstring). ``raw_sample_cap``: features of the pool used to estimate
-    ``p_r`` (``"auto"``: 100,000 × ``num_buckets`` as in the package; ``None``: all); ``workers``:
+    """DSIR (see the module docstring). ``raw_sample_cap``: pool features used to estimate ``p_r``
+    (``"auto"``: 100,000 × ``num_buckets``, the package's default; ``None``: all); ``workers``:
     processes (0 = all cores); ``work_dir``: where bucket streams spill beyond ``memory_mb``."""
 
     num_buckets: int = 10_000
@@ -334,42 +319,35 @@ class DSIRSelector:
     name: str = "dsir"
 
     def __post_init__(self) -> None:
-        for field, low in (("num_buckets", 1), ("ngrams", 1), ("min_example_length", 0), ("workers", 0),
-                           ("batch_chars", 1), ("memory_mb", 0)):
-            v = getattr(self, field)
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise ConfigError(f"dsir: {field}={v!r}; use an integer ≥ {low}")
-        if self.num_buckets >= 1 << 32:
-            raise ConfigError(f"dsir: num_buckets={self.num_buckets}; use fewer than 2^32 (the package uses 10,000)")
+        lows = {"num_buckets": 1, "ngrams": 1, "min_example_length": 0, "workers": 0, "batch_chars": 1, "memory_mb": 0}
+        for key, low in lows.items():
+            v = getattr(self, key)
+            if type(v) is not int or v < low or (key == "num_buckets" and v >= 1 << 32):
+                raise ConfigError(f"dsir: {key}={v!r}; use an integer ≥ {low} (num_buckets < 2^32)")
         cap = self.raw_sample_cap
-        if not (cap is None or cap == "auto" or (isinstance(cap, int) and not isinstance(cap, bool) and cap >= 1)):
+        if not (cap is None or cap == "auto" or (type(cap) is int and cap >= 1)):
             raise ConfigError(f"dsir: raw_sample_cap={cap!r}; use 'auto', null (the whole pool) or a positive integer")
 
     def cap(self) -> Optional[int]:
         """The raw cap in features (``None``: no cap)."""
-        return AUTO_CAP_PER_BUCKET * self.num_buckets if self.raw_sample_cap == "auto" else self.raw_sample_cap  # type: ignore[return-value]
+        cap = self.raw_sample_cap
+        return AUTO_CAP_PER_BUCKET * self.num_buckets if cap == "auto" else cap  # type: ignore[return-value]
 
     def n_workers(self) -> int:
         if self.workers:
             return self.workers
-        try:
-            return len(os.sched_getaffinity(0))
-        except AttributeError:  # not on every platform
-            return os.cpu_count() or 1
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
     def select(self, pool: Pool, target: Sequence[str], n: int, seed: int) -> Selection:
         w = self.weigh(pool, target)
         check_n(n, len(w.ids), self.name)
         if self.top_k:
             chosen = top_n(w.scores, n, w.ids, seed)
-        else:
+        else:  # the package adds np.random.gumbel(size=#eligible) to the eligible weights, in pool order
             eligible = np.flatnonzero(w.scores > -np.inf)
-            # The package adds np.random.gumbel(size=#eligible) to the eligible weights in pool order; a
-            # RandomState seeded alike draws the same noise (it has the Generator's gumbel signature).
-            rs = np.random.RandomState(seed % (1 << 32))
+            rs = np.random.RandomState(seed % (1 << 32))  # its gumbel() matches the Generator's signature
             chosen = eligible[gumbel_top_n(w.scores[eligible], n, rs)]  # type: ignore[arg-type]
-        settings = {k: v for k, v in asdict(self).items() if k not in ("workers", "work_dir", "batch_chars",
-                                                                         "memory_mb", "name")}
+        settings = {k: v for k, v in asdict(self).items() if k in _RESULT_SETTINGS}
         settings.update(raw_sample_cap=self.cap(), raw_docs_fit=w.raw_docs_fit, tokenizer="wordpunct (re)")
         return Selection(self.name, w.ids, w.scores, chosen, settings, {"n_tokens": w.n_tokens})
 
@@ -380,7 +358,10 @@ class DSIRSelector:
         feat = partial(_featurised, hasher=NgramHasher(self.num_buckets), ngrams=self.ngrams, workers=self.n_workers())
         store = _Streams(self.memory_mb << 20, self.work_dir)
         try:
-            p_t = self._target_distribution(feat, target)
+            total = np.zeros(self.num_buckets, dtype=np.int64)
+            for _, f in feat(_batches(((str(i), t) for i, t in enumerate(target)), self.batch_chars)):
+                total += stream_counts(f.stream, self.num_buckets)
+            p_t = distribution(total, "target")
             ids, lens, raw, n_fit = self._fit_raw(feat, pool, store)
             if not ids:
                 raise DataError("dsir: the pool has no documents; point it at a non-empty source")
@@ -389,17 +370,11 @@ class DSIRSelector:
         finally:
             store.close()
         n_tokens = np.concatenate(lens)
-        long_enough = example_length(n_features(n_tokens, self.ngrams), self.ngrams) >= self.min_example_length
+        long_enough = example_length(n_tokens, self.ngrams) >= self.min_example_length
         return DSIRWeights(tuple(ids), lw, np.where(long_enough, lw, -np.inf), n_tokens, ld, n_fit)
 
     def _pool_batches(self, pool: Pool) -> Iterator[Batch]:
         return _batches(((d.id, d.text) for d in pool()), self.batch_chars)
-
-    def _target_distribution(self, feat: Featuriser, target: Sequence[str]) -> np.ndarray:
-        total = np.zeros(self.num_buckets, dtype=np.int64)
-        for _, f in feat(_batches(((str(i), t) for i, t in enumerate(target)), self.batch_chars)):
-            total += stream_counts(f.stream, self.num_buckets)
-        return distribution(total, "target")
 
     def _fit_raw(self, feat: Featuriser, pool: Pool, store: _Streams
                  ) -> tuple[list[str], list[np.ndarray], np.ndarray, int]:
@@ -417,9 +392,9 @@ class DSIRSelector:
                 continue
             nf = n_features(f.n_tokens, self.ngrams)  # (D,)
             before = seen + np.cumsum(nf) - nf  # (D,) features counted before each document
-            # The package counts a document, then stops once the total exceeds the cap.
+            # The package adds a document's counts, then stops once the total exceeds the cap.
             keep = len(nf) if cap is None else int(np.count_nonzero(before <= cap))
-            total += stream_counts(f.stream, self.num_buckets, None if keep == len(nf) else int(f.n_tokens[:keep].sum()))
+            total += stream_counts(f.stream, self.num_buckets, int(f.n_tokens[:keep].sum()))
             seen += int(nf[:keep].sum())
             n_fit += keep
         return ids, lens, total, n_fit
@@ -431,24 +406,22 @@ class DSIRSelector:
         redo = feat(b for k, b in enumerate(self._pool_batches(pool)) if k in dropped)
         offsets = np.cumsum([0] + [len(x) for x in lens])
         out = np.empty(int(offsets[-1]), dtype=np.float64)
-        threads = self.n_workers()
-        with ThreadPoolExecutor(threads) as tp:
+        with ThreadPoolExecutor(self.n_workers()) as threads:
             pending: deque = deque()
             for k in range(len(lens)):
                 stream = store.get(k)
                 if stream is None:
                     bids, f = next(redo)
                     if bids != ids[offsets[k]:offsets[k + 1]]:
-                        raise DataError("dsir: the pool yielded different documents on its second pass; "
-                                        "make it re-iterable (or set work_dir so it is read once)")
+                        raise DataError("dsir: the pool yielded other documents on a second pass; make it "
+                                        "re-iterable, or set work_dir so that it is read once")
                     stream = f.stream
-                pending.append((k, tp.submit(stream_weights, stream, lens[k], ld)))
-                if len(pending) >= 2 * threads:
+                pending.append((k, threads.submit(stream_weights, stream, lens[k], ld)))
+                while pending and (len(pending) > 2 * self.n_workers() or k == len(lens) - 1):
                     j, fut = pending.popleft()
                     out[offsets[j]:offsets[j + 1]] = fut.result()
-            for j, fut in pending:
-                out[offsets[j]:offsets[j + 1]] = fut.result()
         return out
 
 
+_RESULT_SETTINGS = ("num_buckets", "ngrams", "min_example_length", "top_k")  # the rest only set speed or memory
 SELECTORS.add("dsir", DSIRSelector)
