@@ -10,6 +10,7 @@ import json
 import sysconfig
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from proxyscale.api import run_study, status_text
@@ -127,3 +128,37 @@ def test_test_examples_are_never_trained_on(finished_study):
     test = read_table(store.final_dir(plan.of_kind("testset")[0].key) / "test.parquet")
     assert len(test) > 0
     assert not any(eid.rsplit("/", 1)[0] in shard_ids or eid in shard_ids for eid in test["example_id"])
+
+
+SELECTED = """
+pool: {{sources: {{prose: 1, code: 1, doc: 1}}, n_windows: 700}}
+dsdm: {{models: 2, k: 32, batch_size: 64}}
+selections:
+  dsdm-cloze: {{method: dsdm, target: cloze, proxy: L1d4, n_target: 8}}
+  dsir-cloze: {{method: dsir, target: cloze, n_target: 8, settings: {{min_example_length: 5}}}}
+  random-pool: {{method: random}}
+"""
+
+
+def test_selection_induced_distributions_join_the_ladder(tmp_path):
+    """Selections as training distributions (the paper's 4 of 10): every rung trains on them, the
+    analysis treats them like natural ones, and their target examples are never evaluated."""
+    _write_sources(tmp_path / "src")
+    text = SPEC.format(root=tmp_path / "src").replace("context: 128", "context: 64") + SELECTED.format()
+    spec_path = tmp_path / "sel.yaml"
+    spec_path.write_text(text)
+    run_study(spec_path, tmp_path / "store", workers=2, progress=False)
+    spec = load_spec(spec_path)
+    plan = build_plan(spec)
+    store = Store(tmp_path / "store")
+    analysis = next(s for s in plan if s.kind == "analyze")
+    results = read_table(store.final_dir(analysis.key) / "results.parquet")
+    assert {"dsdm-cloze", "dsir-cloze", "random-pool", "prose", "mix"} <= set(results["distribution"])
+    target = plan.of_kind("target_part")[0]
+    used = {e for e in read_table(store.final_dir(target.key) / "test.parquet")["example_id"]}
+    cloze = results[results["test_set"] == "cloze"]
+    assert len(used) == 8 and not cloze["example_id"].isin(used).any() and len(cloze) > 0
+    # every selection has the reference's budget; each rung trains on (a prefix of) its windows
+    ref = next(s for s in plan.of_kind("window_train") if s.name == "dsdm-cloze-L1d16-s0")
+    n = len(np.load(store.final_dir(plan.of_kind("select_windows")[0].key) / "chosen.npy"))
+    assert n == ref.config["n_steps"] * ref.config["train"]["batch_size"]

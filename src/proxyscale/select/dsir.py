@@ -1,37 +1,28 @@
 r"""DSIR: data selection with importance resampling on hashed n-grams (Xie et al., 2023).
 
-The numbers of ``data-selection`` 1.0.3 (``HashedNgramDSIR``; a test compares the two), faster:
+The numbers of ``data-selection`` 1.0.3 (``HashedNgramDSIR``; a test compares the two), faster.
+Lower-cased ``wordpunct`` tokens (``\w+|[^\w\s]+``); every n-gram of order 1..``ngrams`` goes to
+bucket ``int(sha256(gram), 16) % B``. ``p_t``: bucket frequencies of all target text; ``p_r``: of
+pool documents in order until more than ``raw_sample_cap`` *features* are counted (``"auto"``:
+the package's 100,000 × B; it calls them tokens, but T tokens give 2T − 1 uni+bigrams). A
+document's log importance weight is its counts · (log(p_t + 1e-8) − log(p_r + 1e-8)); one under
+``min_example_length`` tokens scores ``-inf`` but still counts towards ``p_r``, as in the package.
+Resampling: Gumbel top-k with the package's noise, or (``top_k=True``) the top n.
 
-1. **Features.** Lower-case, ``wordpunct`` tokens (the regex ``\w+|[^\w\s]+``); each n-gram of
-   orders 1..``ngrams`` (tokens joined by a space) goes to bucket ``int(sha256(gram), 16) % B``.
-2. **Distributions.** ``p_t``: bucket counts of all target text, normalised. ``p_r``: the same
-   over pool documents in pool order until more than ``raw_sample_cap`` *features* are counted
-   (``"auto"``: the package's 100,000 × B; it calls them tokens, but T tokens give 2T − 1 features).
-3. **Weights.** ``log_diff = log(p_t + 1e-8) − log(p_r + 1e-8)``; a document's log importance
-   weight is its bucket counts · ``log_diff``. Documents under ``min_example_length`` tokens score
-   ``-inf`` (never chosen) but still count towards ``p_r``, as in the package.
-4. **Resampling.** ``top_k=False``: Gumbel top-k with the package's noise: legacy
-   ``RandomState(seed)``, one Gumbel per eligible document in pool order, so ``seed=s`` picks the
-   set the package picks after ``np.random.seed(s)`` with ``num_proc=1`` (which keeps pool order);
-   the legacy stream is frozen across NumPy versions. ``top_k=True``: top-n, ties by a seeded hash.
+Deliberate differences: tokens come from the stdlib ``re`` (as in nltk when 1.0.3 came out; nltk ≥
+3.10 uses the ``regex`` engine, whose ``\w``/``\s`` differ on combining marks, superscript digits
+and U+001C–U+001F); the raw cap takes a prefix of the pool (the package splits it over its
+``num_proc`` round-robin shards, so its ``p_r`` then depends on its core count).
 
-Two deliberate differences. Tokens come from the stdlib ``re``, as in nltk when 1.0.3 came out;
-nltk ≥ 3.10 uses the ``regex`` engine, whose ``\w``/``\s`` differ on combining marks, superscript
-digits and U+001C–U+001F. The raw cap takes a prefix of the pool; the package splits it over
-``num_proc`` round-robin shards, so its ``p_r`` depends on its core count when the cap binds.
-
-**Design.** Hashing is the cost: the package runs sha256 on every n-gram occurrence, twice (to fit
-``p_r``, then for the weights). Here each *distinct* n-gram is hashed once per worker: tokens get
-running numbers (a C-level dict map), a bigram is looked up by the integer pair of its tokens'
-numbers (``pd.factorize`` finds a batch's distinct ones), and only never-seen n-grams become
-strings (:class:`NgramHasher`, a bounded memo of a pure function). Pass 1 hashes each batch once,
-totals ``p_r`` and keeps its *bucket stream* (``ngrams`` × tokens, uint16: ≈ 0.8 × the UTF-8
-text — never the (N, B) count matrix, 20 KB per document); pass 2 sums ``log_diff`` over the
-streams per document (NumPy, on threads). Memory is bounded: streams stay in RAM up to
-``memory_mb``, then go to ``.npy`` files under ``work_dir`` (read back memory-mapped) if one is
-set, else are dropped and pass 2 hashes those batches again (a two-pass stream, no disk). Batches
-of ≈ ``batch_chars`` characters go to joblib's reusable process pool (``workers``; at most two per
-worker in flight) and come back in order, so every number is independent of ``workers``.
+**Design.** Hashing is the cost: the package runs sha256 on each n-gram occurrence, twice (fit,
+then weights). Here a worker hashes each *distinct* n-gram once (:class:`NgramHasher`). Pass 1
+hashes each batch, totals ``p_r`` and keeps the batch's *bucket stream* (``ngrams`` × tokens,
+uint16, ≈ 0.8 × the UTF-8 text; never the (N, B) count matrix, 20 KB per document); pass 2 sums
+``log_diff`` over each document's stream (NumPy, ≈ 0.5–1 GB/s). Memory is bounded: streams stay in
+RAM up to ``memory_mb``, then go to ``.npy`` files under ``work_dir`` (memory-mapped back) if set,
+else are dropped and re-hashed in pass 2 (a two-pass stream, no disk). Batches of ``batch_chars``
+characters run on joblib's reusable process pool (``workers``, ≤ 2 in flight each) and return in
+order, so no number depends on ``workers``.
 """
 from __future__ import annotations
 
@@ -42,8 +33,6 @@ import shutil
 import sys
 import tempfile
 import uuid
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import partial
 from itertools import chain, islice, repeat
@@ -78,10 +67,10 @@ def hash_buckets(grams: Sequence[str], num_buckets: int) -> np.ndarray:
 
 
 class NgramHasher:
-    """n-gram → bucket, each distinct n-gram hashed once: tokens get running numbers, a bigram is
-    looked up by the integer ``a << 32 | b`` of its tokens' numbers (a known one never becomes a
-    string), longer n-grams by string. All tables are memos of pure functions, so keeping them across
-    batches is safe; they are emptied together (between batches) at ``max_size`` entries each."""
+    """Unigram and bigram buckets, each distinct one hashed once per process: tokens get running
+    numbers; a bigram is looked up by the integer ``a << 32 | b`` of its tokens' numbers, so a known
+    one never becomes a string. Memos of a pure function, safe to keep across batches; emptied
+    (between batches) when one holds ``max_size`` entries (≈ 100 B each), to bound memory."""
 
     def __init__(self, num_buckets: int, max_size: int = 1 << 20) -> None:
         self.num_buckets, self.max_size = num_buckets, max_size
@@ -92,11 +81,10 @@ class NgramHasher:
         self.words: list[str] = []
         self.uni = np.zeros(0, dtype=np.int64)  # (V,) bucket of each token number
         self.pairs: dict[int, int] = {}
-        self.strings: dict[str, int] = {}
 
     def token_ids(self, flat: list[str]) -> np.ndarray:
         """Numbers (L,) int64 of the tokens ``flat``: a batch's first call (it may empty the memos)."""
-        if max(len(self.vocab), len(self.pairs), len(self.strings)) >= self.max_size:
+        if max(len(self.vocab), len(self.pairs)) >= self.max_size:
             self.clear()
         g = np.fromiter(map(self.vocab.get, flat, repeat(-1)), dtype=np.int64, count=len(flat))
         miss = np.flatnonzero(g < 0).tolist()
@@ -122,17 +110,10 @@ class NgramHasher:
             out[miss] = hashed
         return out[codes]
 
-    def string_buckets(self, grams: list[str]) -> np.ndarray:
-        """Buckets (len(grams),) of n-gram strings."""
-        new = list(set(grams).difference(self.strings))
-        self.strings.update(zip(new, hash_buckets(new, self.num_buckets).tolist()))
-        return np.fromiter(map(self.strings.__getitem__, grams), dtype=np.int64, count=len(grams))
-
-
 @dataclass(frozen=True)
 class Features:
-    """A featurised batch. Tokens of its documents are concatenated; ``stream[k, i]`` is the bucket
-    of the (k+1)-gram starting at token i, or ``num_buckets`` where it would leave its document."""
+    """A featurised batch, its documents' tokens concatenated: ``stream[k, i]`` is the bucket of the
+    (k+1)-gram starting at token i (``num_buckets`` where it would leave its document)."""
 
     n_tokens: np.ndarray  # (D,) int64
     stream: np.ndarray  # (ngrams, L) uint16 (uint32 above 65,535 buckets)
@@ -154,13 +135,13 @@ def featurise(texts: Sequence[str], hasher: NgramHasher, ngrams: int) -> Feature
         at = np.flatnonzero(np.arange(m) + k <= end[:m])  # (M,) k-grams inside one document
         if k == 2:
             stream[1, at] = hasher.pair_buckets(gid[at], gid[at + 1])
-        if k < ngrams or k > 2:  # trigrams and up: number k-grams within the batch, hash distinct strings
+        if k < ngrams or k > 2:  # trigrams and up (rare): number k-grams in the batch, hash the distinct ones
             codes, _ = pd.factorize(ids[at] * mult + gid[at + k - 1])  # (M,) equal ⇔ the same k-gram
             if k > 2:
                 run = np.maximum.accumulate(codes)  # codes count up in first-seen order
                 first_at = at[np.flatnonzero(np.r_[True, run[1:] > run[:-1]])]  # (U,) where each first occurs
                 grams = [" ".join(flat[p:p + k]) for p in first_at.tolist()]
-                stream[k - 1, at] = hasher.string_buckets(grams)[codes]
+                stream[k - 1, at] = hash_buckets(grams, nb)[codes]
             ids = np.zeros(size, dtype=np.int64)
             ids[at] = codes
     return Features(n_tokens, stream)
@@ -225,11 +206,14 @@ def stream_weights(stream: np.ndarray, n_tokens: np.ndarray, ld: np.ndarray) -> 
 def _batches(docs: Iterable[tuple[str, str]], batch_chars: int) -> Iterator[Batch]:
     """Consecutive (ids, texts) batches of about ``batch_chars`` characters."""
     batch: Batch = ([], [])
+    size = 0
     for i, t in docs:
-        batch[0].append(i), batch[1].append(t)
-        if sum(map(len, batch[1][-1:])) and sum(map(len, batch[1])) >= batch_chars:
+        batch[0].append(i)
+        batch[1].append(t)
+        size += len(t)
+        if size >= batch_chars:
             yield batch
-            batch = ([], [])
+            batch, size = ([], []), 0
     if batch[0]:
         yield batch
 
@@ -245,9 +229,8 @@ def _featurise_in_worker(batch: Batch, num_buckets: int, ngrams: int, call: str)
 
 def _featurised(batches: Iterable[Batch], hasher: NgramHasher, ngrams: int, workers: int
                 ) -> Iterator[tuple[list[str], Features]]:
-    """Featurise batches, yielding in input order: inline (with ``hasher``) for one batch or one
-    worker, else on joblib's reusable process pool (started once per session; each worker keeps a
-    hasher per call), at most 2 batches per worker in flight."""
+    """Featurised batches in input order: inline (with ``hasher``) for one batch or worker, else on
+    joblib's reusable process pool (a hasher per worker and call), ≤ 2 batches per worker in flight."""
     it = iter(batches)
     head = list(islice(it, 2))
     if workers <= 1 or len(head) < 2:
@@ -281,8 +264,7 @@ class _Streams:
             self.items.append(None)
 
     def get(self, k: int) -> Optional[np.ndarray]:
-        item = self.items[k]
-        return np.load(item, mmap_mode="r") if isinstance(item, str) else item
+        return np.load(self.items[k], mmap_mode="r") if isinstance(self.items[k], str) else self.items[k]
 
     def close(self) -> None:
         if self.dir is not None:
@@ -330,20 +312,19 @@ class DSIRSelector:
 
     def cap(self) -> Optional[int]:
         """The raw cap in features (``None``: no cap)."""
-        cap = self.raw_sample_cap
-        return AUTO_CAP_PER_BUCKET * self.num_buckets if cap == "auto" else cap  # type: ignore[return-value]
+        return AUTO_CAP_PER_BUCKET * self.num_buckets if self.raw_sample_cap == "auto" else self.raw_sample_cap  # type: ignore[return-value]
 
     def n_workers(self) -> int:
-        if self.workers:
-            return self.workers
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return self.workers or cores
 
     def select(self, pool: Pool, target: Sequence[str], n: int, seed: int) -> Selection:
         w = self.weigh(pool, target)
         check_n(n, len(w.ids), self.name)
         if self.top_k:
             chosen = top_n(w.scores, n, w.ids, seed)
-        else:  # the package adds np.random.gumbel(size=#eligible) to the eligible weights, in pool order
+        else:  # the package adds np.random.gumbel(size=#eligible) to the eligible weights, in pool order, so
+            # seed=s picks its set after np.random.seed(s) with num_proc=1 (legacy stream: frozen in NumPy)
             eligible = np.flatnonzero(w.scores > -np.inf)
             rs = np.random.RandomState(seed % (1 << 32))  # its gumbel() matches the Generator's signature
             chosen = eligible[gumbel_top_n(w.scores[eligible], n, rs)]  # type: ignore[arg-type]
@@ -362,9 +343,7 @@ class DSIRSelector:
             for _, f in feat(_batches(((str(i), t) for i, t in enumerate(target)), self.batch_chars)):
                 total += stream_counts(f.stream, self.num_buckets)
             p_t = distribution(total, "target")
-            ids, lens, raw, n_fit = self._fit_raw(feat, pool, store)
-            if not ids:
-                raise DataError("dsir: the pool has no documents; point it at a non-empty source")
+            ids, lens, raw, n_fit = self._fit_raw(feat, pool, store)  # an empty pool fails in distribution()
             ld = log_diff(p_t, distribution(raw, "pool"))
             lw = self._weights(feat, pool, store, ids, lens, ld)
         finally:
@@ -372,9 +351,6 @@ class DSIRSelector:
         n_tokens = np.concatenate(lens)
         long_enough = example_length(n_tokens, self.ngrams) >= self.min_example_length
         return DSIRWeights(tuple(ids), lw, np.where(long_enough, lw, -np.inf), n_tokens, ld, n_fit)
-
-    def _pool_batches(self, pool: Pool) -> Iterator[Batch]:
-        return _batches(((d.id, d.text) for d in pool()), self.batch_chars)
 
     def _fit_raw(self, feat: Featuriser, pool: Pool, store: _Streams
                  ) -> tuple[list[str], list[np.ndarray], np.ndarray, int]:
@@ -384,7 +360,7 @@ class DSIRSelector:
         lens: list[np.ndarray] = []
         total = np.zeros(self.num_buckets, dtype=np.int64)
         seen = n_fit = 0
-        for bids, f in feat(self._pool_batches(pool)):
+        for bids, f in feat(_batches(((d.id, d.text) for d in pool()), self.batch_chars)):
             ids.extend(bids)
             lens.append(f.n_tokens)
             store.put(f.stream)
@@ -401,26 +377,23 @@ class DSIRSelector:
 
     def _weights(self, feat: Featuriser, pool: Pool, store: _Streams, ids: list[str],
                  lens: list[np.ndarray], ld: np.ndarray) -> np.ndarray:
-        """Pass 2: Σ log_diff over each document's stream (re-hashing batches whose stream was dropped)."""
+        """Pass 2: Σ log_diff over each document's stream (NumPy, ≈ 0.5–1 GB of text per second, so
+        serial); batches whose stream was dropped are hashed again."""
         dropped = {k for k, item in enumerate(store.items) if item is None}
-        redo = feat(b for k, b in enumerate(self._pool_batches(pool)) if k in dropped)
-        offsets = np.cumsum([0] + [len(x) for x in lens])
-        out = np.empty(int(offsets[-1]), dtype=np.float64)
-        with ThreadPoolExecutor(self.n_workers()) as threads:
-            pending: deque = deque()
-            for k in range(len(lens)):
-                stream = store.get(k)
-                if stream is None:
-                    bids, f = next(redo)
-                    if bids != ids[offsets[k]:offsets[k + 1]]:
-                        raise DataError("dsir: the pool yielded other documents on a second pass; make it "
-                                        "re-iterable, or set work_dir so that it is read once")
-                    stream = f.stream
-                pending.append((k, threads.submit(stream_weights, stream, lens[k], ld)))
-                while pending and (len(pending) > 2 * self.n_workers() or k == len(lens) - 1):
-                    j, fut = pending.popleft()
-                    out[offsets[j]:offsets[j + 1]] = fut.result()
-        return out
+        redo = feat(b for k, b in enumerate(_batches(((d.id, d.text) for d in pool()), self.batch_chars))
+                    if k in dropped)
+        out, start = [], 0
+        for k, n_tok in enumerate(lens):
+            stream = store.get(k)
+            if stream is None:
+                bids, f = next(redo)
+                if bids != ids[start:start + len(n_tok)]:
+                    raise DataError("dsir: the pool yielded other documents on a second pass; make it "
+                                    "re-iterable, or set work_dir so that it is read once")
+                stream = f.stream
+            out.append(stream_weights(stream, n_tok, ld))
+            start += len(n_tok)
+        return np.concatenate(out)
 
 
 _RESULT_SETTINGS = ("num_buckets", "ngrams", "min_example_length", "top_k")  # the rest only set speed or memory

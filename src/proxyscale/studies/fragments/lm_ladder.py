@@ -104,9 +104,13 @@ class EvalStep:
 # -- the fragment ------------------------------------------------------------------------------
 def add_lm_ladder(plan: Plan, *, ladder: LadderSpec, distributions: Mapping[str, Mapping[str, float]],
                   train: TrainConfig, vocab_size: int, context: int, seed: int, tokenizer: str,
-                  shard_inputs: Any, test_inputs: dict[str, str], batch_below_params: int) -> dict[str, str]:
+                  shard_inputs: Any, test_inputs: dict[str, str], batch_below_params: int,
+                  windows: Optional[Mapping[str, tuple[str, str]]] = None) -> dict[str, str]:
     """Add train + eval steps for every rung × distribution × seed. ``shard_inputs(mixture)``
-    gives a mixture's shard roles; returns ``{"eval:<dist>:<rung>:<seed>": key}``."""
+    gives a mixture's shard roles; a distribution in ``windows`` (name → (pool step, selection
+    step)) trains on the selected pool windows instead. Returns ``{"eval:<dist>:<rung>:<seed>": key}``."""
+    from .pool import add_window_model
+
     evals: dict[str, str] = {}
     train_cfg = to_dict(train)
     for rung in ladder.rungs:
@@ -118,9 +122,15 @@ def add_lm_ladder(plan: Plan, *, ladder: LadderSpec, distributions: Mapping[str,
                 cfg = {"distribution": dname, "mixture": dict(mix), "rung": rung.name, "model": model,
                        "train": train_cfg, "n_steps": b.n_steps,
                        "seed": derive_seed(seed, "train", dname, rung.name, rep), "replicate": rep}
-                tkey = plan.add(Step("train", f"{dname}-{rung.name}-s{rep}", cfg,
-                                     {"tokenizer": tokenizer, **shard_inputs(mix)}, bkey, b.flops,
-                                     info={**b.as_dict(), "rung": rung.name, "distribution": dname}))
+                if windows and dname in windows:
+                    tkey = add_window_model(plan, name=f"{dname}-{rung.name}-s{rep}", pool=windows[dname][0],
+                                            model=rung.gpt(vocab_size, context, ladder.mup), train=train,
+                                            n_steps=b.n_steps, seed=cfg["seed"], selection=windows[dname][1],
+                                            flops=b.flops)
+                else:
+                    tkey = plan.add(Step("train", f"{dname}-{rung.name}-s{rep}", cfg,
+                                         {"tokenizer": tokenizer, **shard_inputs(mix)}, bkey, b.flops,
+                                         info={**b.as_dict(), "rung": rung.name, "distribution": dname}))
                 ekey = plan.add(Step("eval", f"{dname}-{rung.name}-s{rep}", {"batch_size": 64},
                                      {"model": tkey, **test_inputs},
                                      cost=2 * b.params * 200 * max(1, len(test_inputs)) * context))

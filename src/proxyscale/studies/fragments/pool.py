@@ -29,6 +29,7 @@ from ...train.optim import TrainConfig
 WINDOWS = "windows.npy"  # (N, T+1) token ids
 TEXTS = "texts.parquet"  # id, text (decoded windows)
 CHOSEN = "chosen.npy"  # (n,) int64 window indices of a selection, best first
+METHODS = ("random", "dsir", "classifier", "dsdm", "bot-dsdm")  # what select_windows can run
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 from ...run.plan import Plan
 from ..base import Study, register_study
-from ..fragments import data, lm_ladder  # noqa: F401  (registers the fragments' step kinds)
+from ..fragments import data, lm_ladder, pool, selection  # noqa: F401  (registers the fragments' step kinds)
 from . import steps  # noqa: F401  (registers the study's step kinds)
 from .plan import build_plan
 from .spec import StudySpec

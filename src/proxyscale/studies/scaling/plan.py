@@ -12,11 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from ...config import to_dict
-from ...models.ladder import Budget
+from ...errors import ConfigError
+from ...models.ladder import Budget, attribution_flops
 from ...run.plan import Plan, Step
 from ...seeding import derive_seed
 from ..fragments.data import DataKeys, add_data
 from ..fragments.lm_ladder import add_lm_ladder
+from ..fragments.pool import add_dsdm_scores, add_pool, add_selection
 from .spec import RungSpec, StudySpec
 
 NGRAM_NAMES = {1: "unigram", 2: "bigram", 3: "trigram"}
@@ -30,28 +32,82 @@ def rung_budget(spec: StudySpec, rung: RungSpec) -> Budget:
 def build_plan(spec: StudySpec) -> Plan:
     """All steps of the study, dependencies first."""
     plan = Plan()
-    used = sorted({s for mix in spec.distributions.values() for s, w in mix.items() if w > 0})
-    data = add_data(plan, sources=spec.sources, used=used, test_sets=spec.test_sets, tokenizer=spec.tokenizer,
-                    corpus=spec.corpus, seed=spec.seed, heldout_fraction=spec.heldout_fraction,
-                    test_context=spec.test_context)
-    evals = add_lm_ladder(plan, ladder=spec.ladder, distributions=spec.distributions, train=spec.train,
-                          vocab_size=spec.tokenizer.vocab_size, context=spec.context, seed=spec.seed,
-                          tokenizer=data.tokenizer, shard_inputs=data.shard_inputs, test_inputs=data.test_inputs(),
-                          batch_below_params=spec.executor.batch_below_params)
-    ngrams = _add_ngrams(plan, spec, data)
-    plan.add(Step("analyze", spec.name, _analysis_config(spec), {**evals, **ngrams}, cost=1e9))
+    used = {s for mix in spec.distributions.values() for s, w in mix.items() if w > 0}
+    used |= set(spec.pool.sources) if spec.selections and spec.pool else set()
+    data = add_data(plan, sources=spec.sources, used=sorted(used), test_sets=spec.test_sets,
+                    tokenizer=spec.tokenizer, corpus=spec.corpus, seed=spec.seed,
+                    heldout_fraction=spec.heldout_fraction, test_context=spec.test_context)
+    windows, targets = add_selected_distributions(plan, spec, data)
+    evals = add_lm_ladder(plan, ladder=spec.ladder, distributions={**spec.distributions, **{d: {} for d in windows}},
+                          train=spec.train, vocab_size=spec.tokenizer.vocab_size, context=spec.context,
+                          seed=spec.seed, tokenizer=data.tokenizer, shard_inputs=data.shard_inputs,
+                          test_inputs=data.test_inputs(), batch_below_params=spec.executor.batch_below_params,
+                          windows=windows)
+    ngrams = _add_ngrams(plan, spec, data, windows)
+    plan.add(Step("analyze", spec.name, _analysis_config(spec), {**evals, **ngrams, **targets}, cost=1e9))
     return plan
 
 
-def _add_ngrams(plan: Plan, spec: StudySpec, data: DataKeys) -> dict[str, str]:
+def add_selected_distributions(plan: Plan, spec: StudySpec, data: DataKeys) -> tuple[dict[str, tuple[str, str]],
+                                                                                      dict[str, str]]:
+    """The pool, target parts, DsDm proxies and selections behind selection-induced
+    distributions. Returns (distribution → (pool, selection) keys, analysis inputs
+    ``target:<test set>:<n>`` naming the target examples to leave out of evaluation)."""
+    if not spec.selections:
+        return {}, {}
+    pool = add_pool(plan, tokenizer=data.tokenizer, shard_inputs=data.shard_inputs(spec.pool.sources),
+                    mixture=spec.pool.sources, n_windows=spec.pool.n_windows, context=spec.context,
+                    seed=derive_seed(spec.seed, "pool"))
+    parts: dict[str, str] = {}
+    for sel in spec.selections.values():
+        if sel.target is not None and f"{sel.target}:{sel.n_target}" not in parts:
+            parts[f"{sel.target}:{sel.n_target}"] = plan.add(Step(
+                "target_part", f"{sel.target}-n{sel.n_target}-target",
+                {"part": "target", "n_target": sel.n_target, "n_holdout": 2,
+                 "seed": derive_seed(spec.seed, "target-split", sel.target)},
+                {"testset": data.tests[sel.target], "tokenizer": data.tokenizer, "pool": pool}, cost=1e8))
+    ref = rung_budget(spec, spec.rung(spec.ladder.reference))
+    weights = _dsdm_for_selections(plan, spec, pool, parts)
+    windows = {}
+    for name, sel in sorted(spec.selections.items()):
+        tkey = f"{sel.target}:{sel.n_target}"
+        key = add_selection(plan, name=name, method=sel.method, n=ref.n_steps * ref.batch_size,
+                            seed=derive_seed(spec.seed, "select", name), pool=pool,
+                            target=(tkey, parts[tkey]) if sel.target is not None else None, tokenizer=data.tokenizer,
+                            weights=weights.get(sel.proxy) if sel.method in ("dsdm", "bot-dsdm") else None,
+                            settings=sel.settings)
+        windows[name] = (pool, key)
+    return windows, {f"target:{k}": v for k, v in parts.items()}
+
+
+def _dsdm_for_selections(plan: Plan, spec: StudySpec, pool: str, parts: dict[str, str]) -> dict[str, str]:
+    """One dsdm_scores step per proxy rung that a DsDm selection uses (scoring every target)."""
+    out = {}
+    for rung in sorted({s.proxy for s in spec.selections.values() if s.method in ("dsdm", "bot-dsdm")}):
+        r = spec.rung(rung)
+        b = rung_budget(spec, r)
+        windows = b.n_steps * b.batch_size
+        if windows > spec.pool.n_windows:
+            raise ConfigError(f"proxy {rung} needs {windows:,} pool windows (its Chinchilla size) but the pool has "
+                              f"{spec.pool.n_windows:,}; grow pool.n_windows")
+        cost = attribution_flops(b.params, spec.dsdm.k, spec.pool.n_windows, 1, spec.context) * spec.dsdm.models
+        out[rung] = add_dsdm_scores(plan, name=rung, pool=pool, model=r.gpt(spec.tokenizer.vocab_size, spec.context),
+                                    train=spec.train, n_steps=b.n_steps, windows=windows, flops=b.flops,
+                                    trak=to_dict(spec.dsdm), targets=parts, seed=spec.seed, cost=cost)
+    return out
+
+
+def _add_ngrams(plan: Plan, spec: StudySpec, data: DataKeys, windows: dict[str, tuple[str, str]]) -> dict[str, str]:
     out: dict[str, str] = {}
     ref = rung_budget(spec, spec.rung(spec.ladder.reference))
-    for dname, mix in sorted(spec.distributions.items()):
+    for dname, mix in sorted({**spec.distributions, **{d: {} for d in windows}}.items()):
         for order in spec.analysis.ngram_orders:
             cfg = {"order": order, "distribution": dname, "mixture": mix, "context": spec.test_context,
                    "vocab_size": spec.tokenizer.vocab_size, "tokens": ref.tokens,
                    "seed": derive_seed(spec.seed, "ngram", dname)}
-            inputs = {"tokenizer": data.tokenizer, **data.shard_inputs(mix), **data.test_inputs()}
+            source = ({"pool": windows[dname][0], "selection": windows[dname][1]} if dname in windows
+                      else data.shard_inputs(mix))
+            inputs = {"tokenizer": data.tokenizer, **source, **data.test_inputs()}
             out[f"ngram:{dname}:{order}"] = plan.add(Step("ngram", f"{dname}-{order}gram", cfg, inputs,
                                                          cost=ref.tokens * 50))
     return out
@@ -69,6 +125,8 @@ def _analysis_config(spec: StudySpec) -> dict[str, Any]:
                        "train_tokens": ref_tokens, "flops": 0.0, "is_reference": False})
     test_sets = {t: {"kind": ts.kind, "source": ts.sources[0] if len(ts.sources) == 1 and ts.hub is None else None}
                  for t, ts in spec.test_sets.items()}
-    return {"analysis": to_dict(spec.analysis), "models": models, "test_sets": test_sets,
-            "distributions": {d: sorted(s for s, w in mix.items() if w > 0) for d, mix in spec.distributions.items()},
+    dists = {d: sorted(s for s, w in mix.items() if w > 0) for d, mix in spec.distributions.items()}
+    dists.update({d: [f"{s.method} selection" + (f" toward {s.target}" if s.target else "")
+                      + (f" ({s.proxy} proxies)" if s.proxy else "")] for d, s in spec.selections.items()})
+    return {"analysis": to_dict(spec.analysis), "models": models, "test_sets": test_sets, "distributions": dists,
             "seed": spec.seed}

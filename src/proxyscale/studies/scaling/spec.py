@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 from ...config import from_dict, load_yaml, suggest
 from ...errors import ConfigError
@@ -16,9 +16,10 @@ from ...run.executor import ExecutorSpec
 from ...train.optim import TrainConfig
 from ..fragments.data import CorpusSpec, TestSetSpec, TokenizerSpec, check_sources
 from ..fragments.lm_ladder import LadderSpec, RungSpec
+from ..fragments.pool import DsDmSpec, PoolSpec
 
-__all__ = ["AnalysisSpec", "GpuSpec", "LadderSpec", "RungSpec", "StudySpec", "TestSetSpec", "TokenizerSpec",
-           "load_spec", "parse_spec"]
+__all__ = ["AnalysisSpec", "GpuSpec", "LadderSpec", "RungSpec", "SelectedSpec", "StudySpec", "TestSetSpec",
+           "TokenizerSpec", "load_spec", "parse_spec"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,20 @@ class AnalysisSpec:
     decision_threshold: float = 0.9
     n_boot: int = 1000
     ngram_orders: tuple[int, ...] = (1, 2, 3)
+
+
+@dataclass(frozen=True)
+class SelectedSpec:
+    """A selection-induced training distribution (the paper's 4 of 10): ``method`` picks the
+    reference's token budget of pool windows toward the first ``n_target`` examples (a seeded
+    split) of test set ``target`` — those examples are then left out of that test set's
+    evaluation — with DsDm's proxies of ladder rung ``proxy``."""
+
+    method: Literal["random", "dsir", "classifier", "dsdm", "bot-dsdm"]
+    target: Optional[str] = None
+    proxy: Optional[str] = None
+    n_target: int = 100
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,9 @@ class StudySpec:
     analysis: AnalysisSpec = field(default_factory=AnalysisSpec)
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     gpu: GpuSpec = field(default_factory=GpuSpec)
+    pool: Optional[PoolSpec] = None
+    selections: dict[str, SelectedSpec] = field(default_factory=dict)
+    dsdm: DsDmSpec = field(default_factory=DsDmSpec)
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -70,6 +88,25 @@ class StudySpec:
         check_sources(self.sources, self.test_sets)
         for dname, mix in self.distributions.items():
             _check_mixture(dname, mix, self.sources)
+        for sname, sel in self.selections.items():
+            self._check_selection(sname, sel)
+
+    def _check_selection(self, sname: str, sel: SelectedSpec) -> None:
+        where = f"selections.{sname}"
+        if sname in self.distributions:
+            raise ConfigError(f"{where}: '{sname}' is also a distribution; give the selection another name")
+        if self.pool is None:
+            raise ConfigError(f"{where}: a selection needs a `pool:` (its sources and number of windows)")
+        for s in self.pool.sources:
+            if s not in self.sources:
+                raise ConfigError(f"pool.sources: unknown source '{s}'{suggest(s, self.sources)}")
+        if sel.method != "random" and sel.target not in self.test_sets:
+            raise ConfigError(f"{where}.target: '{sel.target}' is not a test set"
+                              f"{suggest(str(sel.target), self.test_sets)}; {sel.method} selects toward one")
+        if sel.method in ("dsdm", "bot-dsdm") and sel.proxy not in [r.name for r in self.ladder.rungs]:
+            raise ConfigError(f"{where}.proxy: '{sel.proxy}' is not a ladder rung; DsDm needs proxy models")
+        if sel.n_target < 1 or any(r.context not in (None, self.context) for r in self.ladder.rungs):
+            raise ConfigError(f"{where}: n_target must be ≥ 1, and every rung must use the study's context")
 
     def rung(self, name: str) -> RungSpec:
         return self.ladder.rung(name)

@@ -10,6 +10,7 @@ from typing import Any
 from ...run.step import StepContext, step_kind
 from ...store import read_json, read_table, write_table
 from ..fragments.lm_ladder import test_set_paths, train_stream
+from ..fragments.pool import CHOSEN, WINDOWS
 from .spec import AnalysisSpec
 
 
@@ -42,9 +43,14 @@ def ngram_step(ctx: StepContext) -> None:
     from ...data.testset import read_test_set
 
     cfg = ctx.config
-    stream = train_stream(ctx, cfg["context"], cfg["seed"])
     n_batches = max(1, cfg["tokens"] // (64 * cfg["context"]))
-    docs = [row for i in range(n_batches) for row in np.asarray(stream.batch(i, 64))]  # one doc per window
+    if "selection" in ctx.inputs:  # a selection-induced distribution: its chosen pool windows
+        windows = np.load(ctx.inputs["pool"] / WINDOWS, mmap_mode="r", allow_pickle=False)
+        chosen = np.sort(np.load(ctx.inputs["selection"] / CHOSEN, allow_pickle=False))
+        docs = list(np.asarray(windows[np.resize(chosen, min(len(chosen), n_batches * 64))]))
+    else:
+        stream = train_stream(ctx, cfg["context"], cfg["seed"])
+        docs = [row for i in range(n_batches) for row in np.asarray(stream.batch(i, 64))]  # one doc per window
     model = fit_ngram(docs, cfg["order"], cfg["vocab_size"])
     for name, path in sorted(test_set_paths(ctx).items()):
         write_table(ctx.out / f"{name}.parquet", score_test_set(model, read_test_set(path)))
@@ -58,6 +64,8 @@ def _gather_results(ctx: StepContext):
     frames = []
     for role, path in sorted(ctx.inputs.items()):
         parts = role.split(":")
+        if parts[0] == "target":
+            continue
         if parts[0] == "eval":
             dist, model, seed = parts[1], parts[2], int(parts[3])
         else:
@@ -67,7 +75,23 @@ def _gather_results(ctx: StepContext):
             frames.append(pd.DataFrame({"test_set": f.stem, "example_id": df["example_id"], "distribution": dist,
                                         "model": model, "seed": seed, "loss": df["loss"],
                                         "n_tokens": df["n_pred_tokens"], "correct": df["correct"]}))
-    return pd.concat(frames, ignore_index=True)
+    results = pd.concat(frames, ignore_index=True)
+    return results[~_target_examples(ctx, results)].reset_index(drop=True)
+
+
+def _target_examples(ctx: StepContext, results):
+    """Rows of examples that a selection used as its target: they are not evaluated."""
+    import numpy as np
+
+    from ...data.testset import read_test_set
+
+    drop = np.zeros(len(results), dtype=bool)
+    for role, path in ctx.inputs.items():
+        if role.startswith("target:"):
+            test_set = role.split(":")[1]
+            ids = {e.example_id for e in read_test_set(path / "test.parquet").examples}
+            drop |= (results["test_set"] == test_set).to_numpy() & results["example_id"].isin(ids).to_numpy()
+    return drop
 
 
 @step_kind("analyze", config=AnalyzeStep)

@@ -12,9 +12,7 @@ from ...run.executor import ExecutorSpec
 from ...train.optim import TrainConfig
 from ..fragments.data import CorpusSpec, TestSetSpec, TokenizerSpec, check_sources
 from ..fragments.lm_ladder import RungSpec, check_rungs
-from ..fragments.pool import DsDmSpec, PoolSpec
-
-METHODS = ("random", "dsir", "classifier", "dsdm", "bot-dsdm")
+from ..fragments.pool import METHODS, DsDmSpec, PoolSpec
 
 
 @dataclass(frozen=True)
