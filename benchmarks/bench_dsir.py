@@ -8,12 +8,13 @@ worker processes. The package's side is ``fit_importance_estimator()`` + ``compu
 Rounds alternate the two after one warm-up each (so both process pools are started), the ratio of
 median wall times is quoted, and the weights are checked equal.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_dsir.py --workers 2 --rounds 3
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_dsir.py            # workers 1 and 2, ~2 minutes
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sysconfig
 import tempfile
@@ -65,14 +66,19 @@ def run_ours(pool_path: Path, target_path: Path, workers: int) -> tuple[float, n
     from proxyscale.select.dsir import DSIRSelector
     from proxyscale.select.pool import open_pool, read_texts, source_of
 
-    t0 = time.perf_counter()
-    w = DSIRSelector(workers=workers).weigh(open_pool(source_of(str(pool_path))), read_texts(source_of(str(target_path))))
+    t0 = time.perf_counter()  # reading the files counts on both sides
+    pool, target = open_pool(source_of(str(pool_path))), read_texts(source_of(str(target_path)))
+    w = DSIRSelector(workers=workers).weigh(pool, target)
     return time.perf_counter() - t0, w.log_weights
 
 
 def run_package(pool_path: Path, target_path: Path, workers: int, cache: Path) -> tuple[float, np.ndarray]:
-    from data_selection import HashedNgramDSIR
+    from data_selection import HashedNgramDSIR, hashed_ngram_dsir
 
+    # nltk >= 3.10 compiles its pattern lazily into a TimedPattern whose "no timeout given" sentinel does
+    # not survive pickling: once the main process has tokenised (a num_proc=1 run), shipping the
+    # tokenizer to joblib workers fails with "timeout not float or None". Uncompile it first.
+    hashed_ngram_dsir.wpt._regexp = None
     t0 = time.perf_counter()
     d = HashedNgramDSIR([str(pool_path)], [str(target_path)], cache_dir=str(cache), num_proc=workers)
     d.fit_importance_estimator(num_tokens_to_fit="auto")
@@ -86,35 +92,44 @@ def run_package(pool_path: Path, target_path: Path, workers: int, cache: Path) -
     return elapsed, out
 
 
+def compare(pool: Path, target: Path, mb: float, workers: int, rounds: int, root: Path) -> dict[str, float]:
+    """Alternate the two ``rounds`` times after a warm-up; median wall times and the weights' max |diff|."""
+    times: dict[str, list[float]] = {"ours": [], "data-selection": []}
+    diff = 0.0
+    for r in range(rounds + 1):  # round 0 starts both process pools and is not counted
+        t_ours, w_ours = run_ours(pool, target, workers)
+        t_pkg, w_pkg = run_package(pool, target, workers, root / f"cache{workers}-{r}")
+        np.testing.assert_allclose(w_ours, w_pkg, rtol=1e-9, atol=1e-9)
+        diff = max(diff, float(np.abs(w_ours - w_pkg).max()))
+        if r:
+            times["ours"].append(t_ours)
+            times["data-selection"].append(t_pkg)
+        print(f"  workers {workers} round {r}: ours {t_ours:.2f} s, data-selection {t_pkg:.2f} s, "
+              f"ratio {t_pkg / t_ours:.2f}" + ("" if r else " (warm-up)"), flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {**med, "diff": diff}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", default="1,2", help="comma-separated worker counts (each side the same)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--mb", type=float, default=6.0, help="pool size cap in MB")
     args = ap.parse_args()
-    import logging
-
-    logging.disable(logging.WARNING)
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         pool, target, mb = write_corpus(root, args.mb)
-        print(f"pool {mb:.2f} MB, {sum(1 for _ in open(pool))} documents; workers {args.workers}")
-        times: dict[str, list[float]] = {"ours": [], "data-selection": []}
-        for r in range(args.rounds + 1):  # round 0 warms both process pools up and is not counted
-            t_ours, w_ours = run_ours(pool, target, args.workers)
-            t_pkg, w_pkg = run_package(pool, target, args.workers, root / f"cache{r}")
-            np.testing.assert_allclose(w_ours, w_pkg, rtol=1e-9, atol=1e-9)
-            if r:
-                times["ours"].append(t_ours)
-                times["data-selection"].append(t_pkg)
-            print(f"round {r}: ours {t_ours:.2f} s, data-selection {t_pkg:.2f} s, ratio {t_pkg / t_ours:.2f}"
-                  + ("" if r else " (warm-up)"))
-        med = {k: statistics.median(v) for k, v in times.items()}
-        print("\n| implementation | median s | MB/s | MB/s per core |\n|---|---|---|---|")
-        for k, t in med.items():
-            print(f"| {k} | {t:.2f} | {mb / t:.2f} | {mb / t / args.workers:.2f} |")
-        print(f"\nratio (data-selection / ours, median wall time): {med['data-selection'] / med['ours']:.2f}x; "
-              f"weights equal (max |diff| {np.abs(w_ours - w_pkg).max():.2e})")
+        print(f"CPU {cpu}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
+              f"pool {mb:.2f} MB, {sum(1 for _ in open(pool))} documents", flush=True)
+        rows = [(w, compare(pool, target, mb, w, args.rounds, root)) for w in map(int, args.workers.split(","))]
+        print(f"load at the end {os.getloadavg()[0]:.1f}\n")
+        print("| workers | ours s | data-selection s | ours MB/s per core | data-selection MB/s per core | ratio |")
+        print("|---|---|---|---|---|---|")
+        for w, m in rows:
+            o, p = m["ours"], m["data-selection"]
+            print(f"| {w} | {o:.2f} | {p:.2f} | {mb / o / w:.2f} | {mb / p / w:.2f} | **{p / o:.1f}×** |")
+        print(f"\nweights equal: max |diff| {max(m['diff'] for _, m in rows):.1e}")
 
 
 if __name__ == "__main__":

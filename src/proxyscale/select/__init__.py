@@ -1,12 +1,12 @@
-"""Data selection: one Selector protocol and registry (``random``, ``dsir``, ``classifier``; DsDm
-and Bot-DsDm score pool windows with proxies, see :mod:`proxyscale.select.dsdm`). Importing this
-package registers the built-in methods."""
+"""Data selection: one Selector protocol and registry — ``random``, ``dsir``, ``classifier``,
+``dsdm`` and ``bot-dsdm`` (proxies trained on the pool, TRAK; :mod:`proxyscale.select.dsdm`).
+Importing this package registers the built-in methods."""
 from __future__ import annotations
 
 from typing import Any
 
 from ..errors import ConfigError
-from . import classifier, dsir, rand  # noqa: F401  (each registers itself)
+from . import classifier, dsdm_docs, dsir, rand  # noqa: F401  (each registers itself)
 from .base import SELECTORS, Pool, Selection, Selector
 
 

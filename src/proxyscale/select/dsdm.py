@@ -39,13 +39,17 @@ class DsDmConfig:
             raise ConfigError("dsdm: k ≥ 1, batch_size ≥ 1 and lambda_ratio ≥ 0 are needed")
 
 
-def attributable(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def attributable(windows: np.ndarray, lengths: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
     """Training windows (N, T+1) as TRAK's LM input: the model reads the first T tokens and every
-    next-token prediction in them is scored, so the mask is all ones (N, T-1)."""
+    next-token prediction in them is scored (mask (N, T-1)); ``lengths`` (N,) marks where a
+    shorter, padded document ends (positions past it are not scored)."""
     if windows.ndim != 2 or windows.shape[1] < 3:
         raise ConfigError(f"pool windows must be (N, T+1) token ids with T ≥ 2, got shape {windows.shape}")
     tokens = np.ascontiguousarray(windows[:, :-1]).astype(np.int64)
-    return tokens, np.ones((tokens.shape[0], tokens.shape[1] - 1), dtype=np.float32)
+    mask = np.ones((tokens.shape[0], tokens.shape[1] - 1), dtype=np.float32)
+    if lengths is not None:
+        mask[np.arange(tokens.shape[1] - 1)[None, :] + 2 > np.asarray(lengths)[:, None]] = 0.0
+    return tokens, mask
 
 
 class DsDmScorer:
@@ -60,9 +64,10 @@ class DsDmScorer:
                          seed=cfg.seed, batch_size=cfg.batch_size,
                          store_dir=None if self.work_dir is None else self.work_dir / "features")
 
-    def featurize(self, state_dicts: Sequence[Mapping[str, Any]], windows: np.ndarray) -> None:
+    def featurize(self, state_dicts: Sequence[Mapping[str, Any]], windows: np.ndarray,
+                  lengths: Optional[np.ndarray] = None) -> None:
         """Features of every pool window under every proxy (resumes a killed run in ``work_dir``)."""
-        pool = attributable(windows)
+        pool = attributable(windows, lengths)
         for m, sd in enumerate(state_dicts):
             self.trak.featurize(sd, pool, model_id=m)
 

@@ -1,0 +1,123 @@
+"""DsDm and Bot-DsDm on a document pool (what ``proxyscale select --method dsdm`` runs).
+
+Everything DsDm needs is built from the pool itself, seeded: a byte-level BPE on a sample of the
+pool's text; each document as its first ``context + 1`` tokens (shorter ones padded, their
+padding never scored); ``models`` proxy GPTs of the given shape, each trained on its own random
+subset of the documents of the proxy's Chinchilla size (repeated as epochs if the pool is
+smaller); TRAK features of every document (out of core in ``work_dir``, resumable); and each
+target text, whose every token is a prediction token. A document's weight is the mean over
+targets of its TRAK score; DsDm keeps the top ``n``, Bot-DsDm the bottom ``n``.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from ..seeding import derive_seed, np_rng
+from .base import SELECTORS, Pool, Selection, check_n
+from .dsdm import DsDmConfig, DsDmScorer, select_by_weights
+
+
+@dataclass(frozen=True)
+class DsDmDocsSelector:
+    """Settings: the proxy shape, how many proxies, the tokenizer and window size, TRAK's k and λ."""
+
+    name: str = "dsdm"
+    d_model: int = 16
+    n_layers: int = 1
+    n_heads: int = 2
+    models: int = 3
+    context: int = 128
+    vocab_size: int = 512
+    tokens_per_param: float = 20.0
+    k: int = 1024
+    lambda_ratio: float = 1.0
+    batch_size: int = 32
+    lr: float = 3e-3
+    tokenizer_bytes: int = 4_000_000
+    work_dir: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.models < 1 or self.context < 8 or self.batch_size < 1:
+            raise ConfigError("dsdm: models ≥ 1, context ≥ 8 and batch_size ≥ 1 are needed")
+
+    def _encode(self, tok, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(windows (N, T+1) of each text's first tokens, lengths (N,)); short texts are padded."""
+        out = np.full((len(texts), self.context + 1), tok.eos_id, dtype=np.int64)
+        lengths = np.zeros(len(texts), dtype=np.int64)
+        for i, ids in enumerate(tok.encode_batch(list(texts))):
+            ids = (list(ids) + [tok.eos_id])[: self.context + 1]
+            out[i, : len(ids)], lengths[i] = ids, len(ids)
+        if (lengths < 2).any():
+            raise DataError(f"{int((lengths < 2).sum())} documents are empty; drop empty documents from the pool "
+                            "and the target")
+        return out, lengths
+
+    def _proxies(self, windows: np.ndarray, seed: int, work: Path) -> list[Path]:
+        from ..models.ladder import GPTConfig, lm_budget
+        from ..train.batched import train_lm_batched
+        from ..train.optim import TrainConfig
+
+        cfg = GPTConfig(vocab_size=self.vocab_size, context=self.context, d_model=self.d_model,
+                        n_layers=self.n_layers, n_heads=self.n_heads)
+        train = TrainConfig(lr=self.lr, batch_size=self.batch_size, warmup_frac=0.05, checkpoint_every=0)
+        b = lm_budget(cfg, self.tokens_per_param, self.batch_size)
+        size = min(len(windows), b.n_steps * self.batch_size)
+        fns = []
+        for m in range(self.models):
+            subset = np_rng(seed, "dsdm-subset", m).permutation(len(windows))[:size]
+            order = np.concatenate([np_rng(seed, "dsdm-epoch", m, e).permutation(subset)
+                                    for e in range(-(-b.n_steps * self.batch_size // size))])
+            fns.append(lambda i, o=order: windows[np.sort(o[i * self.batch_size:(i + 1) * self.batch_size])])
+        outs = [work / f"proxy-{m}" for m in range(self.models)]
+        seeds = [derive_seed(seed, "dsdm-proxy", m) for m in range(self.models)]
+        train_lm_batched(cfg, train, fns, b.n_steps, outs, seeds)
+        return outs
+
+    def select(self, pool: Pool, target: Sequence[str], n: int, seed: int) -> Selection:
+        from ..data.tokenizer import train_tokenizer
+        from ..models.gpt import load_gpt
+
+        if not target:
+            raise ConfigError(f"{self.name}: the target set is empty; give at least one target example")
+        docs = list(pool())
+        check_n(n, len(docs), self.name)
+        texts = [d.text for d in docs]
+        sample, budget = [], self.tokenizer_bytes
+        for t in texts:  # a deterministic sample: the pool in its own order, up to the byte budget
+            sample.append(t)
+            budget -= len(t.encode("utf-8"))
+            if budget <= 0:
+                break
+        tok = train_tokenizer(sample, self.vocab_size)
+        windows, lengths = self._encode(tok, texts)
+        t_windows, t_lengths = self._encode(tok, target)
+        import torch
+
+        from .dsdm import attributable
+
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(self.work_dir) if self.work_dir else Path(tmp)
+            runs = self._proxies(windows, seed, work)
+            scorer = DsDmScorer(load_gpt(runs[0]), DsDmConfig(k=self.k, lambda_ratio=self.lambda_ratio,
+                                                               batch_size=self.batch_size, seed=seed), work / "trak")
+            scorer.featurize([load_gpt(r).state_dict() for r in runs], windows, lengths)
+            tt, tm = attributable(t_windows, t_lengths)
+            w = scorer.weights((torch.from_numpy(tt), torch.from_numpy(tm)))
+        settings = {k: getattr(self, k) for k in ("d_model", "n_layers", "n_heads", "models", "context",
+                                                   "vocab_size", "tokens_per_param", "k", "lambda_ratio")}
+        return select_by_weights([d.id for d in docs], w, n, seed, bottom=self.name == "bot-dsdm",
+                                 settings=settings)
+
+
+def _bottom(**settings) -> DsDmDocsSelector:
+    return DsDmDocsSelector(name="bot-dsdm", **settings)
+
+
+SELECTORS.add("dsdm", DsDmDocsSelector)
+SELECTORS.add("bot-dsdm", _bottom)
