@@ -161,9 +161,8 @@ def example_length(n_tokens: np.ndarray, ngrams: int) -> np.ndarray:
 def hashed_counts(texts: Sequence[str], num_buckets: int = 10_000, ngrams: int = 2) -> np.ndarray:
     """Per-document bucket counts, (N, B) int64 — for small inputs (tests, targets)."""
     f = featurise(texts, NgramHasher(num_buckets), ngrams)
-    doc = np.repeat(np.arange(len(texts), dtype=np.int64), f.n_tokens)  # (L,)
-    flat = (doc * (num_buckets + 1))[None, :] + f.stream  # (ngrams, L) cell of each feature
-    counts = np.bincount(flat.ravel(), minlength=len(texts) * (num_buckets + 1))
+    row = np.repeat(np.arange(len(texts), dtype=np.int64) * (num_buckets + 1), f.n_tokens)  # (L,)
+    counts = np.bincount((row + f.stream).ravel(), minlength=len(texts) * (num_buckets + 1))  # (ngrams, L) cells
     return counts.reshape(len(texts), num_buckets + 1)[:, :num_buckets]
 
 
@@ -247,7 +246,8 @@ class _Streams:
     scratch folder under ``work_dir`` (read back memory-mapped), else dropped (pass 2 re-hashes)."""
 
     def __init__(self, budget_bytes: int, work_dir: Optional[str]) -> None:
-        self.budget, self.work_dir, self.dir = budget_bytes, work_dir, None
+        self.budget, self.work_dir = budget_bytes, work_dir
+        self.dir: Optional[str] = None
         self.items: list[Union[np.ndarray, str, None]] = []
 
     def put(self, stream: np.ndarray) -> None:
