@@ -102,10 +102,12 @@ def attribute(model: Any, state_dicts: Sequence[Mapping[str, Any]], train_data: 
             from the last third of training); more members give better scores.
         train_data, target_data: tuples of arrays sharing the first axis — ``(x, y)`` for
             classification, ``(tokens (B, L), mask (B, L-1))`` for ``task="lm"`` — or
-            non-shuffling DataLoaders.
-        task: ``"classification"`` (log-odds margin), ``"lm"`` (mean per-token log-odds) or an
-            :class:`~proxyscale.attribute.outputs.OutputFunction` (e.g.
-            ``LMLogOdds(fused_attention=False)`` for the GPT of this package).
+            non-shuffling DataLoaders. ``target_data`` may be a mapping name → target set: the
+            training data is then featurised once and a mapping name → scores is returned
+            (``store_dir=...`` in the settings also keeps the features on disk between calls).
+        task: ``"classification"`` (log-odds margin), ``"lm"`` (mean per-token log-odds; this
+            package's GPT gets its vmap-safe attention automatically) or an
+            :class:`~proxyscale.attribute.outputs.OutputFunction`.
         out: also write the scores to this ``.npy`` path (atomically).
         **settings: TRAK settings — ``k`` (projection dimension), ``projector``, ``lambda_ratio``
             (ridge λ as a multiple of the mean squared feature norm; 1.0 is safe), ``use_q``,
@@ -124,6 +126,15 @@ def attribute(model: Any, state_dicts: Sequence[Mapping[str, Any]], train_data: 
 
     if not state_dicts:
         raise ConfigError("attribute: pass at least one state dict (ideally several models or checkpoints)")
+    if isinstance(target_data, Mapping):  # several target sets: featurise the training data once
+        from .attribute.trak import TRAK
+
+        if out is not None:
+            raise ConfigError("attribute: `out` takes one score matrix; with several target sets, write each yourself")
+        trak = TRAK(model, task, **settings)
+        for i, state in enumerate(state_dicts):
+            trak.featurize(state, train_data, model_id=i)
+        return {name: np.asarray(trak.score(t), dtype=np.float32) for name, t in target_data.items()}
     scores = np.asarray(trak_scores(model, list(state_dicts), train_data, target_data, task, **settings),
                         dtype=np.float32)
     if out is not None:

@@ -208,6 +208,10 @@ def test_attribute_api_matches_trak_and_writes_npy(tmp_path):
     assert sum(r <= 1 for r in self_rank) >= 5, self_rank
     with pytest.raises(ConfigError, match="state dict"):
         attribute(model, [], (x, y), (x, y))
+    # several target sets: one featurisation, each set scored as if alone
+    many = attribute(model, states, (x, y), {"a": (x[:6], y[:6]), "b": (x[6:9], y[6:9])}, k=16)
+    np.testing.assert_allclose(many["a"], scores, rtol=1e-6)
+    np.testing.assert_allclose(many["b"], trak_scores(model, states, (x, y), (x[6:9], y[6:9]), k=16), rtol=1e-6)
 
 
 def test_kind_dispatch_and_typo(tmp_path):
