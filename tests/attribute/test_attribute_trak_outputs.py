@@ -52,6 +52,27 @@ def test_lm_log_odds_uses_only_prediction_positions():
         LMLogOdds().check_batch((batch[0], torch.zeros_like(batch[1])))
 
 
+def test_lm_log_odds_picks_the_vmap_safe_attention_for_the_gpt():
+    """Per-example gradients of this package's GPT never take the fused kernel's slow fallback
+    (it has no vmap batching rule): without a warning, and equal to the explicit setting."""
+    import warnings
+
+    from proxyscale.models.gpt import GPT, GPTConfig
+
+    model = GPT(GPTConfig(vocab_size=11, context=8, d_model=8, n_layers=1, n_heads=2))
+    tensors = checkpoint_tensors(model, model.state_dict())
+    tokens = torch.randint(0, 11, (4, 8), generator=torch.Generator().manual_seed(1))
+    batch = (tokens, torch.ones(4, 7))
+    names = select_params(model, None)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="There is a performance drop")  # the fallback warns
+        auto = PerExampleGrads(model, LMLogOdds(), names)(tensors, batch)
+    explicit = PerExampleGrads(model, LMLogOdds(fused_attention=False), names)(tensors, batch)
+    torch.testing.assert_close(auto, explicit)
+    assert LMLogOdds()._kwargs(model) == {"fused_attention": False}
+    assert LMLogOdds()._kwargs(Identity()) == {}  # other models get no extra argument
+
+
 def mlp() -> torch.nn.Module:
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 32),
