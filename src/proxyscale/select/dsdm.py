@@ -52,6 +52,26 @@ def attributable(windows: np.ndarray, lengths: Optional[np.ndarray] = None) -> t
     return tokens, mask
 
 
+class _WindowRows:
+    """The pool as a non-shuffling loader of (tokens, mask) batches cut from ``windows`` (which may
+    be a memmap): only one batch is in memory at a time."""
+
+    def __init__(self, windows: np.ndarray, lengths: Optional[np.ndarray], batch_size: int) -> None:
+        if windows.ndim != 2 or windows.shape[1] < 3:
+            raise ConfigError(f"pool windows must be (N, T+1) token ids with T ≥ 2, got shape {windows.shape}")
+        self.windows, self.lengths, self.batch_size = windows, lengths, batch_size
+        self.dataset = range(len(windows))  # what TRAK reads the size from
+
+    def __iter__(self):
+        import torch
+
+        for i in range(0, len(self.windows), self.batch_size):
+            rows = np.asarray(self.windows[i:i + self.batch_size])
+            lens = None if self.lengths is None else self.lengths[i:i + self.batch_size]
+            tokens, mask = attributable(rows, lens)
+            yield torch.from_numpy(tokens), torch.from_numpy(mask)
+
+
 class DsDmScorer:
     """Featurise a pool once with an ensemble of proxies; score it toward any target set."""
 
@@ -67,7 +87,7 @@ class DsDmScorer:
     def featurize(self, state_dicts: Sequence[Mapping[str, Any]], windows: np.ndarray,
                   lengths: Optional[np.ndarray] = None) -> None:
         """Features of every pool window under every proxy (resumes a killed run in ``work_dir``)."""
-        pool = attributable(windows, lengths)
+        pool = _WindowRows(windows, lengths, self.cfg.batch_size)
         for m, sd in enumerate(state_dicts):
             self.trak.featurize(sd, pool, model_id=m)
 

@@ -73,46 +73,70 @@ class DsDmDocsSelector:
             subset = np_rng(seed, "dsdm-subset", m).permutation(len(windows))[:size]
             order = np.concatenate([np_rng(seed, "dsdm-epoch", m, e).permutation(subset)
                                     for e in range(-(-b.n_steps * self.batch_size // size))])
-            fns.append(lambda i, o=order: windows[np.sort(o[i * self.batch_size:(i + 1) * self.batch_size])])
+            fns.append(lambda i, o=order: np.asarray(windows[np.sort(o[i * self.batch_size:(i + 1) * self.batch_size])],
+                                                     dtype=np.int64))
         outs = [work / f"proxy-{m}" for m in range(self.models)]
         seeds = [derive_seed(seed, "dsdm-proxy", m) for m in range(self.models)]
         train_lm_batched(cfg, train, fns, b.n_steps, outs, seeds)
         return outs
 
-    def select(self, pool: Pool, target: Sequence[str], n: int, seed: int) -> Selection:
+    def _tokenizer(self, pool: Pool):
+        """A BPE on the pool's first ``tokenizer_bytes`` of text (deterministic: stream order)."""
         from ..data.tokenizer import train_tokenizer
+
+        sample, budget = [], self.tokenizer_bytes
+        for d in pool():
+            sample.append(d.text)
+            budget -= len(d.text.encode("utf-8"))
+            if budget <= 0:
+                break
+        return train_tokenizer(sample, self.vocab_size)
+
+    def _encode_pool(self, tok, pool: Pool, work: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(ids, windows (N, T+1) int32 memmap in ``work``, lengths (N,)): the pool streamed in
+        batches, so only its ids and lengths are held in memory."""
+        ids: list[str] = []
+        lengths: list[np.ndarray] = []
+        path = work / "windows.bin"
+        with open(path, "wb") as f:
+            batch: list = []
+            for d in [*pool(), None]:
+                if d is not None:
+                    batch.append(d)
+                if batch and (d is None or len(batch) == 4096):
+                    w, n = self._encode(tok, [x.text for x in batch])
+                    f.write(w.astype(np.int32).tobytes())
+                    ids += [x.id for x in batch]
+                    lengths.append(n)
+                    batch = []
+        windows = np.memmap(path, dtype=np.int32, mode="r", shape=(len(ids), self.context + 1))
+        return ids, windows, np.concatenate(lengths)
+
+    def select(self, pool: Pool, target: Sequence[str], n: int, seed: int) -> Selection:
+        import torch
+
         from ..models.gpt import load_gpt
+        from .dsdm import attributable
 
         if not target:
             raise ConfigError(f"{self.name}: the target set is empty; give at least one target example")
-        docs = list(pool())
-        check_n(n, len(docs), self.name)
-        texts = [d.text for d in docs]
-        sample, budget = [], self.tokenizer_bytes
-        for t in texts:  # a deterministic sample: the pool in its own order, up to the byte budget
-            sample.append(t)
-            budget -= len(t.encode("utf-8"))
-            if budget <= 0:
-                break
-        tok = train_tokenizer(sample, self.vocab_size)
-        windows, lengths = self._encode(tok, texts)
+        tok = self._tokenizer(pool)
         t_windows, t_lengths = self._encode(tok, target)
-        import torch
-
-        from .dsdm import attributable
-
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(self.work_dir) if self.work_dir else Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
+            ids, windows, lengths = self._encode_pool(tok, pool, work)
+            check_n(n, len(ids), self.name)
             runs = self._proxies(windows, seed, work)
             scorer = DsDmScorer(load_gpt(runs[0]), DsDmConfig(k=self.k, lambda_ratio=self.lambda_ratio,
                                                                batch_size=self.batch_size, seed=seed), work / "trak")
             scorer.featurize([load_gpt(r).state_dict() for r in runs], windows, lengths)
             tt, tm = attributable(t_windows, t_lengths)
             w = scorer.weights((torch.from_numpy(tt), torch.from_numpy(tm)))
+            del windows
         settings = {k: getattr(self, k) for k in ("d_model", "n_layers", "n_heads", "models", "context",
                                                    "vocab_size", "tokens_per_param", "k", "lambda_ratio")}
-        return select_by_weights([d.id for d in docs], w, n, seed, bottom=self.name == "bot-dsdm",
-                                 settings=settings)
+        return select_by_weights(ids, w, n, seed, bottom=self.name == "bot-dsdm", settings=settings)
 
 
 def _bottom(**settings) -> DsDmDocsSelector:
