@@ -236,7 +236,7 @@ def _featurised(batches: Iterable[Batch], hasher: NgramHasher, ngrams: int, work
         for ids, texts in chain(head, it):
             yield ids, featurise(texts, hasher, ngrams)
         return
-    parallel = Parallel(n_jobs=workers, return_as="generator", pre_dispatch="2*n_jobs")
+    parallel = Parallel(n_jobs=workers, return_as="generator", pre_dispatch="2*n_jobs", max_nbytes=None)
     call = uuid.uuid4().hex
     yield from parallel(delayed(_featurise_in_worker)(b, hasher.num_buckets, ngrams, call) for b in chain(head, it))
 
