@@ -1,32 +1,30 @@
 r"""DSIR: data selection with importance resampling on hashed n-grams (Xie et al., 2023).
 
 The numbers of ``data-selection`` 1.0.3 (``HashedNgramDSIR``; a test compares the two), faster.
-Lower-cased ``wordpunct`` tokens (``\w+|[^\w\s]+``); every n-gram of order 1..``ngrams`` goes to
-bucket ``int(sha256(gram), 16) % B``. ``p_t``: bucket frequencies of all target text; ``p_r``: of
-pool documents in order until more than ``raw_sample_cap`` *features* are counted (``"auto"``:
-the package's 100,000 × B; it calls them tokens, but T tokens give 2T − 1 uni+bigrams). A
-document's log importance weight is its counts · (log(p_t + 1e-8) − log(p_r + 1e-8)); one under
-``min_example_length`` tokens scores ``-inf`` but still counts towards ``p_r``, as in the package.
-Resampling: Gumbel top-k with the package's noise, or (``top_k=True``) the top n.
+Lower-cased ``wordpunct`` tokens (``\w+|[^\w\s]+``); n-grams of order 1..``ngrams`` go to bucket
+``int(sha256(gram), 16) % B``. ``p_t``: bucket frequencies of all target text; ``p_r``: of pool
+documents in order until more than ``raw_sample_cap`` *features* are counted (``"auto"``: the
+package's 100,000 × B; it says tokens, but T tokens give 2T − 1 uni+bigrams). Log importance
+weight: counts · (log(p_t + 1e-8) − log(p_r + 1e-8)); ``-inf`` under ``min_example_length`` tokens
+(such documents still count in ``p_r``). Resampling: Gumbel top-k with the package's noise, or top-n.
 
-Deliberate differences: tokens come from the stdlib ``re`` (as in nltk when 1.0.3 came out; nltk ≥
-3.10 uses the ``regex`` engine, whose ``\w``/``\s`` differ on combining marks, superscript digits
-and U+001C–U+001F); the raw cap takes a prefix of the pool (the package splits it over its
-``num_proc`` round-robin shards, so its ``p_r`` then depends on its core count).
+Deliberate differences: tokens by the stdlib ``re`` (as nltk did for 1.0.3; nltk ≥ 3.10's ``regex``
+engine differs on combining marks, superscripts and U+001C–U+001F); the raw cap takes a prefix of
+the pool (the package splits it over ``num_proc`` shards, so its ``p_r`` depends on its cores).
 
-**Design.** Hashing is the cost: the package runs sha256 on each n-gram occurrence, twice (fit,
-then weights). Here a worker hashes each *distinct* n-gram once (:class:`NgramHasher`). Pass 1
-hashes each batch, totals ``p_r`` and keeps the batch's *bucket stream* (``ngrams`` × tokens,
-uint16, ≈ 0.8 × the UTF-8 text; never the (N, B) count matrix, 20 KB per document); pass 2 sums
-``log_diff`` over each document's stream (NumPy, ≈ 0.5–1 GB/s). Memory is bounded: streams stay in
-RAM up to ``memory_mb``, then go to ``.npy`` files under ``work_dir`` (memory-mapped back) if set,
-else are dropped and re-hashed in pass 2 (a two-pass stream, no disk). Batches of ``batch_chars``
-characters run on joblib's reusable process pool (``workers``, ≤ 2 in flight each) and return in
-order, so no number depends on ``workers``.
+**Design.** Hashing is the cost (the package runs sha256 on every n-gram occurrence, twice). A
+worker here hashes each *distinct* n-gram once (:class:`NgramHasher`). Pass 1 hashes each batch,
+totals ``p_r`` and keeps its *bucket stream* (``ngrams`` × tokens, uint16 ≈ 0.8 × the text; never
+the (N, B) counts, 20 KB per document); pass 2 sums ``log_diff`` over each document's stream
+(NumPy, ≈ 0.5–1 GB/s). Streams stay in RAM up to ``memory_mb``, then go to ``.npy`` files under
+``work_dir`` (memory-mapped back), else are dropped and re-hashed in pass 2: bounded memory.
+Batches of ``batch_chars`` characters run on joblib's reusable process pool (``workers``, ≤ 2 in
+flight each) and come back in order, so no number depends on ``workers``.
 """
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import re
 import shutil
@@ -41,6 +39,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
+from joblib.externals.loky import get_reusable_executor
 
 from ..errors import ConfigError, DataError
 from .base import SELECTORS, Pool, Selection, check_n, gumbel_top_n, top_n
@@ -48,7 +47,6 @@ from .base import SELECTORS, Pool, Selection, check_n, gumbel_top_n, top_n
 # nltk's WordPunctTokenizer pattern; a possessive "\s*+" (3.11+) eats the gap before a token in the
 # same match: the same tokens, ~30% faster than failing once per space.
 WORDPUNCT = re.compile(r"\s*+(\w+|[^\w\s]+)" if sys.version_info >= (3, 11) else r"\w+|[^\w\s]+")
-EPS = 1e-8  # the package's floor inside both logs
 AUTO_CAP_PER_BUCKET = 100_000  # the package's num_tokens_to_fit="auto": 100,000 × num_buckets
 Batch = tuple[list[str], list[str]]  # (ids, texts)
 Featuriser = Callable[[Iterable[Batch]], Iterator[tuple[list[str], "Features"]]]
@@ -174,8 +172,8 @@ def distribution(counts: np.ndarray, what: str = "text") -> np.ndarray:
     return counts / total
 
 
-def log_diff(p_target: np.ndarray, p_raw: np.ndarray, eps: float = EPS) -> np.ndarray:
-    """Per-bucket log importance ratio (B,): ``log(p_t + eps) − log(p_r + eps)``."""
+def log_diff(p_target: np.ndarray, p_raw: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    """Per-bucket log importance ratio (B,): ``log(p_t + eps) − log(p_r + eps)`` (the package's eps)."""
     return np.log(p_target + eps) - np.log(p_raw + eps)
 
 
@@ -236,9 +234,13 @@ def _featurised(batches: Iterable[Batch], hasher: NgramHasher, ngrams: int, work
         for ids, texts in chain(head, it):
             yield ids, featurise(texts, hasher, ngrams)
         return
-    parallel = Parallel(n_jobs=workers, return_as="generator", pre_dispatch="2*n_jobs", max_nbytes=None)
+    parallel = Parallel(n_jobs=workers, return_as="generator", pre_dispatch="2*n_jobs")
     call = uuid.uuid4().hex
-    yield from parallel(delayed(_featurise_in_worker)(b, hasher.num_buckets, ngrams, call) for b in chain(head, it))
+    try:
+        yield from parallel(delayed(_featurise_in_worker)(b, hasher.num_buckets, ngrams, call) for b in chain(head, it))
+    finally:  # a child process (a study's worker) ends by os._exit, skipping joblib's cleanup: stop the pool here
+        if multiprocessing.parent_process() is not None:
+            get_reusable_executor().shutdown(wait=True)
 
 
 class _Streams:
@@ -339,10 +341,8 @@ class DSIRSelector:
         feat = partial(_featurised, hasher=NgramHasher(self.num_buckets), ngrams=self.ngrams, workers=self.n_workers())
         store = _Streams(self.memory_mb << 20, self.work_dir)
         try:
-            total = np.zeros(self.num_buckets, dtype=np.int64)
-            for _, f in feat(_batches(((str(i), t) for i, t in enumerate(target)), self.batch_chars)):
-                total += stream_counts(f.stream, self.num_buckets)
-            p_t = distribution(total, "target")
+            target_batches = feat(_batches(((str(i), t) for i, t in enumerate(target)), self.batch_chars))
+            p_t = distribution(sum(stream_counts(f.stream, self.num_buckets) for _, f in target_batches), "target")
             ids, lens, raw, n_fit = self._fit_raw(feat, pool, store)  # an empty pool fails in distribution()
             ld = log_diff(p_t, distribution(raw, "pool"))
             lw = self._weights(feat, pool, store, ids, lens, ld)
