@@ -137,7 +137,10 @@ def select_windows_step(ctx: StepContext) -> None:
     else:
         target = _target_texts(ctx) if "target" in ctx.inputs else []
         docs = [Document(i, t) for i, t in zip(ids, texts)]
-        sel = make_selector(c.method, **c.settings).select(lambda: iter(docs), target, c.n, c.seed)
+        settings = dict(c.settings)
+        if c.method == "dsir":  # hash on this step's share of the cores, not on every core again
+            settings.setdefault("workers", ctx.threads)
+        sel = make_selector(c.method, **settings).select(lambda: iter(docs), target, c.n, c.seed)
     write_table(ctx.out / "scores.parquet", score_table(sel))
     selection_record(ctx.out, sel.chosen, {"method": c.method, "target": c.target, "settings": sel.settings})
 
