@@ -1,6 +1,11 @@
 """Fixtures shared across the test tree."""
 from __future__ import annotations
 
+import ast
+import json
+import sysconfig
+from pathlib import Path
+
 import pytest
 
 
@@ -14,3 +19,27 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def text_sources(tmp_path_factory) -> Path:
+    """Real text that every machine has offline, as local sources: ``prose/`` (the language
+    reference topics, one file each), ``code/`` (stdlib json and email modules) and
+    ``docstrings.jsonl`` (their functions' and classes' docstrings)."""
+    from pydoc_data.topics import topics
+
+    root = tmp_path_factory.mktemp("sources")
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    (root / "prose").mkdir()
+    for i, (_k, v) in enumerate(sorted(topics.items())[:120]):
+        (root / "prose" / f"{i:03d}.txt").write_text(v)
+    (root / "code").mkdir()
+    doc_lines = []
+    for i, f in enumerate(sorted((stdlib / "json").glob("*.py")) + sorted((stdlib / "email").glob("*.py"))[:12]):
+        text = f.read_text()
+        (root / "code" / f"{i:03d}.txt").write_text(text)
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and ast.get_docstring(node):
+                doc_lines.append(json.dumps({"text": ast.get_docstring(node), "id": f"{f.stem}.{node.name}"}))
+    (root / "docstrings.jsonl").write_text("\n".join(doc_lines) + "\n")
+    return root

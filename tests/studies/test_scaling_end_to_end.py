@@ -5,11 +5,6 @@ language reference topics, stdlib code, stdlib docstrings), so the test needs no
 """
 from __future__ import annotations
 
-import ast
-import json
-import sysconfig
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -21,24 +16,6 @@ from proxyscale.studies.scaling.plan import build_plan
 
 def load_spec(path):
     return load_study(path)[1]
-
-
-def _write_sources(root: Path) -> None:
-    from pydoc_data.topics import topics
-
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    (root / "prose").mkdir(parents=True)
-    for i, (_k, v) in enumerate(sorted(topics.items())[:120]):
-        (root / "prose" / f"{i:03d}.txt").write_text(v)
-    (root / "code").mkdir()
-    doc_lines = []
-    for i, f in enumerate(sorted((stdlib / "json").glob("*.py")) + sorted((stdlib / "email").glob("*.py"))[:12]):
-        text = f.read_text()
-        (root / "code" / f"{i:03d}.txt").write_text(text)
-        for node in ast.walk(ast.parse(text)):
-            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and ast.get_docstring(node):
-                doc_lines.append(json.dumps({"text": ast.get_docstring(node), "id": f"{f.stem}.{node.name}"}))
-    (root / "docstrings.jsonl").write_text("\n".join(doc_lines) + "\n")
 
 
 SPEC = """
@@ -74,11 +51,10 @@ analysis: {{n_boot: 50, ngram_orders: [1, 2]}}
 
 
 @pytest.fixture(scope="module")
-def finished_study(tmp_path_factory):
+def finished_study(tmp_path_factory, text_sources):
     root = tmp_path_factory.mktemp("e2e")
-    _write_sources(root / "src")
     spec_path = root / "tiny.yaml"
-    spec_path.write_text(SPEC.format(root=root / "src"))
+    spec_path.write_text(SPEC.format(root=text_sources))
     report = run_study(spec_path, root / "store", workers=2, progress=False)
     return spec_path, root / "store", report
 
@@ -140,11 +116,10 @@ selections:
 """
 
 
-def test_selection_induced_distributions_join_the_ladder(tmp_path):
+def test_selection_induced_distributions_join_the_ladder(tmp_path, text_sources):
     """Selections as training distributions (the paper's 4 of 10): every rung trains on them, the
     analysis treats them like natural ones, and their target examples are never evaluated."""
-    _write_sources(tmp_path / "src")
-    text = SPEC.format(root=tmp_path / "src").replace("context: 128", "context: 64") + SELECTED.format()
+    text = SPEC.format(root=text_sources).replace("context: 128", "context: 64") + SELECTED.format()
     spec_path = tmp_path / "sel.yaml"
     spec_path.write_text(text)
     run_study(spec_path, tmp_path / "store", workers=2, progress=False)

@@ -3,11 +3,6 @@ holdout, DsDm proxies at two scales, every method, references on each selection,
 report; plus its spec's errors."""
 from __future__ import annotations
 
-import ast
-import json
-import sysconfig
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -16,25 +11,6 @@ from proxyscale.api import plan_text, run_study
 from proxyscale.errors import ConfigError
 from proxyscale.store import Store
 from proxyscale.studies import load_study
-
-
-def _write_sources(root: Path) -> None:
-    from pydoc_data.topics import topics
-
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    (root / "prose").mkdir(parents=True)
-    for i, (_k, v) in enumerate(sorted(topics.items())[:120]):
-        (root / "prose" / f"{i:03d}.txt").write_text(v)
-    (root / "code").mkdir()
-    doc_lines = []
-    for i, f in enumerate(sorted((stdlib / "json").glob("*.py")) + sorted((stdlib / "email").glob("*.py"))[:12]):
-        text = f.read_text()
-        (root / "code" / f"{i:03d}.txt").write_text(text)
-        for node in ast.walk(ast.parse(text)):
-            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and ast.get_docstring(node):
-                doc_lines.append(json.dumps({"text": ast.get_docstring(node), "id": f"{f.stem}.{node.name}"}))
-    (root / "docstrings.jsonl").write_text("\n".join(doc_lines) + "\n")
-
 
 SPEC = """
 name: tiny-select
@@ -64,11 +40,10 @@ n_boot: 200
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(tmp_path_factory, text_sources):
     root = tmp_path_factory.mktemp("sel")
-    _write_sources(root / "src")
     path = root / "sel.yaml"
-    path.write_text(SPEC.format(root=root / "src"))
+    path.write_text(SPEC.format(root=text_sources))
     report = run_study(path, root / "store", workers=2, progress=False)
     study, spec = load_study(path)
     analysis = Store(root / "store").final_dir(study.analysis_step(study.plan(spec)).key)
