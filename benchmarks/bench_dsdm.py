@@ -49,6 +49,14 @@ def profile(model: GPT, output: LMLogOdds, data: tuple, k: int, batch: int) -> d
     return t
 
 
+def featurize_rate(model: GPT, data: tuple, k: int, batch: int, keep_q: bool) -> float:
+    """Windows per second of TRAK.featurize as DsDm calls it (``keep_q=False``: no Q pass)."""
+    trak = TRAK(model, LMLogOdds(), k=k, batch_size=batch, keep_q=keep_q)
+    t0 = time.perf_counter()
+    trak.featurize(model.state_dict(), data)
+    return len(data[0]) / (time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=512)
@@ -63,7 +71,7 @@ def main() -> None:
     print(f"CPU: {cpu()}; torch threads {torch.get_num_threads()}; n={a.n} windows of {a.context} tokens, "
           f"k={a.k}, batch {a.batch}")
     print(f"{'proxy':>6} {'params':>8} {'windows/s':>10} {'grads':>6} {'project':>8} {'Q':>5} "
-          f"{'fused fallback windows/s':>25} {'ratio':>6}")
+          f"{'fused fallback windows/s':>25} {'ratio':>6} {'featurize, Q':>13} {'no Q':>6} {'ratio':>6}")
     for name, d, layers, heads in SIZES:
         model = GPT(GPTConfig(vocab_size=512, context=a.context, d_model=d, n_layers=layers, n_heads=heads))
         warm = tuple(x[:a.batch] for x in data)
@@ -73,8 +81,10 @@ def main() -> None:
         peer = profile(model, LMLogOdds(fused_attention=True), data, a.k, a.batch)
         rate, rate_peer = a.n / ours["total"], a.n / peer["total"]
         share = {k: ours[k] / ours["total"] for k in ("grads", "project", "q")}
+        with_q, no_q = featurize_rate(model, data, a.k, a.batch, True), featurize_rate(model, data, a.k, a.batch, False)
         print(f"{name:>6} {sum(p.numel() for p in model.parameters()):>8,} {rate:>10.0f} {share['grads']:>6.0%} "
-              f"{share['project']:>8.0%} {share['q']:>5.0%} {rate_peer:>25.0f} {rate / rate_peer:>5.1f}x")
+              f"{share['project']:>8.0%} {share['q']:>5.0%} {rate_peer:>25.0f} {rate / rate_peer:>5.1f}x "
+              f"{with_q:>13.0f} {no_q:>6.0f} {no_q / with_q:>5.2f}x")
 
 
 if __name__ == "__main__":

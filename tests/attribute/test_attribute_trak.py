@@ -108,6 +108,21 @@ def test_lm_scores_equal_brute_force():
     assert rel_err(ours, ref) < 1e-5
 
 
+def test_without_q_the_scores_are_the_same_and_q_is_refused(cls_data):
+    x, y, xt, yt = cls_data
+    model = mlp(0)
+    states = [mlp(s).state_dict() for s in (1, 2)]
+    with_q = trak_scores(model, states, (x, y), (xt, yt), k=16)
+    without = trak_scores(model, states, (x, y), (xt, yt), k=16, keep_q=False)
+    np.testing.assert_array_equal(with_q, without)
+    t = TRAK(model, k=16, keep_q=False)
+    t.featurize(states[0], (x, y))
+    with pytest.raises(ConfigError, match="keep_q=False"):
+        t.score_candidates((xt, yt), (1.0,), (False, True))
+    with pytest.raises(ConfigError, match="use_q / compat need"):
+        TRAK(model, k=16, use_q=True, keep_q=False)
+
+
 def test_nxn_form_equals_kxk_form(cls_data):
     x, y, xt, yt = cls_data
     model, states = mlp(0), [mlp(4).state_dict()]

@@ -81,7 +81,7 @@ class DsDmScorer:
 
         self.cfg, self.work_dir = cfg, None if work_dir is None else Path(work_dir)
         self.trak = TRAK(model, LMLogOdds(), k=cfg.k, projector=cfg.projector, lambda_ratio=cfg.lambda_ratio,
-                         seed=cfg.seed, batch_size=cfg.batch_size,
+                         seed=cfg.seed, batch_size=cfg.batch_size, keep_q=False,  # DsDm never weights by Q
                          store_dir=None if self.work_dir is None else self.work_dir / "features")
 
     def featurize(self, state_dicts: Sequence[Mapping[str, Any]], windows: np.ndarray,
