@@ -109,3 +109,22 @@ def test_the_registry_holds_the_methods():
     make_selector("random")
     assert {"random", "classifier"} <= set(SELECTORS.names())
     assert api.select.__doc__
+
+
+def test_pools_from_parquet_and_text_directories(text_pool, tmp_path):
+    """The same documents as JSONL, Parquet or a directory of text files select the same way."""
+    import pandas as pd
+
+    pool, target, _ = text_pool
+    rows = [json.loads(line) for line in pool.read_text().splitlines()]
+    pd.DataFrame(rows).to_parquet(tmp_path / "pool.parquet")
+    (tmp_path / "docs").mkdir()
+    for r in rows:
+        (tmp_path / "docs" / f"{r['id']}.txt").write_text(r["text"])
+    texts = read_texts(source_of(str(target)))
+    picks = []
+    for path, id_field in ((pool, "id"), (tmp_path / "pool.parquet", "id"), (tmp_path / "docs", None)):
+        docs = open_pool(source_of(str(path), id_field=id_field))
+        sel = make_selector("classifier").select(docs, texts, 5, seed=0)
+        picks.append(sorted(i.rsplit("/", 1)[-1].removesuffix(".txt") for i in sel.chosen_ids))
+    assert picks[0] == picks[1] == picks[2], picks
