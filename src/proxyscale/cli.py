@@ -33,9 +33,10 @@ def run(spec: Path = typer.Argument(..., help="YAML study spec"), store: Path = 
 @app.command()
 def demo(store: Path = STORE, workers: int = WORKERS,
          progress: bool = typer.Option(True, help="Show a progress bar with ETA.")) -> None:
-    """Build the embedded corpus, run the demo study (configs/demo.yaml), a short
-    attribution-transfer study (configs/attribution-demo.yaml) and a short selection-transfer
-    study (configs/selection-demo.yaml); write one report."""
+    """Build the embedded corpus and run the three demo studies; write one report.
+
+    configs/demo.yaml (small-to-large), configs/attribution-demo.yaml and
+    configs/selection-demo.yaml."""
     from .api import run_demo
 
     out = run_demo(store, workers=workers, progress=progress)
@@ -154,13 +155,14 @@ def main() -> None:
     except (typer.Exit, SystemExit) as e:  # typer's own exits keep their code
         code = getattr(e, "exit_code", getattr(e, "code", 0))
         sys.exit(code or 0)
-    except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+    except Exception as e:  # usage errors: typer raises its own (vendored) click exceptions
+        code = getattr(e, "exit_code", None)
+        if code is None or not hasattr(e, "format_message"):
+            raise
+        if type(e).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+            command = getattr(getattr(e, "ctx", None), "command_path", None) or "proxyscale"
+            typer.echo(f"error: {e.format_message()} (see `{command} --help`)", err=True)
+        sys.exit(code)
 
 
 if __name__ == "__main__":
