@@ -7,6 +7,7 @@ on it, and re-running a finished study is a no-op.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
@@ -14,6 +15,17 @@ from ..config import content_hash
 from ..errors import ConfigError
 from ..store import FORMAT_VERSION
 from .step import STEP_KINDS, ref
+
+# Step names become directory names in the store: letters, digits, '-', '_', '.'; no leading '.'
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """``name`` if it is safe as a file name in the store, else a ConfigError saying why."""
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or len(name) > 200:
+        raise ConfigError(f"{what} '{name}' cannot name files in the store: use letters, digits, '-', '_' and '.', "
+                          "not starting with '.' (at most 200 characters)")
+    return name
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,8 @@ class Step:
 def bind(step: Step) -> Step:
     """``step`` with its kind's function, batch function, config type and code version, its
     config validated against the kind's dataclass (errors name the step)."""
+    check_name(step.name, f"step {step.kind}/{step.name}: the name (from a source, distribution, test set or "
+                          "study name)")
     if step.fn is not None:
         return step
     kind = STEP_KINDS.get(step.kind)

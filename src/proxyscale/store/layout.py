@@ -51,15 +51,25 @@ class Store:
         if found is None and create:
             write_json(marker, {"format_version": FORMAT_VERSION})
 
+    def _inside(self, path: Path) -> Path:
+        """``path`` if it stays inside the store once resolved (no ``..``, no escaping link)."""
+        root = self.root.resolve()
+        if not path.resolve().is_relative_to(root):
+            raise StoreError(f"{path} would lie outside the store {root}; rename the study, step or test set "
+                             "(letters, digits, '-', '_', '.')")
+        return path
+
     def final_dir(self, key: str) -> Path:
-        return self.root / "steps" / key
+        return self._inside(self.root / "steps" / key)
 
     def partial_dir(self, key: str) -> Path:
         kind, leaf = key.split("/", 1)
-        return self.root / "steps" / kind / ".partial" / leaf
+        return self._inside(self.root / "steps" / kind / ".partial" / leaf)
 
     def study_dir(self, study: str) -> Path:
-        return self.root / study
+        if not study or study in (".", "..") or "/" in study or "\\" in study:
+            raise StoreError(f"study name '{study}' cannot name a folder in the store; use letters, digits, '-', '_'")
+        return self._inside(self.root / study)
 
     def is_done(self, key: str) -> bool:
         return (self.final_dir(key) / STEP_FILE).is_file()

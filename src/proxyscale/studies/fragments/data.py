@@ -14,7 +14,7 @@ from typing import Any, Iterator, Literal, Mapping, Optional
 
 from ...config import from_dict, suggest, to_dict
 from ...errors import ConfigError
-from ...run.plan import Plan, Step
+from ...run.plan import Plan, Step, check_name
 from ...run.step import StepContext, step_kind
 from ...store import write_json
 
@@ -74,8 +74,10 @@ def check_sources(sources: Mapping[str, Mapping[str, Any]], test_sets: Mapping[s
     if not sources:
         raise ConfigError("sources: define at least one source")
     for name, raw in sources.items():
+        check_name(name, "sources: the source name")
         source_spec(name, raw)
     for tname, ts in test_sets.items():
+        check_name(tname, "test_sets: the test set name")
         for s in ts.sources:
             if s not in sources:
                 raise ConfigError(f"test_sets.{tname}.sources: unknown source '{s}'{suggest(s, sources)}")

@@ -13,6 +13,7 @@ from typing import Any, Literal, Optional
 from ...config import from_dict, load_yaml, suggest
 from ...errors import ConfigError
 from ...run.executor import ExecutorSpec
+from ...run.plan import check_name
 from ...train.optim import TrainConfig
 from ..fragments.data import CorpusSpec, TestSetSpec, TokenizerSpec, check_sources
 from ..fragments.lm_ladder import LadderSpec, RungSpec
@@ -86,6 +87,8 @@ class StudySpec:
         if not 0.0 < self.heldout_fraction < 1.0:
             raise ConfigError("heldout_fraction must lie strictly between 0 and 1")
         check_sources(self.sources, self.test_sets)
+        for dname in {**self.distributions, **self.selections}:
+            check_name(dname, "distributions: the distribution name")
         for dname, mix in self.distributions.items():
             _check_mixture(dname, mix, self.sources)
         for sname, sel in self.selections.items():

@@ -9,6 +9,7 @@ from typing import Any, Literal, Optional
 from ...config import suggest
 from ...errors import ConfigError
 from ...run.executor import ExecutorSpec
+from ...run.plan import check_name
 from ...train.optim import TrainConfig
 from ..fragments.data import CorpusSpec, TestSetSpec, TokenizerSpec, check_sources
 from ..fragments.lm_ladder import RungSpec, check_rungs
@@ -73,6 +74,8 @@ class SelectionSpec:
                 raise ConfigError(f"pool.sources: unknown source '{s}'{suggest(s, self.sources)}")
         if not self.targets:
             raise ConfigError("targets: define at least one target task")
+        for t in self.targets:
+            check_name(t, "targets: the target name")
         for m in self.methods:
             if m not in METHODS:
                 raise ConfigError(f"methods: unknown method '{m}'{suggest(m, METHODS)}; known: {', '.join(METHODS)}")
