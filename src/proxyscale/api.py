@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from .errors import ConfigError
 from .run.plan import Plan
 from .store import Store
 from .studies import Study, finished_analysis, load_study
@@ -43,6 +44,8 @@ def _run(s: Any, plan: Plan, store: str | Path, workers: int, backend: str | Non
     from .run.backends import make_backend
     from .run.executor import default_workers, run_plan
 
+    if workers < 0:
+        raise ConfigError(f"--workers {workers}: give a number of workers ≥ 1, or 0 for one per core")
     st = Store(store)
     st.check_format(create=True)
     n = workers or s.executor.workers or default_workers()
@@ -121,7 +124,6 @@ def attribute(model: Any, state_dicts: Sequence[Mapping[str, Any]], train_data: 
     import numpy as np
 
     from .attribute.trak import trak_scores
-    from .errors import ConfigError
     from .store import write_npy
 
     if not state_dicts:

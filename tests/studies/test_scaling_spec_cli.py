@@ -116,3 +116,21 @@ def test_every_shipped_config_parses_and_plans(path):
 
     text = plan_text(path)
     assert "analyze/" in text  # every study ends in its analysis step
+
+
+@pytest.mark.parametrize("text, message", [
+    (GOOD + "seed: 1\nseed: 2\n", "key 'seed' is given twice"),
+    (GOOD + "train: {lr: .nan}\n", "not a finite number"),
+    (GOOD + "train: {lr: .inf}\n", "not a finite number"),
+    (GOOD + "analysis: {n_boot: 0}\n", "at least 20 resamples"),
+    (GOOD + "executor: {workers: -1}\n", "workers ≥ 0"),
+])
+def test_more_bad_specs_fail_at_load_in_one_line(tmp_path, text, message):
+    res = cli("plan", str(write(tmp_path, text)), cwd=tmp_path)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_negative_workers_on_the_command_line(tmp_path):
+    res = cli("run", str(write(tmp_path, GOOD)), "--workers", "-1", "--store", str(tmp_path / "s"), cwd=tmp_path)
+    assert res.returncode == 2 and "--workers -1" in res.stderr and not (tmp_path / "s").exists(), res.stderr

@@ -7,7 +7,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Optional
 
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
 from ..store import Store
 from .backends import Backend
 from .plan import Plan, Step
@@ -23,6 +23,10 @@ class ExecutorSpec:
     batch_below_params: int = 500_000
     ray_address: Optional[str] = None
     slurm_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.workers < 0 or self.max_batch < 1 or self.batch_below_params < 0:
+            raise ConfigError("executor: workers ≥ 0 (0: one per core), max_batch ≥ 1 and batch_below_params ≥ 0")
 
 
 @dataclass

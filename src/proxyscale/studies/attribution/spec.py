@@ -61,6 +61,8 @@ class AttributionSpec:
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
             raise ConfigError(f"name: '{self.name}' must be a non-empty name without '/'")
+        if self.n_boot < 20:
+            raise ConfigError(f"n_boot={self.n_boot}: a bootstrap needs at least 20 resamples (1000 is typical)")
         if self.models_per_width < 1:
             raise ConfigError("models_per_width must be ≥ 1 (the paper uses 8; 5 is a good small setting)")
         sw = self.counterfactual.scores_width

@@ -39,6 +39,15 @@ class AnalysisSpec:
     n_boot: int = 1000
     ngram_orders: tuple[int, ...] = (1, 2, 3)
 
+    def __post_init__(self) -> None:
+        if not (0 < self.r2_threshold <= 1 and 0 < self.decision_threshold <= 1):
+            raise ConfigError("analysis: r2_threshold and decision_threshold must lie in (0, 1]")
+        if self.n_boot < 20:
+            raise ConfigError(f"analysis.n_boot={self.n_boot}: a bootstrap needs at least 20 resamples "
+                              "(1000 is typical)")
+        if any(o < 1 or o > 6 for o in self.ngram_orders) or len(set(self.ngram_orders)) != len(self.ngram_orders):
+            raise ConfigError(f"analysis.ngram_orders {list(self.ngram_orders)}: distinct orders from 1 to 6")
+
 
 @dataclass(frozen=True)
 class SelectedSpec:
