@@ -155,12 +155,20 @@ def pool_windows_step(ctx: StepContext) -> None:
     tok = load_tokenizer(ctx.inputs["tokenizer"] / "tokenizer.json")
     comps = [(TokenShard.open(ctx.inputs[f"shard:{s}"]), float(w), None) for s, w in sorted(c.mixture.items())
              if w > 0]
-    windows = np.asarray(TrainStream(comps, context=c.context, eos_id=tok.eos_id, seed=c.seed).batch(0, c.n_windows))
-    write_npy(ctx.out / WINDOWS, windows)
-    texts = [tok.decode(w[:-1].tolist()) for w in windows]  # what the model reads: the first T tokens
-    write_table(ctx.out / TEXTS, pd.DataFrame({"id": [f"w{i}" for i in range(len(windows))], "text": texts}))
-    write_json(ctx.out / "pool.json", {"n_windows": int(len(windows)), "context": c.context,
-                                       "tokens": int(len(windows) * c.context)})
+    stream = TrainStream(comps, context=c.context, eos_id=tok.eos_id, seed=c.seed)
+    # Windows go to a memmap in blocks, so a pool larger than memory is cut in bounded memory.
+    windows = np.lib.format.open_memmap(ctx.out / WINDOWS, mode="w+", dtype=np.int32,
+                                        shape=(c.n_windows, c.context + 1))
+    texts: list[str] = []
+    for start in range(0, c.n_windows, 4096):
+        block = np.stack([stream.window(w) for w in range(start, min(start + 4096, c.n_windows))])
+        windows[start:start + len(block)] = block
+        texts += [tok.decode(w[:-1].tolist()) for w in block]  # what the model reads: the first T tokens
+    windows.flush()
+    del windows
+    write_table(ctx.out / TEXTS, pd.DataFrame({"id": [f"w{i}" for i in range(c.n_windows)], "text": texts}))
+    write_json(ctx.out / "pool.json", {"n_windows": c.n_windows, "context": c.context,
+                                       "tokens": c.n_windows * c.context})
 
 
 def window_order(items: np.ndarray, n_steps: int, batch: int, seed: int) -> np.ndarray:

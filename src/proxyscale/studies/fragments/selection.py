@@ -106,7 +106,7 @@ def dsdm_scores_step(ctx: StepContext) -> None:
     windows = np.load(ctx.inputs["pool"] / WINDOWS, mmap_mode="r", allow_pickle=False)
     scorer = DsDmScorer(load_gpt(runs[0]), DsDmConfig(k=c.k, lambda_ratio=c.lambda_ratio, batch_size=c.batch_size,
                                                        seed=c.seed), work_dir=ctx.out / "work")
-    scorer.featurize([load_gpt(r).state_dict() for r in runs], np.asarray(windows))
+    scorer.featurize([load_gpt(r).state_dict() for r in runs], windows)  # a memmap, read batch by batch
     t_feat = time.time() - t0
     record = {"n_windows": int(len(windows)), "featurize_s": t_feat, "params": scorer.trak.p, "targets": {}}
     for role in sorted(r for r in ctx.inputs if r.startswith("target:")):

@@ -45,8 +45,8 @@ class AnalysisSpec:
         if self.n_boot < 20:
             raise ConfigError(f"analysis.n_boot={self.n_boot}: a bootstrap needs at least 20 resamples "
                               "(1000 is typical)")
-        if any(o < 1 or o > 6 for o in self.ngram_orders) or len(set(self.ngram_orders)) != len(self.ngram_orders):
-            raise ConfigError(f"analysis.ngram_orders {list(self.ngram_orders)}: distinct orders from 1 to 6")
+        if any(o not in (1, 2, 3) for o in self.ngram_orders) or len(set(self.ngram_orders)) != len(self.ngram_orders):
+            raise ConfigError(f"analysis.ngram_orders {list(self.ngram_orders)}: distinct orders among 1, 2 and 3")
 
 
 @dataclass(frozen=True)
