@@ -41,9 +41,6 @@ class Registry(Generic[T]):
             raise ConfigError(f"unknown {self.what} '{name}'{suggest(str(name), self._items)}; "
                               f"known: {known}") from None
 
-    def remove(self, name: str) -> None:
-        self._items.pop(name, None)
-
     def names(self) -> list[str]:
         return sorted(self._items)
 

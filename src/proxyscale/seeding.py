@@ -21,6 +21,14 @@ def np_rng(root: int, *parts: object) -> np.random.Generator:
     return np.random.default_rng(derive_seed(root, *parts))
 
 
+def epoch_order(items: np.ndarray, n: int, root: int, *parts: object) -> np.ndarray:
+    """The first ``n`` entries of ``items`` visited in a fresh seeded order every epoch (epoch e
+    drawn from ``np_rng(root, *parts, e)``): how every training loop over a fixed set orders it."""
+    items = np.asarray(items)
+    epochs = -(-int(n) // len(items))
+    return np.concatenate([np_rng(root, *parts, e).permutation(items) for e in range(epochs)])[:n]
+
+
 def torch_gen(root: int, *parts: object):  # -> torch.Generator (torch imported lazily)
     """A CPU ``torch.Generator`` seeded by :func:`derive_seed`."""
     import torch

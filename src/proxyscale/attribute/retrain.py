@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..seeding import derive_seed, np_rng
+from ..seeding import derive_seed, epoch_order
 from ..train.vision import VisionModelSpec, VisionTrainConfig, predict_logits, train_models
 from .outputs import LMLogOdds, log_odds
 from .subsets import check_masks
@@ -75,8 +75,7 @@ def retrain_outputs(cfg: RetrainConfig, x_train: np.ndarray, y_train: np.ndarray
 def lm_schedule(pool: np.ndarray, batch: int, epochs: int, seed: int) -> tuple[int, Callable[[int], np.ndarray]]:
     """(n_steps, batch_fn) visiting ``pool`` (document indices) ``epochs`` times in seeded orders."""
     n_steps = max(1, math.ceil(epochs * len(pool) / batch))
-    order = np.concatenate([np_rng(seed, "lm-order", e).permutation(pool)
-                            for e in range(math.ceil(n_steps * batch / len(pool)))])
+    order = epoch_order(pool, n_steps * batch, seed, "lm-order")
     return n_steps, lambda i: order[i * batch:(i + 1) * batch]
 
 

@@ -39,12 +39,16 @@ class DsDmConfig:
             raise ConfigError("dsdm: k ≥ 1, batch_size ≥ 1 and lambda_ratio ≥ 0 are needed")
 
 
+def _check_windows(windows: np.ndarray) -> None:
+    if windows.ndim != 2 or windows.shape[1] < 3:
+        raise ConfigError(f"pool windows must be (N, T+1) token ids with T ≥ 2, got shape {windows.shape}")
+
+
 def attributable(windows: np.ndarray, lengths: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
     """Training windows (N, T+1) as TRAK's LM input: the model reads the first T tokens and every
     next-token prediction in them is scored (mask (N, T-1)); ``lengths`` (N,) marks where a
     shorter, padded document ends (positions past it are not scored)."""
-    if windows.ndim != 2 or windows.shape[1] < 3:
-        raise ConfigError(f"pool windows must be (N, T+1) token ids with T ≥ 2, got shape {windows.shape}")
+    _check_windows(windows)
     tokens = np.ascontiguousarray(windows[:, :-1]).astype(np.int64)
     mask = np.ones((tokens.shape[0], tokens.shape[1] - 1), dtype=np.float32)
     if lengths is not None:
@@ -57,8 +61,7 @@ class _WindowRows:
     be a memmap): only one batch is in memory at a time."""
 
     def __init__(self, windows: np.ndarray, lengths: Optional[np.ndarray], batch_size: int) -> None:
-        if windows.ndim != 2 or windows.shape[1] < 3:
-            raise ConfigError(f"pool windows must be (N, T+1) token ids with T ≥ 2, got shape {windows.shape}")
+        _check_windows(windows)  # before any work, not at the first batch
         self.windows, self.lengths, self.batch_size = windows, lengths, batch_size
         self.dataset = range(len(windows))  # what TRAK reads the size from
 

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..seeding import derive_seed, np_rng
+from ..seeding import derive_seed, epoch_order, np_rng
 from .base import SELECTORS, Pool, Selection, check_n
 from .dsdm import DsDmConfig, DsDmScorer, select_by_weights
 
@@ -71,8 +71,7 @@ class DsDmDocsSelector:
         fns = []
         for m in range(self.models):
             subset = np_rng(seed, "dsdm-subset", m).permutation(len(windows))[:size]
-            order = np.concatenate([np_rng(seed, "dsdm-epoch", m, e).permutation(subset)
-                                    for e in range(-(-b.n_steps * self.batch_size // size))])
+            order = epoch_order(subset, b.n_steps * self.batch_size, seed, "dsdm-epoch", m)
             fns.append(lambda i, o=order: np.asarray(windows[np.sort(o[i * self.batch_size:(i + 1) * self.batch_size])],
                                                      dtype=np.int64))
         outs = [work / f"proxy-{m}" for m in range(self.models)]

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..data.sources import Document
 from ..errors import DataError
-from ..store import read_json, write_json, write_table, write_text
+from ..store import write_json, write_table, write_text
 from .base import Selection
 
 FORMAT_VERSION = 1
@@ -69,12 +69,3 @@ def write_selection(sel: Selection, out: str | Path, record: dict[str, Any]) -> 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-def read_chosen(out: str | Path) -> list[str]:
-    """The chosen ids of a written selection (best first)."""
-    out = Path(out)
-    if not (out / MANIFEST).is_file():
-        raise DataError(f"{out}: not a finished selection (no {MANIFEST}); run `proxyscale select` again")
-    read_json(out / MANIFEST)
-    return (out / "chosen.txt").read_text(encoding="utf-8").splitlines()

@@ -33,6 +33,7 @@ class Store:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._resolved_root = self.root.resolve()  # once: every path the store builds is checked against it
 
     def check_format(self, create: bool = False) -> None:
         """Refuse a store written by another store format (its step hashes mean other things, so
@@ -53,7 +54,7 @@ class Store:
 
     def _inside(self, path: Path) -> Path:
         """``path`` if it stays inside the store once resolved (no ``..``, no escaping link)."""
-        root = self.root.resolve()
+        root = self._resolved_root
         if not path.resolve().is_relative_to(root):
             raise StoreError(f"{path} would lie outside the store {root}; rename the study, step or test set "
                              "(letters, digits, '-', '_', '.')")

@@ -16,7 +16,7 @@ from ..config import from_dict, load_yaml
 from ..errors import ConfigError, StoreError
 from ..registry import Registry
 from ..run.describe import describe_steps
-from ..run.plan import Plan, Step, check_name
+from ..run.plan import Plan, Step
 
 DEFAULT_KIND = "scaling"  # a YAML spec without `kind:` is a small-to-large study
 
@@ -37,7 +37,6 @@ class Study:
     def parse(self, data: Any, where: str = "study") -> Any:
         """The typed spec from plain data (strict: unknown keys are errors with a hint)."""
         spec = from_dict(self.spec_type, data, where)
-        check_name(spec.name, "name: the study name")
         self.check(spec)
         return spec
 

@@ -10,6 +10,7 @@ from typing import Any, Literal, Optional
 
 from ...errors import ConfigError
 from ...run.executor import ExecutorSpec
+from ...run.plan import check_name
 from ..fragments.lds import LDSSpec
 from ..fragments.lm_attr import LMAttrSpec
 from ..fragments.trak import TrakSpec
@@ -59,8 +60,7 @@ class AttributionSpec:
     lm: Optional[LMAttrSpec] = None
 
     def __post_init__(self) -> None:
-        if not self.name or "/" in self.name:
-            raise ConfigError(f"name: '{self.name}' must be a non-empty name without '/'")
+        check_name(self.name, "name: the study name")
         if self.n_boot < 20:
             raise ConfigError(f"n_boot={self.n_boot}: a bootstrap needs at least 20 resamples (1000 is typical)")
         if self.models_per_width < 1:

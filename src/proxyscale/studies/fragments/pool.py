@@ -10,7 +10,6 @@ text-based selectors such as DSIR and the classifier read)::
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -22,7 +21,7 @@ from ...errors import ConfigError, DataError
 from ...models.ladder import GPTConfig
 from ...run.plan import Plan, Step
 from ...run.step import StepContext, step_kind
-from ...seeding import np_rng
+from ...seeding import epoch_order, np_rng
 from ...store import write_json, write_npy, write_table
 from ...train.optim import TrainConfig
 
@@ -171,12 +170,6 @@ def pool_windows_step(ctx: StepContext) -> None:
                                        "tokens": c.n_windows * c.context})
 
 
-def window_order(items: np.ndarray, n_steps: int, batch: int, seed: int) -> np.ndarray:
-    """``n_steps · batch`` window indices: ``items`` in a fresh seeded order every epoch."""
-    epochs = math.ceil(n_steps * batch / len(items))
-    return np.concatenate([np_rng(seed, "window-epoch", e).permutation(items) for e in range(epochs)])[:n_steps * batch]
-
-
 def _items(ctx: StepContext, n_pool: int) -> np.ndarray:
     c: WindowTrainStep = ctx.cfg
     if "selection" in ctx.inputs:
@@ -193,7 +186,7 @@ def _batch_fn(ctx: StepContext):
     c: WindowTrainStep = ctx.cfg
     windows = np.load(ctx.inputs["pool"] / WINDOWS, mmap_mode="r", allow_pickle=False)
     items = _items(ctx, len(windows))
-    order = window_order(items, c.n_steps, c.train.batch_size, c.seed)
+    order = epoch_order(items, c.n_steps * c.train.batch_size, c.seed, "window-epoch")
     write_npy(ctx.out / "data_order.npy", order.reshape(c.n_steps, c.train.batch_size))
     b = c.train.batch_size
     return lambda i: np.asarray(windows[np.sort(order[i * b:(i + 1) * b])]).astype(np.int64)

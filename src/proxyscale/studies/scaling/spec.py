@@ -1,16 +1,15 @@
 """The small-to-large study's spec: what to train, on what, and how to compare it.
 
-A spec is data (frozen dataclasses). :func:`load_spec` reads YAML strictly: unknown keys get a
-"did you mean" hint, impossible sizes are rejected before any work starts. This module imports
+A spec is data (frozen dataclasses), read strictly by :func:`proxyscale.studies.load_study`:
+unknown keys get a "did you mean" hint, impossible sizes are rejected before any work starts. This module imports
 no torch.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Optional
 
-from ...config import from_dict, load_yaml, suggest
+from ...config import suggest
 from ...errors import ConfigError
 from ...run.executor import ExecutorSpec
 from ...run.plan import check_name
@@ -20,7 +19,7 @@ from ..fragments.lm_ladder import LadderSpec, RungSpec
 from ..fragments.pool import DsDmSpec, PoolSpec
 
 __all__ = ["AnalysisSpec", "GpuSpec", "LadderSpec", "RungSpec", "SelectedSpec", "StudySpec", "TestSetSpec",
-           "TokenizerSpec", "load_spec", "parse_spec"]
+           "TokenizerSpec"]
 
 
 @dataclass(frozen=True)
@@ -87,8 +86,7 @@ class StudySpec:
     dsdm: DsDmSpec = field(default_factory=DsDmSpec)
 
     def __post_init__(self) -> None:
-        if not self.name or "/" in self.name:
-            raise ConfigError(f"name: '{self.name}' must be a non-empty name without '/'")
+        check_name(self.name, "name: the study name")
         if not self.distributions:
             raise ConfigError("distributions: define at least one training distribution")
         if self.context < 8:
@@ -142,18 +140,3 @@ def _check_mixture(dname: str, mix: dict[str, float], sources: dict[str, Any]) -
             raise ConfigError(f"distributions.{dname}.{s}: weight must be a number ≥ 0, got {w!r}")
     if sum(mix.values()) <= 0:
         raise ConfigError(f"distributions.{dname}: weights sum to zero")
-
-
-def parse_spec(data: Any, where: str = "study") -> StudySpec:
-    """Build a :class:`StudySpec` from plain data (strict)."""
-    spec = from_dict(StudySpec, data, where)
-    return spec
-
-
-def load_spec(path: str | Path) -> StudySpec:
-    """Read and validate a YAML study spec; errors name the file."""
-    data = load_yaml(path)
-    try:
-        return parse_spec(data)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None

@@ -37,10 +37,5 @@ class SelectionStudy(Study):
 
         return report_parts(analysis_dir)
 
-    def joined_sections(self, analysis_dir: Path) -> list[Any]:
-        from .report import selection_section
-
-        return [selection_section(analysis_dir)]
-
 
 SELECTION = register_study(SelectionStudy())

@@ -66,8 +66,7 @@ class SelectionSpec:
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
 
     def __post_init__(self) -> None:
-        if not self.name or "/" in self.name:
-            raise ConfigError(f"name: '{self.name}' must be a non-empty name without '/'")
+        check_name(self.name, "name: the study name")
         check_sources(self.sources, {**{t: ts.test_set() for t, ts in self.targets.items()}, **self.test_sets})
         for s in self.pool.sources:
             if s not in self.sources:
