@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-from proxyscale import api
 from proxyscale.errors import ConfigError
 from proxyscale.select import SELECTORS, make_selector
 from proxyscale.select.base import top_n
@@ -106,9 +105,9 @@ def test_cli_bad_input_is_one_line(text_pool, tmp_path, extra, message):
 
 
 def test_the_registry_holds_the_methods():
-    make_selector("random")
-    assert {"random", "classifier"} <= set(SELECTORS.names())
-    assert api.select.__doc__
+    assert {"random", "dsir", "classifier", "dsdm", "bot-dsdm"} <= set(SELECTORS.names())
+    with pytest.raises(ConfigError, match="did you mean 'dsir'"):
+        make_selector("dsri")
 
 
 def test_pools_from_parquet_and_text_directories(text_pool, tmp_path):

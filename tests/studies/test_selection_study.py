@@ -77,7 +77,7 @@ def test_holdout_is_disjoint_and_checked(finished):
     assert "13-gram" in hold["check"]
 
 
-def test_selections_are_reproducible_and_sized(finished, tmp_path):
+def test_selections_have_the_budget_and_distinct_windows(finished, tmp_path):
     path, _, a, spec = finished
     study = load_study(path)[0]
     plan = study.plan(spec)
