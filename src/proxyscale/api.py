@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 from .run.plan import Plan
 from .store import Store
 from .studies import Study, finished_analysis, load_study
@@ -55,7 +55,18 @@ def _run(s: Any, plan: Plan, store: str | Path, workers: int, backend: str | Non
         summary = run_plan(plan, st, be, max_batch=s.executor.max_batch, progress=progress)
     finally:
         be.shutdown()
+    _say_what_was_mended(summary)
     summary.raise_for_failures()
+
+
+def _say_what_was_mended(summary: Any) -> None:
+    """One line each for damaged steps that were re-run and steps retried after a worker died."""
+    import sys
+
+    for key, why in summary.repaired.items():
+        print(f"re-ran {key}: {why}", file=sys.stderr)
+    for key, n in summary.retried.items():
+        print(f"retried {key} {n} time(s): its worker died", file=sys.stderr)
 
 
 def plan_text(spec: SpecLike, store: str | Path | None = None) -> str:
@@ -87,12 +98,37 @@ def write_study_report(spec: SpecLike, store: str | Path = "runs", *, join: Sequ
     study, s = load_study(spec)
     st = Store(store)
     st.check_format()
-    sections, files = study.report_parts(finished_analysis(study, s, st))
-    for other in join:
-        o_study, o = load_study(other)
-        sections = [*sections, *o_study.joined_sections(finished_analysis(o_study, o, st))]
+    try:
+        sections, files = study.report_parts(finished_analysis(study, s, st))
+        for other in join:
+            o_study, o = load_study(other)
+            sections = [*sections, *o_study.joined_sections(finished_analysis(o_study, o, st))]
+    except (OSError, ValueError) as e:  # an analysis written without sums and damaged since
+        raise StoreError(f"cannot read the analysis of '{s.name}' in {st.root} ({type(e).__name__}: {e}); "
+                         "`proxyscale verify` checks the store, `proxyscale run` re-runs what is damaged") from None
     html, _md = write_report(st.study_dir(s.name), study.report_title(s), sections, files=files)
     return html
+
+
+def verify_store(spec: Optional[SpecLike] = None, store: str | Path = "runs") -> tuple[str, int]:
+    """Check every finished step's files (of a study's plan, or of the whole store) against the
+    sums recorded when it finished. Returns the text and how many steps are damaged."""
+    st = Store(store)
+    if not st.root.is_dir():
+        raise StoreError(f"no store at {st.root}; pass the --store a study ran in")
+    st.check_format()
+    if spec is not None:
+        study, s = load_study(spec)
+        keys = [step.key for step in study.plan(s) if st.is_done(step.key)]
+    else:
+        keys = st.finished_keys()
+    bad = {k: found for k in keys if (found := st.problems(k))}
+    lines = [f"{len(keys)} finished step(s) checked, {len(bad)} damaged"]
+    for k, found in bad.items():
+        lines.append(f"damaged: {k}: {'; '.join(found)}")
+    if bad:
+        lines.append("`proxyscale run SPEC` re-runs the damaged steps (and what read them, if the results differ)")
+    return "\n".join(lines), len(bad)
 
 
 def attribute(model: Any, state_dicts: Sequence[Mapping[str, Any]], train_data: Any, target_data: Any,
@@ -199,4 +235,4 @@ def select(method: str, pool: str | Path, target: str | Path, n: int, out: str |
 
 
 __all__ = ["Study", "attribute", "attribution_options_spec", "attribution_scores", "plan_text", "run_demo",
-           "run_study", "select", "status_text", "write_study_report"]
+           "run_study", "select", "status_text", "verify_store", "write_study_report"]

@@ -3,9 +3,11 @@ finished steps are skipped, failures are recorded and stop only what depends on 
 from __future__ import annotations
 
 import os
+import sys
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Optional
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Optional
 
 from ..errors import ConfigError, StoreError
 from ..store import Store
@@ -35,6 +37,9 @@ class RunSummary:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     blocked: list[str] = field(default_factory=list)
+    retried: dict[str, int] = field(default_factory=dict)  # step -> attempts after its worker died
+    repaired: dict[str, str] = field(default_factory=dict)  # corrupt finished step -> what was wrong
+    waited: list[str] = field(default_factory=list)  # steps another process held for a while
 
     def raise_for_failures(self) -> None:
         if self.failed:
@@ -44,8 +49,36 @@ class RunSummary:
                              "Fix the cause and re-run: finished steps are kept; `proxyscale status` lists them")
 
 
+def available_cores() -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup CPU quota if any."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
 def default_workers() -> int:
-    return max(1, os.cpu_count() or 1)
+    return available_cores()
+
+
+# Steps below this many FLOPs run on one thread: more threads cost more in hand-offs than they
+# save on such small matrices, and one thread each lets several small steps share the cores.
+SMALL_STEP_FLOPS = 1e11
+
+
+def threads_for(batch: list[Step], running: int, cores: int) -> int:
+    """Threads for a batch that will run beside ``running - 1`` others: the cores split by the
+    real concurrency (not by the pool size), one for small steps."""
+    if sum(s.cost for s in batch) < SMALL_STEP_FLOPS:
+        return 1
+    return max(1, cores // max(1, running))
 
 
 def _batches(ready: list[Step], max_batch: int, kind_rank: dict[str, int]) -> list[list[Step]]:
@@ -79,72 +112,150 @@ class _Progress:
             self.bar.update(step.cost)
             self.bar.set_postfix_str(f"{n_done}/{n_todo} {step.kind}/{step.name} {state}")
 
+    def note(self, line: str) -> None:
+        """A one-line message that does not break the bar."""
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, file=sys.stderr)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
 
 
 def run_plan(plan: Plan, store: Store, backend: Backend, *, max_batch: int = 8, threads: int | None = None,
-             progress: bool = True, on_result: Callable[[dict[str, Any]], None] | None = None) -> RunSummary:
-    """Execute every unfinished step of ``plan`` in dependency order."""
-    summary = RunSummary()
-    todo = {s.key for s in plan if not store.is_done(s.key)}
-    summary.skipped = [s.key for s in plan if s.key not in todo]
-    threads = threads or max(1, default_workers() // backend.slots)
-    bar = _Progress(plan, todo, progress)
-    in_flight: dict[Future, list[Step]] = {}
-    bad: set[str] = set()
-    kind_rank: dict[str, int] = {}
-    for s in plan:
-        kind_rank.setdefault(s.kind, len(kind_rank))
-    try:
-        while todo or in_flight:
-            busy = {s.key for b in in_flight.values() for s in b}
-            ready = [plan[k] for k in todo if k not in busy
-                     and all(store.is_done(d) for d in plan[k].inputs.values())]
-            ready.sort(key=lambda s: list(plan).index(s))
-            for batch in _batches(ready, max_batch, kind_rank):
-                if len(in_flight) >= backend.slots:
-                    break
-                fut = backend.submit([s.to_payload() for s in batch], str(store.root), threads)
-                in_flight[fut] = batch
-            if not in_flight:
-                break  # nothing runnable: the rest is blocked behind failures
-            finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
-            for fut in finished:
-                batch = in_flight.pop(fut)
-                for step, res in zip(batch, _results_of(fut, batch)):
-                    _record(step, res, summary, todo, bad)
-                    bar.update(step, res["state"], len(summary.done), len(summary.done) + len(todo))
-                    if on_result:
-                        on_result(res)
-            blocked = plan.downstream(bad) & todo
-            for k in blocked:
-                todo.discard(k)
-                summary.blocked.append(k)
-    except BaseException:
-        backend.shutdown(cancel=True)
-        raise
-    finally:
-        bar.close()
-    return summary
+             progress: bool = True, on_result: Callable[[dict[str, Any]], None] | None = None,
+             retries: int = 2, poll_s: float = 1.0) -> RunSummary:
+    """Execute every unfinished step of ``plan`` in dependency order.
+
+    Finished steps whose files changed since they finished are moved aside and run again (their
+    finished dependents too, when the re-run's files differ). A batch whose worker dies is run
+    again up to ``retries`` times. Steps another process is running are waited for."""
+    return _Run(plan, store, backend, max_batch, threads, progress, on_result, retries, poll_s).go()
 
 
-def _record(step: Step, res: dict[str, Any], summary: RunSummary, todo: set[str], bad: set[str]) -> None:
-    """Book one step's result: done, busy (another process holds it) or failed."""
-    todo.discard(step.key)
-    if res["state"] == "done":
-        summary.done.append(step.key)
-    elif res["state"] == "busy":
-        summary.blocked.append(step.key)
-        bad.add(step.key)
-    else:
-        summary.failed[step.key] = res.get("reason", "unknown error")
-        bad.add(step.key)
+class _Run:
+    def __init__(self, plan: Plan, store: Store, backend: Backend, max_batch: int, threads: int | None,
+                 progress: bool, on_result: Callable | None, retries: int, poll_s: float) -> None:
+        self.plan, self.store, self.backend = plan, store, backend
+        self.max_batch, self.fixed_threads, self.on_result = max_batch, threads, on_result
+        self.retries, self.poll_s, self.cores = retries, poll_s, available_cores()
+        self.summary = RunSummary()
+        self.old_files: dict[str, dict] = {}  # quarantined step -> the files it had
+        self.attempts: dict[str, int] = {}
+        self.bad: set[str] = set()
+        self.todo = {s.key for s in plan if not store.is_done(s.key)}
+        self._check_done((s.key for s in plan if s.key not in self.todo), full=True)
+        self.summary.skipped = [s.key for s in plan if s.key not in self.todo]
+        self.order = {s.key: i for i, s in enumerate(plan)}
+        self.kind_rank: dict[str, int] = {}
+        for s in plan:
+            self.kind_rank.setdefault(s.kind, len(self.kind_rank))
+        self.bar = _Progress(plan, self.todo, progress)
+        self.in_flight: dict[Future, list[Step]] = {}
+
+    def _check_done(self, keys: Iterable[str], full: bool) -> None:
+        """Move finished steps whose files no longer match aside, into the work to do (sha256 of
+        every file with ``full``: about 1 s per GB here)."""
+        for k in keys:
+            found = self.store.problems(k, full=full)
+            if found:
+                self.old_files[k] = self.store.quarantine(k).get("files", {})
+                self.summary.repaired[k] = "; ".join(found)
+                self.todo.add(k)
+
+    def go(self) -> RunSummary:
+        try:
+            while self.todo or self.in_flight:
+                held = self._submit_ready()
+                if not self.in_flight and not held:
+                    break  # nothing runnable: the rest is blocked behind failures
+                timeout = self.poll_s if held else None
+                finished, _ = wait(list(self.in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    batch = self.in_flight.pop(fut)
+                    for step, res in zip(batch, _results_of(fut, batch)):
+                        self._book(step, res)
+                for k in self.plan.downstream(self.bad) & self.todo:
+                    self.todo.discard(k)
+                    self.summary.blocked.append(k)
+        except BaseException:
+            self.backend.shutdown(cancel=True)
+            raise
+        finally:
+            self.bar.close()
+        return self.summary
+
+    def _submit_ready(self) -> set[str]:
+        """Submit what is ready; return the ready steps another process holds (to wait for)."""
+        busy = {s.key for b in self.in_flight.values() for s in b}
+        ready, held = [], set()
+        for k in sorted(self.todo - busy, key=self.order.__getitem__):
+            if not all(self.store.is_done(d) for d in self.plan[k].inputs.values()):
+                continue
+            if self.store.holder(k) is not None:
+                held.add(k)
+            else:
+                ready.append(self.plan[k])
+        self._note_held(held)
+        batches = _batches(ready, self.max_batch, self.kind_rank)
+        for i, batch in enumerate(batches):
+            if len(self.in_flight) >= self.backend.slots:
+                break
+            running = min(self.backend.slots, len(self.in_flight) + len(batches) - i)
+            threads = self.fixed_threads or threads_for(batch, running, self.cores)
+            payloads = [{**s.to_payload(), "attempt": self.attempts.get(s.key, 0) + 1} for s in batch]
+            self.in_flight[self.backend.submit(payloads, str(self.store.root), threads)] = batch
+        return held
+
+    def _note_held(self, held: set[str]) -> None:
+        new = sorted(held - set(self.summary.waited))
+        if new:
+            self.summary.waited += new
+            who = self.store.holder(new[0]) or {}
+            self.bar.note(f"waiting for {len(new)} step(s) another process runs (e.g. {new[0]}, "
+                          f"pid {who.get('pid', '?')} on {who.get('host', '?')})")
+
+    def _book(self, step: Step, res: dict[str, Any]) -> None:
+        """Book one step's result: done, busy (another process holds it: wait), corrupt input
+        (re-run the input first), crashed (retry, bounded) or failed."""
+        key, state = step.key, res["state"]
+        if state == "done":
+            self.todo.discard(key)
+            self.summary.done.append(key)
+            self._recheck_dependents(key, res.get("files"))
+        elif state in ("corrupt", "crashed") and self.attempts.get(key, 0) < self.retries:
+            self.attempts[key] = self.attempts.get(key, 0) + 1
+            if state == "corrupt":
+                self._check_done([res["input"]], full=True)
+            else:
+                self.summary.retried[key] = self.attempts[key]
+        elif state != "busy":
+            self.todo.discard(key)
+            tries = f" (after {self.attempts[key] + 1} attempts)" if self.attempts.get(key) else ""
+            self.summary.failed[key] = res.get("reason", "unknown error") + tries
+            self.bad.add(key)
+        if state in ("done", "failed", "crashed"):
+            self.bar.update(step, state, len(self.summary.done), len(self.summary.done) + len(self.todo))
+        if self.on_result:
+            self.on_result(res)
+
+    def _recheck_dependents(self, key: str, files: dict | None) -> None:
+        """A re-run of a corrupt step that wrote other files than before invalidates what read it."""
+        old = self.old_files.pop(key, None)
+        if old is None or files is None or old == files:
+            return
+        for k in sorted(self.plan.downstream({key}) - {key}, key=self.order.__getitem__):
+            if self.store.is_done(k):
+                self.old_files[k] = self.store.quarantine(k).get("files", {})
+                self.summary.repaired[k] = f"its input {key} was re-run with other results"
+                self.todo.add(k)
 
 
 def _results_of(fut: Future, batch: list[Step]) -> list[dict[str, Any]]:
     try:
         return fut.result()
-    except Exception as e:  # noqa: BLE001 - a crashed worker fails its batch, not the study
-        return [{"key": s.key, "state": "failed", "reason": f"worker crashed: {type(e).__name__}: {e}"} for s in batch]
+    except Exception as e:  # noqa: BLE001 - a dead worker fails its batch, which is retried
+        reason = f"the worker running it died ({type(e).__name__}: {e})".replace("\n", " ")
+        return [{"key": s.key, "state": "crashed", "reason": reason} for s in batch]
