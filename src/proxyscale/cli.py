@@ -157,7 +157,9 @@ def corpus_build(out: Path = typer.Option(Path("corpus"), "--out", help="Output 
 def main() -> None:
     """Entry point: one clear line and a non-zero exit for every user error."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # a command's `typer.Exit(code)` comes back as its return value
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except ProxyscaleError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)

@@ -190,8 +190,10 @@ class _Run:
     def _submit_ready(self) -> set[str]:
         """Submit what is ready; return the ready steps another process holds (to wait for)."""
         busy = {s.key for b in self.in_flight.values() for s in b}
+        # what reads a step being re-run waits for it: the re-run may change its inputs
+        rechecked = self.plan.downstream(set(self.old_files)) if self.old_files else set()
         ready, held = [], set()
-        for k in sorted(self.todo - busy, key=self.order.__getitem__):
+        for k in sorted(self.todo - busy - rechecked, key=self.order.__getitem__):
             if not all(self.store.is_done(d) for d in self.plan[k].inputs.values()):
                 continue
             if self.store.holder(k) is not None:
