@@ -52,12 +52,13 @@ def run_local(plan: Plan, store: Store, workers: int = 2, **kw):
 
 
 def test_a_killed_worker_is_retried_and_nothing_is_lost(tmp_path, capfd):
+    """b's worker dies while c runs beside it: the pool stops c's worker too; only b is charged."""
     log, store = tmp_path / "log", Store(tmp_path / "store")
-    plan = chain(log, tmp_path, die={"b": "once"})
+    plan = chain(log, tmp_path, die={"b": "once"}, sleep=0.3)
     s = run_local(plan, store)
     assert not s.failed and sorted(s.done) == sorted(st.key for st in plan)
     b = next(st.key for st in plan if st.name == "b")
-    assert s.retried[b] == 1 and store.record(b)["attempt"] == 2  # bounded and recorded
+    assert s.retried == {b: 1} and store.record(b)["attempt"] == 2  # bounded, recorded, only the culprit
     assert value(store, plan, "d") == 1112
     assert started(log)["b"] == 2  # killed once, then finished: one result
     assert all(len(list(store.final_dir(st.key).parent.glob(f"{st.name}-*"))) == 1 for st in plan)
@@ -72,7 +73,7 @@ def test_a_worker_that_always_dies_fails_its_step_after_the_bounded_retries(tmp_
     d = next(st.key for st in plan if st.name == "d")
     assert list(s.failed) == [c] and "died" in s.failed[c] and "after 3 attempts" in s.failed[c]
     assert "\n" not in s.failed[c]
-    assert s.blocked == [d] and started(log)["c"] == 3
+    assert s.blocked == [d] and started(log)["c"] == 3 and set(s.retried) == {c}
     assert {st.name for st in plan if store.is_done(st.key)} == {"a", "b", "e"}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ from ..errors import ConfigError, StoreError
 from ..store import Store
 from .backends import Backend
 from .plan import Plan, Step
+from .worker import TERMINATED
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,8 @@ class _Run:
         self.summary = RunSummary()
         self.old_files: dict[str, dict] = {}  # quarantined step -> the files it had
         self.attempts: dict[str, int] = {}
+        self.submitted: dict[str, int] = {}  # step -> when it was last submitted (ns)
+        self.stopped: dict[str, int] = {}  # step -> times its worker was stopped for another's death
         self.bad: set[str] = set()
         self.todo = {s.key for s in plan if not store.is_done(s.key)}
         self._check_done((s.key for s in plan if s.key not in self.todo), full=True)
@@ -208,6 +212,7 @@ class _Run:
             running = min(self.backend.slots, len(self.in_flight) + len(batches) - i)
             threads = self.fixed_threads or threads_for(batch, running, self.cores)
             payloads = [{**s.to_payload(), "attempt": self.attempts.get(s.key, 0) + 1} for s in batch]
+            self.submitted.update((s.key, time.time_ns()) for s in batch)
             self.in_flight[self.backend.submit(payloads, str(self.store.root), threads)] = batch
         return held
 
@@ -227,6 +232,8 @@ class _Run:
             self.todo.discard(key)
             self.summary.done.append(key)
             self._recheck_dependents(key, res.get("files"))
+        elif state == "crashed" and self._bystander(key):
+            pass  # stopped because another worker died: run again, not its fault
         elif state in ("corrupt", "crashed") and self.attempts.get(key, 0) < self.retries:
             self.attempts[key] = self.attempts.get(key, 0) + 1
             if state == "corrupt":
@@ -242,6 +249,22 @@ class _Run:
             self.bar.update(step, state, len(self.summary.done), len(self.summary.done) + len(self.todo))
         if self.on_result:
             self.on_result(res)
+
+    def _bystander(self, key: str) -> bool:
+        """True if the step did not start, or its worker was stopped by the pool because another
+        worker died (it marks its steps then); at most 5 times per step."""
+        mark = self.store.partial_dir(key) / TERMINATED
+        lock = self.store.lock_path(key)
+        deadline = time.time() + 30  # the pool fails the futures first, then stops the workers
+        while self.store.holder(key) is not None and time.time() < deadline:
+            time.sleep(0.05)
+        # file times are coarse (a few ms): a claim this attempt made is at most that "before" it
+        started = lock.is_file() and lock.stat().st_mtime_ns >= self.submitted[key] - 10_000_000
+        if (started and not mark.is_file()) or self.stopped.get(key, 0) >= 5:
+            return False
+        mark.unlink(missing_ok=True)
+        self.stopped[key] = self.stopped.get(key, 0) + 1
+        return True
 
     def _recheck_dependents(self, key: str, files: dict | None) -> None:
         """A re-run of a corrupt step that wrote other files than before invalidates what read it."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -14,7 +15,24 @@ from ..errors import ProxyscaleError
 from ..store import Claim, CorruptStep, Store
 from .step import StepContext, resolve
 
-__all__ = ["StepContext", "execute", "main", "set_threads"]
+__all__ = ["StepContext", "execute", "main", "mark_when_terminated", "set_threads"]
+
+TERMINATED = "_terminated"  # written into a running step's partial dir when its worker is told to stop
+_running: set[Path] = set()
+
+
+def mark_when_terminated() -> None:
+    """On SIGTERM (a pool stopping its other workers after one died), mark the steps this worker
+    was running, so the driver can tell them from the step whose worker died, then exit."""
+    def on_term(_sig: int, _frame: Any) -> None:
+        for part in list(_running):
+            try:
+                (part / TERMINATED).touch()
+            except OSError:
+                pass
+        os._exit(143)
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def _context(p: dict[str, Any], store: Store, out: Path, threads: int) -> StepContext:
@@ -60,6 +78,8 @@ def execute(payloads: list[dict[str, Any]], store_root: str, threads: int = 1) -
             results[key] = {"key": key, "state": "done", "skipped": True} if store.is_done(key) \
                 else {"key": key, "state": "busy"}
             continue
+        (claim.dir / TERMINATED).unlink(missing_ok=True)
+        _running.add(claim.dir)
         work.append((_context(p, store, claim.dir, threads), claim, dict(p)))
     try:
         if len(work) > 1 and payloads[0].get("batch_fn"):
@@ -67,8 +87,9 @@ def execute(payloads: list[dict[str, Any]], store_root: str, threads: int = 1) -
         for c, claim, p in work:
             results[c.key] = _run_one(store, c, claim, p)
     finally:
-        for _c, claim, _p in work:
+        for c, claim, _p in work:
             claim.release()
+            _running.discard(c.out)
     return [results[p["key"]] for p in payloads]
 
 

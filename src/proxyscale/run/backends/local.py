@@ -9,7 +9,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from ..worker import execute
+from ..worker import execute, mark_when_terminated
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -21,6 +21,7 @@ def _exit_with_parent(parent: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
+    mark_when_terminated()
 
 
 class LocalBackend:
