@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Optional
 
 from ..errors import ConfigError, StoreError
-from ..store import Store
+from ..store import Store, read_json
+from ..store.checks import PROGRESS_FILE
 from .backends import Backend
 from .plan import Plan, Step
 from .worker import TERMINATED
@@ -98,21 +99,47 @@ def _batches(ready: list[Step], max_batch: int, kind_rank: dict[str, int]) -> li
 
 
 class _Progress:
-    """A tqdm bar weighted by step cost (so its ETA reflects training FLOPs, not step counts)."""
+    """A tqdm bar in FLOPs: finished steps count their cost, running ones the share they report
+    (``StepContext.progress``), so the ETA is the plan's remaining FLOPs over the measured rate."""
 
     def __init__(self, plan: Plan, todo: set[str], enabled: bool) -> None:
-        self.bar = None
+        self.bar, self.done_cost, self.postfix = None, 0.0, ""
         if enabled and todo:
             from tqdm import tqdm
 
             total = sum(plan[k].cost for k in todo)
-            self.bar = tqdm(total=total, unit="", unit_scale=True, desc=f"{len(todo)} steps",
+            self.bar = tqdm(total=total, unit="FLOP", unit_scale=True, smoothing=0, desc=f"{len(todo)} steps",
                             bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
 
-    def update(self, step: Step, state: str, n_done: int, n_todo: int) -> None:
+    def grow(self, cost: float) -> None:
         if self.bar is not None:
-            self.bar.update(step.cost)
-            self.bar.set_postfix_str(f"{n_done}/{n_todo} {step.kind}/{step.name} {state}")
+            self.bar.total += cost
+
+    def update(self, step: Step, state: str, n_done: int, n_todo: int) -> None:
+        self.done_cost += step.cost
+        self.postfix = f"{n_done}/{n_todo} {step.kind}/{step.name} {state}"
+        self._move(self.done_cost)
+
+    def tick(self, running: list[Step], store: Store) -> None:
+        """Fold in how far the running steps say they are."""
+        if self.bar is None:
+            return
+        partial, lines = 0.0, []
+        for step in running:
+            try:
+                p = read_json(store.partial_dir(step.key) / PROGRESS_FILE)
+                frac = min(1.0, max(0.0, p["done"] / p["total"])) if p["total"] else 0.0
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            partial += step.cost * frac
+            rate = f" {p['tokens_per_s'] / 1e3:.0f}k tok/s" if p.get("tokens_per_s") else ""
+            lines.append(f"{step.name} {100 * frac:.0f}%{rate}")
+        self._move(self.done_cost + partial, "; ".join(lines[:2]))
+
+    def _move(self, n: float, running: str = "") -> None:
+        if self.bar is not None:
+            self.bar.update(max(0.0, n - self.bar.n))
+            self.bar.set_postfix_str(self.postfix + (f" | {running}" if running else ""))
 
     def note(self, line: str) -> None:
         """A one-line message that does not break the bar."""
@@ -175,8 +202,8 @@ class _Run:
                 held = self._submit_ready()
                 if not self.in_flight and not held:
                     break  # nothing runnable: the rest is blocked behind failures
-                timeout = self.poll_s if held else None
-                finished, _ = wait(list(self.in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
+                finished, _ = wait(list(self.in_flight), timeout=self.poll_s, return_when=FIRST_COMPLETED)
+                self.bar.tick([s for b in self.in_flight.values() for s in b], self.store)
                 for fut in finished:
                     batch = self.in_flight.pop(fut)
                     for step, res in zip(batch, _results_of(fut, batch)):
@@ -276,6 +303,7 @@ class _Run:
                 self.old_files[k] = self.store.quarantine(k).get("files", {})
                 self.summary.repaired[k] = f"its input {key} was re-run with other results"
                 self.todo.add(k)
+                self.bar.grow(self.plan[k].cost)
 
 
 def _results_of(fut: Future, batch: list[Step]) -> list[dict[str, Any]]:

@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-CONTROL_FILES = frozenset({"_step.json", "_failed.json", "_lock.json"})
+PROGRESS_FILE = "_progress.json"  # how far a running step is (written by the step, read by the driver)
+CONTROL_FILES = frozenset({"_step.json", "_failed.json", "_terminated", PROGRESS_FILE})
 _CHUNK = 1 << 20
 _verified: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import StoreError
-from .checks import manifest, problems
+from .checks import PROGRESS_FILE, manifest, problems
 from .io import FORMAT_VERSION, read_json, write_json
 
 StepState = Literal["done", "running", "failed", "pending"]
@@ -156,6 +156,7 @@ class Store:
     def finish(self, claim: Claim, record: dict[str, Any]) -> Path:
         """Record the step's files (sizes and sha256) and move its partial dir into place."""
         part = claim.dir
+        (part / PROGRESS_FILE).unlink(missing_ok=True)
         write_json(part / STEP_FILE, {**record, "files": manifest(part)})
         final = self.final_dir(claim.key)
         final.parent.mkdir(parents=True, exist_ok=True)
