@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 from .run.plan import Plan
 from .store import Store
 from .studies import Study, finished_analysis, load_study
@@ -55,7 +55,33 @@ def _run(s: Any, plan: Plan, store: str | Path, workers: int, backend: str | Non
         summary = run_plan(plan, st, be, max_batch=s.executor.max_batch, progress=progress)
     finally:
         be.shutdown()
+    _warn_shortfalls(plan, st)
     summary.raise_for_failures()
+
+
+def _warn_shortfalls(plan: Plan, st: Store) -> None:
+    """One ``warning:`` line on stderr per test set that built fewer examples than requested."""
+    import sys
+
+    from .studies.fragments.data import shortfalls, test_set_counts
+
+    for line in shortfalls(test_set_counts(plan, st)):
+        print(f"warning: {line}", file=sys.stderr)
+
+
+def _existing_store(store: str | Path) -> Store:
+    """The run store at ``store``, or a StoreError when there is none (reading never creates one)."""
+    from .store.layout import STORE_FILE
+
+    root = Path(store)
+    if not root.is_dir():
+        raise StoreError(f"no run store at {root}: run the study first (`proxyscale run SPEC --store {root}`) "
+                         "or pass the --store it ran in")
+    if not (root / STORE_FILE).is_file() and not (root / "steps").is_dir():
+        raise StoreError(f"{root} is not a proxyscale run store (no {STORE_FILE}); pass the --store the study ran in")
+    st = Store(root)
+    st.check_format()
+    return st
 
 
 def plan_text(spec: SpecLike, store: str | Path | None = None) -> str:
@@ -71,12 +97,14 @@ def plan_text(spec: SpecLike, store: str | Path | None = None) -> str:
 def status_text(spec: SpecLike, store: str | Path = "runs") -> tuple[str, int]:
     """Done / running / failed / pending steps per kind; and how many failed."""
     from .run.describe import describe_status
+    from .studies.fragments.data import shortfalls, test_set_counts
 
     study, s = load_study(spec)
-    st = Store(store)
-    st.check_format()
-    text, total = describe_status(study.plan(s), st)
-    return text, total["failed"]
+    st = _existing_store(store)
+    plan = study.plan(s)
+    text, total = describe_status(plan, st)
+    warnings = "".join(f"\nwarning: {line}" for line in shortfalls(test_set_counts(plan, st)))
+    return text + warnings, total["failed"]
 
 
 def write_study_report(spec: SpecLike, store: str | Path = "runs", *, join: Sequence[SpecLike] = ()) -> Path:
@@ -85,8 +113,7 @@ def write_study_report(spec: SpecLike, store: str | Path = "runs", *, join: Sequ
     from .report import write_report
 
     study, s = load_study(spec)
-    st = Store(store)
-    st.check_format()
+    st = _existing_store(store)
     sections, files = study.report_parts(finished_analysis(study, s, st))
     for other in join:
         o_study, o = load_study(other)

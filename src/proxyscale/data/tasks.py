@@ -24,12 +24,12 @@ import numpy as np
 
 from ..config import suggest
 from ..errors import ConfigError, DataError
+from .sentences import ABBREVIATIONS, normalise, sentence_spans, sentences
 from .sources import Document, SourceSpec, iter_documents
 from .split import HoldOut, held_out_documents
 from .testset import TEST_KINDS, Example, TestSet
 
-_SENT_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[A-Z0-9\"'(\[])")
-_CLOZE_WORD = re.compile(r"(?<=\s)([A-Za-z]{3,})(?=[.!?][\"')\]]?(?:\s|$))")
+_LAST_WORD = re.compile(r"(?<=\s)([A-Za-z]{3,})[.!?][\"')\]]*$")  # a sentence's last word, before its end mark
 _ENUM = re.compile(r"^(?:\(?\d+\)?\.?|\(?[a-z]\)|[ivx]+\.)\s+")
 _CHARS_PER_TOKEN_MAX = 32  # generous: enough text for `context` tokens without encoding whole documents
 
@@ -65,15 +65,6 @@ def choice_example(example_id: str, ctx_ids: Sequence[int], endings: Sequence[Se
 
 
 # ------------------------------------------------------------------ text helpers
-def normalise(text: str) -> str:
-    return " ".join(text.split())
-
-
-def sentences(text: str) -> list[str]:
-    """Sentences of whitespace-normalised ``text`` (a simple punctuation rule)."""
-    return [s for s in _SENT_END.split(normalise(text)) if s]
-
-
 def first_sentence(text: str) -> str:
     """The first sentence of a definition, without a leading sense number like ``1.``."""
     sents = sentences(_ENUM.sub("", normalise(text)))
@@ -97,15 +88,26 @@ def _lm(doc: Document, tok, context: int, rng: np.random.Generator, ex_id: str) 
 
 def _cloze(doc: Document, tok, context: int, rng: np.random.Generator, ex_id: str) -> Optional[Example]:
     text = normalise(doc.text)
-    ends = [m for m in _CLOZE_WORD.finditer(text) if m.start() >= 80]  # some passage before the word
+    ends = cloze_words(text)
     if not ends:
         return None
-    m = ends[int(rng.integers(len(ends)))]
-    full = text[: m.start()].rstrip()
+    start, word = ends[int(rng.integers(len(ends)))]
+    full = text[:start].rstrip()
     prefix = tail_text(full, context)
     # an untruncated passage starts at the document start, which training marks with EOS
     prompt = ([tok.eos_id] if prefix == full else []) + tok.encode(prefix)
-    return answer_example(ex_id, prompt, tok.encode(" " + m.group(1)), context)
+    return answer_example(ex_id, prompt, tok.encode(" " + word), context)
+
+
+def cloze_words(text: str, min_offset: int = 80) -> list[tuple[int, str]]:
+    """(offset, word) of every sentence-final word of normalised ``text`` (letters only, at least
+    three, not an abbreviation) with at least ``min_offset`` characters of passage before it."""
+    out = []
+    for a, b in sentence_spans(text):
+        m = _LAST_WORD.search(text, a, b)
+        if m and m.start() >= min_offset and m.group(1).lower() not in ABBREVIATIONS:
+            out.append((m.start(), m.group(1)))
+    return out
 
 
 def _qa(doc: Document, tok, context: int, rng: np.random.Generator, ex_id: str) -> Optional[Example]:
