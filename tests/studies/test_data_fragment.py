@@ -119,19 +119,36 @@ def test_test_only_text_does_not_shape_the_vocabulary(local_sources, tmp_path):
 
 def test_test_sets_record_requested_vs_built(local_sources, tmp_path):
     tests = {"short": frag.TestSetSpec(kind="lm", sources=("probe", "prose"), n_examples=100_001),
+             "even": frag.TestSetSpec(kind="lm", sources=("code", "prose"), n_examples=20),
              "full": frag.TestSetSpec(kind="lm", sources=("prose",), n_examples=5)}
     plan, keys = _data_plan(local_sources, TokenizerSpec(vocab_size=300, sample_bytes=100_000), tests)
     dirs = _run_data(plan, tmp_path)
-    short = read_json(dirs[keys.tests["short"]] / "testset.json")
-    full = read_json(dirs[keys.tests["full"]] / "testset.json")
-    assert full["requested"] == full["built"] == full["n_examples"] == 5
-    assert short["requested"] == 100_001 and short["sources"]["probe"]["requested"] == 50_001
-    assert short["sources"]["prose"]["requested"] == 50_000
-    held = {s: short["sources"][s]["built"] for s in ("probe", "prose")}
-    assert 0 < held["probe"] < 60 and 0 < held["prose"] < 120 and short["built"] == sum(held.values())
-    lines = shortfalls({"short": short, "full": full})
-    assert len(lines) == 1 and lines[0].startswith(f"test set 'short' built {short['built']} of the 100001 examples")
-    assert f"probe: {held['probe']} of 50001" in lines[0]
+    c = {t: read_json(dirs[keys.tests[t]] / "testset.json") for t in tests}
+    assert c["full"]["requested"] == c["full"]["built"] == c["full"]["n_examples"] == 5
+    # probe is read by no training step: every one of its 60 documents is a test example; prose
+    # is trained on: only its held-out documents are
+    assert c["short"]["requested"] == 100_001 and c["short"]["sources"]["probe"] == {"available": 60, "built": 60}
+    prose = c["short"]["sources"]["prose"]["built"]
+    assert 0 < prose < 120 and c["short"]["built"] == 60 + prose
+    # code holds out fewer documents than half of 20: prose makes up the difference
+    even = c["even"]["sources"]
+    assert c["even"]["built"] == 20 and even["code"]["built"] == even["code"]["available"] < 10
+    assert even["prose"]["built"] == 20 - even["code"]["built"]
+    lines = shortfalls(c)
+    assert lines == [f"test set 'short' built {60 + prose} of the 100001 examples requested (all its sources give: "
+                     f"probe: 60, prose: {prose}); add documents (max_docs, heldout_fraction) or ask for fewer"]
+
+
+@pytest.mark.parametrize("n, available, expected", [
+    (10, [100, 100, 100], [4, 3, 3]), (10, [1, 100, 100], [1, 5, 4]), (10, [1, 2, 3], [1, 2, 3]),
+    (2, [5, 5, 5], [1, 1, 0]), (7, [0, 3, 9], [0, 3, 4]), (0, [4], [0]),
+])
+def test_allocate_is_even_up_to_what_each_source_has(n, available, expected):
+    from proxyscale.data.tasks import allocate
+
+    got = allocate(n, available)
+    assert got == expected and sum(got) == min(n, sum(available))
+    assert all(0 <= g <= a for g, a in zip(got, available))
 
 
 # ------------------------------------------------------------------ a store that does not exist

@@ -30,6 +30,7 @@ from .split import HoldOut, held_out_documents
 from .testset import TEST_KINDS, Example, TestSet
 
 _LAST_WORD = re.compile(r"(?<=\s)([A-Za-z]{3,})[.!?][\"')\]]*$")  # a sentence's last word, before its end mark
+_WORD_START = re.compile(r"[\"'(`]?[A-Za-z0-9]")
 _ENUM = re.compile(r"^(?:\(?\d+\)?\.?|\(?[a-z]\)|[ivx]+\.)\s+")
 _CHARS_PER_TOKEN_MAX = 32  # generous: enough text for `context` tokens without encoding whole documents
 
@@ -123,10 +124,15 @@ def _choice_builder(docs: Sequence[Document]) -> Callable:
     cache: dict[int, list[str]] = {}
     index = {id(d): k for k, d in enumerate(docs)}
 
-    def sents(k: int) -> list[str]:
+    def all_sents(k: int) -> list[str]:
+        """The whole sentences of document ``k``'s head (a sentence cut by the head is dropped)."""
         if k not in cache:
-            cache[k] = [s for s in sentences(head_text(docs[k].text, 64)) if 3 <= len(s.split()) <= 60]
+            head = head_text(docs[k].text, 64)
+            cache[k] = sentences(head)[: None if head == docs[k].text else -1]
         return cache[k]
+
+    def sents(k: int) -> list[str]:
+        return [s for s in all_sents(k) if _ending_like(s)]
 
     def distractor(own: int, true_words: int, rng: np.random.Generator) -> Optional[str]:
         fallback = None
@@ -142,10 +148,11 @@ def _choice_builder(docs: Sequence[Document]) -> Callable:
 
     def build(doc: Document, tok, context: int, rng: np.random.Generator, ex_id: str) -> Optional[Example]:
         own = index[id(doc)]
-        ss = sents(own)
-        if len(ss) < 2 or len(docs) < 4:
+        ss = all_sents(own)
+        cuts = [i for i in range(1, min(len(ss), 4)) if _ending_like(ss[i])]
+        if not cuts or len(docs) < 4:
             return None
-        cut = int(rng.integers(1, min(len(ss), 4)))
+        cut = cuts[int(rng.integers(len(cuts)))]  # the context is every sentence before the true ending
         true = ss[cut]
         others = [distractor(own, len(true.split()), rng) for _ in range(3)]
         if any(o is None or o == true for o in others):
@@ -156,6 +163,12 @@ def _choice_builder(docs: Sequence[Document]) -> Callable:
         return choice_example(ex_id, ctx, tok.encode_batch([" " + e for e in endings]), label, context)
 
     return build
+
+
+def _ending_like(sentence: str) -> bool:
+    """A sentence that can be a choice ending: 3 to 60 words, starting with a word (not a
+    ``-- Author`` attribution or a ``[Source]`` tag)."""
+    return 3 <= len(sentence.split()) <= 60 and _WORD_START.match(sentence) is not None
 
 
 _BUILDERS: dict[str, Callable] = {"lm": _lm, "cloze": _cloze, "qa": _qa}
@@ -194,3 +207,21 @@ def held_out_test_set(kind: str, name: str, spec: SourceSpec, holdout: HoldOut, 
     if not docs:
         raise DataError(f"source {spec.key} has no held-out documents at fraction {holdout.fraction}; raise it")
     return build_test_set(kind, name, docs, tokenizer, context, n_examples, rng)
+
+
+def allocate(n: int, available: Sequence[int]) -> list[int]:
+    """How many of ``n`` examples to take from each source: even shares, each capped at what the
+    source has; what one source lacks is shared evenly among those with more (earlier sources
+    take the remainder of an uneven split). Sums to ``min(n, sum(available))``."""
+    alloc = [0] * len(available)
+    left = n
+    while left > 0:
+        open_ = [i for i, a in enumerate(available) if alloc[i] < a]
+        if not open_:
+            break
+        share, extra = divmod(left, len(open_))
+        for j, i in enumerate(open_):
+            take = min(share + (j < extra), available[i] - alloc[i])
+            alloc[i] += take
+            left -= take
+    return alloc

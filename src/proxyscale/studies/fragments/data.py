@@ -134,6 +134,7 @@ class TestSetStep(_Split):
     n_examples: int = 200
     context: int = 128
     source_specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    untrained: tuple[str, ...] = ()  # sources no training step reads: every document may be a test example
 
     def __post_init__(self) -> None:
         for n, raw in self.source_specs.items():
@@ -185,10 +186,11 @@ def add_data(plan: Plan, *, sources: Mapping[str, dict[str, Any]], used: list[st
     tok = plan.add(Step("tokenizer", f"bpe{tokenizer.vocab_size}", tok_cfg, cin(fit_on), cost=2e9))
     shards = {s: plan.add(Step("shard", s, {"source": s, "spec": sources[s], **common},
                                {"tokenizer": tok, **cin([s])}, cost=2e9)) for s in sorted(used)}
-    tests = {}
+    tests, trained = {}, {*used, *fit_on}
     for tname, ts in sorted(test_sets.items()):
         cfg = {"name": tname, **to_dict(ts), "context": test_context, **common,
-               "source_specs": {s: sources[s] for s in ts.sources}}
+               "source_specs": {s: sources[s] for s in ts.sources},
+               "untrained": sorted(s for s in ts.sources if s not in trained)}
         tests[tname] = plan.add(Step("testset", tname, cfg, {"tokenizer": tok, **cin(ts.sources)}, cost=1e9))
     return DataKeys(tok, shards, tests, corpus_key[0] if corpus_key else None)
 
@@ -284,26 +286,37 @@ def testset_step(ctx: StepContext) -> None:
 
 
 def _held_out_test_set(ctx: StepContext, tok):
-    """The test set of ``ctx``'s sources and, per source, examples requested and built."""
+    """The test set of ``ctx``'s sources (shares as even as their text allows, :func:`allocate`)
+    and, per source, how many examples it could give (up to ``n_examples``) and how many it gave."""
     from dataclasses import replace
 
-    from ...data.tasks import held_out_test_set
+    from ...data.tasks import allocate
     from ...data.testset import TestSet
+
+    cfg = ctx.config
+    parts = {s: _source_examples(ctx, s, tok) for s in cfg["sources"]}
+    take = allocate(cfg["n_examples"], [len(p) for p in parts.values()])
+    examples, counts = [], {}
+    for (s, part), k in zip(parts.items(), take):
+        examples += [replace(e, example_id=f"{s}/{e.example_id}") for e in part[:k]]
+        counts[s] = {"available": len(part), "built": k}
+    return TestSet(cfg["name"], cfg["kind"], tuple(examples)), counts
+
+
+def _source_examples(ctx: StepContext, source: str, tok) -> list:
+    """Up to ``n_examples`` examples of one source, in its seeded order: from its held-out
+    documents, or from all of them when no training step reads the source (nothing to hold out).
+    Any prefix is what building fewer would give."""
+    from ...data.sources import iter_documents
+    from ...data.tasks import build_test_set, held_out_test_set
     from ...seeding import np_rng
 
     cfg = ctx.config
-    names = list(cfg["sources"])
-    quotas = [cfg["n_examples"] // len(names) + (i < cfg["n_examples"] % len(names)) for i in range(len(names))]
-    examples, counts = [], {}
-    for s, quota in zip(names, quotas):
-        if quota == 0:
-            continue
-        rng = np_rng(cfg["seed"], "testset", cfg["name"], s)
-        part = held_out_test_set(cfg["kind"], cfg["name"], source_spec(s, cfg["source_specs"][s]), _holdout(cfg), tok,
-                                 cfg["context"], quota, rng, _corpus_dir(ctx))
-        examples += [replace(e, example_id=f"{s}/{e.example_id}") for e in part.examples]
-        counts[s] = {"requested": quota, "built": len(part)}
-    return TestSet(cfg["name"], cfg["kind"], tuple(examples)), counts
+    spec, rng = source_spec(source, cfg["source_specs"][source]), np_rng(cfg["seed"], "testset", cfg["name"], source)
+    kind, name, args = cfg["kind"], cfg["name"], (tok, cfg["context"], cfg["n_examples"], rng)
+    if source in cfg.get("untrained", ()):
+        return list(build_test_set(kind, name, list(iter_documents(spec, _corpus_dir(ctx))), *args).examples)
+    return list(held_out_test_set(kind, name, spec, _holdout(cfg), *args, _corpus_dir(ctx)).examples)
 
 
 # -- requested vs built ------------------------------------------------------------------------
@@ -324,10 +337,8 @@ def shortfalls(counts: Mapping[str, Mapping[str, Any]]) -> list[str]:
         built, asked = c.get("built", c.get("n_examples", 0)), c.get("requested")
         if asked is None or built >= asked:
             continue
-        short = [f"{s}: {v['built']} of {v['requested']}" for s, v in sorted(c.get("sources", {}).items())
-                 if v["built"] < v["requested"]]
+        per = ", ".join(f"{s}: {v['built']}" for s, v in sorted(c.get("sources", {}).items()))
         lines.append(f"test set '{name}' built {built} of the {asked} examples requested"
-                     + (f" ({', '.join(short)})" if short else "")
-                     + "; its sources have too little held-out text (raise heldout_fraction or max_docs, "
-                       "or ask for fewer)")
+                     + (f" (all its sources give: {per})" if per else "")
+                     + "; add documents (max_docs, heldout_fraction) or ask for fewer")
     return lines
