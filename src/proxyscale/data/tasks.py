@@ -134,27 +134,33 @@ def _choice_builder(docs: Sequence[Document]) -> Callable:
     def sents(k: int) -> list[str]:
         return [s for s in all_sents(k) if _ending_like(s)]
 
-    def distractor(own: int, true_words: int, rng: np.random.Generator) -> Optional[str]:
+    def distractor(own: int, true_words: int, fits: Callable[[str], bool],
+                   rng: np.random.Generator) -> Optional[str]:
         fallback = None
         for _ in range(20):  # prefer endings of similar length, so length alone does not give it away
             k = int(rng.integers(len(docs)))
             if k == own or not sents(k):
                 continue
             s = sents(k)[int(rng.integers(len(sents(k))))]
+            if not fits(s):
+                continue
             fallback = fallback or s
             if 0.5 <= len(s.split()) / true_words <= 2.0:
                 return s
         return fallback
 
     def build(doc: Document, tok, context: int, rng: np.random.Generator, ex_id: str) -> Optional[Example]:
+        def fits(s: str) -> bool:  # an ending leaves at least 8 tokens of context before it
+            return len(tok.encode(" " + s)) <= context - 8
+
         own = index[id(doc)]
         ss = all_sents(own)
-        cuts = [i for i in range(1, min(len(ss), 4)) if _ending_like(ss[i])]
+        cuts = [i for i in range(1, min(len(ss), 4)) if _ending_like(ss[i]) and fits(ss[i])]
         if not cuts or len(docs) < 4:
             return None
         cut = cuts[int(rng.integers(len(cuts)))]  # the context is every sentence before the true ending
         true = ss[cut]
-        others = [distractor(own, len(true.split()), rng) for _ in range(3)]
+        others = [distractor(own, len(true.split()), fits, rng) for _ in range(3)]
         if any(o is None or o == true for o in others):
             return None
         label = int(rng.integers(4))
