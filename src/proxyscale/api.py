@@ -56,6 +56,7 @@ def _run(s: Any, plan: Plan, store: str | Path, workers: int, backend: str | Non
     finally:
         be.shutdown()
     _say_what_was_mended(summary)
+    _warn_shortfalls(plan, st)
     summary.raise_for_failures()
 
 
@@ -67,6 +68,31 @@ def _say_what_was_mended(summary: Any) -> None:
         print(f"re-ran {key}: {why}", file=sys.stderr)
     for key, n in summary.retried.items():
         print(f"retried {key} {n} time(s): its worker died", file=sys.stderr)
+
+
+def _warn_shortfalls(plan: Plan, st: Store) -> None:
+    """One ``warning:`` line on stderr per test set that built fewer examples than requested."""
+    import sys
+
+    from .studies.fragments.data import shortfalls, test_set_counts
+
+    for line in shortfalls(test_set_counts(plan, st)):
+        print(f"warning: {line}", file=sys.stderr)
+
+
+def _existing_store(store: str | Path) -> Store:
+    """The run store at ``store``, or a StoreError when there is none (reading never creates one)."""
+    from .store.layout import STORE_FILE
+
+    root = Path(store)
+    if not root.is_dir():
+        raise StoreError(f"no run store at {root}: run the study first (`proxyscale run SPEC --store {root}`) "
+                         "or pass the --store it ran in")
+    if not (root / STORE_FILE).is_file() and not (root / "steps").is_dir():
+        raise StoreError(f"{root} is not a proxyscale run store (no {STORE_FILE}); pass the --store the study ran in")
+    st = Store(root)
+    st.check_format()
+    return st
 
 
 def plan_text(spec: SpecLike, store: str | Path | None = None) -> str:
@@ -82,12 +108,14 @@ def plan_text(spec: SpecLike, store: str | Path | None = None) -> str:
 def status_text(spec: SpecLike, store: str | Path = "runs") -> tuple[str, int]:
     """Done / running / failed / pending steps per kind; and how many failed."""
     from .run.describe import describe_status
+    from .studies.fragments.data import shortfalls, test_set_counts
 
     study, s = load_study(spec)
-    st = Store(store)
-    st.check_format()
-    text, total = describe_status(study.plan(s), st)
-    return text, total["failed"]
+    st = _existing_store(store)
+    plan = study.plan(s)
+    text, total = describe_status(plan, st)
+    warnings = "".join(f"\nwarning: {line}" for line in shortfalls(test_set_counts(plan, st)))
+    return text + warnings, total["failed"]
 
 
 def write_study_report(spec: SpecLike, store: str | Path = "runs", *, join: Sequence[SpecLike] = ()) -> Path:
@@ -96,8 +124,7 @@ def write_study_report(spec: SpecLike, store: str | Path = "runs", *, join: Sequ
     from .report import write_report
 
     study, s = load_study(spec)
-    st = Store(store)
-    st.check_format()
+    st = _existing_store(store)
     try:
         sections, files = study.report_parts(finished_analysis(study, s, st))
         for other in join:
@@ -113,10 +140,7 @@ def write_study_report(spec: SpecLike, store: str | Path = "runs", *, join: Sequ
 def verify_store(spec: Optional[SpecLike] = None, store: str | Path = "runs") -> tuple[str, int]:
     """Check every finished step's files (of a study's plan, or of the whole store) against the
     sums recorded when it finished. Returns the text and how many steps are damaged."""
-    st = Store(store)
-    if not st.root.is_dir():
-        raise StoreError(f"no store at {st.root}; pass the --store a study ran in")
-    st.check_format()
+    st = _existing_store(store)
     if spec is not None:
         study, s = load_study(spec)
         keys = [step.key for step in study.plan(s) if st.is_done(step.key)]

@@ -81,9 +81,20 @@ def _overview(c: _Ctx) -> Section:
                                           "compute_ratio": "reference / proxy compute"}))
     d = a["distributions"].assign(sources=a["distributions"]["sources"].map(lambda s: ", ".join(s)))
     b.table("Training distributions", from_frame(d, {"distribution": "distribution", "sources": "sources"}))
-    b.table("Test sets", from_frame(a["test_sets"], {"test_set": "test set", "kind": "kind", "source": "source",
-                                                      "framing": "framing", "lead": "leads the report"}))
+    counts = getattr(a, "meta", {}).get("test_counts", {})
+    ts = a["test_sets"].assign(examples=a["test_sets"]["test_set"].map(lambda t: _built(counts.get(t))))
+    b.table("Test sets", from_frame(ts, {"test_set": "test set", "kind": "kind", "source": "source",
+                                         "framing": "framing", "lead": "leads the report",
+                                         "examples": "examples built / requested"}))
     return b.section("Overview")
+
+
+def _built(c: Mapping | None) -> str:
+    """Examples built / requested, marked "(short)" when fewer were built than asked for."""
+    if not c or c.get("requested") is None:
+        return "—"
+    built, asked = int(c["built"]), int(c["requested"])
+    return f"{built} / {asked}" + (" (short)" if built < asked else "")
 
 
 def _finding(c: _Ctx, ts: str) -> str:
