@@ -1,0 +1,23 @@
+"""What every remote backend does when a batch comes back with no answer."""
+from __future__ import annotations
+
+from typing import Any
+
+from ...store import Store
+
+
+def fail_batch(payloads: list[dict[str, Any]], store_root: str, reason: str) -> list[dict[str, Any]]:
+    """Results for a batch whose worker gave no answer: its unfinished steps recorded failed in the
+    store with ``reason`` (one line), those it finished before reported done, and those a live
+    process still holds (another runner's) reported busy and left alone."""
+    store = Store(store_root)
+    out: list[dict[str, Any]] = []
+    for p in payloads:
+        if store.is_done(p["key"]):
+            out.append({"key": p["key"], "state": "done", "skipped": True})
+        elif store.state(p["key"]) == "running":
+            out.append({"key": p["key"], "state": "busy"})
+        else:
+            store.fail(p["key"], reason)
+            out.append({"key": p["key"], "state": "failed", "reason": reason})
+    return out
