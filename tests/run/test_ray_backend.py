@@ -24,7 +24,7 @@ import proxyscale  # noqa: E402
 from proxyscale.errors import ConfigError  # noqa: E402
 from proxyscale.run.backends import make_backend  # noqa: E402
 from proxyscale.run.backends.ray import SINGLE_NODE_ENV, RayBackend, is_loopback  # noqa: E402
-from proxyscale.run.executor import run_plan  # noqa: E402
+from proxyscale.run.executor import ExecutorSpec, run_plan  # noqa: E402
 from proxyscale.run.plan import Plan, Step  # noqa: E402
 from proxyscale.store import Store, read_json  # noqa: E402
 
@@ -55,7 +55,6 @@ def cluster():
         for k, v in env.items():
             mp.setenv(k, v)
         from ray._private import ray_constants
-        from ray._private.authentication_test_utils import reset_auth_token_state
 
         mp.setattr(ray_constants, "ENABLE_RAY_CLUSTER", ray_constants.ENABLE_RAY_CLUSTER)  # restored after
         reset_auth_token_state()  # Ray caches the auth mode and token: make it read ours
@@ -79,6 +78,15 @@ def cluster():
             head.kill()
             head.wait()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def reset_auth_token_state() -> None:
+    """Make Ray re-read RAY_AUTH_MODE / RAY_AUTH_TOKEN (it caches them; Rays before token auth: no-op)."""
+    try:
+        from ray._private.authentication_test_utils import reset_auth_token_state as reset
+    except ImportError:
+        return
+    reset()
 
 
 def _ray(cluster, tmp_path, retries: int = 2):
@@ -216,3 +224,5 @@ def test_configuration_errors_are_one_line(monkeypatch):
         RayBackend(1)
     with pytest.raises(ConfigError, match="retries"):
         RayBackend(1, retries=-1)
+    with pytest.raises(ConfigError, match="retries ≥ 0"):
+        ExecutorSpec(retries=-1)

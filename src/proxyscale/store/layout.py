@@ -134,4 +134,14 @@ def lock_alive(lock: Path) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(int(info["pid"]))
+
+
+def _zombie(pid: int) -> bool:
+    """True if ``pid`` has exited but its parent has not reaped it yet (a killed worker, for a
+    moment): signal 0 still reaches it, yet it holds nothing. Linux /proc; elsewhere False."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
