@@ -215,6 +215,30 @@ def test_every_ray_listener_is_on_loopback(cluster, tmp_path):
     assert all(is_loopback(ip) for ip, _ in found), found
 
 
+def test_a_listener_off_loopback_is_found(tmp_path):
+    """The check the backend runs after starting Ray, shown a child listening on all interfaces."""
+    from types import SimpleNamespace
+
+    from proxyscale.run.backends.ray import _exposed
+
+    fake = SimpleNamespace(util=SimpleNamespace(get_node_ip_address=lambda: "127.0.0.1"))
+    ready = tmp_path / "port"
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import socket, sys, time; s = socket.socket(); s.bind(('0.0.0.0', 0)); s.listen(); "
+        f"open({str(ready)!r}, 'w').write(str(s.getsockname()[1])); time.sleep(60)")])
+    try:
+        while not ready.exists() or not ready.read_text():
+            time.sleep(0.05)
+        assert _exposed(fake, started_here=True) == f"0.0.0.0:{ready.read_text()}"
+        assert _exposed(fake, started_here=False) == ""
+    finally:
+        child.kill()
+        child.wait()
+    assert _exposed(fake, started_here=True) == ""
+    fake.util.get_node_ip_address = lambda: "192.0.2.7"
+    assert _exposed(fake, started_here=False) == "192.0.2.7"
+
+
 def test_configuration_errors_are_one_line(monkeypatch):
     port = _free_port()
     with pytest.raises(ConfigError, match="cannot reach the Ray cluster at 127.0.0.1"):

@@ -5,11 +5,11 @@ Where it runs:
 * ``executor.ray_address`` unset: a private single-node Ray starts in this process for the run and
   stops with it. Every Ray server of it listens on 127.0.0.1 only (Ray's single-node mode, set
   through ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``), there is no dashboard, and the backend checks
-  after start that the node address is the loopback one.
+  after start that the node address and every socket Ray's processes listen on are loopback ones.
 * ``executor.ray_address: "HOST:PORT"``: connect to a cluster started with ``ray start --head``
-  (its nodes then need the store on a shared file system: NFS, Lustre...). A loopback address
-  (``127.0.0.1:PORT``) connects in the same single-node mode; any other address is the user's
-  choice to use the network. A cluster with token authentication needs ``RAY_AUTH_MODE=token``
+  (its nodes then need proxyscale installed and the store on a shared file system: NFS, Lustre...).
+  A loopback address (``127.0.0.1:PORT``) connects in the same single-node mode; any other address
+  is the user's choice to use the network. A cluster with token authentication needs ``RAY_AUTH_MODE=token``
   and its token (``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token``) in this process's environment.
 
 What crosses the wire: the task is :func:`run_batch`, a module-level function that Ray imports by
@@ -105,6 +105,30 @@ def _connect(ray: Any, address: str | None) -> None:
                           "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN; check executor.ray_address") from e
 
 
+def _exposed(ray: Any, started_here: bool) -> str:
+    """What of this Ray is reachable from outside the machine ("" if nothing): its node address if
+    not loopback; for a Ray started here, also any socket of this process's children (the Ray
+    servers and workers) listening on another address (psutil, which Ray ships, lists them)."""
+    node = ray.util.get_node_ip_address()
+    if not is_loopback(node):
+        return node
+    if not started_here:
+        return ""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - Ray ships psutil
+        return ""
+    bad = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            conns = proc.net_connections(kind="inet")
+        except psutil.Error:
+            continue
+        bad += [f"{c.laddr.ip}:{c.laddr.port}" for c in conns
+                if c.status == psutil.CONN_LISTEN and not is_loopback(c.laddr.ip)]
+    return ", ".join(bad)
+
+
 class RayBackend:
     """Batches as Ray tasks. ``address``: see the module docstring; ``job_dir``: where attempts are
     counted (on the shared file system); ``retries``: how often a batch whose worker died reruns."""
@@ -120,10 +144,12 @@ class RayBackend:
         self._owns = not ray.is_initialized()
         if self._owns:
             _connect(ray, address)
-        if single_node and not is_loopback(ray.util.get_node_ip_address()):
-            self._close()
-            raise ConfigError(f"Ray bound to {ray.util.get_node_ip_address()}, not 127.0.0.1; pass "
-                              "executor.ray_address to use a cluster on purpose")
+        if single_node:
+            exposed = _exposed(ray, started_here=self._owns and address is None)
+            if exposed:
+                self._close()
+                raise ConfigError(f"this Ray ({ray.__version__}) listens on {exposed}, not only on 127.0.0.1; "
+                                  "install a newer ray, or set executor.ray_address to use the network on purpose")
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         self._max_cpus = max(1, int(max((n.get("CPU", 0) for n in nodes), default=1)))
         self._max_gpus = max((n.get("GPU", 0) for n in nodes), default=0)
