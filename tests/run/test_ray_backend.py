@@ -250,3 +250,36 @@ def test_configuration_errors_are_one_line(monkeypatch):
         RayBackend(1, retries=-1)
     with pytest.raises(ConfigError, match="retries ≥ 0"):
         ExecutorSpec(retries=-1)
+
+
+SCHEDULING = ("wall_s", "tokens_per_s", "batched_with")  # timings; how many models shared a worker
+
+
+def _without_timings(x):
+    if isinstance(x, dict):
+        return {k: _without_timings(v) for k, v in x.items() if k not in SCHEDULING}
+    return [_without_timings(v) for v in x] if isinstance(x, list) else x
+
+
+def _step_files(root: Path) -> dict[str, object]:
+    """Every file of every step: JSON without timings and batch sizes, anything else as bytes."""
+    return {str(p.relative_to(root)): _without_timings(read_json(p)) if p.suffix == ".json" else p.read_bytes()
+            for p in sorted((root / "steps").rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_a_real_study_on_a_private_ray_equals_the_local_backend(tmp_path, text_sources, monkeypatch):
+    """The tiny end-to-end scaling study (64 steps: data, 18 models, evaluations, analysis) on the
+    ray backend with no address and on the local backend: the same files (weights, losses, tables
+    bit for bit), but for timings and how many models happened to train together."""
+    from proxyscale.api import run_study
+
+    monkeypatch.syspath_prepend(str(HERE.parent / "studies"))
+    from test_scaling_end_to_end import SPEC
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(SPEC.format(root=text_sources))
+    for backend in ("local", "ray"):
+        run_study(spec, tmp_path / backend, workers=2, backend=backend, progress=False)
+    local, on_ray = _step_files(tmp_path / "local"), _step_files(tmp_path / "ray")
+    assert len(local) > 300 and local == on_ray
