@@ -129,19 +129,22 @@ def lock_alive(lock: Path) -> bool:
     if info.get("host") != socket.gethostname():
         return True  # cannot check another host's processes: assume alive
     try:
-        os.kill(int(info["pid"]), 0)
-    except (ProcessLookupError, ValueError, KeyError):
+        return pid_alive(int(info["pid"]))
+    except (ValueError, KeyError):
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    """True if process ``pid`` of this host still runs. A killed process that its parent has not
+    reaped yet (a zombie) answers signal 0 but holds nothing, so on Linux its /proc state is read too."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return not _zombie(int(info["pid"]))
-
-
-def _zombie(pid: int) -> bool:
-    """True if ``pid`` has exited but its parent has not reaped it yet (a killed worker, for a
-    moment): signal 0 still reaches it, yet it holds nothing. Linux /proc; elsewhere False."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+        return not Path("/proc/self/stat").exists()  # gone meanwhile (Linux), or no /proc: trust signal 0
+    return stat.rpartition(")")[2].split()[:1] not in (["Z"], ["X"])

@@ -30,13 +30,15 @@ import logging
 import os
 import shutil
 import socket
+import time
 import uuid
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 from ...errors import ConfigError
-from ...store import write_json
+from ...store import read_json, write_json
+from ...store.layout import pid_alive
 from ..worker import execute
 from .common import fail_batch
 
@@ -47,8 +49,22 @@ def run_batch(job: str) -> str:
     """The Ray task: a JSON job (payloads, store, threads) in, the JSON list of results out."""
     spec = json.loads(job)
     if spec.get("attempts_dir"):  # one file per start, so the driver can count the attempts
-        write_json(Path(spec["attempts_dir"]) / f"{uuid.uuid4().hex}.json", {"pid": os.getpid()})
+        tries = Path(spec["attempts_dir"])
+        await_exit(tries)
+        write_json(tries / f"{uuid.uuid4().hex}.json", {"pid": os.getpid(), "host": socket.gethostname()})
     return json.dumps(execute(spec["payloads"], spec["store"], int(spec["threads"])))
+
+
+def await_exit(attempts_dir: Path, timeout: float = 30.0) -> None:
+    """Wait (at most ``timeout`` s) until the processes of the earlier attempts on this host are
+    gone. Ray reports a killed worker, and starts the retry, as soon as its sockets close, a moment
+    before the process has exited; until then the step lock it holds still looks held."""
+    host, me = socket.gethostname(), os.getpid()
+    marks = [read_json(p) for p in attempts_dir.glob("*.json")] if attempts_dir.is_dir() else []
+    pids = [int(m["pid"]) for m in marks if m.get("host") == host and m.get("pid") != me]
+    deadline = time.monotonic() + timeout
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def is_loopback(host: str) -> bool:
@@ -182,6 +198,8 @@ class RayBackend:
         try:
             results = json.loads(done.result())
         except BaseException as e:  # noqa: BLE001 - every way a task ends becomes a result
+            if tries is not None:
+                await_exit(tries)  # the last attempt's process may still hold its step's lock
             results = fail_batch(payloads, store_root, self._reason(e, attempts))
         if tries is not None:
             shutil.rmtree(tries, ignore_errors=True)
