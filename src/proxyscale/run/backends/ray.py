@@ -197,6 +197,8 @@ class RayBackend:
         attempts = len(list(tries.glob("*.json"))) if tries is not None and tries.is_dir() else None
         try:
             results = json.loads(done.result())
+        except self._ray.exceptions.TaskCancelledError:  # the run is stopping: nothing to record
+            results = [{"key": p["key"], "state": "failed", "reason": "cancelled"} for p in payloads]
         except BaseException as e:  # noqa: BLE001 - every way a task ends becomes a result
             if tries is not None:
                 await_exit(tries)  # the last attempt's process may still hold its step's lock
@@ -215,8 +217,6 @@ class RayBackend:
         if isinstance(e, died):
             return (f"the Ray worker running it died on each of {tried} (killed, out of memory or node lost); "
                     f"gave up after executor.retries = {self.retries}")
-        if isinstance(e, exc.TaskCancelledError):
-            return "cancelled"
         first = (str(e).strip().splitlines() or [""])[0][:300]
         return f"Ray task error: {type(e).__name__}: {first}"
 
