@@ -50,9 +50,11 @@ def _run(s: Any, plan: Plan, store: str | Path, workers: int, backend: str | Non
     st.check_format(create=True)
     n = workers or s.executor.workers or default_workers()
     be = make_backend(backend or s.executor.backend, n, ray_address=s.executor.ray_address,
-                      slurm_args=s.executor.slurm_args, job_dir=st.study_dir(s.name) / "jobs")
+                      slurm_args=s.executor.slurm_args, job_dir=st.study_dir(s.name) / "jobs",
+                      retries=s.executor.retries)
     try:
-        summary = run_plan(plan, st, be, max_batch=s.executor.max_batch, progress=progress)
+        summary = run_plan(plan, st, be, max_batch=s.executor.max_batch, progress=progress,
+                           retries=s.executor.retries)
     finally:
         be.shutdown()
     _say_what_was_mended(summary)

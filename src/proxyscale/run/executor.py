@@ -28,10 +28,12 @@ class ExecutorSpec:
     batch_below_params: int = 500_000
     ray_address: Optional[str] = None
     slurm_args: tuple[str, ...] = ()
+    retries: int = 2  # how often a batch whose worker process died runs again (local and ray)
 
     def __post_init__(self) -> None:
-        if self.workers < 0 or self.max_batch < 1 or self.batch_below_params < 0:
-            raise ConfigError("executor: workers ≥ 0 (0: one per core), max_batch ≥ 1 and batch_below_params ≥ 0")
+        if self.workers < 0 or self.max_batch < 1 or self.batch_below_params < 0 or self.retries < 0:
+            raise ConfigError("executor: workers ≥ 0 (0: one per core), max_batch ≥ 1, batch_below_params ≥ 0 "
+                              "and retries ≥ 0")
 
 
 @dataclass

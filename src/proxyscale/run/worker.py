@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ProxyscaleError
-from ..store import Claim, CorruptStep, Store
+from ..store import Claim, CorruptStep, Store, write_text
 from .step import StepContext, resolve
 
 __all__ = ["StepContext", "execute", "main", "mark_when_terminated", "set_threads"]
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args[0])
     job = json.loads(path.read_text())
     res = execute(job["payloads"], job["store"], int(job.get("threads", 1)))
-    path.with_suffix(".result.json").write_text(json.dumps(res))
+    write_text(path.with_suffix(".result.json"), json.dumps(res))  # atomic: the driver may be polling
     return 0 if all(r["state"] in ("done", "busy") for r in res) else 1
 
 

@@ -224,3 +224,19 @@ class CorruptStep(StoreError):
 def read_holder(text: str) -> dict[str, Any]:
     pid, host, since = text.split()
     return {"pid": int(pid), "host": host, "since": float(since)}
+
+
+def pid_alive(pid: int) -> bool:
+    """True if process ``pid`` of this host still runs. A killed process that its parent has not
+    reaped yet (a zombie) answers signal 0 but holds nothing, so on Linux its /proc state is read too."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return not Path("/proc/self/stat").exists()  # gone meanwhile (Linux), or no /proc: trust signal 0
+    return stat.rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
