@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
@@ -119,15 +120,23 @@ def step_memory(step: Step, plan: Plan, group: int = 1) -> float:
 def machine(device: Optional[str] = None) -> tuple[str, float, Optional[float]]:
     """(device, memory bytes, assumed FLOP/s or None): CUDA if torch sees one, else this CPU."""
     if device is None:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if _has_cuda() else "cpu"
     if device == "cuda":
         import torch
 
         return "cuda", float(torch.cuda.get_device_properties(0).total_memory), None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return f"cpu, {cores} cores", _ram_bytes(), CPU_FLOPS_PER_CORE * cores
+
+
+def _has_cuda() -> bool:
+    """Whether torch sees a CUDA device; torch (seconds to import) is asked only when it is
+    already loaded or an NVIDIA driver is present, so planning on a CPU machine stays quick."""
+    if "torch" not in sys.modules and not Path("/dev/nvidiactl").exists():
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _ram_bytes() -> float:
