@@ -130,6 +130,14 @@ def _rename(section: str, old: str, new: str) -> Mutation:
     return mutate
 
 
+def _select(settings: dict) -> Mutation:
+    def mutate(spec: dict, ws: Path) -> dict:
+        spec["pool"] = {"sources": {"prose": 1, "doc": 1}, "n_windows": 50}
+        spec["selections"] = {"sel": {"method": "dsir", "target": "mixed", "n_target": 5, "settings": settings}}
+        return spec
+    return mutate
+
+
 def _text(fn: Callable[[str], str]) -> Mutation:
     return lambda spec, ws: fn(yaml.safe_dump(spec, sort_keys=False))
 
@@ -215,6 +223,8 @@ CASES: tuple[Case, ...] = (
     Case("test set n_examples: 0", "types", _set("test_sets.mixed.n_examples", 0)),
     Case("rung n_heads: 0", "types", _set("ladder.rungs", [{"name": "a", "d_model": 4, "n_layers": 1, "n_heads": 0},
                                                           {"name": "L1d8", "d_model": 8, "n_layers": 1}])),
+    Case("selection settings: unknown key", "types", _select({"bogus": 1})),
+    Case("selection settings: work_dir outside the store", "types", _select({"work_dir": "/tmp/elsewhere"})),
     # -- names ---------------------------------------------------------------------------------
     Case("source named \"\"", "names", _rename("sources", "doc", "")),
     Case("source named ../x", "names", _rename("sources", "doc", "../x")),

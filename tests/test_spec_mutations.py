@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from bad_inputs import CASES, make_workspace, tiny_spec, try_case, write_sources
+from proxyscale.api import plan_text
 from proxyscale.errors import ProxyscaleError
 from proxyscale.studies import load_study
 from proxyscale.studies.preflight import preflight
@@ -43,7 +44,20 @@ def paths(node: Any, prefix: tuple = ()) -> list[tuple]:
     return out
 
 
-BASE_PATHS = paths(tiny_spec(Path("/data")))
+def rich_spec(data: Path) -> dict:
+    """The tiny spec with every optional section written out (more to mutate)."""
+    spec = tiny_spec(data)
+    spec.update(seed=3, corpus={"max_bytes_per_domain": 1000, "use_apt": False, "domains": ["pyref"]},
+                gpu={"name": "x", "peak_tflops": 100.0, "mfu": 0.5},
+                pool={"sources": {"prose": 1, "doc": 1}, "n_windows": 50},
+                selections={"sel": {"method": "dsir", "target": "mixed", "n_target": 5,
+                                    "settings": {"min_example_length": 5}}},
+                dsdm={"models": 1, "k": 16, "batch_size": 4})
+    spec["train"].update(warmup_frac=0.1, schedule="linear", betas=[0.9, 0.95])
+    return spec
+
+
+BASE_PATHS = paths(rich_spec(Path("/data")))
 
 values = st.one_of(
     st.text(max_size=6), st.integers(-10, 10), st.integers(-(10**15), 10**15),
@@ -131,8 +145,10 @@ def snapshot(root: Path, skip: Path) -> dict[str, tuple[int, int]]:
 
 
 def load_plan_preflight(spec: Any) -> None:
+    """What `run` does before any step, and what `plan` prints."""
     study, s = load_study(spec)
     preflight(study.plan(s), None, max_batch=s.executor.max_batch, device="cpu")
+    plan_text(spec)
 
 
 def assert_clean(fn: Callable[[], Any]) -> str:
@@ -154,12 +170,17 @@ def workspace(pristine: Path, tmp: Path) -> Path:
     return tmp
 
 
+def test_the_unmutated_specs_are_valid(pristine):
+    load_plan_preflight(rich_spec(pristine))
+    load_plan_preflight(tiny_spec(pristine))
+
+
 @settings(max_examples=150, **SETTINGS)
 @given(mutations=st.lists(spec_mutation(), min_size=1, max_size=3))
 def test_mutated_specs_load_and_plan_or_fail_in_one_line(pristine, mutations):
     with tempfile.TemporaryDirectory() as d:
         ws = workspace(pristine, Path(d))
-        spec = tiny_spec(ws / "data")
+        spec = rich_spec(ws / "data")
         for m in mutations:
             try:
                 m(spec)
