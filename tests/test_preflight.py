@@ -39,14 +39,28 @@ def test_gpt_memory_is_the_stated_formula():
 
 
 def test_memory_estimate_tracks_a_measured_training_step(tmp_path):
-    """Peak RSS of two real training steps (above an imported torch) against the estimate."""
+    """Peak anonymous memory (RssAnon, sampled every 2 ms; file pages such as torch's libraries
+    are left out) of two real training steps against the estimate."""
+    if not Path("/proc/self/status").is_file():
+        pytest.skip("needs Linux /proc")
     script = textwrap.dedent("""
-        import resource, torch
+        import threading, time, torch
         torch.set_num_threads(1)
         from proxyscale.models.gpt import GPT, GPTConfig
         from proxyscale.studies.preflight import gpt_memory
+
+        def anon():
+            for line in open("/proc/self/status"):
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+        peak, stop = [anon()], threading.Event()
+        def sample():
+            while not stop.is_set():
+                peak.append(anon())
+                time.sleep(0.002)
         shape = dict(vocab_size=4096, context=128, d_model=256, n_layers=4, n_heads=4)
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        base = anon()
+        threading.Thread(target=sample, daemon=True).start()
         model = GPT(GPTConfig(**shape))
         opt = torch.optim.AdamW(model.parameters())
         x = torch.randint(0, 4096, (32, 129))
@@ -55,13 +69,13 @@ def test_memory_estimate_tracks_a_measured_training_step(tmp_path):
             torch.nn.functional.cross_entropy(logits.reshape(-1, 4096).float(), x[:, 1:].reshape(-1)).backward()
             opt.step()
             opt.zero_grad()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-        print(gpt_memory(shape, 32, training=True, plain_attention=False) / peak)
+        stop.set()
+        print(gpt_memory(shape, 32, training=True, plain_attention=False) / (max(peak) - base))
     """)
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr
-    assert 0.7 < float(r.stdout) < 1.4  # measured 0.99 on the project's machine
+    assert 0.7 < float(r.stdout) < 1.4, r.stdout  # 0.99–1.02 on the project's 2-core machine
 
 
 def test_a_plan_that_fits_passes_and_a_long_one_is_refused_with_the_estimate(data):

@@ -20,9 +20,9 @@ Memory of a GPT step (fp32): weights ``4·P`` bytes, plus gradients and AdamW's 
 training (``16·P`` in all); activations ``24·B·T·d`` floats per layer kept for the backward
 pass; logits ``B·T·V`` floats (times 4 in training: logits, their fp32 copy, log-softmax,
 gradient); and, where attention runs as plain ops (batched training under vmap), ``B·h·T²``
-scores per layer (times 2). Measured against the peak RSS of real training steps above an
-imported torch, it is within 10 % for GPTs of 0.4M–20M parameters and low by about 0.1 GiB of
-fixed overhead for the smallest (docs/reliability.md). A batched training step holds
+scores per layer (times 2). Against the measured peak memory of real training steps (above an
+imported torch) it is within 10 % for GPTs of 0.4M–20M parameters and about 0.1 GiB low for
+the smallest, whose allocator overhead dominates (docs/reliability.md). A batched training step holds
 ``min(max_batch, group)`` models at once. Other steps (TRAK, selection, n-grams) are not
 modelled; their memory is bounded by settings of their own.
 """
