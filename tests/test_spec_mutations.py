@@ -22,8 +22,8 @@ from proxyscale.errors import ProxyscaleError
 from proxyscale.studies import load_study
 from proxyscale.studies.preflight import preflight
 
-SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                        HealthCheck.too_slow])
+SETTINGS = dict(deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 UNSAFE_NAMES = ["../x", "a:b", ".hidden", "", "a/b", "x" * 300, "nul\0", "sp ace", "..", "~", "é"]
 
 
