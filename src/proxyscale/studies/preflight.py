@@ -82,10 +82,12 @@ class Estimate:
 
 
 def _gib(n: float) -> str:
-    for unit, scale in (("EiB", 2**60), ("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30)):
-        if n >= scale or unit == "GiB":
-            return f"{n / scale:,.3g} {unit}" if n < 1e3 * 2**60 else f"{n:.3g} bytes"
-    return ""
+    """``n`` bytes in GiB, TiB, PiB or EiB (beyond that, in bytes)."""
+    if n >= 2.0**70:
+        return f"{n:.3g} bytes"
+    unit, scale = next((u, s) for u, s in (("EiB", 2**60), ("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30))
+                       if n >= s or u == "GiB")
+    return f"{n / scale:,.3g} {unit}"
 
 
 def gpt_memory(model: Mapping[str, Any], batch_size: int, *, training: bool, plain_attention: bool) -> float:
