@@ -21,10 +21,12 @@ SpecLike = Any  # a YAML path, a mapping, or a spec object of a registered study
 
 
 def run_study(spec: SpecLike, store: str | Path = "runs", *, workers: int = 0, backend: str | None = None,
-              progress: bool = True) -> Path:
-    """Run every unfinished step of a study, then write its report; returns the report path."""
+              progress: bool = True, force: bool = False) -> Path:
+    """Run every unfinished step of a study, then write its report; returns the report path.
+    Before any step runs, its sources are checked and its resource estimate must fit this
+    machine (:mod:`proxyscale.studies.preflight`); ``force`` runs a plan that does not fit."""
     study, s = load_study(spec)
-    _run(s, study.plan(s), store, workers, backend, progress)
+    _run(s, study.plan(s), store, workers, backend, progress, force)
     return write_study_report(s, store)
 
 
@@ -40,13 +42,17 @@ def run_demo(store: str | Path = "runs", *, workers: int = 0, progress: bool = T
     return write_study_report(studies[0][1], store, join=[s for _, s in studies[1:]])
 
 
-def _run(s: Any, plan: Plan, store: str | Path, workers: int, backend: str | None, progress: bool) -> None:
+def _run(s: Any, plan: Plan, store: str | Path, workers: int, backend: str | None, progress: bool,
+         force: bool = False) -> None:
     from .run.backends import make_backend
     from .run.executor import default_workers, run_plan
+    from .studies.preflight import preflight
 
     if workers < 0:
         raise ConfigError(f"--workers {workers}: give a number of workers ≥ 1, or 0 for one per core")
     st = Store(store)
+    st.check_format()
+    preflight(plan, st, max_batch=s.executor.max_batch, force=force)
     st.check_format(create=True)
     n = workers or s.executor.workers or default_workers()
     be = make_backend(backend or s.executor.backend, n, ray_address=s.executor.ray_address,
@@ -98,13 +104,17 @@ def _existing_store(store: str | Path) -> Store:
 
 
 def plan_text(spec: SpecLike, store: str | Path | None = None) -> str:
-    """Dry-run text: every step of the study and its kind's cost tables."""
+    """Dry-run text: every step of the study, its kind's cost tables and the resource estimate
+    that ``run`` checks (the sources are checked too: a bad one is an error here)."""
+    from .studies.preflight import preflight_text
+
     study, s = load_study(spec)
     st = None
     if store is not None:
         st = Store(store)
         st.check_format()
-    return study.describe(s, study.plan(s), st)
+    plan = study.plan(s)
+    return f"{study.describe(s, plan, st)}\n\n{preflight_text(plan, st, max_batch=s.executor.max_batch)}"
 
 
 def status_text(spec: SpecLike, store: str | Path = "runs") -> tuple[str, int]:

@@ -22,11 +22,16 @@ WORKERS = typer.Option(0, "--workers", "-j", help="Parallel workers (0 = the spe
 @app.command()
 def run(spec: Path = typer.Argument(..., help="YAML study spec"), store: Path = STORE, workers: int = WORKERS,
         backend: Optional[str] = typer.Option(None, help="local | ray | slurm (default: the spec's)"),
-        progress: bool = typer.Option(True, help="Show a progress bar with ETA.")) -> None:
-    """Run a study (resumable: finished steps are skipped), then write its report."""
+        progress: bool = typer.Option(True, help="Show a progress bar with ETA."),
+        force: bool = typer.Option(False, "--force", help="Run even when the resource estimate exceeds this "
+                                                          "machine (memory, or 24 h of CPU); see `proxyscale plan`.")
+        ) -> None:
+    """Run a study (resumable: finished steps are skipped), then write its report.
+
+    Sources are checked and the plan's memory and compute are estimated before any step runs."""
     from .api import run_study
 
-    out = run_study(spec, store, workers=workers, backend=backend, progress=progress)
+    out = run_study(spec, store, workers=workers, backend=backend, progress=progress, force=force)
     typer.echo(f"report: {out}")
 
 
@@ -46,7 +51,8 @@ def demo(store: Path = STORE, workers: int = WORKERS,
 @app.command()
 def plan(spec: Path = typer.Argument(..., help="YAML study spec"), store: Optional[Path] = typer.Option(
         None, "--store", help="Also show each step's state in this store.")) -> None:
-    """Dry run: every step with its parameters, tokens, FLOPs and estimated GPU-hours."""
+    """Dry run: every step with its parameters, tokens, FLOPs, estimated GPU-hours, and the resource
+    estimate (memory, CPU time) that `run` checks."""
     from .api import plan_text
 
     typer.echo(plan_text(spec, store))

@@ -13,11 +13,17 @@ Local files:
 - ``.parquet``: the same fields as columns.
 
 A directory is read recursively in sorted path order; files of other types are ignored.
+
+What a local source may read is a stated policy (:func:`local_files`): its path is resolved,
+system directories (/etc, /proc, /sys, /dev, /boot, /run) are refused, only regular files are
+read, and a directory source reads only files that resolve inside it.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal, Optional
@@ -27,6 +33,7 @@ from .hub import hf_records
 
 SourceKind = Literal["embedded", "local", "hf"]
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
+SYSTEM_DIRS = ("/etc", "/proc", "/sys", "/dev", "/boot", "/run")  # never read as data (see local_files)
 
 
 @dataclass(frozen=True)
@@ -125,25 +132,59 @@ def _embedded(corpus_dir: Path, domain: str) -> Iterator[Document]:
 
 
 def _local(spec: SourceSpec) -> Iterator[Document]:
-    root = Path(spec.path)
-    if not root.exists():
-        raise DataError(f"{root}: local source path does not exist; check 'path' in the source spec")
-    if root.is_dir():
-        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in LOCAL_SUFFIXES)
-        if not files:
-            raise DataError(f"{root}: no {', '.join(LOCAL_SUFFIXES)} files in this directory")
-    elif root.suffix not in LOCAL_SUFFIXES:
-        raise DataError(f"{root}: unsupported file type '{root.suffix}'; use {', '.join(LOCAL_SUFFIXES)}")
-    else:
-        files = [root]
-    for f in files:
-        prefix = f.relative_to(root).as_posix() if root.is_dir() else f.name
+    for f, prefix in local_files(spec):
         if f.suffix == ".txt":
             yield from _txt(f, prefix, spec.txt_unit)
         elif f.suffix == ".jsonl":
             yield from _jsonl(f, spec.text_field, spec.id_field, spec.title_field, prefix)
         else:
             yield from _parquet(f, spec.text_field, spec.id_field, spec.title_field, prefix)
+
+
+def _system_dir(resolved: Path) -> Optional[str]:
+    if resolved == Path(resolved.anchor):
+        return resolved.anchor  # the filesystem root holds the system directories
+    return next((d for d in SYSTEM_DIRS if resolved == Path(d) or resolved.is_relative_to(d)), None)
+
+
+def local_files(spec: SourceSpec) -> list[tuple[Path, str]]:
+    """The files a ``local`` source reads, with their id prefixes, under the read policy:
+
+    - the path is resolved (symlinks followed) and must exist;
+    - its resolved location must not lie under a system directory (``SYSTEM_DIRS``: /etc,
+      /proc, /sys, /dev, /boot, /run): system files are never data;
+    - only regular files are read (no devices, FIFOs or sockets);
+    - in a directory, every file — symlinks included — must resolve inside that directory
+      (symlinked subdirectories are not descended into), so a source reads what its path names.
+
+    A breach is a :class:`DataError` naming the path; the same rule holds at plan time
+    (:func:`proxyscale.data.checks.check_source`) and when a step reads the source."""
+    root = Path(spec.path)
+    if not root.exists():
+        link = f" (a symlink to {os.readlink(root)}, which does not exist)" if root.is_symlink() else ""
+        raise DataError(f"{root}: local source path does not exist{link}; check 'path' in the source spec")
+    real = root.resolve()
+    system = _system_dir(real)
+    if system is not None:
+        raise DataError(f"{root}: resolves to {real}, under the system directory {system}; a source may not read "
+                        f"{', '.join(SYSTEM_DIRS)} — copy the text you mean into a data directory")
+    if real.is_dir():
+        files = []
+        for p in sorted(root.rglob("*")):
+            if p.suffix not in LOCAL_SUFFIXES or not p.is_file():
+                continue
+            if not p.resolve().is_relative_to(real):
+                raise DataError(f"{p}: a symlink to {p.resolve()}, outside the source directory {real}; "
+                                "a directory source reads only files inside it — copy the file in")
+            files.append((p, p.relative_to(root).as_posix()))
+        if not files:
+            raise DataError(f"{root}: no {', '.join(LOCAL_SUFFIXES)} files in this directory")
+        return files
+    if not stat.S_ISREG(real.stat().st_mode):
+        raise DataError(f"{root}: not a regular file (a device, FIFO or socket); point the source at text files")
+    if root.suffix not in LOCAL_SUFFIXES:
+        raise DataError(f"{root}: unsupported file type '{root.suffix}'; use {', '.join(LOCAL_SUFFIXES)}")
+    return [(root, root.name)]
 
 
 def _read_utf8(path: Path) -> str:

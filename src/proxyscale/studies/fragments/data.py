@@ -20,8 +20,11 @@ from ...run.plan import Plan, Step, check_name
 from ...run.step import StepContext, step_kind
 from ...store import read_json, write_json
 
-
 # -- spec pieces -------------------------------------------------------------------------------
+MAX_VOCAB = 1_000_000
+SAMPLE_BYTES_PER_ENTRY = 8  # a BPE learns far fewer merges than this from less text
+MAX_TEST_EXAMPLES = 100_000  # per test set; each is evaluated by every trained model
+
 @dataclass(frozen=True)
 class TokenizerSpec:
     """The byte-level BPE. ``sources``: the sources whose training text fits it (default: every
@@ -32,12 +35,20 @@ class TokenizerSpec:
     sources: Optional[tuple[str, ...]] = None
 
     def __post_init__(self) -> None:
-        if not 259 <= self.vocab_size <= 1_000_000:
+        if self.vocab_size < 259:
             raise ConfigError(f"tokenizer.vocab_size={self.vocab_size}: a byte-level BPE needs at least 259 "
                               "entries (256 bytes + specials); use e.g. 512 for the demo, 50,368 for the paper")
         if self.sources is not None and not self.sources:
             raise ConfigError("tokenizer.sources is empty: name the sources to fit it on, or leave it out "
                               "to use the training distributions' sources")
+        if self.vocab_size > MAX_VOCAB:
+            raise ConfigError(f"tokenizer.vocab_size={self.vocab_size:,} is above the limit of {MAX_VOCAB:,} "
+                              "entries; use e.g. 512 for the demo, 50,368 for the paper")
+        if self.sample_bytes < SAMPLE_BYTES_PER_ENTRY * self.vocab_size:
+            raise ConfigError(f"tokenizer.sample_bytes={self.sample_bytes:,} is too little text to learn "
+                              f"vocab_size={self.vocab_size:,} entries: give at least {SAMPLE_BYTES_PER_ENTRY} bytes "
+                              f"per entry (sample_bytes ≥ {SAMPLE_BYTES_PER_ENTRY * self.vocab_size:,}) or a "
+                              "smaller vocabulary")
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,12 @@ class CorpusSpec:
     def __post_init__(self) -> None:
         if self.max_bytes_per_domain <= 0:
             raise ConfigError(f"corpus.max_bytes_per_domain must be positive, got {self.max_bytes_per_domain}")
+        from ...data.corpus import ALL_DOMAINS
+
+        for d in self.domains or ():
+            if d not in ALL_DOMAINS:
+                raise ConfigError(f"corpus.domains: unknown domain '{d}'{suggest(d, ALL_DOMAINS)}; "
+                                  f"known: {', '.join(ALL_DOMAINS)}")
 
 
 @dataclass(frozen=True)
@@ -63,8 +80,9 @@ class TestSetSpec:
     n_examples: int = 200
 
     def __post_init__(self) -> None:
-        if self.n_examples <= 0:
-            raise ConfigError("test set n_examples must be positive")
+        if not 0 < self.n_examples <= MAX_TEST_EXAMPLES:
+            raise ConfigError(f"test set n_examples={self.n_examples:,}: give a positive number up to "
+                              f"{MAX_TEST_EXAMPLES:,} (each example is evaluated by every trained model)")
         if not self.sources and self.hub is None:
             raise ConfigError("a test set needs either 'sources' (held-out text) or 'hub' (a paper test set)")
 

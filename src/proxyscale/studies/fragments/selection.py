@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 
-from ...errors import DataError
+from ...errors import ConfigError, DataError
 from ...run.step import StepContext, step_kind
 from ...store import write_json, write_npy
 from .pool import WINDOWS, pool_texts, selection_record
@@ -41,6 +41,20 @@ class SelectStep:
     seed: int
     target: Optional[str] = None
     settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """The method's settings are checked when the plan is built, not when the step runs."""
+        if self.method in ("dsdm", "bot-dsdm"):
+            if self.settings:
+                raise ConfigError(f"{self.method}: takes no settings here (got {sorted(self.settings)}); "
+                                  "DsDm is set in the `dsdm:` section")
+            return
+        if "work_dir" in self.settings:
+            raise ConfigError(f"{self.method} settings: work_dir would write outside the run store; drop it "
+                              "(without it, streams beyond memory_mb are re-hashed instead of spilled)")
+        from ...select import make_selector
+
+        make_selector(self.method, **self.settings)
 
 
 def _example_text(tok: Any, e: Any) -> str:

@@ -30,6 +30,11 @@ class GpuSpec:
     peak_tflops: float = 989.0
     mfu: float = 0.40
 
+    def __post_init__(self) -> None:
+        if not (self.peak_tflops > 0 and 0 < self.mfu <= 1):
+            raise ConfigError(f"gpu: peak_tflops must be > 0 and mfu in (0, 1], got {self.peak_tflops:g} and "
+                              f"{self.mfu:g} (e.g. 989 and 0.4 for an H100)")
+
 
 @dataclass(frozen=True)
 class AnalysisSpec:

@@ -1,0 +1,406 @@
+"""Bad inputs tried through the real CLI, each classified by what the user sees.
+
+Every case starts from one tiny valid scaling spec over two local sources, changes one thing
+(the spec, a data file, or the command line) and runs ``proxyscale`` in a subprocess (``plan``
+and ``run --store``) in a fresh directory with its own HOME and TMPDIR. The outcome is one of:
+
+- ``clean``: non-zero exit, stderr is exactly one ``error: ...`` line, no step ran (``plan``,
+  a dry run, may instead exit 0 after printing the line saying why ``run`` would refuse);
+- ``traceback``: a Python traceback, or more than one line on stderr;
+- ``accepted``: exit 0 for an input that should have been refused;
+- ``late``: refused cleanly, but only after steps had run (the store holds step directories);
+- ``hang``: still running at the timeout;
+- ``escaped``: a file outside the store was created or changed (library caches under
+  ``$HOME/.cache``, such as matplotlib's font list, excepted).
+
+Run ``python tests/bad_inputs.py [--timeout 60]`` for the table in docs/reliability.md; the
+tests import :data:`CASES`, :func:`make_workspace` and :func:`try_case`.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import yaml
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+TINY: dict[str, Any] = {
+    "name": "tiny",
+    "context": 32,
+    "heldout_fraction": 0.2,
+    "tokenizer": {"vocab_size": 300, "sample_bytes": 60_000},
+    "sources": {"prose": {"kind": "local", "path": "{data}/prose", "txt_unit": "file"},
+                "doc": {"kind": "local", "path": "{data}/doc.jsonl"}},
+    "distributions": {"prose": {"prose": 1}, "mix": {"prose": 1, "doc": 1}},
+    "test_sets": {"mixed": {"kind": "lm", "sources": ["prose", "doc"], "n_examples": 12}},
+    "ladder": {"tokens_per_param": 1, "reference": "L1d8",
+               "rungs": [{"name": "L1d4", "d_model": 4, "n_layers": 1}, {"name": "L1d8", "d_model": 8, "n_layers": 1}]},
+    "train": {"batch_size": 4, "lr": 0.01},
+    "analysis": {"n_boot": 20, "ngram_orders": [1]},
+    "executor": {"workers": 1},
+}
+
+
+def tiny_spec(data: Path) -> dict[str, Any]:
+    """The tiny valid spec with its sources under ``data``."""
+    spec = copy.deepcopy(TINY)
+    for s in spec["sources"].values():
+        s["path"] = s["path"].format(data=data)
+    return spec
+
+
+def write_sources(data: Path) -> None:
+    """Real text every machine has offline: language-reference topics as ``prose/*.txt`` and
+    ``doc.jsonl``."""
+    from pydoc_data.topics import topics
+
+    items = sorted(topics.items())
+    (data / "prose").mkdir(parents=True, exist_ok=True)
+    for i, (_k, v) in enumerate(items[:40]):
+        (data / "prose" / f"{i:03d}.txt").write_text(v, encoding="utf-8")
+    lines = [json.dumps({"text": v, "id": k}) for k, v in items[40:80]]
+    (data / "doc.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def make_workspace(root: Path) -> Path:
+    """``root`` with ``data/`` (the sources), ``home/`` and ``tmp/``; returns ``root``."""
+    write_sources(root / "data")
+    (root / "home").mkdir(exist_ok=True)
+    (root / "tmp").mkdir(exist_ok=True)
+    return root
+
+
+REFUSES = "`proxyscale run` would refuse:"
+# Library caches in the user's home (matplotlib's font list) are not outputs; anything else is.
+CACHES = ("home/.cache/",)
+Mutation = Callable[[dict, Path], Any]  # (spec dict, workspace) -> dict | YAML text | None (spec unchanged)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input. ``mutate`` changes the spec (or data in the workspace); ``args`` are extra
+    CLI arguments (``{spec}`` and ``{store}`` are filled in); ``argv`` replaces the whole command."""
+
+    name: str
+    group: str
+    mutate: Optional[Mutation] = None
+    args: tuple[str, ...] = ()
+    argv: Optional[tuple[str, ...]] = None
+    commands: tuple[str, ...] = ("plan", "run")
+    bad: bool = True
+    at_run: bool = False  # only running can find it out (a diverging loss): steps may have run first
+
+
+def _set(path: str, value: Any) -> Mutation:
+    def mutate(spec: dict, ws: Path) -> dict:
+        *parents, last = path.split(".")
+        node = spec
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+        return spec
+    return mutate
+
+
+def _data(fn: Callable[[Path], None]) -> Mutation:
+    def mutate(spec: dict, ws: Path) -> dict:
+        fn(ws / "data")
+        return spec
+    return mutate
+
+
+def _rename(section: str, old: str, new: str) -> Mutation:
+    def mutate(spec: dict, ws: Path) -> dict:
+        spec[section][new] = spec[section].pop(old)
+        for mix in spec["distributions"].values():
+            if section == "sources" and old in mix:
+                mix[new] = mix.pop(old)
+        for ts in spec["test_sets"].values():
+            if section == "sources":
+                ts["sources"] = [new if s == old else s for s in ts["sources"]]
+        return spec
+    return mutate
+
+
+def _select(settings: dict) -> Mutation:
+    def mutate(spec: dict, ws: Path) -> dict:
+        spec["pool"] = {"sources": {"prose": 1, "doc": 1}, "n_windows": 50}
+        spec["selections"] = {"sel": {"method": "dsir", "target": "mixed", "n_target": 5, "settings": settings}}
+        return spec
+    return mutate
+
+
+def _text(fn: Callable[[str], str]) -> Mutation:
+    return lambda spec, ws: fn(yaml.safe_dump(spec, sort_keys=False))
+
+
+def _point_doc(path_fn: Callable[[Path], Path]) -> Mutation:
+    def mutate(spec: dict, ws: Path) -> dict:
+        spec["sources"]["doc"]["path"] = str(path_fn(ws / "data"))
+        return spec
+    return mutate
+
+
+def _write(name: str, content: bytes) -> Callable[[Path], Path]:
+    def make(data: Path) -> Path:
+        (data / name).write_bytes(content)
+        return data / name
+    return make
+
+
+def _symlink(name: str, target: str) -> Callable[[Path], Path]:
+    def make(data: Path) -> Path:
+        (data / name).symlink_to(target)
+        return data / name
+    return make
+
+
+def _empty_dir(data: Path) -> Path:
+    (data / "empty").mkdir()
+    return data / "empty"
+
+
+def _other_files_dir(data: Path) -> Path:
+    (data / "other").mkdir()
+    (data / "other" / "notes.md").write_text("# notes\n")
+    return data / "other"
+
+
+CASES: tuple[Case, ...] = (
+    Case("valid tiny spec (control)", "control", bad=False),
+    # -- command line --------------------------------------------------------------------------
+    Case("unknown command", "cli", argv=("frobnicate",), commands=("cli",)),
+    Case("run without a spec", "cli", argv=("run",), commands=("cli",)),
+    Case("unknown option", "cli", argv=("plan", "{spec}", "--bogus"), commands=("cli",)),
+    Case("--workers abc", "cli", argv=("run", "{spec}", "--store", "{store}", "--workers", "abc"), commands=("cli",)),
+    Case("--workers -1", "cli", argv=("run", "{spec}", "--store", "{store}", "--workers", "-1"), commands=("cli",)),
+    Case("--backend nonsense", "cli", argv=("run", "{spec}", "--store", "{store}", "--backend", "nonsense"),
+         commands=("cli",)),
+    Case("spec path does not exist", "cli", argv=("plan", "{ws}/nope.yaml"), commands=("cli",)),
+    Case("spec path is a directory", "cli", argv=("plan", "{ws}/data"), commands=("cli",)),
+    Case("select --set without =", "cli", argv=("select", "--method", "random", "--pool", "{ws}/data/prose",
+                                                 "--target", "{ws}/data/doc.jsonl", "--n", "2", "--out",
+                                                 "{store}/sel", "--set", "novalue"), commands=("cli",)),
+    Case("select --n -3", "cli", argv=("select", "--method", "random", "--pool", "{ws}/data/prose",
+                                        "--target", "{ws}/data/doc.jsonl", "--n", "-3", "--out", "{store}/sel"),
+         commands=("cli",)),
+    Case("attribute --n-train abc", "cli", argv=("attribute", "--n-train", "abc"), commands=("cli",)),
+    Case("status of a store that is a file", "cli", argv=("status", "{spec}", "--store", "{ws}/data/doc.jsonl"),
+         commands=("cli",)),
+    # -- YAML and types ------------------------------------------------------------------------
+    Case("empty spec file", "yaml", _text(lambda t: "")),
+    Case("spec is a list", "yaml", _text(lambda t: "- a\n- b\n")),
+    Case("broken YAML", "yaml", _text(lambda t: t + "\n  bad: [unclosed\n")),
+    Case("repeated top-level key", "yaml", _text(lambda t: t + "name: other\n")),
+    Case("repeated nested key", "yaml", _text(lambda t: t.replace("  lr: 0.01", "  lr: 0.01\n  lr: 0.02"))),
+    Case("unknown top-level key", "yaml", _set("bogus", 1)),
+    Case("unknown kind", "yaml", _set("kind", "nonsense")),
+    Case("train.batch_size: \"abc\"", "types", _set("train.batch_size", "abc")),
+    Case("train.batch_size: 0", "types", _set("train.batch_size", 0)),
+    Case("train.batch_size: 2.5", "types", _set("train.batch_size", 2.5)),
+    Case("train.lr: .nan", "types", _text(lambda t: t.replace("lr: 0.01", "lr: .nan"))),
+    Case("train.lr: .inf", "types", _text(lambda t: t.replace("lr: 0.01", "lr: .inf"))),
+    Case("train.lr: -1", "types", _set("train.lr", -1)),
+    Case("train: a list", "types", _set("train", [1, 2])),
+    Case("seed: \"x\"", "types", _set("seed", "x")),
+    Case("heldout_fraction: 1.5", "types", _set("heldout_fraction", 1.5)),
+    Case("analysis.n_boot: 0", "types", _set("analysis.n_boot", 0)),
+    Case("analysis.ngram_orders: [0]", "types", _set("analysis.ngram_orders", [0])),
+    Case("analysis.ngram_orders: [4]", "types", _set("analysis.ngram_orders", [4])),
+    Case("executor.workers: -1", "types", _set("executor.workers", -1)),
+    Case("executor: unknown key", "types", _set("executor.bogus", 1)),
+    Case("corpus: unknown key (all sources local)", "types", _set("corpus", {"bogus": 1})),
+    Case("corpus.domains: unknown domain", "types", _set("corpus.domains", ["nodomain"])),
+    Case("test set n_examples: 1000000", "types", _set("test_sets.mixed.n_examples", 1_000_000)),
+    Case("test set n_examples: 0", "types", _set("test_sets.mixed.n_examples", 0)),
+    Case("rung n_heads: 0", "types", _set("ladder.rungs", [{"name": "a", "d_model": 4, "n_layers": 1, "n_heads": 0},
+                                                          {"name": "L1d8", "d_model": 8, "n_layers": 1}])),
+    Case("selection settings: unknown key", "types", _select({"bogus": 1})),
+    Case("selection settings: work_dir outside the store", "types", _select({"work_dir": "/tmp/elsewhere"})),
+    # -- names ---------------------------------------------------------------------------------
+    Case("source named \"\"", "names", _rename("sources", "doc", "")),
+    Case("source named ../x", "names", _rename("sources", "doc", "../x")),
+    Case("source named .hidden", "names", _rename("sources", "doc", ".hidden")),
+    Case("distribution named a:b", "names", _rename("distributions", "mix", "a:b")),
+    Case("test set named ../../evil", "names", _rename("test_sets", "mixed", "../../evil")),
+    Case("study named ../evil", "names", _set("name", "../evil")),
+    Case("rung named a/b", "names", _set("ladder.rungs", [{"name": "a/b", "d_model": 4, "n_layers": 1},
+                                                          {"name": "L1d8", "d_model": 8, "n_layers": 1}])),
+    # -- sizes (resource estimate) -------------------------------------------------------------
+    Case("d_model: 1e9", "sizes", _set("ladder.rungs", [{"name": "L1d4", "d_model": 4, "n_layers": 1},
+                                                        {"name": "L1d8", "d_model": 1_000_000_000, "n_layers": 1}])),
+    Case("context: 100000", "sizes", _set("context", 100_000)),
+    Case("tokenizer.vocab_size: 1000000", "sizes", _set("tokenizer.vocab_size", 1_000_000)),
+    Case("tokenizer.vocab_size: 10000000", "sizes", _set("tokenizer.vocab_size", 10_000_000)),
+    Case("ladder.tokens_per_param: 1e12", "sizes", _set("ladder.tokens_per_param", 1e12)),
+    Case("train.batch_size: 10000000", "sizes", _set("train.batch_size", 10_000_000)),
+    # -- sources -------------------------------------------------------------------------------
+    Case("source: unknown key", "sources", _set("sources.doc.bogus", 1)),
+    Case("source: unknown kind", "sources", _set("sources.doc.kind", "ftp")),
+    Case("source: embedded, unknown domain", "sources",
+         _set("sources.doc", {"kind": "embedded", "domain": "nodomain"})),
+    Case("source: local without path", "sources", _set("sources.doc", {"kind": "local"})),
+    Case("source: path does not exist", "sources", _point_doc(lambda d: d / "missing.jsonl")),
+    Case("source: empty file", "sources", _point_doc(_write("empty.jsonl", b""))),
+    Case("source: blank-only .txt", "sources", _point_doc(_write("blank.txt", b"\n\n  \n"))),
+    Case("source: non-UTF-8 .txt", "sources", _point_doc(_write("latin.txt", "caf\xe9 cr\xe8me\n".encode("latin-1")))),
+    Case("source: binary .jsonl", "sources", _point_doc(_write("bin.jsonl", bytes(range(256)) * 4))),
+    Case("source: bad JSONL line", "sources", _point_doc(_write("bad.jsonl", b'{"text": "ok"}\n{not json\n'))),
+    Case("source: JSONL without text field", "sources", _point_doc(_write("notext.jsonl", b'{"body": "x"}\n'))),
+    Case("source: JSONL of non-objects", "sources", _point_doc(_write("list.jsonl", b'[1, 2]\n'))),
+    Case("source: damaged .parquet", "sources", _point_doc(_write("bad.parquet", b"PAR1 not really"))),
+    Case("source: unsupported suffix", "sources", _point_doc(_write("data.csv", b"text\nhello\n"))),
+    Case("source: empty directory", "sources", _point_doc(_empty_dir)),
+    Case("source: directory without text files", "sources", _point_doc(_other_files_dir)),
+    Case("source: symlink to /etc", "sources", _point_doc(_symlink("etc", "/etc"))),
+    Case("source: symlink to /etc/passwd", "sources", _point_doc(_symlink("passwd.txt", "/etc/passwd"))),
+    Case("source: /proc/self/environ", "sources", _point_doc(lambda d: Path("/proc/self/environ"))),
+    Case("source: dangling symlink", "sources", _point_doc(_symlink("gone.jsonl", "/nonexistent/x.jsonl"))),
+    Case("source: max_docs 0", "sources", _set("sources.doc.max_docs", 0)),
+    # -- training ------------------------------------------------------------------------------
+    Case("diverging run (lr: 1e6)", "training", _set("train", {"batch_size": 4, "lr": 1e6, "grad_clip": 0}),
+         commands=("run",), at_run=True),
+)
+
+
+@dataclass
+class Outcome:
+    case: str
+    command: str
+    verdict: str
+    returncode: Optional[int]
+    stderr: str
+
+
+def _snapshot(root: Path, skip: Path) -> dict[str, tuple[int, int]]:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        if here == skip or skip in here.parents:
+            dirnames[:] = []
+            continue
+        for f in filenames:
+            p = here / f
+            try:
+                st = p.lstat()
+            except OSError:
+                continue
+            out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def _steps_ran(store: Path) -> bool:
+    steps = store / "steps"
+    return steps.is_dir() and any(p.name != ".partial" or any(p.iterdir())
+                                  for kind in steps.iterdir() if kind.is_dir() for p in kind.iterdir())
+
+
+def classify(returncode: Optional[int], stderr: str, *, bad: bool, steps_ran: bool, escaped: bool,
+             stdout: str = "", at_run: bool = False) -> str:
+    """The verdict of one command (see the module docstring)."""
+    if returncode is None:
+        return "hang"
+    if escaped:
+        return "escaped"
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    if "Traceback" in stderr or len(lines) > 1:
+        return "traceback"
+    if returncode == 0 and bad and not lines and REFUSES in stdout:
+        return "clean"  # `plan` is a dry run: it prints why `run` would refuse and exits 0
+    if returncode == 0:
+        return "accepted" if bad else "ok"
+    if not bad:
+        return "failed"
+    if steps_ran and not at_run:
+        return "late"
+    return "clean" if len(lines) == 1 and lines[0].startswith("error: ") else "traceback"
+
+
+def _argv(case: Case, command: str, spec: Path, store: Path, ws: Path) -> list[str]:
+    fill = {"spec": str(spec), "store": str(store), "ws": str(ws)}
+    if case.argv is not None:
+        return [a.format(**fill) for a in case.argv]
+    if command == "plan":
+        return ["plan", str(spec)]
+    return ["run", str(spec), "--store", str(store), "--no-progress", *[a.format(**fill) for a in case.args]]
+
+
+def try_case(case: Case, command: str, ws: Path, timeout: float = 60.0) -> Outcome:
+    """Run one case's command in workspace ``ws`` (made by :func:`make_workspace`) and classify it."""
+    spec_path, store = ws / "spec.yaml", ws / "store"
+    data = tiny_spec(ws / "data")
+    mutated = case.mutate(data, ws) if case.mutate else data
+    text = mutated if isinstance(mutated, str) else yaml.safe_dump(mutated, sort_keys=False)
+    spec_path.write_text(text, encoding="utf-8")
+    before = _snapshot(ws, store)
+    env = {**os.environ, "PYTHONPATH": str(SRC), "HOME": str(ws / "home"), "TMPDIR": str(ws / "tmp"),
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "COLUMNS": "200"}
+    env.pop("XDG_CACHE_HOME", None)
+    cmd = [sys.executable, "-m", "proxyscale.cli", *_argv(case, command, spec_path, store, ws)]
+    try:
+        r = subprocess.run(cmd, cwd=ws, env=env, capture_output=True, text=True, timeout=timeout,
+                           start_new_session=True)
+        rc, err, out = r.returncode, r.stderr, r.stdout
+    except subprocess.TimeoutExpired as e:
+        rc, err, out = None, _text_of(e.stderr), _text_of(e.stdout)
+    after = _snapshot(ws, store)
+    escaped = any(before.get(k) != v for k, v in after.items() if k != "spec.yaml" and not k.startswith(CACHES))
+    verdict = classify(rc, err, bad=case.bad, steps_ran=_steps_ran(store), escaped=escaped, stdout=out,
+                       at_run=case.at_run)
+    said = err.strip() or (out.strip().splitlines()[-1] if command == "plan" and REFUSES in out else "")
+    return Outcome(case.name, command, verdict, rc, said.splitlines()[-1] if said else "")
+
+
+def _text_of(stream: Any) -> str:
+    return stream.decode(errors="replace") if isinstance(stream, bytes) else (stream or "")
+
+
+def run_all(timeout: float = 60.0, cases: tuple[Case, ...] = CASES) -> list[Outcome]:
+    out = []
+    for case in cases:
+        for command in case.commands:
+            with tempfile.TemporaryDirectory(prefix="bad-input-") as d:
+                ws = make_workspace(Path(d))
+                out.append(try_case(case, command, ws, timeout))
+                o = out[-1]
+                print(f"{o.verdict:>9}  {command:<4}  {case.name}  | {o.stderr[:150]}", flush=True)
+    return out
+
+
+def table(outcomes: list[Outcome]) -> str:
+    """A markdown table: per group, how many commands gave each verdict."""
+    verdicts = ("clean", "traceback", "accepted", "late", "hang", "escaped")
+    groups: dict[str, dict[str, int]] = {}
+    for o in outcomes:
+        if o.verdict in ("ok", "failed"):
+            continue
+        g = next(c.group for c in CASES if c.name == o.case)
+        row = groups.setdefault(g, dict.fromkeys(verdicts, 0))
+        row[o.verdict] += 1
+    head = "| inputs | tried | " + " | ".join(verdicts) + " |\n|---|---|" + "---|" * len(verdicts) + "\n"
+    rows = [f"| {g} | {sum(r.values())} | " + " | ".join(str(r[v]) for v in verdicts) + " |" for g, r in groups.items()]
+    total = {v: sum(r[v] for r in groups.values()) for v in verdicts}
+    rows.append(f"| **all** | {sum(total.values())} | " + " | ".join(str(total[v]) for v in verdicts) + " |")
+    return head + "\n".join(rows)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--only", default="", help="run only cases whose name contains this")
+    a = ap.parse_args()
+    results = run_all(a.timeout, tuple(c for c in CASES if a.only in c.name))
+    print()
+    print(table(results))
+    control = [o for o in results if o.case.startswith("valid")]
+    print("control:", ", ".join(f"{o.command}={o.verdict}" for o in control))
