@@ -118,7 +118,7 @@ def test_test_only_text_does_not_shape_the_vocabulary(local_sources, tmp_path):
 
 
 def test_test_sets_record_requested_vs_built(local_sources, tmp_path):
-    tests = {"short": frag.TestSetSpec(kind="lm", sources=("probe", "prose"), n_examples=100_001),
+    tests = {"short": frag.TestSetSpec(kind="lm", sources=("probe", "prose"), n_examples=50_000),
              "even": frag.TestSetSpec(kind="lm", sources=("code", "prose"), n_examples=20),
              "full": frag.TestSetSpec(kind="lm", sources=("prose",), n_examples=5)}
     plan, keys = _data_plan(local_sources, TokenizerSpec(vocab_size=300, sample_bytes=100_000), tests)
@@ -127,7 +127,7 @@ def test_test_sets_record_requested_vs_built(local_sources, tmp_path):
     assert c["full"]["requested"] == c["full"]["built"] == c["full"]["n_examples"] == 5
     # probe is read by no training step: every one of its 60 documents is a test example; prose
     # is trained on: only its held-out documents are
-    assert c["short"]["requested"] == 100_001 and c["short"]["sources"]["probe"] == {"available": 60, "built": 60}
+    assert c["short"]["requested"] == 50_000 and c["short"]["sources"]["probe"] == {"available": 60, "built": 60}
     prose = c["short"]["sources"]["prose"]["built"]
     assert 0 < prose < 120 and c["short"]["built"] == 60 + prose
     # code holds out fewer documents than half of 20: prose makes up the difference
@@ -135,7 +135,7 @@ def test_test_sets_record_requested_vs_built(local_sources, tmp_path):
     assert c["even"]["built"] == 20 and even["code"]["built"] == even["code"]["available"] < 10
     assert even["prose"]["built"] == 20 - even["code"]["built"]
     lines = shortfalls(c)
-    assert lines == [f"test set 'short' built {60 + prose} of the 100001 examples requested (all its sources give: "
+    assert lines == [f"test set 'short' built {60 + prose} of the 50000 examples requested (all its sources give: "
                      f"probe: 60, prose: {prose}); add documents (max_docs, heldout_fraction) or ask for fewer"]
 
 
