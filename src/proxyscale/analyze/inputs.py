@@ -101,7 +101,8 @@ def load_study(results: pd.DataFrame, models: pd.DataFrame, distributions: pd.Da
     ts["framing"] = _framing(ts, dists)
     num, den = run_weights(results, loss)
     keys = ["test_set", "distribution", "model", "seed"]
-    sums = results[keys].assign(_num=num.to_numpy(), _den=den.to_numpy()).groupby(keys, sort=True)[["_num", "_den"]].sum()
+    parts = results[keys].assign(_num=num.to_numpy(), _den=den.to_numpy())
+    sums = parts.groupby(keys, sort=True)[["_num", "_den"]].sum()
     run_means = (sums["_num"] / sums["_den"]).rename("loss").reset_index()
     matrices = {k: g.pivot(index="seed", columns="distribution", values="loss")
                 for k, g in run_means.groupby(["test_set", "model"], sort=True)}
