@@ -20,9 +20,13 @@ seeds (independent runs per cell). A bootstrap over seeds alone is degenerate wi
    slightly conservative. A model with one seed per cell has no seed term (its interval covers
    test-example sampling only; the report says so).
 
-Statistics are then evaluated on the (B, cells) replicate matrix, and :func:`basic_ci` turns
-them into basic (reverse-percentile) intervals, which stay valid for a statistic that noise
-biases, as it biases R².
+Statistics are then evaluated on the (B, cells) replicate matrix, and :func:`robust_ci`
+gives the union of the percentile and the basic (reverse-percentile) interval. Noise biases
+R² (down when it is high, up when it is near 0), and on synthetic studies with known truth
+(tests/analyze/test_analyze_bootstrap.py) each interval alone missed badly in some regime at
+a nominal 90% — percentile 23% coverage at R² ≈ 0.99, basic 72–77% at R² ≈ 0.05–0.5 with
+heavy seed noise — while their union covered 85–99% across all six regimes tried. It is
+conservative by construction; the price is a wider interval.
 """
 from __future__ import annotations
 
@@ -136,14 +140,23 @@ def basic_ci(values: np.ndarray, estimate: float, level: float, bounds: tuple[fl
              ) -> tuple[float, float]:
     """Basic (reverse-percentile) interval ``[2θ̂ − q_hi, 2θ̂ − q_lo]``, clipped to ``bounds``.
 
-    Noise in the cell means pulls R² down, and the replicates (noise added once more) sit
-    lower still; reflecting the percentiles about the estimate undoes that shift, where the
-    plain percentile interval can miss the truth almost always (on synthetic studies with
-    R² ≈ 0.98 it covered 8% of the time at a nominal 90%; this interval 94%).
-    ``nan`` when the replicates do not vary (nothing was resampled)."""
+    Noise in the cell means pulls a high R² down, and the replicates (noise added once more)
+    sit lower still; reflecting the percentiles about the estimate undoes that first-order
+    shift. ``nan`` when the replicates do not vary (nothing was resampled)."""
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     if len(v) < 2 or not np.isfinite(estimate) or np.ptp(v) == 0:
         return float("nan"), float("nan")
     q_lo, q_hi = percentile_ci(v, level)
     return float(np.clip(2 * estimate - q_hi, *bounds)), float(np.clip(2 * estimate - q_lo, *bounds))
+
+
+def robust_ci(values: np.ndarray, estimate: float, level: float, bounds: tuple[float, float] = (0.0, 1.0)
+              ) -> tuple[float, float]:
+    """The union of the percentile and the basic interval (see the module docstring for why);
+    ``nan`` when the replicates do not vary."""
+    b_lo, b_hi = basic_ci(values, estimate, level, bounds)
+    if not np.isfinite(b_lo):
+        return b_lo, b_hi
+    p_lo, p_hi = percentile_ci(values, level)
+    return float(min(b_lo, p_lo)), float(max(b_hi, p_hi))

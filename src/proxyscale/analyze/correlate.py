@@ -8,7 +8,7 @@ A run's mean test loss is the mean of per-example losses (``loss="example_mean"`
 loss over total predicted tokens (``"token_mean"``); the settings table records which.
 
 - ``summary``: per test set × proxy, R² of the linear fit, Pearson, Spearman, Kendall τ-b,
-  decision accuracy, basic bootstrap CIs over test examples × seeds
+  decision accuracy, bootstrap CIs over test examples × seeds
   (:mod:`proxyscale.analyze.bootstrap`; ``ci_seed_term`` says whether both models had seeds
   to estimate seed noise from), leave-one-distribution-out R² (its minimum and which
   distribution), the largest Cook's distance (and where), ``one_point_carries``
@@ -49,7 +49,8 @@ from .io import FORMAT_VERSION, read_analysis, write_analysis
 
 __all__ = ["analyze_study", "write_analysis", "read_analysis"]
 _ALTERNATIVE = "greater"
-CI_METHOD = "basic bootstrap over test examples × seeds (pooled seed variance)"
+CI_METHOD = ("bootstrap over test examples × seeds (seed variance pooled over distributions); "
+             "union of percentile and basic intervals")
 
 
 def _point_stats(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -70,7 +71,7 @@ def _compare(study: Study, ts: str, model: str, dists: list[str], reps: Replicat
         lo = hi = math.nan
         if reps is not None and len(dists) >= 3:
             vals = fn(reps.take(model, dists), reps.take(study.reference, dists))
-            lo, hi = bs.basic_ci(vals, row[key], level)
+            lo, hi = bs.robust_ci(vals, row[key], level)
         row[f"{key}_lo"], row[f"{key}_hi"] = lo, hi
     row["ci_seed_term"] = bool(reps is not None and reps.seed_df.get(model, 0) > 0
                                and reps.seed_df.get(study.reference, 0) > 0)

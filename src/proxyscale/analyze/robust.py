@@ -55,7 +55,8 @@ def cooks_distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     b = float(xc @ (y - y.mean())) / sxx
     resid = y - (y.mean() + b * xc)
     s2 = float(resid @ resid) / (n - p)
-    if s2 <= 1e-300:
+    yc = y - y.mean()
+    if s2 <= 1e-20 * float(yc @ yc) / (n - p) or s2 <= 1e-300:  # an exact fit up to rounding
         return np.full(n, np.nan)
     h = 1.0 / n + xc * xc / sxx
     with np.errstate(divide="ignore"):
