@@ -78,6 +78,7 @@ def test_carried_by_one_rule():
     assert robust.carried_by_one(0.76, 0.04, 0.9)  # the measured cloze case
     assert robust.carried_by_one(0.95, 0.64, 0.9)  # passes with it, fails without
     assert not robust.carried_by_one(0.95, 0.91, 0.9)
+    assert not robust.carried_by_one(0.93, 0.89, 0.9)  # crosses the threshold by a hair
     assert not robust.carried_by_one(0.30, 0.20, 0.9)
     assert not robust.carried_by_one(float("nan"), 0.1, 0.9)
 
