@@ -32,8 +32,8 @@ def methods_text(st: pd.Series) -> str:
             f"one-sided and exact over distributions (≤ 8), {adjust}; findings use the adjusted p. "
             f"Leave-one-distribution-out: each R² is refitted with every distribution left out in turn; a result "
             f"is flagged as carried by one distribution when leaving it out halves R² or takes a passing R² below "
-            f"the threshold (by at least 0.1). Influence: Cook's distance of each point in the fit of reference on proxy loss "
-            f"(D > 1 is large; D > 4/n worth a look).")
+            f"the threshold (by at least 0.1). Influence: Cook's distance of each point in the fit of reference "
+            f"on proxy loss (D > 1 is large; D > 4/n worth a look).")
 
 
 def _loo_cell(r: pd.Series) -> str:
