@@ -107,6 +107,8 @@ def test_analysis_flags_a_result_one_distribution_carries():
     assert s.at["P", "r2"] > 0.8 and s.at["P", "r2_loo_min"] < 0.5
     assert s.at["P", "r2_loo_min_dist"] == "d0" and s.at["P", "cooks_max_dist"] == "d0"
     assert s.at["P", "one_point_carries"] and not s.at["S", "one_point_carries"]
+    sp = a["smallest_proxy"].set_index("metric")
+    assert sp.at["r2", "model"] == "P" and sp.at["r2", "carried_by_one"]  # the least compute passing, by one point
     p = a["points"].query("model == 'P'").sort_values("distribution")
     np.testing.assert_allclose(p["r2_without"], robust.loo_r2(p["x"].to_numpy(), p["y"].to_numpy()))
     np.testing.assert_allclose(p["cooks_d"], robust.cooks_distance(p["x"].to_numpy(), p["y"].to_numpy()))

@@ -216,6 +216,7 @@ def _smallest(summary: pd.DataFrame, metric: str, threshold: float) -> list[dict
             "value": math.nan if pick is None else float(pick[metric]),
             # None (shown '—') when no proxy passes: there is nothing larger to ask about
             "all_larger_pass": None if pick is None else bool((larger[metric] >= threshold).all()),
+            "carried_by_one": None if pick is None else bool(pick.get("one_point_carries", False)),
             "best_ngram": None if best_gram is None else best_gram["model"],
             "best_ngram_value": math.nan if best_gram is None else float(best_gram[metric]),
             "ngram_reaches": bool(best_gram is not None and best_gram[metric] >= threshold),

@@ -278,6 +278,7 @@ def _smallest(c: _Ctx) -> Section:
         b.table("How small can I go?", from_frame(sp, {
             "test_set": "test set", "metric": "metric", "threshold": "threshold", "model": "smallest proxy",
             "compute_ratio": "compute saving (×)", "value": "value", "all_larger_pass": "all larger pass",
+            "carried_by_one": "carried by one distribution",
             "best_ngram": "best n-gram", "best_ngram_value": "n-gram value", "ngram_reaches": "n-gram reaches"}))
     return b.section("Smallest sufficient proxy")
 
