@@ -74,6 +74,15 @@ def test_replicates_centre_on_the_cell_means_and_carry_seed_noise():
     assert hierarchical_replicates(one, loss="example_mean", rng=rng, n_boot=50).seed_df["P"] == 0
 
 
+def test_a_run_missing_examples_spoils_only_its_own_cell():
+    res = pd.DataFrame({"test_set": "t", "example_id": ["a", "b", "a"], "model": ["R", "R", "P"], "distribution": "d",
+                        "seed": 0, "loss": [1.0, 3.0, 5.0], "n_tokens": 1})
+    reps = hierarchical_replicates(res, loss="example_mean", rng=np.random.default_rng(0), n_boot=64)
+    p, r = reps.take("P", ["d"])[:, 0], reps.take("R", ["d"])[:, 0]
+    assert np.isnan(p).any() and not np.isnan(r).any()  # resamples without example 'a' leave P undefined
+    assert set(np.round(r, 6)) <= {1.0, 2.0, 3.0} and (p[np.isfinite(p)] == 5.0).all()
+
+
 def test_token_mean_weighs_examples_by_their_tokens():
     res = pd.DataFrame({"test_set": "t", "example_id": ["a", "b"], "model": "R", "distribution": "d0", "seed": 0,
                         "loss": [1.0, 4.0], "n_tokens": [3, 1]})

@@ -111,7 +111,9 @@ def hierarchical_replicates(results: pd.DataFrame, *, loss: str, rng: np.random.
     avg = np.zeros((len(runs), len(cells)))
     avg[np.arange(len(runs)), col] = 1.0
     n_seeds = avg.sum(axis=0)  # (C,)
-    values = run_b @ (avg / n_seeds)  # (B, C)
+    missing = np.isnan(run_b)  # a run whose examples were all left out of this resample
+    values = np.where(missing, 0.0, run_b) @ (avg / n_seeds)  # (B, C)
+    values[(missing.astype(np.float64) @ avg) > 0] = np.nan  # ... has no mean in that replicate
     point_runs = nums.sum(axis=0) / np.maximum(dens.sum(axis=0), 1e-300)
     pooled = _pooled_seed_var(point_runs, runs)
     for m, (var, dof) in pooled.items():
