@@ -200,7 +200,7 @@ def _summary(c: _Ctx) -> Section:
         return out
 
     note = ("Neural proxies largest first, then n-gram baselines; brackets: 95% bootstrap CI over test examples × "
-            "seeds ('—' where nothing could be resampled). Reference ceiling: the R² a perfect proxy would reach "
+            "seeds (none where nothing could be resampled). Reference ceiling: the R² a perfect proxy would reach "
             "against the seed-averaged reference.")
     b.table("R² of the linear fit", pivot(c.summary, c.test_sets, lambda r: with_ci(r["r2"], r["r2_lo"], r["r2_hi"]),
                                           models=rows, extra_rows=ceiling_rows(), note=note))
