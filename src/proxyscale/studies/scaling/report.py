@@ -86,11 +86,15 @@ def _overview(c: _Ctx) -> Section:
     has_mix = "mixture" in d.columns and d["mixture"].notna().any()
     b.table("Training distributions", from_frame(d, {"distribution": "distribution", "sources": "sources",
                                                      "mixture": "mixture weights"},
-                                                 note="Mixture weights are normalised to sum to 1; '—': a "
-                                                      "selection-induced distribution." if has_mix else ""))
+                                                 note=_mixture_note(d) if has_mix else ""))
     b.table("Test sets", from_frame(a["test_sets"], {"test_set": "test set", "kind": "kind", "source": "source",
                                                       "framing": "framing", "lead": "leads the report"}))
     return b.section("Overview")
+
+
+def _mixture_note(d: pd.DataFrame) -> str:
+    note = "Mixture weights are normalised to sum to 1"
+    return note + ("; '—': a selection-induced distribution." if d["mixture"].isna().any() else ".")
 
 
 def _finding(c: _Ctx, ts: str) -> str:
