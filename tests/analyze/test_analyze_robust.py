@@ -80,6 +80,8 @@ def test_carried_by_one_rule():
     assert not robust.carried_by_one(0.95, 0.91, 0.9)
     assert not robust.carried_by_one(0.93, 0.89, 0.9)  # crosses the threshold by a hair
     assert not robust.carried_by_one(0.30, 0.20, 0.9)
+    assert robust.carried_by_one(0.65, 0.06, 0.9)  # the measured continuation case
+    assert not robust.carried_by_one(0.07, 0.001, 0.9)  # no agreement to carry
     assert not robust.carried_by_one(float("nan"), 0.1, 0.9)
 
 

@@ -86,9 +86,12 @@ def holm(p_values: np.ndarray) -> np.ndarray:
     return out
 
 
-def carried_by_one(r2: float, r2_loo_min: float, threshold: float, min_drop: float = 0.1) -> bool:
-    """True when dropping one distribution halves R², or takes a passing R² below ``threshold``
-    by at least ``min_drop`` (0.93 → 0.89 at a 0.9 threshold is noise, 0.95 → 0.64 is not)."""
+def carried_by_one(r2: float, r2_loo_min: float, threshold: float, min_drop: float = 0.1,
+                   min_r2: float = 0.25) -> bool:
+    """True when dropping one distribution halves an R² of at least ``min_r2`` (below it there is
+    no agreement to carry), or takes a passing R² below ``threshold`` by at least ``min_drop``
+    (0.93 → 0.89 at a 0.9 threshold is noise, 0.95 → 0.64 is not)."""
     if not (math.isfinite(r2) and math.isfinite(r2_loo_min)):
         return False
-    return bool(r2_loo_min < 0.5 * r2 or (r2 >= threshold > r2_loo_min and r2 - r2_loo_min >= min_drop))
+    halved = r2 >= min_r2 and r2_loo_min < 0.5 * r2
+    return bool(halved or (r2 >= threshold > r2_loo_min and r2 - r2_loo_min >= min_drop))

@@ -31,9 +31,9 @@ def methods_text(st: pd.Series) -> str:
             f"both models, otherwise the interval covers test-example sampling only. Permutation p-values are "
             f"one-sided and exact over distributions (≤ 8), {adjust}; findings use the adjusted p. "
             f"Leave-one-distribution-out: each R² is refitted with every distribution left out in turn; a result "
-            f"is flagged as carried by one distribution when leaving it out halves R² or takes a passing R² below "
-            f"the threshold (by at least 0.1). Influence: Cook's distance of each point in the fit of reference "
-            f"on proxy loss (D > 1 is large; D > 4/n worth a look).")
+            f"is flagged as carried by one distribution when leaving it out halves an R² ≥ 0.25 or takes a passing "
+            f"R² below the threshold (by at least 0.1). Influence: Cook's distance of each point in the fit of "
+            f"reference on proxy loss (D > 1 is large; D > 4/n worth a look).")
 
 
 def _loo_cell(r: pd.Series) -> str:
@@ -50,8 +50,8 @@ def robustness_section(summary: pd.DataFrame, points: pd.DataFrame, test_sets: l
     b = Body()
     b.p("With one point per training distribution, one distribution can carry a fit. Each cell: the lowest R² "
         "with one distribution left out (and which), then the largest Cook's distance (and whose point). "
-        "(!): carried by one distribution — leaving it out halves R² or takes a passing R² below the threshold "
-        "(by at least 0.1).")
+        "(!): carried by one distribution — leaving it out halves an R² ≥ 0.25 or takes a passing R² below the "
+        "threshold (by at least 0.1).")
     b.table("Leave-one-distribution-out R²; largest Cook's distance",
             pivot(summary, test_sets, _loo_cell, models=models))
     pts = points
