@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 from .run.plan import Plan
 from .store import Store
 from .studies import Study, finished_analysis, load_study
@@ -50,12 +50,51 @@ def _run(s: Any, plan: Plan, store: str | Path, workers: int, backend: str | Non
     st.check_format(create=True)
     n = workers or s.executor.workers or default_workers()
     be = make_backend(backend or s.executor.backend, n, ray_address=s.executor.ray_address,
-                      slurm_args=s.executor.slurm_args, job_dir=st.study_dir(s.name) / "jobs")
+                      slurm_args=s.executor.slurm_args, job_dir=st.study_dir(s.name) / "jobs",
+                      retries=s.executor.retries)
     try:
-        summary = run_plan(plan, st, be, max_batch=s.executor.max_batch, progress=progress)
+        summary = run_plan(plan, st, be, max_batch=s.executor.max_batch, progress=progress,
+                           retries=s.executor.retries)
     finally:
         be.shutdown()
+    _say_what_was_mended(summary)
+    _warn_shortfalls(plan, st)
     summary.raise_for_failures()
+
+
+def _say_what_was_mended(summary: Any) -> None:
+    """One line each for damaged steps that were re-run and steps retried after a worker died."""
+    import sys
+
+    for key, why in summary.repaired.items():
+        print(f"re-ran {key}: {why}", file=sys.stderr)
+    for key, n in summary.retried.items():
+        print(f"retried {key} {n} time(s): its worker died", file=sys.stderr)
+
+
+def _warn_shortfalls(plan: Plan, st: Store) -> None:
+    """One ``warning:`` line on stderr per test set that built fewer examples than requested."""
+    import sys
+
+    from .studies.fragments.data import shortfalls, test_set_counts
+
+    for line in shortfalls(test_set_counts(plan, st)):
+        print(f"warning: {line}", file=sys.stderr)
+
+
+def _existing_store(store: str | Path) -> Store:
+    """The run store at ``store``, or a StoreError when there is none (reading never creates one)."""
+    from .store.layout import STORE_FILE
+
+    root = Path(store)
+    if not root.is_dir():
+        raise StoreError(f"no run store at {root}: run the study first (`proxyscale run SPEC --store {root}`) "
+                         "or pass the --store it ran in")
+    if not (root / STORE_FILE).is_file() and not (root / "steps").is_dir():
+        raise StoreError(f"{root} is not a proxyscale run store (no {STORE_FILE}); pass the --store the study ran in")
+    st = Store(root)
+    st.check_format()
+    return st
 
 
 def plan_text(spec: SpecLike, store: str | Path | None = None) -> str:
@@ -71,12 +110,14 @@ def plan_text(spec: SpecLike, store: str | Path | None = None) -> str:
 def status_text(spec: SpecLike, store: str | Path = "runs") -> tuple[str, int]:
     """Done / running / failed / pending steps per kind; and how many failed."""
     from .run.describe import describe_status
+    from .studies.fragments.data import shortfalls, test_set_counts
 
     study, s = load_study(spec)
-    st = Store(store)
-    st.check_format()
-    text, total = describe_status(study.plan(s), st)
-    return text, total["failed"]
+    st = _existing_store(store)
+    plan = study.plan(s)
+    text, total = describe_status(plan, st)
+    warnings = "".join(f"\nwarning: {line}" for line in shortfalls(test_set_counts(plan, st)))
+    return text + warnings, total["failed"]
 
 
 def write_study_report(spec: SpecLike, store: str | Path = "runs", *, join: Sequence[SpecLike] = ()) -> Path:
@@ -85,14 +126,35 @@ def write_study_report(spec: SpecLike, store: str | Path = "runs", *, join: Sequ
     from .report import write_report
 
     study, s = load_study(spec)
-    st = Store(store)
-    st.check_format()
-    sections, files = study.report_parts(finished_analysis(study, s, st))
-    for other in join:
-        o_study, o = load_study(other)
-        sections = [*sections, *o_study.joined_sections(finished_analysis(o_study, o, st))]
+    st = _existing_store(store)
+    try:
+        sections, files = study.report_parts(finished_analysis(study, s, st))
+        for other in join:
+            o_study, o = load_study(other)
+            sections = [*sections, *o_study.joined_sections(finished_analysis(o_study, o, st))]
+    except (OSError, ValueError) as e:  # an analysis written without sums and damaged since
+        raise StoreError(f"cannot read the analysis of '{s.name}' in {st.root} ({type(e).__name__}: {e}); "
+                         "`proxyscale verify` checks the store, `proxyscale run` re-runs what is damaged") from None
     html, _md = write_report(st.study_dir(s.name), study.report_title(s), sections, files=files)
     return html
+
+
+def verify_store(spec: Optional[SpecLike] = None, store: str | Path = "runs") -> tuple[str, int]:
+    """Check every finished step's files (of a study's plan, or of the whole store) against the
+    sums recorded when it finished. Returns the text and how many steps are damaged."""
+    st = _existing_store(store)
+    if spec is not None:
+        study, s = load_study(spec)
+        keys = [step.key for step in study.plan(s) if st.is_done(step.key)]
+    else:
+        keys = st.finished_keys()
+    bad = {k: found for k in keys if (found := st.problems(k))}
+    lines = [f"{len(keys)} finished step(s) checked, {len(bad)} damaged"]
+    for k, found in bad.items():
+        lines.append(f"damaged: {k}: {'; '.join(found)}")
+    if bad:
+        lines.append("`proxyscale run SPEC` re-runs the damaged steps (and what read them, if the results differ)")
+    return "\n".join(lines), len(bad)
 
 
 def attribute(model: Any, state_dicts: Sequence[Mapping[str, Any]], train_data: Any, target_data: Any,
@@ -199,4 +261,4 @@ def select(method: str, pool: str | Path, target: str | Path, n: int, out: str |
 
 
 __all__ = ["Study", "attribute", "attribution_options_spec", "attribution_scores", "plan_text", "run_demo",
-           "run_study", "select", "status_text", "write_study_report"]
+           "run_study", "select", "status_text", "verify_store", "write_study_report"]

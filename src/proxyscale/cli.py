@@ -72,6 +72,18 @@ def report(spec: Path = typer.Argument(..., help="YAML study spec"), store: Path
 
 
 @app.command()
+def verify(spec: Optional[Path] = typer.Argument(None, help="YAML study spec (omit: every step in the store)"),
+           store: Path = STORE) -> None:
+    """Check finished steps' files against the sha256 sums recorded when they finished."""
+    from .api import verify_store
+
+    text, bad = verify_store(spec, store)
+    typer.echo(text)
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command()
 def attribute(spec: Optional[Path] = typer.Argument(None, help="Attribution spec (YAML with kind: attribution); "
                                                              "omit to use the options below"),
               out: Path = typer.Option(Path("scores.npy"), "--out",
@@ -145,7 +157,9 @@ def corpus_build(out: Path = typer.Option(Path("corpus"), "--out", help="Output 
 def main() -> None:
     """Entry point: one clear line and a non-zero exit for every user error."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # a command's `typer.Exit(code)` comes back as its return value
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except ProxyscaleError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)

@@ -84,12 +84,14 @@ def rel_err(a, b) -> float:
     return float(np.abs(np.asarray(a, np.float64) - b).max() / np.abs(b).max())
 
 
-def test_classification_scores_equal_brute_force(cls_data):
+@pytest.mark.parametrize("ratio", [0.5, 0.0])  # λ = 0 too: stable here (n = 40 ≫ k = 16)
+def test_classification_scores_equal_brute_force(cls_data, ratio):
     x, y, xt, yt = cls_data
     model = mlp(0)
     states = [mlp(s).state_dict() for s in (1, 2)]
-    ours = trak_scores(model, states, (x, y), (xt, yt), k=16, projector="gaussian", lambda_ratio=0.5, batch_size=7)
-    ref = brute_scores(model, states, (x, y), (xt, yt), brute_margin, k=16, ratio=0.5)
+    ours = trak_scores(model, states, (x, y), (xt, yt), k=16, projector="gaussian", lambda_ratio=ratio,
+                       batch_size=7)
+    ref = brute_scores(model, states, (x, y), (xt, yt), brute_margin, k=16, ratio=ratio)
     assert ours.shape == (40, 5)
     assert rel_err(ours, ref) < 1e-5
 

@@ -43,7 +43,11 @@ def data():
     return (x, y), (torch.randn(9, 5, generator=g), torch.randint(0, 3, (9,), generator=g))
 
 
-@pytest.mark.parametrize("k,grad_wrt,lam", [(40, None, 0.0), (130, None, 0.0), (24, ["2.weight", "2.bias"], 0.5)])
+# Oracle comparisons are kept well-conditioned (cond(ΦᵀΦ + λI) ≤ 2e3, checked below): at k = 130 and
+# λ = 0 the kernel's cond is ≈ 1e5, where float32 BLAS kernels that differ between CPUs (AVX2 vs
+# AVX-512) legitimately disagree in the third digit. λ = 0 itself is checked at k = 40 here and
+# against a float64 brute force in test_attribute_trak.py.
+@pytest.mark.parametrize("k,grad_wrt,lam", [(40, None, 0.0), (130, None, 1.0), (24, ["2.weight", "2.bias"], 0.5)])
 def test_compat_scores_equal_traker(data, tmp_path, k, grad_wrt, lam):
     train, targets = data
     model = mlp(0)
@@ -55,15 +59,11 @@ def test_compat_scores_equal_traker(data, tmp_path, k, grad_wrt, lam):
         ours.featurize(sd, train, model_id=i)
     scores = ours.score(targets)
     assert scores.shape == ref.shape == (260, 9)
-    # Both sides solve with Φᵀ Φ in float32, so BLAS kernels that differ between CPUs (AVX2 vs
-    # AVX-512) move a score by up to cond(Φᵀ Φ) · u (u = 2⁻²⁴): with λ = 0 at k = 130 the kernel
-    # has cond ≈ 1e5, so elementwise agreement is bounded by that, not by 1e-4. A wrong formula
-    # misses by O(1); the matrix as a whole must still agree to 1e-3.
+    # Both sides solve with ΦᵀΦ in float32: a score moves by up to cond · 2⁻²⁴ between BLAS
+    # kernels, ≤ 1.2e-4 at the conditioning asserted here. A wrong formula misses by O(1).
     phi = ours.models[0].phi.astype(np.float64)
-    cond = np.linalg.cond(phi.T @ phi + lam * np.eye(k))
-    rtol = max(1e-4, cond * 2.0 ** -24)
-    np.testing.assert_allclose(scores, ref, rtol=rtol, atol=rtol * np.abs(ref).max())
-    assert np.linalg.norm(scores - ref) <= 1e-3 * np.linalg.norm(ref)
+    assert np.linalg.cond(phi.T @ phi + lam * np.eye(k)) <= 2e3
+    np.testing.assert_allclose(scores, ref, rtol=2e-4, atol=2e-4 * np.abs(ref).max())
 
 
 def test_projection_matches_traker_projector_bit_for_bit():

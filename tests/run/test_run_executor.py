@@ -1,4 +1,5 @@
-"""The executor: dependency order, no-op re-runs, failures, kill-and-resume, backends."""
+"""The executor: dependency order, no-op re-runs, failures, kill-and-resume, the local backends
+(the Ray and Slurm backends: test_ray_backend.py, test_slurm_backend.py)."""
 from __future__ import annotations
 
 import os
@@ -128,23 +129,3 @@ def test_kill_midway_then_resume_finishes_without_redoing(tmp_path):
         assert executed.count(name) == 1, f"{name} was redone"
     assert value(store, plan, "d") == 1112
 
-
-def test_slurm_backend_with_a_stand_in_sbatch(tmp_path, monkeypatch):
-    """The Slurm protocol: `sbatch --wait --wrap CMD` runs the worker, which writes a result file."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    sbatch = bindir / "sbatch"
-    sbatch.write_text("#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in --wrap=*) cmd=\"${a#--wrap=}\";; esac; done\n"
-                      "echo 42\nexec sh -c \"$cmd\"\n")
-    sbatch.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), *sys.path]))
-    log, store = tmp_path / "log", Store(tmp_path / "store")
-    plan = diamond(log)
-    backend = make_backend("slurm", 2, job_dir=tmp_path / "jobs")
-    try:
-        s = run_plan(plan, store, backend, progress=False)
-    finally:
-        backend.shutdown()
-    assert len(s.done) == 5 and value(store, plan, "d") == 1112
-    assert len(list((tmp_path / "jobs").glob("job-*.result.json"))) == 5

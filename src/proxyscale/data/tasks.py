@@ -24,12 +24,13 @@ import numpy as np
 
 from ..config import suggest
 from ..errors import ConfigError, DataError
+from .sentences import ABBREVIATIONS, normalise, sentence_spans, sentences
 from .sources import Document, SourceSpec, iter_documents
 from .split import HoldOut, held_out_documents
 from .testset import TEST_KINDS, Example, TestSet
 
-_SENT_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[A-Z0-9\"'(\[])")
-_CLOZE_WORD = re.compile(r"(?<=\s)([A-Za-z]{3,})(?=[.!?][\"')\]]?(?:\s|$))")
+_LAST_WORD = re.compile(r"(?<=\s)([A-Za-z]{3,})[.!?][\"')\]]*$")  # a sentence's last word, before its end mark
+_WORD_START = re.compile(r"[\"'(`]?[A-Za-z0-9]")
 _ENUM = re.compile(r"^(?:\(?\d+\)?\.?|\(?[a-z]\)|[ivx]+\.)\s+")
 _CHARS_PER_TOKEN_MAX = 32  # generous: enough text for `context` tokens without encoding whole documents
 
@@ -65,15 +66,6 @@ def choice_example(example_id: str, ctx_ids: Sequence[int], endings: Sequence[Se
 
 
 # ------------------------------------------------------------------ text helpers
-def normalise(text: str) -> str:
-    return " ".join(text.split())
-
-
-def sentences(text: str) -> list[str]:
-    """Sentences of whitespace-normalised ``text`` (a simple punctuation rule)."""
-    return [s for s in _SENT_END.split(normalise(text)) if s]
-
-
 def first_sentence(text: str) -> str:
     """The first sentence of a definition, without a leading sense number like ``1.``."""
     sents = sentences(_ENUM.sub("", normalise(text)))
@@ -97,15 +89,26 @@ def _lm(doc: Document, tok, context: int, rng: np.random.Generator, ex_id: str) 
 
 def _cloze(doc: Document, tok, context: int, rng: np.random.Generator, ex_id: str) -> Optional[Example]:
     text = normalise(doc.text)
-    ends = [m for m in _CLOZE_WORD.finditer(text) if m.start() >= 80]  # some passage before the word
+    ends = cloze_words(text)
     if not ends:
         return None
-    m = ends[int(rng.integers(len(ends)))]
-    full = text[: m.start()].rstrip()
+    start, word = ends[int(rng.integers(len(ends)))]
+    full = text[:start].rstrip()
     prefix = tail_text(full, context)
     # an untruncated passage starts at the document start, which training marks with EOS
     prompt = ([tok.eos_id] if prefix == full else []) + tok.encode(prefix)
-    return answer_example(ex_id, prompt, tok.encode(" " + m.group(1)), context)
+    return answer_example(ex_id, prompt, tok.encode(" " + word), context)
+
+
+def cloze_words(text: str, min_offset: int = 80) -> list[tuple[int, str]]:
+    """(offset, word) of every sentence-final word of normalised ``text`` (letters only, at least
+    three, not an abbreviation) with at least ``min_offset`` characters of passage before it."""
+    out = []
+    for a, b in sentence_spans(text):
+        m = _LAST_WORD.search(text, a, b)
+        if m and m.start() >= min_offset and m.group(1).lower() not in ABBREVIATIONS:
+            out.append((m.start(), m.group(1)))
+    return out
 
 
 def _qa(doc: Document, tok, context: int, rng: np.random.Generator, ex_id: str) -> Optional[Example]:
@@ -121,31 +124,43 @@ def _choice_builder(docs: Sequence[Document]) -> Callable:
     cache: dict[int, list[str]] = {}
     index = {id(d): k for k, d in enumerate(docs)}
 
-    def sents(k: int) -> list[str]:
+    def all_sents(k: int) -> list[str]:
+        """The whole sentences of document ``k``'s head (a sentence cut by the head is dropped)."""
         if k not in cache:
-            cache[k] = [s for s in sentences(head_text(docs[k].text, 64)) if 3 <= len(s.split()) <= 60]
+            head = head_text(docs[k].text, 64)
+            cache[k] = sentences(head)[: None if head == docs[k].text else -1]
         return cache[k]
 
-    def distractor(own: int, true_words: int, rng: np.random.Generator) -> Optional[str]:
+    def sents(k: int) -> list[str]:
+        return [s for s in all_sents(k) if _ending_like(s)]
+
+    def distractor(own: int, true_words: int, fits: Callable[[str], bool],
+                   rng: np.random.Generator) -> Optional[str]:
         fallback = None
         for _ in range(20):  # prefer endings of similar length, so length alone does not give it away
             k = int(rng.integers(len(docs)))
             if k == own or not sents(k):
                 continue
             s = sents(k)[int(rng.integers(len(sents(k))))]
+            if not fits(s):
+                continue
             fallback = fallback or s
             if 0.5 <= len(s.split()) / true_words <= 2.0:
                 return s
         return fallback
 
     def build(doc: Document, tok, context: int, rng: np.random.Generator, ex_id: str) -> Optional[Example]:
+        def fits(s: str) -> bool:  # an ending leaves at least 8 tokens of context before it
+            return len(tok.encode(" " + s)) <= context - 8
+
         own = index[id(doc)]
-        ss = sents(own)
-        if len(ss) < 2 or len(docs) < 4:
+        ss = all_sents(own)
+        cuts = [i for i in range(1, min(len(ss), 4)) if _ending_like(ss[i]) and fits(ss[i])]
+        if not cuts or len(docs) < 4:
             return None
-        cut = int(rng.integers(1, min(len(ss), 4)))
+        cut = cuts[int(rng.integers(len(cuts)))]  # the context is every sentence before the true ending
         true = ss[cut]
-        others = [distractor(own, len(true.split()), rng) for _ in range(3)]
+        others = [distractor(own, len(true.split()), fits, rng) for _ in range(3)]
         if any(o is None or o == true for o in others):
             return None
         label = int(rng.integers(4))
@@ -154,6 +169,12 @@ def _choice_builder(docs: Sequence[Document]) -> Callable:
         return choice_example(ex_id, ctx, tok.encode_batch([" " + e for e in endings]), label, context)
 
     return build
+
+
+def _ending_like(sentence: str) -> bool:
+    """A sentence that can be a choice ending: 3 to 60 words, starting with a word (not a
+    ``-- Author`` attribution or a ``[Source]`` tag)."""
+    return 3 <= len(sentence.split()) <= 60 and _WORD_START.match(sentence) is not None
 
 
 _BUILDERS: dict[str, Callable] = {"lm": _lm, "cloze": _cloze, "qa": _qa}
@@ -192,3 +213,21 @@ def held_out_test_set(kind: str, name: str, spec: SourceSpec, holdout: HoldOut, 
     if not docs:
         raise DataError(f"source {spec.key} has no held-out documents at fraction {holdout.fraction}; raise it")
     return build_test_set(kind, name, docs, tokenizer, context, n_examples, rng)
+
+
+def allocate(n: int, available: Sequence[int]) -> list[int]:
+    """How many of ``n`` examples to take from each source: even shares, each capped at what the
+    source has; what one source lacks is shared evenly among those with more (earlier sources
+    take the remainder of an uneven split). Sums to ``min(n, sum(available))``."""
+    alloc = [0] * len(available)
+    left = n
+    while left > 0:
+        open_ = [i for i, a in enumerate(available) if alloc[i] < a]
+        if not open_:
+            break
+        share, extra = divmod(left, len(open_))
+        for j, i in enumerate(open_):
+            take = min(share + (j < extra), available[i] - alloc[i])
+            alloc[i] += take
+            left -= take
+    return alloc

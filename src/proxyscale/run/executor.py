@@ -3,14 +3,19 @@ finished steps are skipped, failures are recorded and stop only what depends on 
 from __future__ import annotations
 
 import os
+import sys
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Optional
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Optional
 
 from ..errors import ConfigError, StoreError
-from ..store import Store
+from ..store import Store, read_json
+from ..store.checks import PROGRESS_FILE
 from .backends import Backend
 from .plan import Plan, Step
+from .worker import TERMINATED
 
 
 @dataclass(frozen=True)
@@ -23,10 +28,12 @@ class ExecutorSpec:
     batch_below_params: int = 500_000
     ray_address: Optional[str] = None
     slurm_args: tuple[str, ...] = ()
+    retries: int = 2  # how often a batch whose worker process died runs again (local and ray)
 
     def __post_init__(self) -> None:
-        if self.workers < 0 or self.max_batch < 1 or self.batch_below_params < 0:
-            raise ConfigError("executor: workers ≥ 0 (0: one per core), max_batch ≥ 1 and batch_below_params ≥ 0")
+        if self.workers < 0 or self.max_batch < 1 or self.batch_below_params < 0 or self.retries < 0:
+            raise ConfigError("executor: workers ≥ 0 (0: one per core), max_batch ≥ 1, batch_below_params ≥ 0 "
+                              "and retries ≥ 0")
 
 
 @dataclass
@@ -35,6 +42,9 @@ class RunSummary:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     blocked: list[str] = field(default_factory=list)
+    retried: dict[str, int] = field(default_factory=dict)  # step -> attempts after its worker died
+    repaired: dict[str, str] = field(default_factory=dict)  # corrupt finished step -> what was wrong
+    waited: list[str] = field(default_factory=list)  # steps another process held for a while
 
     def raise_for_failures(self) -> None:
         if self.failed:
@@ -44,8 +54,36 @@ class RunSummary:
                              "Fix the cause and re-run: finished steps are kept; `proxyscale status` lists them")
 
 
+def available_cores() -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup CPU quota if any."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
 def default_workers() -> int:
-    return max(1, os.cpu_count() or 1)
+    return available_cores()
+
+
+# Steps below this many FLOPs run on one thread: more threads cost more in hand-offs than they
+# save on such small matrices, and one thread each lets several small steps share the cores.
+SMALL_STEP_FLOPS = 1e11
+
+
+def threads_for(batch: list[Step], running: int, cores: int) -> int:
+    """Threads for a batch that will run beside ``running - 1`` others: the cores split by the
+    real concurrency (not by the pool size), one for small steps."""
+    if sum(s.cost for s in batch) < SMALL_STEP_FLOPS:
+        return 1
+    return max(1, cores // max(1, running))
 
 
 def _batches(ready: list[Step], max_batch: int, kind_rank: dict[str, int]) -> list[list[Step]]:
@@ -63,21 +101,54 @@ def _batches(ready: list[Step], max_batch: int, kind_rank: dict[str, int]) -> li
 
 
 class _Progress:
-    """A tqdm bar weighted by step cost (so its ETA reflects training FLOPs, not step counts)."""
+    """A tqdm bar in FLOPs: finished steps count their cost, running ones the share they report
+    (``StepContext.progress``), so the ETA is the plan's remaining FLOPs over the measured rate."""
 
     def __init__(self, plan: Plan, todo: set[str], enabled: bool) -> None:
-        self.bar = None
+        self.bar, self.done_cost, self.postfix = None, 0.0, ""
         if enabled and todo:
             from tqdm import tqdm
 
             total = sum(plan[k].cost for k in todo)
-            self.bar = tqdm(total=total, unit="", unit_scale=True, desc=f"{len(todo)} steps",
+            self.bar = tqdm(total=total, unit="FLOP", unit_scale=True, smoothing=0, desc=f"{len(todo)} steps",
                             bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
 
-    def update(self, step: Step, state: str, n_done: int, n_todo: int) -> None:
+    def grow(self, cost: float) -> None:
         if self.bar is not None:
-            self.bar.update(step.cost)
-            self.bar.set_postfix_str(f"{n_done}/{n_todo} {step.kind}/{step.name} {state}")
+            self.bar.total += cost
+
+    def update(self, step: Step, state: str, n_done: int, n_todo: int) -> None:
+        self.done_cost += step.cost
+        self.postfix = f"{n_done}/{n_todo} {step.kind}/{step.name} {state}"
+        self._move(self.done_cost)
+
+    def tick(self, running: list[Step], store: Store) -> None:
+        """Fold in how far the running steps say they are."""
+        if self.bar is None:
+            return
+        partial, lines = 0.0, []
+        for step in running:
+            try:
+                p = read_json(store.partial_dir(step.key) / PROGRESS_FILE)
+                frac = min(1.0, max(0.0, p["done"] / p["total"])) if p["total"] else 0.0
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            partial += step.cost * frac
+            rate = f" {p['tokens_per_s'] / 1e3:.0f}k tok/s" if p.get("tokens_per_s") else ""
+            lines.append(f"{step.name} {100 * frac:.0f}%{rate}")
+        self._move(self.done_cost + partial, "; ".join(lines[:2]))
+
+    def _move(self, n: float, running: str = "") -> None:
+        if self.bar is not None:
+            self.bar.update(max(0.0, n - self.bar.n))
+            self.bar.set_postfix_str(self.postfix + (f" | {running}" if running else ""))
+
+    def note(self, line: str) -> None:
+        """A one-line message that does not break the bar."""
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -85,66 +156,161 @@ class _Progress:
 
 
 def run_plan(plan: Plan, store: Store, backend: Backend, *, max_batch: int = 8, threads: int | None = None,
-             progress: bool = True, on_result: Callable[[dict[str, Any]], None] | None = None) -> RunSummary:
-    """Execute every unfinished step of ``plan`` in dependency order."""
-    summary = RunSummary()
-    todo = {s.key for s in plan if not store.is_done(s.key)}
-    summary.skipped = [s.key for s in plan if s.key not in todo]
-    threads = threads or max(1, default_workers() // backend.slots)
-    bar = _Progress(plan, todo, progress)
-    in_flight: dict[Future, list[Step]] = {}
-    bad: set[str] = set()
-    kind_rank: dict[str, int] = {}
-    for s in plan:
-        kind_rank.setdefault(s.kind, len(kind_rank))
-    try:
-        while todo or in_flight:
-            busy = {s.key for b in in_flight.values() for s in b}
-            ready = [plan[k] for k in todo if k not in busy
-                     and all(store.is_done(d) for d in plan[k].inputs.values())]
-            ready.sort(key=lambda s: list(plan).index(s))
-            for batch in _batches(ready, max_batch, kind_rank):
-                if len(in_flight) >= backend.slots:
-                    break
-                fut = backend.submit([s.to_payload() for s in batch], str(store.root), threads)
-                in_flight[fut] = batch
-            if not in_flight:
-                break  # nothing runnable: the rest is blocked behind failures
-            finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
-            for fut in finished:
-                batch = in_flight.pop(fut)
-                for step, res in zip(batch, _results_of(fut, batch)):
-                    _record(step, res, summary, todo, bad)
-                    bar.update(step, res["state"], len(summary.done), len(summary.done) + len(todo))
-                    if on_result:
-                        on_result(res)
-            blocked = plan.downstream(bad) & todo
-            for k in blocked:
-                todo.discard(k)
-                summary.blocked.append(k)
-    except BaseException:
-        backend.shutdown(cancel=True)
-        raise
-    finally:
-        bar.close()
-    return summary
+             progress: bool = True, on_result: Callable[[dict[str, Any]], None] | None = None,
+             retries: int = 2, poll_s: float = 1.0) -> RunSummary:
+    """Execute every unfinished step of ``plan`` in dependency order.
+
+    Finished steps whose files changed since they finished are moved aside and run again (their
+    finished dependents too, when the re-run's files differ). A batch whose worker dies is run
+    again up to ``retries`` times. Steps another process is running are waited for."""
+    return _Run(plan, store, backend, max_batch, threads, progress, on_result, retries, poll_s).go()
 
 
-def _record(step: Step, res: dict[str, Any], summary: RunSummary, todo: set[str], bad: set[str]) -> None:
-    """Book one step's result: done, busy (another process holds it) or failed."""
-    todo.discard(step.key)
-    if res["state"] == "done":
-        summary.done.append(step.key)
-    elif res["state"] == "busy":
-        summary.blocked.append(step.key)
-        bad.add(step.key)
-    else:
-        summary.failed[step.key] = res.get("reason", "unknown error")
-        bad.add(step.key)
+class _Run:
+    def __init__(self, plan: Plan, store: Store, backend: Backend, max_batch: int, threads: int | None,
+                 progress: bool, on_result: Callable | None, retries: int, poll_s: float) -> None:
+        self.plan, self.store, self.backend = plan, store, backend
+        self.max_batch, self.fixed_threads, self.on_result = max_batch, threads, on_result
+        self.retries, self.poll_s, self.cores = retries, poll_s, available_cores()
+        self.summary = RunSummary()
+        self.old_files: dict[str, dict] = {}  # quarantined step -> the files it had
+        self.attempts: dict[str, int] = {}
+        self.submitted: dict[str, int] = {}  # step -> when it was last submitted (ns)
+        self.stopped: dict[str, int] = {}  # step -> times its worker was stopped for another's death
+        self.bad: set[str] = set()
+        self.todo = {s.key for s in plan if not store.is_done(s.key)}
+        self._check_done((s.key for s in plan if s.key not in self.todo), full=True)
+        self.summary.skipped = [s.key for s in plan if s.key not in self.todo]
+        self.order = {s.key: i for i, s in enumerate(plan)}
+        self.kind_rank: dict[str, int] = {}
+        for s in plan:
+            self.kind_rank.setdefault(s.kind, len(self.kind_rank))
+        self.bar = _Progress(plan, self.todo, progress)
+        self.in_flight: dict[Future, list[Step]] = {}
+
+    def _check_done(self, keys: Iterable[str], full: bool) -> None:
+        """Move finished steps whose files no longer match aside, into the work to do (sha256 of
+        every file with ``full``: about 1 s per GB here)."""
+        for k in keys:
+            found = self.store.problems(k, full=full)
+            if found:
+                self.old_files[k] = self.store.quarantine(k).get("files", {})
+                self.summary.repaired[k] = "; ".join(found)
+                self.todo.add(k)
+
+    def go(self) -> RunSummary:
+        try:
+            while self.todo or self.in_flight:
+                held = self._submit_ready()
+                if not self.in_flight and not held:
+                    break  # nothing runnable: the rest is blocked behind failures
+                finished, _ = wait(list(self.in_flight), timeout=self.poll_s, return_when=FIRST_COMPLETED)
+                self.bar.tick([s for b in self.in_flight.values() for s in b], self.store)
+                for fut in finished:
+                    batch = self.in_flight.pop(fut)
+                    for step, res in zip(batch, _results_of(fut, batch)):
+                        self._book(step, res)
+                for k in self.plan.downstream(self.bad) & self.todo:
+                    self.todo.discard(k)
+                    self.summary.blocked.append(k)
+        except BaseException:
+            self.backend.shutdown(cancel=True)
+            raise
+        finally:
+            self.bar.close()
+        return self.summary
+
+    def _submit_ready(self) -> set[str]:
+        """Submit what is ready; return the ready steps another process holds (to wait for)."""
+        busy = {s.key for b in self.in_flight.values() for s in b}
+        # what reads a step being re-run waits for it: the re-run may change its inputs
+        rechecked = self.plan.downstream(set(self.old_files)) if self.old_files else set()
+        ready, held = [], set()
+        for k in sorted(self.todo - busy - rechecked, key=self.order.__getitem__):
+            if not all(self.store.is_done(d) for d in self.plan[k].inputs.values()):
+                continue
+            if self.store.holder(k) is not None:
+                held.add(k)
+            else:
+                ready.append(self.plan[k])
+        self._note_held(held)
+        batches = _batches(ready, self.max_batch, self.kind_rank)
+        for i, batch in enumerate(batches):
+            if len(self.in_flight) >= self.backend.slots:
+                break
+            running = min(self.backend.slots, len(self.in_flight) + len(batches) - i)
+            threads = self.fixed_threads or threads_for(batch, running, self.cores)
+            payloads = [{**s.to_payload(), "attempt": self.attempts.get(s.key, 0) + 1} for s in batch]
+            self.submitted.update((s.key, time.time_ns()) for s in batch)
+            self.in_flight[self.backend.submit(payloads, str(self.store.root), threads)] = batch
+        return held
+
+    def _note_held(self, held: set[str]) -> None:
+        new = sorted(held - set(self.summary.waited))
+        if new:
+            self.summary.waited += new
+            who = self.store.holder(new[0]) or {}
+            self.bar.note(f"waiting for {len(new)} step(s) another process runs (e.g. {new[0]}, "
+                          f"pid {who.get('pid', '?')} on {who.get('host', '?')})")
+
+    def _book(self, step: Step, res: dict[str, Any]) -> None:
+        """Book one step's result: done, busy (another process holds it: wait), corrupt input
+        (re-run the input first), crashed (retry, bounded) or failed."""
+        key, state = step.key, res["state"]
+        if state == "done":
+            self.todo.discard(key)
+            self.summary.done.append(key)
+            self._recheck_dependents(key, res.get("files"))
+        elif state == "crashed" and self._bystander(key):
+            pass  # stopped because another worker died: run again, not its fault
+        elif state in ("corrupt", "crashed") and self.attempts.get(key, 0) < self.retries:
+            self.attempts[key] = self.attempts.get(key, 0) + 1
+            if state == "corrupt":
+                self._check_done([res["input"]], full=True)
+            else:
+                self.summary.retried[key] = self.attempts[key]
+        elif state != "busy":
+            self.todo.discard(key)
+            tries = f" (after {self.attempts[key] + 1} attempts)" if self.attempts.get(key) else ""
+            self.summary.failed[key] = res.get("reason", "unknown error") + tries
+            self.bad.add(key)
+        if state in ("done", "failed", "crashed"):
+            self.bar.update(step, state, len(self.summary.done), len(self.summary.done) + len(self.todo))
+        if self.on_result:
+            self.on_result(res)
+
+    def _bystander(self, key: str) -> bool:
+        """True if the step did not start, or its worker was stopped by the pool because another
+        worker died (it marks its steps then); at most 5 times per step."""
+        mark = self.store.partial_dir(key) / TERMINATED
+        lock = self.store.lock_path(key)
+        deadline = time.time() + 30  # the pool fails the futures first, then stops the workers
+        while self.store.holder(key) is not None and time.time() < deadline:
+            time.sleep(0.05)
+        # file times are coarse (a few ms): a claim this attempt made is at most that "before" it
+        started = lock.is_file() and lock.stat().st_mtime_ns >= self.submitted[key] - 10_000_000
+        if (started and not mark.is_file()) or self.stopped.get(key, 0) >= 5:
+            return False
+        mark.unlink(missing_ok=True)
+        self.stopped[key] = self.stopped.get(key, 0) + 1
+        return True
+
+    def _recheck_dependents(self, key: str, files: dict | None) -> None:
+        """A re-run of a corrupt step that wrote other files than before invalidates what read it."""
+        old = self.old_files.pop(key, None)
+        if old is None or files is None or old == files:
+            return
+        for k in sorted(self.plan.downstream({key}) - {key}, key=self.order.__getitem__):
+            if self.store.is_done(k):
+                self.old_files[k] = self.store.quarantine(k).get("files", {})
+                self.summary.repaired[k] = f"its input {key} was re-run with other results"
+                self.todo.add(k)
+                self.bar.grow(self.plan[k].cost)
 
 
 def _results_of(fut: Future, batch: list[Step]) -> list[dict[str, Any]]:
     try:
         return fut.result()
-    except Exception as e:  # noqa: BLE001 - a crashed worker fails its batch, not the study
-        return [{"key": s.key, "state": "failed", "reason": f"worker crashed: {type(e).__name__}: {e}"} for s in batch]
+    except Exception as e:  # noqa: BLE001 - a dead worker fails its batch, which is retried
+        reason = f"the worker running it died ({type(e).__name__}: {e})".replace("\n", " ")
+        return [{"key": s.key, "state": "crashed", "reason": reason} for s in batch]

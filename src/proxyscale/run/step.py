@@ -13,13 +13,16 @@ imports the function by its ``module:qualname`` reference (no central table of k
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..config import from_dict
 from ..registry import Registry
+from ..store import write_json
+from ..store.checks import PROGRESS_FILE
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,28 @@ class StepContext:
     out: Path
     threads: int = 1
     config_type: Optional[type] = None
+    _progress_at: float = field(default=0.0, repr=False)
+    _started: Optional[tuple[float, float]] = field(default=None, repr=False)
+
+    def progress(self, done: float, total: float, unit: str = "steps", per_unit: float = 0.0) -> None:
+        """Say how far the step is (``done`` of ``total`` ``unit``; ``per_unit`` tokens each, for a
+        tokens/s figure). Written at most once a second; the driver's progress bar reads it."""
+        now = time.time()
+        if now - self._progress_at < 1.0 and done < total:
+            return
+        if self._started is None:
+            self._started = (now, done)
+        t0, d0 = self._started
+        rate = (done - d0) * per_unit / (now - t0) if now > t0 and per_unit else None
+        self._progress_at = now
+        write_json(self.out / PROGRESS_FILE, {"done": done, "total": total, "unit": unit, "tokens_per_s": rate})
+
+    def tracked(self, batch_fn: Callable[[int], Any], n_steps: int, per_step_tokens: float = 0.0) -> Callable:
+        """``batch_fn`` (called with the step index) that also reports progress."""
+        def fn(i: int) -> Any:
+            self.progress(i, n_steps, "steps", per_step_tokens)
+            return batch_fn(i)
+        return fn
 
     @cached_property
     def cfg(self) -> Any:

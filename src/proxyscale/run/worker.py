@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -11,10 +12,27 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ProxyscaleError
-from ..store import Store
+from ..store import Claim, CorruptStep, Store, write_text
 from .step import StepContext, resolve
 
-__all__ = ["StepContext", "execute", "main", "set_threads"]
+__all__ = ["StepContext", "execute", "main", "mark_when_terminated", "set_threads"]
+
+TERMINATED = "_terminated"  # written into a running step's partial dir when its worker is told to stop
+_running: set[Path] = set()
+
+
+def mark_when_terminated() -> None:
+    """On SIGTERM (a pool stopping its other workers after one died), mark the steps this worker
+    was running, so the driver can tell them from the step whose worker died, then exit."""
+    def on_term(_sig: int, _frame: Any) -> None:
+        for part in list(_running):
+            try:
+                (part / TERMINATED).touch()
+            except OSError:
+                pass
+        os._exit(143)
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def _context(p: dict[str, Any], store: Store, out: Path, threads: int) -> StepContext:
@@ -40,54 +58,88 @@ def _error_reason(e: BaseException) -> str:
 
 
 def execute(payloads: list[dict[str, Any]], store_root: str, threads: int = 1) -> list[dict[str, Any]]:
-    """Run steps (a batch of the same kind when several); returns one result dict per payload."""
+    """Run steps (a batch of the same kind when several); returns one result dict per payload.
+
+    Each step is claimed first (a step another process holds comes back ``busy``), and the files
+    of its inputs are checked against their sums (a corrupt input comes back ``corrupt``, naming
+    it, so the driver can re-run it)."""
     set_threads(threads)
     store = Store(store_root)
     results: dict[str, dict[str, Any]] = {}
-    ctxs: list[StepContext] = []
+    work: list[tuple[StepContext, Claim, dict[str, Any]]] = []
     for p in payloads:
         key = p["key"]
-        if store.is_done(key):
-            results[key] = {"key": key, "state": "done", "skipped": True}
+        bad = _corrupt_input(store, p)
+        if bad is not None:
+            results[key] = bad
             continue
-        if store.state(key) == "running":
-            results[key] = {"key": key, "state": "busy"}
+        claim = store.claim(key)
+        if claim is None:
+            results[key] = {"key": key, "state": "done", "skipped": True} if store.is_done(key) \
+                else {"key": key, "state": "busy"}
             continue
-        ctxs.append(_context(p, store, store.begin(key), threads))
-    fns = {p["key"]: p["fn"] for p in payloads}
-    batch_fn = payloads[0].get("batch_fn")
-    if len(ctxs) > 1 and batch_fn:
-        try:
-            t0 = time.time()
-            resolve(batch_fn)(ctxs)
-            for c in ctxs:
-                results[c.key] = _finish(store, c, time.time() - t0)
-            ctxs = []
-        except Exception:  # noqa: BLE001 - fall back to one at a time so one bad model fails alone
-            traceback.print_exc()
-    for c in ctxs:
-        results[c.key] = _run_one(store, c, fns[c.key])
+        (claim.dir / TERMINATED).unlink(missing_ok=True)
+        _running.add(claim.dir)
+        work.append((_context(p, store, claim.dir, threads), claim, dict(p)))
+    try:
+        if len(work) > 1 and payloads[0].get("batch_fn"):
+            work = _run_batch(store, work, resolve(payloads[0]["batch_fn"]), results)
+        for c, claim, p in work:
+            results[c.key] = _run_one(store, c, claim, p)
+    finally:
+        for c, claim, _p in work:
+            claim.release()
+            _running.discard(c.out)
     return [results[p["key"]] for p in payloads]
 
 
-def _run_one(store: Store, c: StepContext, fn: str) -> dict[str, Any]:
+def _corrupt_input(store: Store, p: dict[str, Any]) -> dict[str, Any] | None:
+    for dep in p["inputs"].values():
+        try:
+            store.check(dep)
+        except CorruptStep as e:
+            return {"key": p["key"], "state": "corrupt", "input": dep, "reason": str(e)}
+    return None
+
+
+def _run_batch(store: Store, work: list, batch_fn: Any, results: dict[str, dict[str, Any]]) -> list:
+    """Run a batch together; on failure return it for one-at-a-time runs (so one bad model fails
+    alone). The batch's error is kept with each step in case they fail again."""
     t0 = time.time()
     try:
-        if not fn:
+        batch_fn([c for c, _, _ in work])
+    except Exception as e:  # noqa: BLE001 - retried one at a time below, the cause is recorded there
+        for _c, _claim, p in work:
+            p["batch_error"] = _error_reason(e)
+        return work
+    wall = time.time() - t0
+    for c, claim, p in work:
+        results[c.key] = _finish(store, c, claim, p, wall, group=len(work))
+    return []
+
+
+def _run_one(store: Store, c: StepContext, claim: Claim, p: dict[str, Any]) -> dict[str, Any]:
+    t0 = time.time()
+    try:
+        if not p.get("fn"):
             raise ProxyscaleError(f"step {c.key} has no function; add it to a plan (Plan.add binds its kind)")
-        resolve(fn)(c)
+        resolve(p["fn"])(c)
     except Exception as e:  # noqa: BLE001 - every failure is recorded, never swallowed
         reason = _error_reason(e)
-        store.fail(c.key, reason, traceback.format_exc())
+        store.fail(claim, reason, traceback.format_exc())
         return {"key": c.key, "state": "failed", "reason": reason}
-    return _finish(store, c, time.time() - t0)
+    return _finish(store, c, claim, p, time.time() - t0, group=1)
 
 
-def _finish(store: Store, c: StepContext, wall: float) -> dict[str, Any]:
-    store.finish(c.key, {"kind": c.kind, "name": c.name, "config": c.config,
-                         "inputs": {k: str(v.relative_to(store.root)) for k, v in c.inputs.items()},
-                         "wall_s": wall, "format_version": 1})
-    return {"key": c.key, "state": "done", "wall_s": wall}
+def _finish(store: Store, c: StepContext, claim: Claim, p: dict[str, Any], wall: float,
+            group: int) -> dict[str, Any]:
+    final = store.finish(claim, {
+        "kind": c.kind, "name": c.name, "config": c.config,
+        "inputs": {k: str(v.relative_to(store.root)) for k, v in c.inputs.items()},
+        "wall_s": wall, "group_size": group, "threads": c.threads, "attempt": p.get("attempt", 1),
+        **({"batch_error": p["batch_error"]} if "batch_error" in p else {}), "format_version": 1})
+    files = store.record(c.key).get("files", {}) if final.exists() else {}
+    return {"key": c.key, "state": "done", "wall_s": wall, "files": files}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args[0])
     job = json.loads(path.read_text())
     res = execute(job["payloads"], job["store"], int(job.get("threads", 1)))
-    path.with_suffix(".result.json").write_text(json.dumps(res))
+    write_text(path.with_suffix(".result.json"), json.dumps(res))  # atomic: the driver may be polling
     return 0 if all(r["state"] in ("done", "busy") for r in res) else 1
 
 

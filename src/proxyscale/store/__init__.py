@@ -15,6 +15,6 @@ from .io import (
 
 __all__ = ["FORMAT_VERSION", "atomic_path", "load_weights", "read_json", "read_table", "save_weights",
            "write_bytes", "write_json", "write_npy", "write_table", "write_text"]
-from .layout import StepState, Store  # noqa: E402
+from .layout import Claim, CorruptStep, StepState, Store  # noqa: E402
 
-__all__ += ["Store", "StepState"]
+__all__ += ["Claim", "CorruptStep", "Store", "StepState"]

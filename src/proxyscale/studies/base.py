@@ -112,6 +112,7 @@ def finished_analysis(study: Study, spec: Any, store: Any, plan: Optional[Plan] 
     if not store.is_done(step.key):
         raise StoreError(f"{study.kind} study '{spec.name}' has no finished analysis in {store.root}; "
                          "run `proxyscale run` first")
+    store.check(step.key)  # one line naming the damaged file, not a parser's traceback
     return store.final_dir(step.key)
 
 

@@ -32,13 +32,14 @@ def _inline(workers: int, **_: Any) -> Backend:
 def _ray(workers: int, **options: Any) -> Backend:
     from .ray import RayBackend
 
-    return RayBackend(workers, address=options.get("ray_address"))
+    return RayBackend(workers, address=options.get("ray_address"), job_dir=options.get("job_dir"),
+                      retries=options.get("retries", 2))
 
 
 def _slurm(workers: int, **options: Any) -> Backend:
     from .slurm import SlurmBackend
 
-    return SlurmBackend(workers, extra_args=tuple(options.get("slurm_args", ())), job_dir=options["job_dir"])
+    return SlurmBackend(workers, extra_args=options.get("slurm_args", ()), job_dir=options["job_dir"])
 
 
 BACKENDS: Registry[Callable[..., Backend]] = Registry("backend")

@@ -6,9 +6,10 @@ import os
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from ..worker import execute
+from ..worker import execute, mark_when_terminated
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -20,6 +21,7 @@ def _exit_with_parent(parent: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
+    mark_when_terminated()
 
 
 class LocalBackend:
@@ -27,11 +29,21 @@ class LocalBackend:
 
     def __init__(self, workers: int) -> None:
         self.slots = max(1, workers)
-        self._pool = ProcessPoolExecutor(max_workers=self.slots, mp_context=mp.get_context("spawn"),
-                                         initializer=_exit_with_parent, initargs=(os.getpid(),))
+        self.rebuilt = 0  # pools started again after a worker died
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=self.slots, mp_context=mp.get_context("spawn"),
+                                   initializer=_exit_with_parent, initargs=(os.getpid(),))
 
     def submit(self, payloads: list[dict[str, Any]], store_root: str, threads: int) -> Future:
-        return self._pool.submit(execute, payloads, store_root, threads)
+        try:
+            return self._pool.submit(execute, payloads, store_root, threads)
+        except BrokenProcessPool:  # a worker died (killed, out of memory): its batches are retried
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._new_pool()
+            self.rebuilt += 1
+            return self._pool.submit(execute, payloads, store_root, threads)
 
     def shutdown(self, cancel: bool = False) -> None:
         self._pool.shutdown(wait=not cancel, cancel_futures=cancel)

@@ -1,5 +1,14 @@
 """Slurm backend: each batch of steps is one ``sbatch --wait`` job running
-``python -m proxyscale.run.worker JOB.json``. The store must be on a shared file system."""
+``python -m proxyscale.run.worker JOB.json``. The store must be on a file system the nodes share.
+
+No shell command line is ever built from a path: sbatch gets an argument list, and the job script
+is a fixed two-line file (``exec "$@"``) to which sbatch hands the worker's command as the
+script's own arguments, each one unchanged (spaces, quotes or ``;`` in the store path included).
+Options from ``executor.slurm_args`` are passed through as they are, one argument each.
+
+Why not submitit: it pickles the job function and arguments and unpickles the job's result file,
+and nothing here is unpickled; a JSON job file and a JSON result file need no more than sbatch.
+"""
 from __future__ import annotations
 
 import json
@@ -11,30 +20,49 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ...errors import ConfigError, StoreError
+from ...errors import ConfigError
+from ...store import write_json, write_text
+from .common import fail_batch
+
+JOB_SCRIPT = '#!/bin/sh\n# proxyscale: run the command given as arguments (no shell parsing of paths)\nexec "$@"\n'
+
+
+def slurm_filename(path: Path) -> str:
+    """``path`` as a Slurm ``--output`` value: ``%`` starts a Slurm pattern, so it is doubled."""
+    return str(path).replace("%", "%%")
 
 
 class SlurmBackend:
     def __init__(self, workers: int, job_dir: str | Path, extra_args: tuple[str, ...] = ()) -> None:
         if shutil.which("sbatch") is None:
-            raise ConfigError("the slurm backend needs `sbatch` on PATH; run on a Slurm login node")
+            raise ConfigError("the slurm backend needs `sbatch` on PATH; run on a Slurm login node, "
+                              "or use executor.backend: local")
+        if isinstance(extra_args, str) or not all(isinstance(a, str) for a in extra_args):
+            raise ConfigError(f"executor.slurm_args must be a list of sbatch options, one per item; got {extra_args!r}")
         self.slots = max(1, workers or 16)
         self.job_dir = Path(job_dir)
-        self.extra_args = extra_args
+        self.extra_args = tuple(extra_args)
         self._pool = ThreadPoolExecutor(max_workers=self.slots)
 
+    def command(self, job: Path, threads: int) -> list[str]:
+        """The sbatch argument list for one job file (what :meth:`submit` runs)."""
+        script = self.job_dir / "run-job.sh"
+        if not script.is_file() or script.read_text() != JOB_SCRIPT:
+            write_text(script, JOB_SCRIPT)
+        return ["sbatch", "--wait", "--parsable", f"--cpus-per-task={threads}", "--job-name=proxyscale",
+                f"--output={slurm_filename(job.with_suffix('.log'))}", *self.extra_args,
+                str(script), sys.executable, "-m", "proxyscale.run.worker", str(job)]
+
     def _run(self, payloads: list[dict[str, Any]], store_root: str, threads: int) -> list[dict[str, Any]]:
-        self.job_dir.mkdir(parents=True, exist_ok=True)
         job = self.job_dir / f"job-{uuid.uuid4().hex[:12]}.json"
-        job.write_text(json.dumps({"payloads": payloads, "store": store_root, "threads": threads}))
-        cmd = ["sbatch", "--wait", "--parsable", f"--cpus-per-task={threads}",
-               f"--output={job.with_suffix('.log')}", *self.extra_args,
-               f"--wrap={sys.executable} -m proxyscale.run.worker {job}"]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        write_json(job, {"payloads": payloads, "store": store_root, "threads": threads})
+        proc = subprocess.run(self.command(job, threads), capture_output=True, text=True)
         result = job.with_suffix(".result.json")
         if not result.is_file():
-            raise StoreError(f"slurm job for {payloads[0]['key']} wrote no result (sbatch exit "
-                             f"{proc.returncode}: {proc.stderr.strip()[:300]}); see {job.with_suffix('.log')}")
+            err = (proc.stderr.strip().splitlines() or [""])[-1][:300]
+            reason = (f"the slurm job wrote no result (sbatch exit {proc.returncode}{': ' + err if err else ''}); "
+                      f"see {job.with_suffix('.log')}")
+            return fail_batch(payloads, store_root, reason)
         return json.loads(result.read_text())
 
     def submit(self, payloads: list[dict[str, Any]], store_root: str, threads: int) -> Future:

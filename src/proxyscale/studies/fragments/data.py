@@ -2,11 +2,13 @@
 
 Any study that trains language models composes it (:func:`add_data`). Training shards hold only
 the documents *not* held out; test sets are built only from held-out documents (one hash decides
-both), so no test example is ever trained on.
+both), so no test example is ever trained on. The tokenizer is part of training: it is fitted on
+the training sources' text only (or on ``tokenizer.sources``), so a never-trained-on test domain
+does not shape the vocabulary, and a test-only source enters only the steps of its test sets.
+Every test set records how many examples were asked for and how many were built.
 """
 from __future__ import annotations
 
-import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,19 +18,26 @@ from ...config import from_dict, suggest, to_dict
 from ...errors import ConfigError
 from ...run.plan import Plan, Step, check_name
 from ...run.step import StepContext, step_kind
-from ...store import write_json
+from ...store import read_json, write_json
 
 
 # -- spec pieces -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TokenizerSpec:
+    """The byte-level BPE. ``sources``: the sources whose training text fits it (default: every
+    source a training distribution reads; never a test-only source unless named here)."""
+
     vocab_size: int = 512
     sample_bytes: int = 4_000_000
+    sources: Optional[tuple[str, ...]] = None
 
     def __post_init__(self) -> None:
         if not 259 <= self.vocab_size <= 1_000_000:
             raise ConfigError(f"tokenizer.vocab_size={self.vocab_size}: a byte-level BPE needs at least 259 "
                               "entries (256 bytes + specials); use e.g. 512 for the demo, 50,368 for the paper")
+        if self.sources is not None and not self.sources:
+            raise ConfigError("tokenizer.sources is empty: name the sources to fit it on, or leave it out "
+                              "to use the training distributions' sources")
 
 
 @dataclass(frozen=True)
@@ -69,8 +78,10 @@ def source_spec(name: str, raw: Mapping[str, Any]):
     return spec if spec.label else from_dict(SourceSpec, {"kind": "embedded", **raw, "label": name}, name)
 
 
-def check_sources(sources: Mapping[str, Mapping[str, Any]], test_sets: Mapping[str, TestSetSpec]) -> None:
-    """Every source parses, and every test set names known sources (at spec load, not in a worker)."""
+def check_sources(sources: Mapping[str, Mapping[str, Any]], test_sets: Mapping[str, TestSetSpec],
+                  tokenizer: Optional[TokenizerSpec] = None) -> None:
+    """Every source parses, and every test set (and ``tokenizer.sources``) names known sources (at
+    spec load, not in a worker)."""
     if not sources:
         raise ConfigError("sources: define at least one source")
     for name, raw in sources.items():
@@ -81,6 +92,9 @@ def check_sources(sources: Mapping[str, Mapping[str, Any]], test_sets: Mapping[s
         for s in ts.sources:
             if s not in sources:
                 raise ConfigError(f"test_sets.{tname}.sources: unknown source '{s}'{suggest(s, sources)}")
+    for s in (tokenizer.sources or ()) if tokenizer is not None else ():
+        if s not in sources:
+            raise ConfigError(f"tokenizer.sources: unknown source '{s}'{suggest(s, sources)}")
 
 
 # -- step configs ------------------------------------------------------------------------------
@@ -120,6 +134,7 @@ class TestSetStep(_Split):
     n_examples: int = 200
     context: int = 128
     source_specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    untrained: tuple[str, ...] = ()  # sources no training step reads: every document may be a test example
 
     def __post_init__(self) -> None:
         for n, raw in self.source_specs.items():
@@ -147,24 +162,37 @@ class DataKeys:
 def add_data(plan: Plan, *, sources: Mapping[str, dict[str, Any]], used: list[str],
              test_sets: Mapping[str, TestSetSpec], tokenizer: TokenizerSpec, corpus: CorpusSpec, seed: int,
              heldout_fraction: float, test_context: int) -> DataKeys:
-    """Add the data steps: the tokenizer over every source, one shard per ``used`` source, one
-    test set per entry of ``test_sets`` (and the corpus when a source is embedded)."""
+    """Add the data steps: the tokenizer over the ``used`` sources (those training reads) or
+    ``tokenizer.sources``, one shard per ``used`` source, one test set per entry of ``test_sets``,
+    and the corpus for the steps that read an embedded source. Each step's config and inputs
+    name only the sources it reads, so changing a test-only source re-runs only its test sets
+    and what reads them."""
     common = {"seed": seed, "heldout_fraction": heldout_fraction}
-    names = sorted(sources)
-    cin = {}
-    if any(sources[n].get("kind", "embedded") == "embedded" for n in names):
-        cin["corpus"] = plan.add(Step("corpus", "embedded", _corpus_config(corpus), cost=5e9))
-    tok = plan.add(Step("tokenizer", f"bpe{tokenizer.vocab_size}",
-                        {**to_dict(tokenizer), **common, "sources": {n: sources[n] for n in names}}, dict(cin),
-                        cost=2e9))
-    shards = {s: plan.add(Step("shard", s, {"source": s, "spec": sources[s], **common}, {"tokenizer": tok, **cin},
-                               cost=2e9)) for s in sorted(used)}
-    tests = {}
+    fit_on = sorted(tokenizer.sources or used)
+    if not fit_on:
+        raise ConfigError("tokenizer: no training source to fit it on; give a distribution a source with "
+                          "positive weight, or name tokenizer.sources")
+
+    corpus_key: list[str] = []
+
+    def cin(names) -> dict[str, str]:
+        if not any(sources[n].get("kind", "embedded") == "embedded" for n in names):
+            return {}
+        corpus_key[:] = [plan.add(Step("corpus", "embedded", _corpus_config(corpus), cost=5e9))]
+        return {"corpus": corpus_key[0]}
+
+    tok_cfg = {"vocab_size": tokenizer.vocab_size, "sample_bytes": tokenizer.sample_bytes, **common,
+               "sources": {n: sources[n] for n in fit_on}}
+    tok = plan.add(Step("tokenizer", f"bpe{tokenizer.vocab_size}", tok_cfg, cin(fit_on), cost=2e9))
+    shards = {s: plan.add(Step("shard", s, {"source": s, "spec": sources[s], **common},
+                               {"tokenizer": tok, **cin([s])}, cost=2e9)) for s in sorted(used)}
+    tests, trained = {}, {*used, *fit_on}
     for tname, ts in sorted(test_sets.items()):
         cfg = {"name": tname, **to_dict(ts), "context": test_context, **common,
-               "source_specs": {s: sources[s] for s in ts.sources}}
-        tests[tname] = plan.add(Step("testset", tname, cfg, {"tokenizer": tok, **cin}, cost=1e9))
-    return DataKeys(tok, shards, tests, cin.get("corpus"))
+               "source_specs": {s: sources[s] for s in ts.sources},
+               "untrained": sorted(s for s in ts.sources if s not in trained)}
+        tests[tname] = plan.add(Step("testset", tname, cfg, {"tokenizer": tok, **cin(ts.sources)}, cost=1e9))
+    return DataKeys(tok, shards, tests, corpus_key[0] if corpus_key else None)
 
 
 def _corpus_config(corpus: CorpusSpec) -> dict[str, Any]:
@@ -212,13 +240,14 @@ def _training_texts(ctx: StepContext, budget: int) -> Iterator[str]:
 
 @step_kind("tokenizer", config=TokenizerStep)
 def tokenizer_step(ctx: StepContext) -> None:
-    """Train the byte-level BPE on a balanced sample of every source's training text."""
+    """Train the byte-level BPE on a balanced sample of its sources' training text (the training
+    distributions' sources: a never-trained-on test domain must not shape the vocabulary)."""
     from ...data.tokenizer import train_tokenizer
 
     tok = train_tokenizer(_training_texts(ctx, ctx.config["sample_bytes"]), ctx.config["vocab_size"],
                           ctx.out / "tokenizer.json")
     write_json(ctx.out / "tokenizer_info.json", {"vocab_size": tok.vocab_size, "eos_id": tok.eos_id,
-                                                 "sha256": tok.sha256})
+                                                 "sha256": tok.sha256, "sources": sorted(ctx.config["sources"])})
 
 
 @step_kind("shard", config=ShardStep)
@@ -235,12 +264,12 @@ def shard_step(ctx: StepContext) -> None:
     tokenize_to_shard(docs, tok, ctx.out)
 
 
-@step_kind("testset", config=TestSetStep)
+@step_kind("testset", version=2, config=TestSetStep)
 def testset_step(ctx: StepContext) -> None:
-    """Build a test set from held-out text of its sources (evenly split), or load a hub test set."""
-    from ...data.testset import TestSet, write_test_set
+    """Build a test set from held-out text of its sources (an even share each), or load a hub
+    test set; record how many examples were asked for and how many were built."""
+    from ...data.testset import write_test_set
     from ...data.tokenizer import load_tokenizer
-    from ...seeding import np_rng
 
     cfg = ctx.config
     tok = load_tokenizer(ctx.inputs["tokenizer"] / "tokenizer.json")
@@ -248,20 +277,68 @@ def testset_step(ctx: StepContext) -> None:
         from ...data.hf import load_hf_test_set
 
         ts = load_hf_test_set(cfg["hub"], tok, cfg["context"], cfg["n_examples"], name=cfg["name"])
+        per_source = {}
     else:
-        from dataclasses import replace
-
-        from ...data.tasks import held_out_test_set
-
-        names = list(cfg["sources"])
-        per = math.ceil(cfg["n_examples"] / len(names))
-        examples = []
-        for s in names:
-            part = held_out_test_set(cfg["kind"], cfg["name"], source_spec(s, cfg["source_specs"][s]), _holdout(cfg),
-                                     tok, cfg["context"], per, np_rng(cfg["seed"], "testset", cfg["name"], s),
-                                     _corpus_dir(ctx))
-            examples += [replace(e, example_id=f"{s}/{e.example_id}") for e in part.examples]
-        ts = TestSet(cfg["name"], cfg["kind"],
-                     tuple(examples[: cfg["n_examples"]]) if len(names) == 1 else tuple(examples))
+        ts, per_source = _held_out_test_set(ctx, tok)
     write_test_set(ts, ctx.out / "test.parquet")
-    write_json(ctx.out / "testset.json", {"name": ts.name, "kind": ts.kind, "n_examples": len(ts)})
+    write_json(ctx.out / "testset.json", {"name": ts.name, "kind": ts.kind, "n_examples": len(ts),
+                                          "requested": cfg["n_examples"], "built": len(ts), "sources": per_source})
+
+
+def _held_out_test_set(ctx: StepContext, tok):
+    """The test set of ``ctx``'s sources (shares as even as their text allows, :func:`allocate`)
+    and, per source, how many examples it could give (up to ``n_examples``) and how many it gave."""
+    from dataclasses import replace
+
+    from ...data.tasks import allocate
+    from ...data.testset import TestSet
+
+    cfg = ctx.config
+    parts = {s: _source_examples(ctx, s, tok) for s in cfg["sources"]}
+    take = allocate(cfg["n_examples"], [len(p) for p in parts.values()])
+    examples, counts = [], {}
+    for (s, part), k in zip(parts.items(), take):
+        examples += [replace(e, example_id=f"{s}/{e.example_id}") for e in part[:k]]
+        counts[s] = {"available": len(part), "built": k}
+    return TestSet(cfg["name"], cfg["kind"], tuple(examples)), counts
+
+
+def _source_examples(ctx: StepContext, source: str, tok) -> list:
+    """Up to ``n_examples`` examples of one source, in its seeded order: from its held-out
+    documents, or from all of them when no training step reads the source (nothing to hold out).
+    Any prefix is what building fewer would give."""
+    from ...data.sources import iter_documents
+    from ...data.tasks import build_test_set, held_out_test_set
+    from ...seeding import np_rng
+
+    cfg = ctx.config
+    spec, rng = source_spec(source, cfg["source_specs"][source]), np_rng(cfg["seed"], "testset", cfg["name"], source)
+    kind, name, args = cfg["kind"], cfg["name"], (tok, cfg["context"], cfg["n_examples"], rng)
+    if source in cfg.get("untrained", ()):
+        return list(build_test_set(kind, name, list(iter_documents(spec, _corpus_dir(ctx))), *args).examples)
+    return list(held_out_test_set(kind, name, spec, _holdout(cfg), *args, _corpus_dir(ctx)).examples)
+
+
+# -- requested vs built ------------------------------------------------------------------------
+def test_set_counts(plan: Plan, store: Any) -> dict[str, dict[str, Any]]:
+    """``testset.json`` of every finished test-set step of ``plan`` in ``store``, by test-set name."""
+    out = {}
+    for step in plan.of_kind("testset"):
+        f = store.final_dir(step.key) / "testset.json"
+        if store.is_done(step.key) and f.is_file():
+            out[step.config["name"]] = read_json(f)
+    return out
+
+
+def shortfalls(counts: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per test set that built fewer examples than were requested."""
+    lines = []
+    for name, c in sorted(counts.items()):
+        built, asked = c.get("built", c.get("n_examples", 0)), c.get("requested")
+        if asked is None or built >= asked:
+            continue
+        per = ", ".join(f"{s}: {v['built']}" for s, v in sorted(c.get("sources", {}).items()))
+        lines.append(f"test set '{name}' built {built} of the {asked} examples requested"
+                     + (f" (all its sources give: {per})" if per else "")
+                     + "; add documents (max_docs, heldout_fraction) or ask for fewer")
+    return lines

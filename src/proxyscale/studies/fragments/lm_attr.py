@@ -57,7 +57,7 @@ class LMAttrSpec:
         check_rungs(self.rungs, self.reference, "lm")
         if self.n_docs < 10 or self.n_targets < 1 or self.models_per_rung < 1 or self.epochs < 1:
             raise ConfigError("lm: n_docs ≥ 10, n_targets ≥ 1, models_per_rung ≥ 1 and epochs ≥ 1 are needed")
-        check_sources(self.sources, {})
+        check_sources(self.sources, {}, self.tokenizer)
         self.train_config()
 
     def train_config(self) -> dict[str, Any]:

@@ -160,7 +160,8 @@ def train_step(ctx: StepContext) -> None:
     stream = train_stream(ctx, c.model.context, c.seed)
     bs = c.train.batch_size
     stream.save_order(ctx.out / "data_order.npy", n_batches=c.n_steps, batch_size=bs)
-    train_lm(c.model, c.train, lambda i: stream.batch(i, bs), c.n_steps, ctx.out, c.seed)
+    fn = ctx.tracked(lambda i: stream.batch(i, bs), c.n_steps, bs * c.model.context)
+    train_lm(c.model, c.train, fn, c.n_steps, ctx.out, c.seed)
 
 
 def train_batch(ctxs: list[StepContext]) -> None:
@@ -173,7 +174,7 @@ def train_batch(ctxs: list[StepContext]) -> None:
     for c in ctxs:
         stream = train_stream(c, first.model.context, c.cfg.seed)
         stream.save_order(c.out / "data_order.npy", n_batches=first.n_steps, batch_size=bs)
-        fns.append(lambda i, s=stream: s.batch(i, bs))
+        fns.append(c.tracked(lambda i, s=stream: s.batch(i, bs), first.n_steps, bs * first.model.context))
     train_lm_batched(first.model, first.train, fns, first.n_steps, [c.out for c in ctxs], [c.cfg.seed for c in ctxs])
 
 

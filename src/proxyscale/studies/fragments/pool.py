@@ -189,7 +189,8 @@ def _batch_fn(ctx: StepContext):
     order = epoch_order(items, c.n_steps * c.train.batch_size, c.seed, "window-epoch")
     write_npy(ctx.out / "data_order.npy", order.reshape(c.n_steps, c.train.batch_size))
     b = c.train.batch_size
-    return lambda i: np.asarray(windows[np.sort(order[i * b:(i + 1) * b])]).astype(np.int64)
+    return ctx.tracked(lambda i: np.asarray(windows[np.sort(order[i * b:(i + 1) * b])]).astype(np.int64),
+                       c.n_steps, b * c.model.context)
 
 
 @step_kind("window_train", config=WindowTrainStep, batch="window_train_batch")

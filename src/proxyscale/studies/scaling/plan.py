@@ -44,7 +44,8 @@ def build_plan(spec: StudySpec) -> Plan:
                           test_inputs=data.test_inputs(), batch_below_params=spec.executor.batch_below_params,
                           windows=windows)
     ngrams = _add_ngrams(plan, spec, data, windows)
-    plan.add(Step("analyze", spec.name, _analysis_config(spec), {**evals, **ngrams, **targets}, cost=1e9))
+    counts = {f"count:{t}": k for t, k in data.tests.items()}  # requested vs built, for the report
+    plan.add(Step("analyze", spec.name, _analysis_config(spec), {**evals, **ngrams, **targets, **counts}, cost=1e9))
     return plan
 
 

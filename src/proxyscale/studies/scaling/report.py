@@ -87,14 +87,25 @@ def _overview(c: _Ctx) -> Section:
     b.table("Training distributions", from_frame(d, {"distribution": "distribution", "sources": "sources",
                                                      "mixture": "mixture weights"},
                                                  note=_mixture_note(d) if has_mix else ""))
-    b.table("Test sets", from_frame(a["test_sets"], {"test_set": "test set", "kind": "kind", "source": "source",
-                                                      "framing": "framing", "lead": "leads the report"}))
+    counts = getattr(a, "meta", {}).get("test_counts", {})
+    ts = a["test_sets"].assign(examples=a["test_sets"]["test_set"].map(lambda t: _built(counts.get(t))))
+    b.table("Test sets", from_frame(ts, {"test_set": "test set", "kind": "kind", "source": "source",
+                                         "framing": "framing", "lead": "leads the report",
+                                         "examples": "examples built / requested"}))
     return b.section("Overview")
 
 
 def _mixture_note(d: pd.DataFrame) -> str:
     note = "Mixture weights are normalised to sum to 1"
     return note + ("; '—': a selection-induced distribution." if d["mixture"].isna().any() else ".")
+
+
+def _built(c: Mapping | None) -> str:
+    """Examples built / requested, marked "(short)" when fewer were built than asked for."""
+    if not c or c.get("requested") is None:
+        return "—"
+    built, asked = int(c["built"]), int(c["requested"])
+    return f"{built} / {asked}" + (" (short)" if built < asked else "")
 
 
 def _finding(c: _Ctx, ts: str) -> str:

@@ -98,7 +98,7 @@ class StudySpec:
             raise ConfigError(f"context={self.context} is too short; use at least 8 tokens")
         if not 0.0 < self.heldout_fraction < 1.0:
             raise ConfigError("heldout_fraction must lie strictly between 0 and 1")
-        check_sources(self.sources, self.test_sets)
+        check_sources(self.sources, self.test_sets, self.tokenizer)
         for dname in {**self.distributions, **self.selections}:
             check_name(dname, "distributions: the distribution name")
         for dname, mix in self.distributions.items():

@@ -65,7 +65,7 @@ def _gather_results(ctx: StepContext):
     frames = []
     for role, path in sorted(ctx.inputs.items()):
         parts = role.split(":")
-        if parts[0] == "target":
+        if parts[0] in ("target", "count"):
             continue
         if parts[0] == "eval":
             dist, model, seed = parts[1], parts[2], int(parts[3])
@@ -113,7 +113,9 @@ def analyze_step(ctx: StepContext) -> None:
     a = cfg["analysis"]
     analysis = analyze_study(results, models, dists, tests, seed=cfg["seed"], r2_threshold=a["r2_threshold"],
                              decision_threshold=a["decision_threshold"], n_boot=a["n_boot"], loss=a["loss"])
-    write_analysis(analysis, ctx.out, kind="scaling", meta={"compute": _compute_spent(ctx)})
+    counts = {role[6:]: read_json(path / "testset.json") for role, path in sorted(ctx.inputs.items())
+              if role.startswith("count:")}
+    write_analysis(analysis, ctx.out, kind="scaling", meta={"compute": _compute_spent(ctx), "test_counts": counts})
 
 
 def _mixture_text(mix: dict[str, float] | None) -> str | None:

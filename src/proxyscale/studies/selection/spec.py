@@ -67,7 +67,8 @@ class SelectionSpec:
 
     def __post_init__(self) -> None:
         check_name(self.name, "name: the study name")
-        check_sources(self.sources, {**{t: ts.test_set() for t, ts in self.targets.items()}, **self.test_sets})
+        check_sources(self.sources, {**{t: ts.test_set() for t, ts in self.targets.items()}, **self.test_sets},
+                      self.tokenizer)
         for s in self.pool.sources:
             if s not in self.sources:
                 raise ConfigError(f"pool.sources: unknown source '{s}'{suggest(s, self.sources)}")
