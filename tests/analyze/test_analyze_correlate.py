@@ -138,6 +138,8 @@ def test_smallest_proxy_is_least_compute_not_first_listed():
     sp = a["smallest_proxy"].set_index("metric")
     assert sp.loc["r2", "model"] == "tiny" and sp.loc["r2", "compute_ratio"] == pytest.approx(1000.0)
     assert not sp.loc["r2", "all_larger_pass"]  # "mid" fails in between
+    nothing = analyze_study(*build({"R": ref[None], "mid": losses["mid"]}, flops, "R"), seed=0)["smallest_proxy"]
+    assert nothing["model"].isna().all() and nothing["all_larger_pass"].isna().all()  # shown '—', not 'no'
     assert sp.loc["decision_accuracy", "threshold"] == 0.9
 
 

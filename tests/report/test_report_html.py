@@ -68,6 +68,21 @@ def test_sections_order_and_lead_test_sets_first(report):
     assert "reference seed vs seed" in html  # the noise ceiling row
 
 
+def test_findings_count_holm_adjusted_tests(report, analysis_dir):
+    """Each finding's 'k/N proxies add signal' counts Holm-adjusted p < 0.05, not the raw p."""
+    _, _, md = report
+    s = analysis_dir[1]["summary"]
+    assert (s["partial_p_holm"].dropna() >= s["partial_p"].dropna() - 1e-12).all()
+    findings = md.split("## Key findings")[1].split("\n## ")[0]
+    for ts, g in s[s["kind"] == "neural"].groupby("test_set"):
+        line = next(ln for ln in findings.splitlines() if ln.startswith(f"- {ts} "))
+        want = f"{int((g['partial_p_holm'] < 0.05).sum())}/{len(g)} proxies add signal beyond it (Holm-adjusted"
+        assert want in line
+        raw = int((g["partial_p"] < 0.05).sum())
+        assert (f"{raw} before adjusting" in line) == (raw != int((g["partial_p_holm"] < 0.05).sum()))
+    assert "reliability" in findings and "mixture weights" in md
+
+
 def test_markdown_and_figures_on_disk(report):
     out, _, md = report
     for name in re.findall(r"\(figures/([\w-]+\.png)\)", md):

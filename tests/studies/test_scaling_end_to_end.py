@@ -70,6 +70,9 @@ def test_study_runs_end_to_end_and_reports(finished_study):
     assert report.is_file() and (report.parent / "report.md").is_file()
     html = report.read_text()
     assert "<img" in html and "data:image/png;base64," in html and "mixed" in html and "Compute spent" in html
+    for shown in ("mixture weights", "code 0.33, doc 0.33, prose 0.33", "Leave-one-distribution-out R²",
+                  "Holm-adjusted", "reference ceiling", "analysis.loss: example_mean", "Robustness: one distribution"):
+        assert shown in html
     spec = load_spec(spec_path)
     store = Store(store_root)
     analysis = next(s for s in build_plan(spec) if s.kind == "analyze")
@@ -79,6 +82,10 @@ def test_study_runs_end_to_end_and_reports(finished_study):
     assert set(neural["model"]) == {"L1d4", "L1d8"}  # proxies only: the reference is the y-axis
     assert set(summary[summary["kind"] == "ngram"]["model"]) == {"unigram", "bigram"}
     assert neural["r2"].between(0, 1).all() and neural["compute_ratio"].gt(1).all()
+    assert neural["r2_loo_min"].between(0, 1).all()
+    assert neural["r2_loo_min_dist"].isin(["prose", "code", "doc", "mix"]).all()
+    tested = summary[summary["partial_p"].notna()]
+    assert len(tested) and (tested["partial_p_holm"] >= tested["partial_p"] - 1e-12).all()
     results = read_table(store.final_dir(analysis.key) / "results.parquet")
     # every model of every distribution is scored on every example of every test set
     per = results.groupby(["test_set", "distribution", "model", "seed"]).size().unstack("test_set")

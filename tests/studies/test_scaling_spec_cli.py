@@ -123,6 +123,7 @@ def test_every_shipped_config_parses_and_plans(path):
     (GOOD + "train: {lr: .nan}\n", "not a finite number"),
     (GOOD + "train: {lr: .inf}\n", "not a finite number"),
     (GOOD + "analysis: {n_boot: 0}\n", "at least 20 resamples"),
+    (GOOD + "analysis: {loss: token_sum}\n", "token_mean"),
     (GOOD + "executor: {workers: -1}\n", "workers ≥ 0"),
 ])
 def test_more_bad_specs_fail_at_load_in_one_line(tmp_path, text, message):

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+from .bootstrap import run_weights
 
 RESULT_COLUMNS = ("test_set", "example_id", "distribution", "model", "seed", "loss")
 MODEL_COLUMNS = ("model", "kind", "params", "train_tokens", "flops", "is_reference")
@@ -68,8 +69,12 @@ def _framing(test_sets: pd.DataFrame, distributions: pd.DataFrame) -> pd.Series:
 
 
 def load_study(results: pd.DataFrame, models: pd.DataFrame, distributions: pd.DataFrame,
-               test_sets: pd.DataFrame) -> Study:
-    """Check the four input tables against each other and compute run means."""
+               test_sets: pd.DataFrame, loss: str = "example_mean") -> Study:
+    """Check the four input tables against each other and compute run means.
+
+    ``loss`` says what a run's mean test loss is: ``example_mean`` (the mean of per-example
+    mean losses) or ``token_mean`` (total loss over total predicted tokens, from n_tokens).
+    """
     for df, cols, name in ((results, RESULT_COLUMNS, "results"), (models, MODEL_COLUMNS, "models"),
                            (distributions, DIST_COLUMNS, "distributions"), (test_sets, TEST_SET_COLUMNS, "test_sets")):
         _require(df, cols, name)
@@ -94,8 +99,11 @@ def load_study(results: pd.DataFrame, models: pd.DataFrame, distributions: pd.Da
     dists = distributions.drop_duplicates("distribution").set_index("distribution").copy()
     dists["sources"] = dists["sources"].map(lambda s: [str(v) for v in s])
     ts["framing"] = _framing(ts, dists)
-    run_means = (results.groupby(["test_set", "distribution", "model", "seed"], sort=True)["loss"]
-                 .mean().reset_index())
+    num, den = run_weights(results, loss)
+    keys = ["test_set", "distribution", "model", "seed"]
+    parts = results[keys].assign(_num=num.to_numpy(), _den=den.to_numpy())
+    sums = parts.groupby(keys, sort=True)[["_num", "_den"]].sum()
+    run_means = (sums["_num"] / sums["_den"]).rename("loss").reset_index()
     matrices = {k: g.pivot(index="seed", columns="distribution", values="loss")
                 for k, g in run_means.groupby(["test_set", "model"], sort=True)}
     return Study(results, mods, dists, ts, refs[0], run_means, matrices)

@@ -80,6 +80,7 @@ def make_synthetic_study(rng: np.random.Generator, *, n_dist: int = 8, n_example
                                           "n_tokens", "correct"])
     models_df = pd.DataFrame([{"model": m.name, "kind": m.kind, "params": m.params, "train_tokens": m.train_tokens,
                                "flops": m.flops, "is_reference": m is ref} for m in models])
-    dists = pd.DataFrame({"distribution": dist_names, "sources": dist_sources})
+    mixtures = [", ".join(f"{src} {1 / len(srcs):.2f}" for src in srcs) for srcs in dist_sources]  # equal weights
+    dists = pd.DataFrame({"distribution": dist_names, "sources": dist_sources, "mixture": mixtures})
     ts_df = pd.DataFrame(test_sets, columns=["test_set", "kind", "source"])
     return results, models_df, dists, ts_df

@@ -30,17 +30,23 @@ def _grid(n: int, panel: tuple[float, float] = (4.2, 3.6), max_cols: int = 3) ->
     return fig, axes
 
 
-def _colours(models: Iterable[str]) -> dict[str, tuple]:
-    """A fixed colour per model across every figure (n-grams in greys)."""
-    from matplotlib import colormaps
+# Okabe & Ito's colour-blind-safe palette (black first, yellow last: faint on white).
+OKABE_ITO = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+_NGRAM_STYLES = ("--", "-.", ":")
 
+
+def _colours(models: Iterable[str]) -> dict[str, str]:
+    """A fixed colour per model across every figure (Okabe–Ito; n-grams after the neural proxies)."""
     models = list(models)
-    grams = [m for m in models if m in _NGRAM_NAMES]
-    neural = [m for m in models if m not in _NGRAM_NAMES]
-    cmap = colormaps["plasma"]
-    out = {m: cmap(0.85 * i / max(len(neural) - 1, 1)) for i, m in enumerate(neural)}
-    out.update({m: str(0.15 + 0.5 * i / max(len(grams), 1)) for i, m in enumerate(grams)})
-    return out
+    order = [m for m in models if m not in _NGRAM_NAMES] + [m for m in models if m in _NGRAM_NAMES]
+    return {m: OKABE_ITO[(i + 1) % len(OKABE_ITO)] for i, m in enumerate(order)}
+
+
+def distribution_styles(dists: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """(colour, marker) per training distribution: Okabe–Ito colours, then new marker shapes."""
+    return {d: (OKABE_ITO[i % len(OKABE_ITO)], _MARKERS[(i // len(OKABE_ITO)) % len(_MARKERS)])
+            for i, d in enumerate(sorted(dists))}
 
 
 def _empty(ax, text: str = "no data") -> None:
@@ -49,35 +55,92 @@ def _empty(ax, text: str = "no data") -> None:
     ax.set_yticks([])
 
 
-def scatter_png(points: pd.DataFrame, summary: pd.DataFrame, test_sets: list[str], models: list[str]) -> bytes:
-    """Figure 1: proxy vs reference mean loss, one point per distribution, a panel per test set."""
-    colours = _colours(models)
-    fig, axes = _grid(len(test_sets))
-    for ax, ts in zip(axes, test_sets):
-        p = points[points["test_set"] == ts] if len(points) else points
-        if p.empty:
-            _empty(ax)
-            ax.set_title(ts)
-            continue
-        for m in models:
-            g = p[p["model"] == m]
+def _fit_line(ax, x: np.ndarray, y: np.ndarray) -> None:
+    if len(x) >= 2 and np.ptp(x) > 0:
+        b, a = np.polyfit(x, y, 1)
+        xs = np.array([x.min(), x.max()])
+        ax.plot(xs, a + b * xs, color="0.35", lw=1, zorder=1)
+
+
+def _panel_title(r: pd.Series | None, model: str) -> str:
+    if r is None:
+        return model
+    title = f"{model}: R² = {fmt_num(r['r2'])}"
+    if "r2_loo_min" in r and np.isfinite(r["r2_loo_min"]):
+        title += f"\nwithout {r['r2_loo_min_dist']}: {fmt_num(r['r2_loo_min'])}"
+        if bool(r.get("one_point_carries", False)):
+            title += " (!)"
+    return title
+
+
+def fmt_num(v: float) -> str:
+    return "—" if not np.isfinite(v) else f"{v:.2f}"
+
+
+def _scatter_panel(ax, g: pd.DataFrame, r: pd.Series | None, model: str, styles: dict, ngram: bool) -> None:
+    x, y = g["x"].to_numpy(dtype=float), g["y"].to_numpy(dtype=float)
+    _fit_line(ax, x, y)
+    for (_, p), xi, yi in zip(g.iterrows(), x, y):
+        colour, marker = styles[p["distribution"]]
+        ax.errorbar(xi, yi, xerr=np.nan_to_num(p["x_sd"]), yerr=np.nan_to_num(p["y_sd"]), fmt=marker, ms=5,
+                    color=colour, mec="black" if colour == OKABE_ITO[-1] else colour, capsize=1.5, lw=0.7, zorder=3)
+        ax.annotate(str(p["distribution"]), (xi, yi), fontsize=6, xytext=(3, 3), textcoords="offset points",
+                    color="0.2")
+    carried = r is not None and bool(r.get("one_point_carries", False))
+    if carried and r.get("r2_loo_min_dist") in set(g["distribution"]):
+        hit = g[g["distribution"] == r["r2_loo_min_dist"]]
+        ax.scatter(hit["x"], hit["y"], s=140, facecolors="none", edgecolors=OKABE_ITO[5], lw=1.4, zorder=4)
+    ax.set_title(_panel_title(r, model), fontsize=8, color=OKABE_ITO[5] if carried else "black")
+    ax.tick_params(labelsize=6)
+    ax.margins(0.15)
+    if ngram:
+        ax.set_facecolor("#f3f3f3")
+
+
+def scatter_png(points: pd.DataFrame, summary: pd.DataFrame, test_sets: list[str], neural: list[str],
+                ngrams: list[str]) -> bytes:
+    """Figure 1: proxy vs reference mean loss, one panel per test set (row) × proxy (column).
+
+    Every panel has its own axes (a proxy's range is not squeezed by another's), one labelled
+    point per training distribution (bars: seed sd), the least-squares line, its R² and the
+    smallest leave-one-distribution-out R² (ringed: the most influential point, when one
+    distribution carries the result). N-gram baselines sit in their own grey panels at the right.
+    """
+    from matplotlib.lines import Line2D
+
+    models = list(neural) + list(ngrams)
+    styles = distribution_styles(points["distribution"].unique() if len(points) else [])
+    cols, rows = max(1, len(models)), max(1, len(test_sets))
+    fig = new_figure(2.5 * cols + 0.4, 2.35 * rows + 0.7)
+    fig.subplots_adjust(left=0.5 / (2.5 * cols + 0.4) + 0.04, right=0.99, bottom=0.35 / (2.35 * rows + 0.7) + 0.02,
+                        top=1 - 0.7 / (2.35 * rows + 0.7), wspace=0.35, hspace=0.75)
+    for i, ts in enumerate(test_sets):
+        for j, m in enumerate(models):
+            ax = fig.add_subplot(rows, cols, i * cols + j + 1)
+            g = points[(points["test_set"] == ts) & (points["model"] == m)] if len(points) else points
+            s = summary[(summary["test_set"] == ts) & (summary["model"] == m)] if len(summary) else summary
             if g.empty:
-                continue
-            s = summary[(summary["test_set"] == ts) & (summary["model"] == m)]
-            r2 = float(s["r2"].iloc[0]) if len(s) else math.nan
-            ax.errorbar(g["x"], g["y"], xerr=g["x_sd"].fillna(0), yerr=g["y_sd"].fillna(0), fmt="o", ms=4,
-                        color=colours[m], capsize=2, lw=0.8, label=f"{m} (R²={r2:.2f})")
-        ax.set_title(ts)
-        ax.set_xlabel("proxy mean test loss")
-        ax.set_ylabel("reference mean test loss")
-        ax.legend(fontsize=7, loc="best")
+                _empty(ax)
+                ax.set_title(m, fontsize=8)
+            else:
+                _scatter_panel(ax, g, s.iloc[0] if len(s) else None, m, styles, m in ngrams)
+            if j == 0:
+                ax.set_ylabel(f"{ts}\nreference loss", fontsize=8)
+            if i == rows - 1:
+                ax.set_xlabel("n-gram loss" if m in ngrams else "proxy loss", fontsize=7)
+    handles = [Line2D([], [], ls="none", marker=mk, color=c, mec="black" if c == OKABE_ITO[-1] else c, label=d)
+               for d, (c, mk) in styles.items()]
+    if handles:
+        fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 10), fontsize=7, frameon=False,
+                   title="training distribution", title_fontsize=7)
     return png_bytes(fig)
 
 
-def _ngram_lines(ax, s: pd.DataFrame, col: str) -> None:
+def _ngram_lines(ax, s: pd.DataFrame, col: str, colours: dict[str, str]) -> None:
     for i, (_, r) in enumerate(s[s["kind"] == "ngram"].iterrows()):
         if np.isfinite(r[col]):
-            ax.axhline(r[col], ls="--", lw=1, color=str(0.25 + 0.2 * (i % 3)), label=f"{r['model']} (0 FLOPs)")
+            ax.axhline(r[col], ls=_NGRAM_STYLES[i % 3], lw=1.2, color=colours.get(r["model"], "0.4"),
+                       label=f"{r['model']} (0 FLOPs)")
 
 
 def _r2_floor(ax) -> float:
@@ -90,6 +153,7 @@ def _r2_floor(ax) -> float:
 def r2_compute_png(summary: pd.DataFrame, noise: pd.DataFrame, test_sets: list[str]) -> bytes:
     """Figure 2: R² against proxy compute / reference compute (log x), with seed-bootstrap CIs."""
     fig, axes = _grid(len(test_sets))
+    colours = _colours(summary["model"].unique() if len(summary) else [])
     for ax, ts in zip(axes, test_sets):
         s = summary[summary["test_set"] == ts] if len(summary) else summary
         neural = s[s["kind"] == "neural"].sort_values("flops") if len(s) else s
@@ -101,14 +165,16 @@ def r2_compute_png(summary: pd.DataFrame, noise: pd.DataFrame, test_sets: list[s
         r2 = neural["r2"].to_numpy(dtype=float)
         lo = np.where(np.isfinite(neural["r2_lo"]), r2 - neural["r2_lo"], 0)
         hi = np.where(np.isfinite(neural["r2_hi"]), neural["r2_hi"] - r2, 0)
-        ax.errorbar(frac, r2, yerr=[np.maximum(lo, 0), np.maximum(hi, 0)], fmt="o-", color="C0", capsize=3,
+        ax.errorbar(frac, r2, yerr=[np.maximum(lo, 0), np.maximum(hi, 0)], fmt="o-", color=OKABE_ITO[4], capsize=3,
                     label="neural proxies")
         for f, v, m in zip(frac, r2, neural["model"]):
             ax.annotate(m, (f, v), fontsize=7, xytext=(3, -10), textcoords="offset points")
-        _ngram_lines(ax, s, "r2")
+        _ngram_lines(ax, s, "r2", colours)
         ceil = noise[noise["test_set"] == ts] if len(noise) else noise
-        if len(ceil) and np.isfinite(ceil["r2"].iloc[0]):
-            ax.axhline(float(ceil["r2"].iloc[0]), ls=":", color="C3", lw=1.2, label="reference seed vs seed")
+        col = "ceiling_r2" if "ceiling_r2" in ceil.columns else "r2"
+        if len(ceil) and np.isfinite(ceil[col].iloc[0]):
+            ax.axhline(float(ceil[col].iloc[0]), ls=(0, (1, 1)), color=OKABE_ITO[5], lw=1.4,
+                       label="reference ceiling (seed reliability)")
         ax.set_xscale("log")
         ax.set_ylim(_r2_floor(ax), 1.0 + 0.02)
         ax.set_title(ts)
@@ -119,7 +185,7 @@ def r2_compute_png(summary: pd.DataFrame, noise: pd.DataFrame, test_sets: list[s
 
 
 def partial_png(summary: pd.DataFrame, noise: pd.DataFrame, test_sets: list[str]) -> bytes:
-    """Signal beyond n-grams: partial r given the best n-gram vs compute; filled = p < 0.05."""
+    """Signal beyond n-grams: partial r given the best n-gram vs compute; filled = Holm-adjusted p < 0.05."""
     fig, axes = _grid(len(test_sets))
     for ax, ts in zip(axes, test_sets):
         s = summary[(summary["test_set"] == ts) & (summary["kind"] == "neural")] if len(summary) else summary
@@ -129,14 +195,15 @@ def partial_png(summary: pd.DataFrame, noise: pd.DataFrame, test_sets: list[str]
             ax.set_title(ts)
             continue
         frac = 1.0 / s["compute_ratio"].to_numpy(dtype=float)
-        pr, pv = s["partial_r"].to_numpy(dtype=float), s["partial_p"].to_numpy(dtype=float)
-        ax.plot(frac, pr, "-", color="C0", lw=1)
+        pcol = "partial_p_holm" if "partial_p_holm" in s.columns else "partial_p"
+        pr, pv = s["partial_r"].to_numpy(dtype=float), s[pcol].to_numpy(dtype=float)
+        ax.plot(frac, pr, "-", color=OKABE_ITO[4], lw=1)
         sig = pv < 0.05
-        ax.scatter(frac[sig], pr[sig], color="C0", zorder=3, label="p < 0.05")
-        ax.scatter(frac[~sig], pr[~sig], facecolors="white", edgecolors="C0", zorder=3, label="p ≥ 0.05")
+        ax.scatter(frac[sig], pr[sig], color=OKABE_ITO[4], zorder=3, label="Holm p < 0.05")
+        ax.scatter(frac[~sig], pr[~sig], facecolors="white", edgecolors=OKABE_ITO[4], zorder=3, label="Holm p ≥ 0.05")
         ceil = noise[noise["test_set"] == ts] if len(noise) else noise
         if len(ceil) and np.isfinite(ceil["partial_r"].iloc[0]):
-            ax.axhline(float(ceil["partial_r"].iloc[0]), ls=":", color="C3", label="reference seed vs seed")
+            ax.axhline(float(ceil["partial_r"].iloc[0]), ls=":", color=OKABE_ITO[5], label="reference seed vs seed")
         ax.axhline(0, color="0.5", lw=0.8)
         ax.set_xscale("log")
         ax.set_ylim(-1.05, 1.05)

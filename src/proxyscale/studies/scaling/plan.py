@@ -129,5 +129,6 @@ def _analysis_config(spec: StudySpec) -> dict[str, Any]:
     dists = {d: sorted(s for s, w in mix.items() if w > 0) for d, mix in spec.distributions.items()}
     dists.update({d: [f"{s.method} selection" + (f" toward {s.target}" if s.target else "")
                       + (f" ({s.proxy} proxies)" if s.proxy else "")] for d, s in spec.selections.items()})
+    mixtures = {d: {s: float(w) for s, w in mix.items()} for d, mix in spec.distributions.items()}
     return {"analysis": to_dict(spec.analysis), "models": models, "test_sets": test_sets, "distributions": dists,
-            "seed": spec.seed}
+            "seed": spec.seed, "mixtures": mixtures}

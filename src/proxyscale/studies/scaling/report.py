@@ -22,6 +22,7 @@ from ...report.section import ReportFigure, Section
 from ...report.tables import Table, fmt, from_frame, pivot, with_ci, with_p
 from . import figures as plots
 from .compute import compute_records, compute_section
+from .robustness import methods_text, robustness_section
 
 KIND = "scaling"  # the study kind of the analyses this module reads
 FIGURE_NAMES = ("fig1_scatter", "fig2_r2_vs_compute", "fig_partial", "fig_per_example")  # built-in figure files
@@ -29,7 +30,8 @@ REQUIRED_TABLES = ("summary", "points", "test_sets", "models", "settings")
 SUMMARY_CSV_COLUMNS = (
     "test_set", "framing", "model", "kind", "params", "train_tokens", "flops", "compute_ratio", "n_dist",
     "n_seeds", "ref_n_seeds", "r2", "r2_lo", "r2_hi", "pearson", "spearman", "kendall", "decision_accuracy",
-    "decision_accuracy_lo", "decision_accuracy_hi", "best_ngram", "partial_r", "partial_p", "partial_exact",
+    "decision_accuracy_lo", "decision_accuracy_hi", "ci_seed_term", "r2_loo_min", "r2_loo_min_dist", "cooks_max",
+    "cooks_max_dist", "one_point_carries", "best_ngram", "partial_r", "partial_p", "partial_p_holm", "partial_exact",
 )
 
 
@@ -70,8 +72,9 @@ def _overview(c: _Ctx) -> Section:
     m = a["models"].set_index("model")
     b.p(f"Reference model: {c.reference} ({fmt(int(m.at[c.reference, 'params']))} parameters, "
         f"{fmt(float(m.at[c.reference, 'flops']))} training FLOPs). Training distributions: {len(a['distributions'])}; "
-        f"neural proxies: {len(c.neural)}; n-gram baselines: {len(c.ngrams)}; test sets: {len(c.test_sets)}. "
-        f"Bootstrap: {int(st['n_boot'])} resamples of seeds; analysis seed {int(st['seed'])}.")
+        f"neural proxies: {len(c.neural)}; n-gram baselines: {len(c.ngrams)}; test sets: {len(c.test_sets)}; "
+        f"analysis seed {int(st['seed'])}.")
+    b.p(methods_text(st))
     b.p("Test sets are ordered with mixed and never-trained-on sets first. On a per-source test set, the "
         "distributions trained on that source are outliers that flatter every proxy; such sets come last and "
         "are re-scored without those distributions (leave-source-out).", cls="lead")
@@ -80,13 +83,21 @@ def _overview(c: _Ctx) -> Section:
                                           "train_tokens": "train tokens", "flops": "FLOPs",
                                           "compute_ratio": "reference / proxy compute"}))
     d = a["distributions"].assign(sources=a["distributions"]["sources"].map(lambda s: ", ".join(s)))
-    b.table("Training distributions", from_frame(d, {"distribution": "distribution", "sources": "sources"}))
+    has_mix = "mixture" in d.columns and d["mixture"].notna().any()
+    b.table("Training distributions", from_frame(d, {"distribution": "distribution", "sources": "sources",
+                                                     "mixture": "mixture weights"},
+                                                 note=_mixture_note(d) if has_mix else ""))
     counts = getattr(a, "meta", {}).get("test_counts", {})
     ts = a["test_sets"].assign(examples=a["test_sets"]["test_set"].map(lambda t: _built(counts.get(t))))
     b.table("Test sets", from_frame(ts, {"test_set": "test set", "kind": "kind", "source": "source",
                                          "framing": "framing", "lead": "leads the report",
                                          "examples": "examples built / requested"}))
     return b.section("Overview")
+
+
+def _mixture_note(d: pd.DataFrame) -> str:
+    note = "Mixture weights are normalised to sum to 1"
+    return note + ("; '—': a selection-induced distribution." if d["mixture"].isna().any() else ".")
 
 
 def _built(c: Mapping | None) -> str:
@@ -105,34 +116,81 @@ def _finding(c: _Ctx, ts: str) -> str:
     small = (f"smallest proxy with R² ≥ {thr:g}: {passing.iloc[0]['model']} "
              f"({fmt(float(passing.iloc[0]['compute_ratio']), 1)}× less compute)") if len(passing) else \
         f"no proxy reaches R² ≥ {thr:g}"
+    if len(passing) and bool(passing.iloc[0].get("one_point_carries", False)):
+        p0 = passing.iloc[0]
+        small += (f", but carried by one distribution: without {p0['r2_loo_min_dist']} R² = "
+                  f"{fmt(float(p0['r2_loo_min']))}")
     parts = [f"{ts} ({'lead' if c.lead(ts) else 'per-source'}): {small}"]
     grams = s[s["kind"] == "ngram"]
     if len(grams) and grams["r2"].notna().any():
         g = grams.loc[grams["r2"].idxmax()]
         beat = int((neural["r2"] > g["r2"]).sum())
-        sig = int((neural["partial_p"] < 0.05).sum())
-        parts.append(f"best n-gram {g['model']} R² = {fmt(float(g['r2']))}, beaten by {beat}/{len(neural)} proxies; "
-                     f"{sig}/{len(neural)} proxies add signal beyond it (permutation p < 0.05)")
-    return "; ".join(parts) + "."
+        pcol = "partial_p_holm" if "partial_p_holm" in neural.columns else "partial_p"
+        sig = int((neural[pcol] < 0.05).sum())
+        raw = int((neural["partial_p"] < 0.05).sum())
+        text = (f"best n-gram {g['model']} R² = {fmt(float(g['r2']))}, beaten by {beat}/{len(neural)} proxies; "
+                f"{sig}/{len(neural)} proxies add signal beyond it (Holm-adjusted p < 0.05)")
+        if raw != sig and pcol == "partial_p_holm":
+            text += f" — {raw} before adjusting for the number of tests"
+        parts.append(text)
+    parts.append(_ceiling_text(c, ts))
+    return "; ".join(p for p in parts if p) + "."
+
+
+def _ceiling_text(c: _Ctx, ts: str) -> str:
+    ceil = c.a.get("noise_ceiling", pd.DataFrame())
+    if ceil.empty or "ceiling_r2" not in ceil.columns or not (ceil["test_set"] == ts).any():
+        return ""
+    r = ceil[ceil["test_set"] == ts].iloc[0]
+    if not np.isfinite(r["ceiling_r2"]):
+        return "one reference seed: its own noise is unknown, so no ceiling"
+    text = (f"reference seed vs seed R² = {fmt(float(r['r2']))}, so the {int(r['n_ref_seeds'])}-seed reference mean "
+            f"has reliability {fmt(float(r['ceiling_r2']))}: a perfect proxy would reach about that R²")
+    return text + (" — the reference is too noisy here to rank proxies" if r["ceiling_r2"] < 0.5 else "")
+
+
+def _carried(c: _Ctx) -> list[str]:
+    s = c.summary
+    if "one_point_carries" not in s.columns:
+        return []
+    pts, out = c.a["points"], []
+    for ts in c.test_sets:
+        for _, r in s[(s["test_set"] == ts) & s["one_point_carries"].astype(bool)].iterrows():
+            d = r["r2_loo_min_dist"]
+            cook = pts.loc[(pts["test_set"] == ts) & (pts["model"] == r["model"]) & (pts["distribution"] == d),
+                           "cooks_d"] if "cooks_d" in pts.columns else pd.Series(dtype=float)
+            out.append(f"{ts} / {r['model']}: R² {fmt(float(r['r2']))} → {fmt(float(r['r2_loo_min']))} without {d}"
+                       + (f" (its Cook's D: {fmt(float(cook.iloc[0]), 2)})" if len(cook) else ""))
+    return out
 
 
 def _findings(c: _Ctx) -> Section:
     b = Body()
     b.p("Generated from the tables below; lead test sets first.")
     b.bullets([_finding(c, ts) for ts in c.test_sets])
+    carried = _carried(c)
+    if carried:
+        b.p(f"Results carried by one distribution ({len(carried)}): read these R² values as one point against "
+            "the rest, not as agreement across distributions.", cls="lead")
+        b.bullets(carried)
     return b.section("Key findings")
 
 
 def _figures(c: _Ctx) -> list[Section]:
     a = c.a
-    scatter = ReportFigure(FIGURE_NAMES[0], plots.scatter_png(a["points"], c.summary, c.test_sets, c.colour_models),
-                           "Proxy vs reference mean test loss; one point per training distribution (bars: seed sd).")
+    scatter = ReportFigure(FIGURE_NAMES[0], plots.scatter_png(a["points"], c.summary, c.test_sets, c.neural, c.ngrams),
+                           "Proxy vs reference mean test loss: a row per test set, a panel per proxy with its own "
+                           "axes, one labelled point per training distribution (bars: seed sd), the least-squares "
+                           "line with its R² and the lowest R² with one distribution left out; (!) and a ring: one "
+                           "distribution carries the result. Grey panels: n-gram baselines.")
     r2 = ReportFigure(FIGURE_NAMES[1], plots.r2_compute_png(c.summary, a.get("noise_ceiling", pd.DataFrame()),
                                                                  c.test_sets),
-                      "R² of the linear fit against proxy/reference compute; bars: 95% seed-bootstrap CI; "
-                      "dashed: n-gram baselines; dotted: reference seed vs seed.")
+                      "R² of the linear fit against proxy/reference compute; bars: 95% bootstrap CI over test "
+                      "examples × seeds; dashed/dash-dot: n-gram baselines; dotted: reference ceiling (reliability "
+                      "of the seed-averaged reference).")
     b1, b2 = Body(), Body()
-    b1.p("Each panel is one test set; each colour a proxy; the legend gives the R² of the linear fit.")
+    b1.p("Each row is one test set and each panel one proxy, on its own axes; colours (Okabe–Ito, colour-blind "
+         "safe) and labels name the training distribution.")
     b2.p("The summary plot of the paper, with zero-compute n-gram baselines as horizontal lines.")
     return [b1.section("Proxy vs reference losses (Figure 1)", (scatter,)),
             b2.section("R² against compute (Figure 2)", (r2,))]
@@ -150,9 +208,17 @@ def _summary(c: _Ctx) -> Section:
                 for ts in c.test_sets]
         return [tuple(["reference seed vs seed"] + vals)]
 
-    note = "Neural proxies largest first, then n-gram baselines; brackets: 95% percentile CI over seeds."
+    def ceiling_rows() -> list[tuple[str, ...]]:
+        out = ceiling_row("r2")
+        if out and "ceiling_r2" in ceil.columns:
+            out += [("reference ceiling (reliability of seed mean)",) + ceiling_row("ceiling_r2")[0][1:]]
+        return out
+
+    note = ("Neural proxies largest first, then n-gram baselines; brackets: 95% bootstrap CI over test examples × "
+            "seeds (none where nothing could be resampled). Reference ceiling: the R² a perfect proxy would reach "
+            "against the seed-averaged reference.")
     b.table("R² of the linear fit", pivot(c.summary, c.test_sets, lambda r: with_ci(r["r2"], r["r2_lo"], r["r2_hi"]),
-                                          models=rows, extra_rows=ceiling_row("r2"), note=note))
+                                          models=rows, extra_rows=ceiling_rows(), note=note))
     b.table("Decision accuracy (pairs of distributions ordered alike)",
             pivot(c.summary, c.test_sets, lambda r: with_ci(r["decision_accuracy"], r["decision_accuracy_lo"],
                                                             r["decision_accuracy_hi"]),
@@ -166,9 +232,11 @@ def _summary(c: _Ctx) -> Section:
 def _signal(c: _Ctx) -> Section:
     b = Body()
     b.p("Partial correlation of each proxy's losses with the reference's, given the best n-gram baseline on that "
-        "test set, with a one-sided permutation p over distributions (exact when there are ≤ 8). A proxy near "
-        "zero adds nothing a zero-compute count model does not already say. The last row is the same quantity "
-        "between two reference seeds: the most a proxy could add.")
+        "test set, with a one-sided permutation p over distributions (exact when there are ≤ 8) and the same p "
+        "Holm-adjusted over every test in this table (one family: the test sets share distributions and models, "
+        "so the tests are dependent; Holm holds under any dependence). A proxy near zero adds nothing a "
+        "zero-compute count model does not already say. The last row is the same quantity between two reference "
+        "seeds: the most a proxy could add.")
     if not c.ngrams:
         b.p("This study has no n-gram baselines, so there is nothing to control for. Fit unigram/bigram/trigram "
             "count models on each training distribution to make this check.")
@@ -180,13 +248,20 @@ def _signal(c: _Ctx) -> Section:
             with_p(float(ceil.loc[ceil["test_set"] == ts, "partial_r"].iloc[0]), math.nan)
             if (ceil["test_set"] == ts).any() else "—" for ts in c.test_sets]))
     best = [str(c.summary.loc[c.summary["test_set"] == ts, "best_ngram"].iloc[0]) for ts in c.test_sets]
-    b.table("Partial r given the best n-gram (p)",
-            pivot(c.summary, c.test_sets, lambda r: with_p(r["partial_r"], r["partial_p"]),
+    b.table("Partial r given the best n-gram (p; Holm-adjusted p)",
+            pivot(c.summary, c.test_sets, _partial_cell,
                   models=c.neural + c.ngrams, extra_rows=extra,
                   note="Best n-gram per test set: " + ", ".join(f"{t}: {g}" for t, g in zip(c.test_sets, best))))
     fig = ReportFigure(FIGURE_NAMES[2], plots.partial_png(c.summary, ceil, c.test_sets),
-                       "Partial r with the reference given the best n-gram; filled markers: p < 0.05.")
+                       "Partial r with the reference given the best n-gram; filled markers: Holm-adjusted p < 0.05.")
     return b.section("Signal beyond n-grams", (fig,))
+
+
+def _partial_cell(r: pd.Series) -> str:
+    text = with_p(r["partial_r"], r["partial_p"])
+    if "partial_p_holm" in r and np.isfinite(r["partial_p_holm"]):
+        text = text[:-1] + f"; Holm {r['partial_p_holm']:.3g})"
+    return text
 
 
 def _per_example(c: _Ctx) -> Section:
@@ -209,8 +284,8 @@ def _smallest(c: _Ctx) -> Section:
     b = Body()
     sp = c.a.get("smallest_proxy", pd.DataFrame())
     b.p("The least-compute neural proxy whose score reaches the threshold; 'all larger pass' says whether every "
-        "bigger proxy does too (if not, the answer is fragile). The n-gram columns show whether a zero-compute "
-        "baseline already reaches it.")
+        "bigger proxy does too (if not, the answer is fragile; '—' when no proxy passes). The n-gram columns show "
+        "whether a zero-compute baseline already reaches it.")
     if not sp.empty:
         order = {t: i for i, t in enumerate(c.test_sets)}
         sp = sp.assign(_o=sp["test_set"].map(order)).sort_values(["metric", "_o"], ascending=[False, True])
@@ -218,6 +293,7 @@ def _smallest(c: _Ctx) -> Section:
         b.table("How small can I go?", from_frame(sp, {
             "test_set": "test set", "metric": "metric", "threshold": "threshold", "model": "smallest proxy",
             "compute_ratio": "compute saving (×)", "value": "value", "all_larger_pass": "all larger pass",
+            "carried_by_one": "carried by one distribution",
             "best_ngram": "best n-gram", "best_ngram_value": "n-gram value", "ngram_reaches": "n-gram reaches"}))
     return b.section("Smallest sufficient proxy")
 
@@ -257,7 +333,7 @@ def _loso(c: _Ctx) -> Section:
             if len(full) and len(part):
                 f, p = full.iloc[0], part.iloc[0]
                 rows.append((ts, m, fmt(f["r2"]), fmt(p["r2"]), fmt(f["decision_accuracy"]),
-                             fmt(p["decision_accuracy"]), with_p(p["partial_r"], p["partial_p"]),
+                             fmt(p["decision_accuracy"]), _partial_cell(p),
                              f"{int(p['n_dist'])} (left out: {p['left_out']})"))
     b.table("All distributions vs source left out", Table(
         ("test set", "model", "R² (all)", "R² (left out)", "decision acc. (all)", "decision acc. (left out)",
@@ -268,7 +344,8 @@ def _loso(c: _Ctx) -> Section:
 def study_sections(a: Mapping[str, pd.DataFrame]) -> list[Section]:
     """Every built-in section of the report, in reading order."""
     c = _context(a)
-    return [_overview(c), _findings(c), *_figures(c), _summary(c), _signal(c), _per_example(c),
+    return [_overview(c), _findings(c), *_figures(c), _summary(c),
+            robustness_section(c.summary, c.a["points"], c.test_sets, c.neural + c.ngrams), _signal(c), _per_example(c),
             _smallest(c), _extrapolation(c), _loso(c)]
 
 

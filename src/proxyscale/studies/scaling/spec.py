@@ -38,10 +38,15 @@ class GpuSpec:
 
 @dataclass(frozen=True)
 class AnalysisSpec:
+    """How the study's results are compared. ``loss`` defines a model's mean test loss:
+    ``example_mean`` (mean over examples of each example's mean per-token loss) or
+    ``token_mean`` (total loss over total predicted tokens: long examples weigh more)."""
+
     r2_threshold: float = 0.9
     decision_threshold: float = 0.9
     n_boot: int = 1000
     ngram_orders: tuple[int, ...] = (1, 2, 3)
+    loss: Literal["example_mean", "token_mean"] = "example_mean"
 
     def __post_init__(self) -> None:
         if not (0 < self.r2_threshold <= 1 and 0 < self.decision_threshold <= 1):

@@ -4,7 +4,7 @@ Each writes only inside ``ctx.out``; heavy imports happen inside the functions.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ...run.step import StepContext, step_kind
@@ -32,6 +32,7 @@ class AnalyzeStep:
     test_sets: dict[str, dict[str, Any]]
     distributions: dict[str, tuple[str, ...]]
     seed: int
+    mixtures: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @step_kind("ngram", config=NgramStep)
@@ -94,7 +95,7 @@ def _target_examples(ctx: StepContext, results):
     return drop
 
 
-@step_kind("analyze", config=AnalyzeStep)
+@step_kind("analyze", version=2, config=AnalyzeStep)
 def analyze_step(ctx: StepContext) -> None:
     """All small-to-large tables of the study (pure analysis over the per-example results)."""
     import pandas as pd
@@ -106,14 +107,24 @@ def analyze_step(ctx: StepContext) -> None:
     results = _gather_results(ctx)
     write_table(ctx.out / "results.parquet", results)
     models = pd.DataFrame(cfg["models"])
-    dists = pd.DataFrame([{"distribution": d, "sources": s} for d, s in sorted(cfg["distributions"].items())])
+    dists = pd.DataFrame([{"distribution": d, "sources": s, "mixture": _mixture_text(cfg.get("mixtures", {}).get(d))}
+                          for d, s in sorted(cfg["distributions"].items())])
     tests = pd.DataFrame([{"test_set": t, **v} for t, v in sorted(cfg["test_sets"].items())])
     a = cfg["analysis"]
     analysis = analyze_study(results, models, dists, tests, seed=cfg["seed"], r2_threshold=a["r2_threshold"],
-                             decision_threshold=a["decision_threshold"], n_boot=a["n_boot"])
+                             decision_threshold=a["decision_threshold"], n_boot=a["n_boot"], loss=a["loss"])
     counts = {role[6:]: read_json(path / "testset.json") for role, path in sorted(ctx.inputs.items())
               if role.startswith("count:")}
     write_analysis(analysis, ctx.out, kind="scaling", meta={"compute": _compute_spent(ctx), "test_counts": counts})
+
+
+def _mixture_text(mix: dict[str, float] | None) -> str | None:
+    """'prose 0.50, code 0.25, doc 0.25': normalised weights, largest first (None for a selection)."""
+    if not mix:
+        return None
+    total = sum(mix.values())
+    items = sorted(((s, w / total) for s, w in mix.items() if w > 0), key=lambda t: (-t[1], t[0]))
+    return ", ".join(f"{s} {w:.2f}" for s, w in items)
 
 
 def _compute_spent(ctx: StepContext) -> dict[str, Any]:
