@@ -28,7 +28,9 @@ def cyclic_batches(batch_size: int = 8, T: int = 16, V: int = 32, stride: int = 
 
 
 def _cfg(**kw) -> TrainConfig:
-    base = dict(lr=3e-3, batch_size=8, checkpoint_every=10, log_every=5, warmup_frac=0.1, device="cpu")
+    # fp32: "auto" is measured per machine (calibrate.py) and could pick bf16 on some CPUs.
+    base = dict(lr=3e-3, batch_size=8, checkpoint_every=10, log_every=5, warmup_frac=0.1, device="cpu",
+                precision="fp32")
     base.update(kw)
     return TrainConfig(**base)
 

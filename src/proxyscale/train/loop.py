@@ -31,8 +31,9 @@ from ..models.gpt import GPT, GPTConfig, model_config_dict, param_count
 from ..models.ladder import train_flops
 from ..seeding import torch_gen
 from ..store import FORMAT_VERSION, read_json, save_weights, write_json, write_npy
+from .calibrate import choose_precision, cpu_info
 from .checkpoint import latest_common_step, load_checkpoint, remove_checkpoints, save_checkpoint
-from .optim import AdamW, TrainConfig, autocast_dtype, clip_grad_norms, lr_at, param_settings, resolve_device
+from .optim import AdamW, TrainConfig, clip_grad_norms, lr_at, param_settings, resolve_device
 
 BatchFn = Callable[[int], np.ndarray]
 _BOOKKEEPING = ("checkpoint_every", "keep_checkpoints", "log_every", "device", "compile")
@@ -97,6 +98,7 @@ class RunRecord:
         self.losses: list[float] = []
         self.tokens = 0
         self.wall_before = 0.0
+        self.precision: dict | None = None  # how precision 'auto' was resolved (kept across resumes)
 
     @property
     def ckpt_root(self) -> Path:
@@ -117,6 +119,7 @@ class RunRecord:
         self.losses = [float(v) for v in state["losses"]]
         self.tokens = int(state["tokens"])
         self.wall_before = float(state["wall_s"])
+        self.precision = state.get("precision")
 
     def add(self, values: list[float], step0: int, lr: float, tokens: int) -> None:
         """Append per-step losses starting at step ``step0``; raise on the first non-finite one."""
@@ -136,7 +139,8 @@ class RunRecord:
     def checkpoint(self, step: int, model: dict, optim: dict, wall: float, keep: int) -> None:
         save_checkpoint(self.ckpt_root, step, model, optim, {
             "run_hash": self.rhash, "seed": self.seed, "losses": self.losses, "tokens": self.tokens,
-            "wall_s": self.wall_before + wall}, keep)
+            "wall_s": self.wall_before + wall,
+            "precision": self.precision}, keep)
 
     def finish(self, model_cfg: GPTConfig, train_cfg: TrainConfig, weights: dict, wall: float,
                device: torch.device, extra: dict) -> dict:
@@ -153,8 +157,11 @@ class RunRecord:
             "loss_curve": [{"step": int(b), "loss": float(arr[a:b].mean())} for a, b in zip(edges[:-1], edges[1:])],
             "params": P, "tokens": self.tokens, "tokens_per_param": self.tokens / P,
             "flops": train_flops(P, self.tokens), "wall_s": self.wall_before + wall,
-            "device": str(device), "model": to_dict(model_cfg), "train": to_dict(train_cfg), **extra,
+            "device": str(device), "model": to_dict(model_cfg), "train": to_dict(train_cfg),
+            "precision_choice": self.precision, **extra,
         }
+        if device.type == "cpu":
+            metrics["cpu"] = cpu_info()
         save_weights(self.out / "model.safetensors", weights)
         write_json(self.out / "model.json", model_config_dict(model_cfg))
         write_npy(self.out / "losses.npy", arr)
@@ -185,10 +192,10 @@ def train_lm(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fn: BatchFn, n_
     if (done := rec.finished()) is not None:
         return done
     device = resolve_device(train_cfg.device)
-    amp = autocast_dtype(train_cfg, device)
     model = init_model(model_cfg, seed).to(device)
     opt = AdamW(dict(model.named_parameters()), param_settings(model), train_cfg)
     start = _resume(rec, model, opt)
+    amp = resolve_precision(rec, model_cfg, train_cfg, device)
     forward = torch.compile(model) if train_cfg.compile else model
     pending: list[torch.Tensor] = []
     tokens = call_tokens = 0
@@ -207,7 +214,16 @@ def train_lm(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fn: BatchFn, n_
             return {"stopped_at": step + 1}
     wall = time.perf_counter() - t0
     return rec.finish(model_cfg, train_cfg, model.state_dict(), wall, device,
-                      {"tokens_per_s": call_tokens / max(wall, 1e-9)})
+                      {"tokens_per_s": call_tokens / max(wall, 1e-9), "train_mode": "single"})
+
+
+def resolve_precision(rec: RunRecord, model_cfg: GPTConfig, train_cfg: TrainConfig,
+                      device: torch.device) -> torch.dtype | None:
+    """The run's autocast dtype: the one recorded in its checkpoint when resuming, else chosen
+    now (``precision: auto`` is measured on CPU, see calibrate.py) and recorded in ``rec``."""
+    if rec.precision is None:
+        rec.precision = choose_precision(model_cfg, train_cfg, device)[1]
+    return torch.bfloat16 if rec.precision["precision"] == "bf16" else None
 
 
 def _resume(rec: RunRecord, model: GPT, opt: AdamW) -> int:

@@ -29,7 +29,8 @@ class TrainConfig:
 
     Defaults follow the paper (LR 6e-4, wd 4e-4, the same at every size) and MPT/llm-foundry
     (betas (0.9, 0.95), cosine decay to 10 %). ``warmup_frac`` of the steps warm up linearly.
-    ``precision='auto'`` is bf16 autocast on CUDA and fp32 on CPU. ``checkpoint_every`` is in
+    ``precision='auto'`` is bf16 autocast on CUDA; on CPU it is measured at
+    the start of a run (``calibrate.choose_precision``) and recorded in ``train.json``. ``checkpoint_every`` is in
     optimiser steps (0: no periodic checkpoints). ``snapshot_steps`` lists steps after which
     model-only weights are kept (e.g. for attribution ensembles).
     """
@@ -91,15 +92,6 @@ def resolve_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError as e:
         raise ConfigError(f"TrainConfig.device: {e}; use 'auto', 'cpu' or 'cuda[:i]'") from e
-
-
-def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for this run, or None for plain fp32."""
-    import torch
-
-    if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
 
 
 def clip_grad_norms(grads: list[torch.Tensor], max_norm: float, batch_dims: int = 0) -> torch.Tensor:
