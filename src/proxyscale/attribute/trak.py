@@ -137,12 +137,12 @@ class TRAK:
         g = self.grads(tensors, batch)  # (B, p_sub)
         phi = self.projector(model_id).project(g)  # (B, k)
         if not self.config.keep_q:
-            return phi.numpy(), np.full(phi.shape[0], np.nan, dtype=np.float32)
+            return phi.cpu().numpy(), np.full(phi.shape[0], np.nan, dtype=np.float32)
         if self.config.compat:
             q = _compat.traker_q(self.model, tensors, tuple(batch))
         else:
             q = self.output.q_weights(self.model, tensors, batch)
-        return phi.numpy(), q.to(torch.float32).numpy()
+        return phi.cpu().numpy(), q.to(torch.float32).cpu().numpy()
 
     def _meta(self, model_id: Any) -> dict[str, Any]:
         cfg = {k: v for k, v in to_dict(self.config).items() if not (k == "keep_q" and v)}  # as before keep_q
