@@ -169,9 +169,10 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         out["machine"]["gpu"] = torch.cuda.get_device_name(device)
         out["machine"]["cuda"] = torch.version.cuda
-    for name, fn in (("gpu_tests", lambda: gpu_tests(args.dry_run)), ("mfu_125m", lambda: check_mfu(device, args.dry_run)),
-                     ("batched_tiny", lambda: check_batched(device, args.dry_run)),
-                     ("trak", lambda: check_trak(device, args.dry_run))):
+    sections = (("gpu_tests", lambda: gpu_tests(args.dry_run)), ("mfu_125m", lambda: check_mfu(device, args.dry_run)),
+                ("batched_tiny", lambda: check_batched(device, args.dry_run)),
+                ("trak", lambda: check_trak(device, args.dry_run)))
+    for name, fn in sections:
         t = time.perf_counter()
         out[name] = fn()
         out[name]["section_s"] = time.perf_counter() - t

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_train_loop import MODEL, _cfg
 from test_train_batched import SEEDS, _fns
+from test_train_loop import MODEL, _cfg
 
 from proxyscale.store import read_json
 from proxyscale.train.batched import train_lm_batched
