@@ -36,7 +36,11 @@ def test_equals_separate_runs(tmp_path):
         b = load_weights(tmp_path / f"b{k}" / "model.safetensors")
         for n in a:
             torch.testing.assert_close(b[n], a[n], rtol=0, atol=1e-4, msg=n)
-        assert read_json(tmp_path / f"b{k}" / "train.json")["batched_with"] == 3
+        rec = read_json(tmp_path / f"b{k}" / "train.json")
+        assert rec["batched_with"] == rec["group_size"] == 3 and rec["train_mode"] == "batched"
+        # per model: its own tokens over the group's wall; the group: all three models' tokens
+        assert rec["group_tokens_per_s"] == pytest.approx(3 * rec["tokens_per_s"])
+        assert rec["compute_wall_s"] == pytest.approx(rec["wall_s"] / 3)
 
 
 def test_resume_after_kill_equals_uninterrupted(tmp_path):

@@ -192,7 +192,8 @@ def _train_stack(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fns: list[B
     extra = {"tokens_per_s": call_tokens / max(wall, 1e-9), "batched_with": len(recs), "train_mode": "batched",
              "batching": choice, "group_size": len(recs), "group_wall_s": wall,
              "group_tokens_per_s": len(recs) * call_tokens / max(wall, 1e-9)}
-    return [r.finish(model_cfg, train_cfg, stack.model_state(k), wall, device, extra) for k, r in enumerate(recs)]
+    return [r.finish(model_cfg, train_cfg, stack.model_state(k), wall, device, extra, share=len(recs))
+            for k, r in enumerate(recs)]
 
 
 def _flush(stack: _Stack, opt: AdamW, recs: list[RunRecord], train_cfg: TrainConfig, losses: np.ndarray,

@@ -143,8 +143,11 @@ class RunRecord:
             "precision": self.precision}, keep)
 
     def finish(self, model_cfg: GPTConfig, train_cfg: TrainConfig, weights: dict, wall: float,
-               device: torch.device, extra: dict) -> dict:
-        """Write final weights, losses and metrics (train.json last); drop the checkpoints."""
+               device: torch.device, extra: dict, share: int = 1) -> dict:
+        """Write final weights, losses and metrics (train.json last); drop the checkpoints.
+
+        ``share``: how many models were trained together in that wall time; ``compute_wall_s``
+        charges this model its part (``wall_s`` stays the time it took)."""
         n = len(self.losses)
         P = param_count(model_cfg)
         k = final_window(n)
@@ -157,6 +160,7 @@ class RunRecord:
             "loss_curve": [{"step": int(b), "loss": float(arr[a:b].mean())} for a, b in zip(edges[:-1], edges[1:])],
             "params": P, "tokens": self.tokens, "tokens_per_param": self.tokens / P,
             "flops": train_flops(P, self.tokens), "wall_s": self.wall_before + wall,
+            "compute_wall_s": (self.wall_before + wall) / share,
             "device": str(device), "model": to_dict(model_cfg), "train": to_dict(train_cfg),
             "precision_choice": self.precision, **extra,
         }
