@@ -125,6 +125,15 @@ def param_settings(model: nn.Module) -> dict[str, tuple[float, bool]]:
     return out
 
 
+def _fusable(ps: list) -> bool:
+    """torch's fused AdamW kernel (CPU and CUDA, float tensors on one device) computes the same
+    update as the foreach path below, in one pass per tensor."""
+    import torch
+
+    return (hasattr(torch, "_fused_adamw_") and all(p.device == ps[0].device and p.dtype in (
+        torch.float32, torch.float64) for p in ps) and ps[0].device.type in ("cpu", "cuda"))
+
+
 class AdamW:
     """AdamW over a dict of named tensors (single or stacked); gradients are read from ``.grad``."""
 
@@ -160,6 +169,12 @@ class AdamW:
             ms = [self.exp_avg[n] for n in names]
             vs = [self.exp_avg_sq[n] for n in names]
             group_lr = lr * mult
+            if _fusable(ps):  # one pass over each tensor instead of seven
+                step = [torch.tensor(float(self.step_count), device=ps[0].device)] * len(ps)
+                torch._fused_adamw_(ps, gs, ms, vs, [], step, lr=group_lr, beta1=b1, beta2=b2,
+                                    weight_decay=self.cfg.weight_decay if decay else 0.0, eps=self.cfg.eps,
+                                    amsgrad=False, maximize=False)
+                continue
             if decay and self.cfg.weight_decay > 0:
                 torch._foreach_mul_(ps, 1.0 - group_lr * self.cfg.weight_decay)
             torch._foreach_lerp_(ms, gs, 1.0 - b1)
