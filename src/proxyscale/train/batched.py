@@ -36,7 +36,8 @@ from ..errors import ConfigError, DataError
 from ..models.gpt import GPTConfig
 from ..models.gpt_stack import stacked_forward
 from ..store import write_json
-from .calibrate import choose_batching, choose_precision
+from . import calibrate
+from .calibrate import choose_precision
 from .checkpoint import latest_common_step, load_checkpoint
 from .loop import BatchFn, RunRecord, _checks_due, init_model, resolve_precision, run_hash, to_batch, train_lm
 from .optim import AdamW, TrainConfig, clip_grad_norms, lr_at, param_settings, resolve_device
@@ -211,3 +212,31 @@ def _flush(stack: _Stack, opt: AdamW, recs: list[RunRecord], train_cfg: TrainCon
     if progress is not None:
         k = min(train_cfg.log_every, len(recs[0].losses))
         progress({"step": done, "loss": [float(np.mean(r.losses[-k:])) for r in recs], "tokens": recs[0].tokens})
+
+
+def choose_batching(model_cfg: GPTConfig, train_cfg: TrainConfig, K: int, device: torch.device,
+                    amp: torch.dtype | None) -> dict:
+    """``{"mode": "batched" | "sequential", ...timings}`` for training K models of this shape."""
+    if K < 2:
+        return {"mode": "sequential", "reason": "one model"}
+    key = ("batching", model_cfg, train_cfg.batch_size, K, str(device), amp, torch.get_num_threads())
+    if key not in calibrate._cache:
+        calibrate._cache[key] = _measure_batching(model_cfg, train_cfg, K, device, amp)
+    return dict(calibrate._cache[key])
+
+
+def _measure_batching(model_cfg: GPTConfig, train_cfg: TrainConfig, K: int, device: torch.device,
+                      amp: torch.dtype | None) -> dict:
+    single = calibrate._single_stepper(model_cfg, train_cfg, device, amp)
+    stack = _Stack(model_cfg, list(range(K)), device)
+    opt = AdamW(stack.params, stack.settings, train_cfg)
+
+    def batched(i: int) -> None:
+        _step(stack, opt, calibrate._probe_batch(model_cfg, train_cfg.batch_size, i, (K,)).to(device), train_cfg.lr,
+              train_cfg.grad_clip, amp)
+
+    t_one, t_bat = calibrate.interleaved_medians([single, batched])
+    speedup = K * t_one / t_bat
+    return {"mode": "batched" if speedup >= 1.0 else "sequential", "reason": "measured", "K": K,
+            "one_model_step_s": t_one, "batched_step_s": t_bat, "batched_speedup": speedup,
+            "probe_steps": calibrate.PROBE_STEPS}

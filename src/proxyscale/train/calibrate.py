@@ -4,8 +4,9 @@ Which way of training is fastest depends on the CPU (an AVX-512/AMX Xeon runs fp
 to ~5× and bf16 ones ~10× faster than a 2-core AVX2 EPYC, which moves the balance between
 matmuls and per-op overhead), so it is measured rather than decided by a rule about the CPU:
 
-- :func:`choose_batching`: K models of one shape stacked into one batched step, or trained one
-  after another. A few throwaway steps of each on random tokens, interleaved, medians compared.
+- ``batched.choose_batching``: K models of one shape stacked into one batched step, or trained
+  one after another. A few throwaway steps of each on synthetic tokens, interleaved, medians
+  compared (it lives beside the stacked step it times).
 - :func:`choose_precision` (``precision: auto`` on CPU): bf16 autocast only where the CPU has
   fast bf16 instructions (AMX or AVX512-BF16) *and* a short run is faster in bf16 *and* its
   losses match fp32 within ``BF16_LOSS_RTOL``; fp32 otherwise. On CUDA ``auto`` is bf16.
@@ -24,11 +25,12 @@ import torch
 
 from ..models.gpt import GPT, GPTConfig
 from .optim import AdamW, TrainConfig, param_settings
+from .step import train_step
 
 BF16_LOSS_RTOL = 0.02  # largest relative gap between bf16 and fp32 losses over the probe run
 BF16_MIN_SPEEDUP = 1.1  # bf16 must be at least this much faster (a margin over timing noise)
 PROBE_STEPS = 6  # timed steps per contender (after one warm-up step each)
-_cache: dict[tuple, dict] = {}
+_cache: dict[tuple, dict] = {}  # shared with batched.choose_batching
 
 
 def cpu_info() -> dict:
@@ -77,8 +79,6 @@ def interleaved_medians(fns: list[Callable[[int], object]], steps: int = PROBE_S
 
 def _single_stepper(cfg: GPTConfig, train_cfg: TrainConfig, device: torch.device, amp: torch.dtype | None,
                     losses: list[float] | None = None) -> Callable[[int], None]:
-    from .loop import train_step
-
     model = GPT(cfg, generator=torch.Generator().manual_seed(0)).to(device)
     opt = AdamW(dict(model.named_parameters()), param_settings(model), train_cfg)
 
@@ -119,33 +119,3 @@ def _measure_precision(model_cfg: GPTConfig, train_cfg: TrainConfig, device: tor
     return {"precision": "bf16" if ok else "fp32", "reason": "auto: measured", "fp32_step_s": t32,
             "bf16_step_s": t16, "bf16_speedup": speedup, "loss_rel_gap": gap, "loss_rtol": BF16_LOSS_RTOL,
             "min_speedup": BF16_MIN_SPEEDUP, "probe_steps": PROBE_STEPS}
-
-
-def choose_batching(model_cfg: GPTConfig, train_cfg: TrainConfig, K: int, device: torch.device,
-                    amp: torch.dtype | None) -> dict:
-    """``{"mode": "batched" | "sequential", ...timings}`` for training K models of this shape."""
-    if K < 2:
-        return {"mode": "sequential", "reason": "one model"}
-    key = ("batching", model_cfg, train_cfg.batch_size, K, str(device), amp, torch.get_num_threads())
-    if key not in _cache:
-        _cache[key] = _measure_batching(model_cfg, train_cfg, K, device, amp)
-    return dict(_cache[key])
-
-
-def _measure_batching(model_cfg: GPTConfig, train_cfg: TrainConfig, K: int, device: torch.device,
-                      amp: torch.dtype | None) -> dict:
-    from .batched import _Stack, _step
-
-    single = _single_stepper(model_cfg, train_cfg, device, amp)
-    stack = _Stack(model_cfg, list(range(K)), device)
-    opt = AdamW(stack.params, stack.settings, train_cfg)
-
-    def batched(i: int) -> None:
-        _step(stack, opt, _probe_batch(model_cfg, train_cfg.batch_size, i, (K,)).to(device), train_cfg.lr,
-              train_cfg.grad_clip, amp)
-
-    t_one, t_bat = interleaved_medians([single, batched])
-    speedup = K * t_one / t_bat
-    return {"mode": "batched" if speedup >= 1.0 else "sequential", "reason": "measured", "K": K,
-            "one_model_step_s": t_one, "batched_step_s": t_bat, "batched_speedup": speedup,
-            "probe_steps": PROBE_STEPS}

@@ -23,7 +23,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import content_hash, to_dict
 from ..errors import DataError, DivergedError, StoreError
@@ -33,7 +32,10 @@ from ..seeding import torch_gen
 from ..store import FORMAT_VERSION, read_json, save_weights, write_json, write_npy
 from .calibrate import choose_precision, cpu_info
 from .checkpoint import latest_common_step, load_checkpoint, remove_checkpoints, save_checkpoint
-from .optim import AdamW, TrainConfig, clip_grad_norms, lr_at, param_settings, resolve_device
+from .optim import AdamW, TrainConfig, lr_at, param_settings, resolve_device
+from .step import lm_loss, train_step
+
+__all__ = ["BatchFn", "RunRecord", "lm_loss", "train_lm", "train_step"]  # lm_loss/train_step: from step.py
 
 BatchFn = Callable[[int], np.ndarray]
 _BOOKKEEPING = ("checkpoint_every", "keep_checkpoints", "log_every", "device", "compile")
@@ -62,27 +64,6 @@ def to_batch(arr: np.ndarray, train_cfg: TrainConfig, model_cfg: GPTConfig, step
         raise DataError(f"batch_fn({step}) must return integer token ids in [0, {model_cfg.vocab_size}); "
                         f"got dtype {a.dtype}, range [{a.min()}, {a.max()}] — check the tokenizer's vocab size")
     return torch.from_numpy(a.astype(np.int64, copy=False)).to(device, non_blocking=True)
-
-
-def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy in fp32; logits (..., V), targets (...)."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
-
-
-def train_step(forward: Callable[[torch.Tensor], torch.Tensor], opt: AdamW, batch: torch.Tensor, lr: float,
-               grad_clip: float, amp: torch.dtype | None) -> torch.Tensor:
-    """Forward, backward, clip, AdamW update on one batch (B, T+1); returns the detached loss."""
-    x, y = batch[:, :-1], batch[:, 1:]  # (B, T) each
-    with torch.autocast(batch.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-        logits = forward(x)  # (B, T, V)
-    loss = lm_loss(logits, y)
-    loss.backward()
-    params = list(opt.params.values())
-    clip_grad_norms([p.grad for p in params], grad_clip)
-    opt.step(lr)
-    for p in params:
-        p.grad = None
-    return loss.detach()
 
 
 def final_window(n_steps: int) -> int:
