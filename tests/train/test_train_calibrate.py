@@ -46,6 +46,8 @@ def test_choice_is_recorded_and_kept_when_resuming(tmp_path, monkeypatch):
 
 
 def test_cpu_info_lists_model_and_flags():
+    calibrate.keep_freed_memory()
     info = calibrate.cpu_info()
+    assert info["malloc_keeps_freed"] == calibrate.keep_freed_memory()  # recorded as applied
     assert info["model"] and isinstance(info["flags"], list) and info["threads"] >= 1
     assert info["capability"] == torch.backends.cpu.get_cpu_capability()

@@ -125,6 +125,7 @@ def train_lm_batched(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fns: li
     results: list[dict | None] = [r.finished() for r in recs]
     todo = [i for i, m in enumerate(results) if m is None]
     if todo:
+        calibrate.keep_freed_memory()
         choice = _choose_mode(model_cfg, train_cfg, len(todo), mode)
         run = _train_stack if choice["mode"] == "batched" else _train_sequential
         out = run(model_cfg, train_cfg, [batch_fns[i] for i in todo], n_steps, [recs[i] for i in todo],

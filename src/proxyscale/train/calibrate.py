@@ -31,6 +31,7 @@ BF16_LOSS_RTOL = 0.02  # largest relative gap between bf16 and fp32 losses over 
 BF16_MIN_SPEEDUP = 1.1  # bf16 must be at least this much faster (a margin over timing noise)
 PROBE_STEPS = 6  # timed steps per contender (after one warm-up step each)
 _cache: dict[tuple, dict] = {}  # shared with batched.choose_batching
+_malloc_kept: bool | None = None
 
 
 def cpu_info() -> dict:
@@ -47,7 +48,32 @@ def cpu_info() -> dict:
         pass
     keep = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16", "amx_tile")
     return {"model": name or os.uname().machine, "flags": [f for f in keep if f in flags],
-            "capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
+            "capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+            "malloc_keeps_freed": bool(_malloc_kept)}
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed large blocks for reuse (once per process; False elsewhere).
+
+    By default a block above 32 MB is mmap-ed on every allocation and unmapped when freed, so
+    each training step page-faults its logits, their gradient and the other large activations
+    afresh (zero-filling every page): the stacked step of K models, whose tensors are K times
+    larger, paid that on every step. Measured here at 1 thread: a (10, 4096, 512) logits bmm
+    110 → 45 ms; stacked steps of 10 demo-rung models 1.5–1.8× faster. The cost is a process
+    that keeps its peak heap instead of returning it to the system.
+    """
+    global _malloc_kept
+    if _malloc_kept is None:
+        _malloc_kept = False
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6")
+            # M_MMAP_THRESHOLD (-3) and M_TRIM_THRESHOLD (-1): no mmap below 1 GiB, no trimming below 2 GiB
+            _malloc_kept = bool(libc.mallopt(-3, 1 << 30)) and bool(libc.mallopt(-1, 1 << 31))
+        except (OSError, AttributeError):
+            pass
+    return _malloc_kept
 
 
 def cpu_has_fast_bf16() -> bool:

@@ -30,7 +30,7 @@ from ..models.gpt import GPT, GPTConfig, model_config_dict, param_count
 from ..models.ladder import train_flops
 from ..seeding import torch_gen
 from ..store import FORMAT_VERSION, read_json, save_weights, write_json, write_npy
-from .calibrate import choose_precision, cpu_info
+from .calibrate import choose_precision, cpu_info, keep_freed_memory
 from .checkpoint import latest_common_step, load_checkpoint, remove_checkpoints, save_checkpoint
 from .optim import AdamW, TrainConfig, lr_at, param_settings, resolve_device
 from .step import lm_loss, train_step
@@ -177,6 +177,7 @@ def train_lm(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fn: BatchFn, n_
     if (done := rec.finished()) is not None:
         return done
     device = resolve_device(train_cfg.device)
+    keep_freed_memory()
     model = init_model(model_cfg, seed).to(device)
     opt = AdamW(dict(model.named_parameters()), param_settings(model), train_cfg)
     start = _resume(rec, model, opt)
