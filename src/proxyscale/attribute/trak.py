@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from ..config import content_hash, from_dict, to_dict
 from ..errors import ConfigError
 from ..store import write_npy
+from ..train.calibrate import keep_freed_memory
 from . import compat as _compat
 from .features import ModelFeatures, dataset_size, iter_batches
 from .grads import ParamFilter, PerExampleGrads, checkpoint_tensors, num_params, select_params
@@ -156,6 +157,7 @@ class TRAK:
         DataLoader. With ``store_dir`` the features go to ``store_dir/model-<id>/`` and a run
         that was killed resumes after its last completed batch.
         """
+        keep_freed_memory()  # per-batch gradients (B × p floats) are too big for malloc's reuse by default
         tensors = checkpoint_tensors(self.model, checkpoint)
         n = dataset_size(train_data)
         if self.models and n != next(iter(self.models.values())).n:
