@@ -115,7 +115,9 @@ def test_sequential_mode_equals_separate_runs_and_records_the_group(tmp_path):
 
 
 def test_auto_mode_measures_and_records_its_choice(tmp_path):
-    out = train_lm_batched(MODEL, _cfg(checkpoint_every=0), _fns(), 8, [tmp_path / f"a{k}" for k in range(3)], SEEDS)
+    n = batched.calibrate.MIN_STEPS_TO_MEASURE
+    dirs = [tmp_path / f"a{k}" for k in range(3)]
+    out = train_lm_batched(MODEL, _cfg(checkpoint_every=0, log_every=n), _fns(), n, dirs, SEEDS)
     for k in range(3):
         rec = read_json(tmp_path / f"a{k}" / "train.json")
         b = rec["batching"]
@@ -125,3 +127,8 @@ def test_auto_mode_measures_and_records_its_choice(tmp_path):
         assert rec["train_mode"] == ("batched" if b["mode"] == "batched" else "single")
         assert rec["precision_choice"] == {"precision": "fp32", "reason": "set in the config"}
         assert "model" in rec["cpu"] and rec["tokens_per_s"] > 0 and rec == out[k]
+
+
+def test_auto_mode_does_not_measure_for_a_short_run(tmp_path):
+    out = train_lm_batched(MODEL, _cfg(checkpoint_every=0), _fns(), 6, [tmp_path / f"a{k}" for k in range(3)], SEEDS)
+    assert all(m["batching"]["mode"] == "batched" and "not measured" in m["batching"]["reason"] for m in out)

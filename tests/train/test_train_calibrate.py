@@ -15,6 +15,12 @@ def test_cpu_without_fast_bf16_trains_fp32(monkeypatch):
     assert amp is None and rec["precision"] == "fp32" and "no fast bf16" in rec["reason"]
 
 
+def test_short_runs_are_not_measured(monkeypatch):
+    monkeypatch.setattr(calibrate, "cpu_has_fast_bf16", lambda: True)
+    amp, rec = calibrate.choose_precision(MODEL, _cfg(precision="auto"), torch.device("cpu"), n_steps=10)
+    assert amp is None and rec["precision"] == "fp32" and "not measured" in rec["reason"]
+
+
 def test_explicit_precision_is_not_measured():
     amp, rec = calibrate.choose_precision(MODEL, _cfg(precision="bf16"), torch.device("cpu"))
     assert amp is torch.bfloat16 and rec == {"precision": "bf16", "reason": "set in the config"}
@@ -36,12 +42,14 @@ def test_choice_is_recorded_and_kept_when_resuming(tmp_path, monkeypatch):
     bf16 = {"precision": "bf16", "reason": "auto: measured", "bf16_speedup": 1.5}
     monkeypatch.setattr(calibrate, "_measure_precision", lambda *a: dict(bf16))
     monkeypatch.setattr(calibrate, "_cache", {})
-    cfg = _cfg(precision="auto", checkpoint_every=5)
-    assert train_lm(MODEL, cfg, cyclic_batches(), 12, tmp_path, seed=0, stop_after=7) == {"stopped_at": 7}
+    n = calibrate.MIN_STEPS_TO_MEASURE
+    cfg = _cfg(precision="auto", checkpoint_every=n // 2, log_every=n)
+    assert train_lm(MODEL, cfg, cyclic_batches(), n, tmp_path, seed=0, stop_after=n // 2 + 1) == {
+        "stopped_at": n // 2 + 1}
     # the machine now measures otherwise; the resumed run keeps the choice its first steps used
     monkeypatch.setattr(calibrate, "_measure_precision", lambda *a: {"precision": "fp32", "reason": "auto: measured"})
     monkeypatch.setattr(calibrate, "_cache", {})
-    m = train_lm(MODEL, cfg, cyclic_batches(), 12, tmp_path, seed=0)
+    m = train_lm(MODEL, cfg, cyclic_batches(), n, tmp_path, seed=0)
     assert m["precision_choice"] == bf16 == read_json(tmp_path / "train.json")["precision_choice"]
 
 

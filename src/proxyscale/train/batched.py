@@ -126,7 +126,7 @@ def train_lm_batched(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fns: li
     todo = [i for i, m in enumerate(results) if m is None]
     if todo:
         calibrate.keep_freed_memory()
-        choice = _choose_mode(model_cfg, train_cfg, len(todo), mode)
+        choice = _choose_mode(model_cfg, train_cfg, len(todo), mode, n_steps)
         run = _train_stack if choice["mode"] == "batched" else _train_sequential
         out = run(model_cfg, train_cfg, [batch_fns[i] for i in todo], n_steps, [recs[i] for i in todo],
                   progress, stop_after, choice)
@@ -137,13 +137,16 @@ def train_lm_batched(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fns: li
     return results  # type: ignore[return-value]
 
 
-def _choose_mode(model_cfg: GPTConfig, train_cfg: TrainConfig, K: int, mode: str) -> dict:
+def _choose_mode(model_cfg: GPTConfig, train_cfg: TrainConfig, K: int, mode: str, n_steps: int) -> dict:
     if mode not in ("auto", "batched", "sequential"):
         raise ConfigError(f"train_lm_batched: mode must be 'auto', 'batched' or 'sequential', got {mode!r}")
     if mode != "auto":
         return {"mode": mode, "reason": "requested", "K": K}
     device = resolve_device(train_cfg.device)
-    amp = choose_precision(model_cfg, train_cfg, device)[0]
+    if n_steps < calibrate.MIN_STEPS_TO_MEASURE:  # the probes would cost more than a wrong choice
+        return {"mode": "batched", "reason": f"run shorter than {calibrate.MIN_STEPS_TO_MEASURE} steps, not measured",
+                "K": K}
+    amp = choose_precision(model_cfg, train_cfg, device, n_steps)[0]
     return choose_batching(model_cfg, train_cfg, K, device, amp)
 
 
@@ -172,7 +175,7 @@ def _train_stack(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fns: list[B
     stack = _Stack(model_cfg, [r.seed for r in recs], device)
     opt = AdamW(stack.params, stack.settings, train_cfg)
     start = _resume(stack, opt, recs)
-    amp = resolve_precision(recs[0], model_cfg, train_cfg, device)
+    amp = resolve_precision(recs[0], model_cfg, train_cfg, device, n_steps)
     for r in recs[1:]:
         r.precision = recs[0].precision
     pending: list[torch.Tensor] = []

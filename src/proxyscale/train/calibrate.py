@@ -30,6 +30,7 @@ from .step import train_step
 BF16_LOSS_RTOL = 0.02  # largest relative gap between bf16 and fp32 losses over the probe run
 BF16_MIN_SPEEDUP = 1.1  # bf16 must be at least this much faster (a margin over timing noise)
 PROBE_STEPS = 6  # timed steps per contender (after one warm-up step each)
+MIN_STEPS_TO_MEASURE = 10 * (PROBE_STEPS + 1)  # shorter runs skip the probes (they would cost > ~10 %)
 _cache: dict[tuple, dict] = {}  # shared with batched.choose_batching
 _malloc_kept: bool | None = None
 
@@ -116,9 +117,10 @@ def _single_stepper(cfg: GPTConfig, train_cfg: TrainConfig, device: torch.device
     return step
 
 
-def choose_precision(model_cfg: GPTConfig, train_cfg: TrainConfig, device: torch.device) -> tuple[
-        torch.dtype | None, dict]:
-    """The autocast dtype (None: fp32) for this run and the record of how it was chosen."""
+def choose_precision(model_cfg: GPTConfig, train_cfg: TrainConfig, device: torch.device,
+                     n_steps: int | None = None) -> tuple[torch.dtype | None, dict]:
+    """The autocast dtype (None: fp32) for this run and the record of how it was chosen.
+    A run of fewer than ``MIN_STEPS_TO_MEASURE`` steps is not worth measuring for: fp32."""
     if train_cfg.precision != "auto":
         return (torch.bfloat16 if train_cfg.precision == "bf16" else None), {"precision": train_cfg.precision,
                                                                              "reason": "set in the config"}
@@ -126,6 +128,9 @@ def choose_precision(model_cfg: GPTConfig, train_cfg: TrainConfig, device: torch
         return torch.bfloat16, {"precision": "bf16", "reason": "auto on CUDA"}
     if device.type != "cpu" or not cpu_has_fast_bf16():
         return None, {"precision": "fp32", "reason": "auto: no fast bf16 on this device"}
+    if n_steps is not None and n_steps < MIN_STEPS_TO_MEASURE:
+        why = f"auto: run shorter than {MIN_STEPS_TO_MEASURE} steps, not measured"
+        return None, {"precision": "fp32", "reason": why}
     key = ("precision", model_cfg, train_cfg.batch_size, train_cfg.lr, str(device), torch.get_num_threads())
     if key not in _cache:
         _cache[key] = _measure_precision(model_cfg, train_cfg, device)

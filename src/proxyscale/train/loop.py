@@ -181,7 +181,7 @@ def train_lm(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fn: BatchFn, n_
     model = init_model(model_cfg, seed).to(device)
     opt = AdamW(dict(model.named_parameters()), param_settings(model), train_cfg)
     start = _resume(rec, model, opt)
-    amp = resolve_precision(rec, model_cfg, train_cfg, device)
+    amp = resolve_precision(rec, model_cfg, train_cfg, device, n_steps)
     forward = torch.compile(model) if train_cfg.compile else model
     pending: list[torch.Tensor] = []
     tokens = call_tokens = 0
@@ -204,11 +204,11 @@ def train_lm(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fn: BatchFn, n_
 
 
 def resolve_precision(rec: RunRecord, model_cfg: GPTConfig, train_cfg: TrainConfig,
-                      device: torch.device) -> torch.dtype | None:
+                      device: torch.device, n_steps: int) -> torch.dtype | None:
     """The run's autocast dtype: the one recorded in its checkpoint when resuming, else chosen
     now (``precision: auto`` is measured on CPU, see calibrate.py) and recorded in ``rec``."""
     if rec.precision is None:
-        rec.precision = choose_precision(model_cfg, train_cfg, device)[1]
+        rec.precision = choose_precision(model_cfg, train_cfg, device, n_steps)[1]
     return torch.bfloat16 if rec.precision["precision"] == "bf16" else None
 
 
