@@ -27,7 +27,7 @@ import torch
 
 from proxyscale.models.gpt import GPT, GPTConfig, param_count
 from proxyscale.train.batched import _Stack, _step
-from proxyscale.train.calibrate import choose_precision, cpu_info
+from proxyscale.train.calibrate import choose_precision, cpu_info, keep_freed_memory
 from proxyscale.train.loop import train_step
 from proxyscale.train.optim import AdamW, TrainConfig, param_settings
 
@@ -135,7 +135,8 @@ def bench_batched(shape: tuple[int, int, int, int, int], K: int, reps: int) -> d
 
 def machine(threads: int) -> dict:
     info = cpu_info()
-    return {"cpu": info["model"], "flags": info["flags"], "capability": info["capability"], "cores": os.cpu_count(),
+    return {"cpu": info["model"], "flags": info["flags"], "capability": info["capability"],
+            "malloc_keeps_freed": info["malloc_keeps_freed"], "cores": os.cpu_count(),
             "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
             "load_avg_start": os.getloadavg()[0]}
 
@@ -164,6 +165,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    keep_freed_memory()  # as training does (train_lm / train_lm_batched)
     out = {"machine": machine(args.threads)}
     out["mfu"] = [bench_mfu(s, args.reps) for s in ((4, 256, 4),) + (((6, 384, 6),) if args.big else ())]
     out["vs_hf"] = [bench_hf(s, args.reps) for s in ((4, 256, 4),)]
