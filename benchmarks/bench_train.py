@@ -2,8 +2,10 @@
 
 (a) MFU of our training step (models >= 4M parameters) against an fp32 2048² matmul timed in
     the same run; (b) tokens/s against the same-size Hugging Face ``GPT2LMHeadModel`` driven by
-    the same training step; (c) aggregate speedup of training K tiny models together
-    (``train_lm_batched``'s step) over one at a time.
+    the same training step; (c) bf16 autocast against fp32 and what ``precision: auto`` picks
+    here; (d) aggregate speedup of training K tiny models together (``train_lm_batched``'s
+    stacked step) over one at a time (``--demo``: the demo's rungs, K = 20). The CPU model and
+    its speed-relevant flags are printed first.
 
 Every comparison interleaves the two contenders step by step (MFU: each step is followed by
 matmuls over an equally long span) and quotes ratios of medians, so drifts in machine load
@@ -25,6 +27,7 @@ import torch
 
 from proxyscale.models.gpt import GPT, GPTConfig, param_count
 from proxyscale.train.batched import _Stack, _step
+from proxyscale.train.calibrate import choose_precision, cpu_info, keep_freed_memory
 from proxyscale.train.loop import train_step
 from proxyscale.train.optim import AdamW, TrainConfig, param_settings
 
@@ -131,14 +134,25 @@ def bench_batched(shape: tuple[int, int, int, int, int], K: int, reps: int) -> d
 
 
 def machine(threads: int) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
-            "python": platform.python_version(), "load_avg_start": os.getloadavg()[0]}
+    info = cpu_info()
+    return {"cpu": info["model"], "flags": info["flags"], "capability": info["capability"],
+            "malloc_keeps_freed": info["malloc_keeps_freed"], "cores": os.cpu_count(),
+            "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
+            "load_avg_start": os.getloadavg()[0]}
+
+
+def bench_precision(shape: tuple[int, int, int], reps: int) -> dict:
+    """bf16 autocast vs fp32, same step, interleaved; plus what ``precision: auto`` would choose."""
+    L, d, H = shape
+    cfg = GPTConfig(4096, 128, d, L, H)
+    models = [GPT(cfg), GPT(cfg)]
+    opts = [AdamW(dict(m.named_parameters()), param_settings(m), TC) for m in models]
+    batch = torch.randint(0, 4096, (32, 129))
+    t32, t16 = interleaved(lambda b: train_step(models[0], opts[0], b, 1e-4, 1.0, None),
+                           lambda b: train_step(models[1], opts[1], b, 1e-4, 1.0, torch.bfloat16), batch, batch, reps)
+    auto = choose_precision(cfg, TrainConfig(device="cpu", precision="auto", lr=1e-4), torch.device("cpu"))[1]
+    return {"model": f"L{L} d{d} V4096 T128 B32", "params": param_count(cfg),
+            "bf16_speedup": statistics.median(t32) / statistics.median(t16), "auto": auto}
 
 
 def main() -> None:
@@ -146,14 +160,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=6, help="timed pairs per comparison")
     ap.add_argument("--big", action="store_true", help="also measure MFU of a 12.3M-parameter model")
+    ap.add_argument("--demo", action="store_true", help="also time the demo's rungs batched K=20 vs one at a time")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    keep_freed_memory()  # as training does (train_lm / train_lm_batched)
     out = {"machine": machine(args.threads)}
     out["mfu"] = [bench_mfu(s, args.reps) for s in ((4, 256, 4),) + (((6, 384, 6),) if args.big else ())]
     out["vs_hf"] = [bench_hf(s, args.reps) for s in ((4, 256, 4),)]
-    out["batched"] = [bench_batched(s, 8, args.reps) for s in ((2, 64, 4, 32, 128), (2, 32, 4, 8, 64))]
+    out["precision"] = [bench_precision(s, args.reps) for s in ((4, 256, 4),)]
+    shapes = [((2, 64, 4, 32, 128), 8), ((2, 32, 4, 8, 64), 8)]
+    if args.demo:  # the demo's rungs (V512 T128 B32), all 20 models of a rung at once
+        shapes += [((1, d, h, 32, 128), 20) for d, h in ((4, 1), (8, 1), (16, 2))] + [((2, 32, 2, 32, 128), 20)]
+    out["batched"] = [bench_batched(s, K, args.reps) for s, K in shapes]
     out["machine"]["load_avg_end"] = os.getloadavg()[0]
     report(out)
     if args.json:
@@ -162,7 +182,9 @@ def main() -> None:
 
 
 def report(out: dict) -> None:
-    print(f"machine: {out['machine']}")
+    m = out["machine"]
+    print(f"CPU: {m['cpu']}  flags: {' '.join(m['flags'])}  torch kernels: {m['capability']}")
+    print(f"machine: {m}")
     print("\n(a) MFU vs fp32 2048² matmul")
     for r in out["mfu"]:
         print(f"  {r['model']:<24} {r['params'] / 1e6:6.2f}M  {r['tokens_per_s']:8.0f} tok/s  "
@@ -171,7 +193,12 @@ def report(out: dict) -> None:
     for r in out["vs_hf"]:
         print(f"  {r['model']:<24} ours {r['ours_tokens_per_s']:8.0f} tok/s  HF {r['hf_tokens_per_s']:8.0f} tok/s  "
               f"speedup {r['speedup']:.2f}x")
-    print("\n(c) K tiny models together vs one at a time")
+    print("\n(c) bf16 autocast vs fp32, same step (and what precision 'auto' chooses here)")
+    for r in out["precision"]:
+        a = r["auto"]
+        print(f"  {r['model']:<24} bf16 speedup {r['bf16_speedup']:.2f}x  auto -> {a['precision']} "
+              f"({a['reason']}{', measured %.2fx' % a['bf16_speedup'] if 'bf16_speedup' in a else ''})")
+    print("\n(d) K tiny models together vs one at a time")
     for r in out["batched"]:
         print(f"  {r['model']:<24} {r['params'] / 1e3:6.1f}K  K={r['K']}  one-at-a-time "
               f"{r['one_at_a_time_tokens_per_s']:8.0f} tok/s  batched {r['batched_tokens_per_s']:8.0f} tok/s  "

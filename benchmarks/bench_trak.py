@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from proxyscale.train.calibrate import cpu_info
+
 
 def make_model(args: argparse.Namespace, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
@@ -142,6 +144,8 @@ def main() -> None:
     ref, ours = scores["traker"], scores["ours"]
     rel = float(np.abs(ours - ref).max() / np.abs(ref).max())
     r, t, last = results["ours"], results["traker"], results["ours-last"]
+    info = cpu_info()
+    print(f"CPU: {info['model']}  flags: {' '.join(info['flags'])}  torch kernels: {info['capability']}")
     print(f"model: MLP {args.d_in}-{args.width}-{args.width // 2}-10, p = {r['p']}, k = {args.k}, n = {args.n}, "
           f"M = {args.models}, batch {args.batch}, fp32, {args.threads} threads, best of {args.repeats}")
     for side, rec in results.items():

@@ -208,3 +208,23 @@ def test_bad_settings_are_config_errors(cls_data):
         TRAK(mlp(0), param_filter=["3"])
     with pytest.raises(ConfigError, match="does not fit"):
         TRAK(mlp(0), k=8).featurize({"0.weight": torch.zeros(10, 6)}, cls_data[:2])
+
+
+@pytest.mark.parametrize("compat", [False, True])
+def test_gathered_batches_give_the_same_features(cls_data, monkeypatch, compat):
+    # Force the gathering path (normally only for p×k matrices above 64 MB): 3 batches of 4 per matmul.
+    from proxyscale.attribute import trak as trak_mod
+
+    x, y, _, _ = cls_data
+    state = mlp(0).state_dict()
+    plain = TRAK(mlp(0), k=8, batch_size=4, compat=compat).featurize(state, (x, y))
+    t = TRAK(mlp(0), k=8, batch_size=4, compat=compat)
+    monkeypatch.setattr(trak_mod, "GROUP_ABOVE_BYTES", 0)
+    monkeypatch.setattr(trak_mod, "PROJECT_BYTES", 12 * 4 * t.p)
+    rows: list[int] = []
+    proj = t.projector(0)
+    real = proj.project
+    monkeypatch.setattr(proj, "project", lambda g: rows.append(g.shape[0]) or real(g))
+    gathered = t.featurize(state, (x, y))
+    assert rows == [12, 12, 12, 4]  # 40 examples: three gathered groups, then the rest
+    np.testing.assert_allclose(gathered, plain, rtol=1e-5, atol=1e-6)

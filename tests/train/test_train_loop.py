@@ -10,7 +10,7 @@ import torch
 from proxyscale.errors import DataError, DivergedError, StoreError
 from proxyscale.models.gpt import GPTConfig, load_gpt, param_count
 from proxyscale.store import load_weights, read_json
-from proxyscale.train import loop
+from proxyscale.train import step
 from proxyscale.train.loop import train_lm
 from proxyscale.train.optim import TrainConfig
 
@@ -28,7 +28,9 @@ def cyclic_batches(batch_size: int = 8, T: int = 16, V: int = 32, stride: int = 
 
 
 def _cfg(**kw) -> TrainConfig:
-    base = dict(lr=3e-3, batch_size=8, checkpoint_every=10, log_every=5, warmup_frac=0.1, device="cpu")
+    # fp32: "auto" is measured per machine (calibrate.py) and could pick bf16 on some CPUs.
+    base = dict(lr=3e-3, batch_size=8, checkpoint_every=10, log_every=5, warmup_frac=0.1, device="cpu",
+                precision="fp32")
     base.update(kw)
     return TrainConfig(**base)
 
@@ -83,7 +85,7 @@ def test_finished_run_is_a_noop_and_other_settings_are_refused(tmp_path):
 
 
 def test_divergence_raises_and_writes_no_model(tmp_path, monkeypatch):
-    real = loop.lm_loss
+    real = step.lm_loss  # the training step (train/step.py) computes the loss
     calls = {"n": 0}
 
     def poisoned(logits, targets):
@@ -91,7 +93,7 @@ def test_divergence_raises_and_writes_no_model(tmp_path, monkeypatch):
         loss = real(logits, targets)
         return loss * float("nan") if calls["n"] > 3 else loss
 
-    monkeypatch.setattr(loop, "lm_loss", poisoned)
+    monkeypatch.setattr(step, "lm_loss", poisoned)
     with pytest.raises(DivergedError, match=r"diverged at step 3: loss=nan; lower the learning rate"):
         train_lm(MODEL, _cfg(), cyclic_batches(), 20, tmp_path, seed=0)
     assert not (tmp_path / "model.safetensors").exists() and not (tmp_path / "train.json").exists()

@@ -73,10 +73,12 @@ class TrakerProjector:
             for i in range(self.n_blocks):
                 self._full_t[i * self.width:(i + 1) * self.width] = self._columns(i).T
         if self._full_t is not None:
+            if self._full_t.device != grads.device:  # generated on the CPU (as the reference), kept where used
+                self._full_t = self._full_t.to(grads.device)
             out = grads @ self._full_t.T
         else:
-            out = torch.cat([grads @ self._columns(i) for i in range(self.n_blocks)], dim=1)
-        return out / self.scale
+            out = torch.cat([grads @ self._columns(i).to(grads.device) for i in range(self.n_blocks)], dim=1)
+        return out / self.scale.to(grads.device)
 
     def matrix(self) -> Tensor:
         return self.project(torch.eye(self.p))

@@ -24,12 +24,16 @@ from torch import Tensor, nn
 from ..config import content_hash, from_dict, to_dict
 from ..errors import ConfigError
 from ..store import write_npy
+from ..train.calibrate import keep_freed_memory
 from . import compat as _compat
 from .features import ModelFeatures, dataset_size, iter_batches
 from .grads import ParamFilter, PerExampleGrads, checkpoint_tensors, num_params, select_params
 from .kernel import choose_form, ensemble_scores, make_solver, ridge_lambda
 from .outputs import OutputFunction, get_output
 from .projectors import Projector, make_projector
+
+PROJECT_BYTES = 128 << 20  # gradients gathered for one projection matmul (see _featurize_grouped)
+GROUP_ABOVE_BYTES = 64 << 20  # gather batches only when the p×k projection matrix is at least this big
 
 
 @dataclass(frozen=True)
@@ -136,13 +140,51 @@ class TRAK:
         self.output.check_batch(batch)
         g = self.grads(tensors, batch)  # (B, p_sub)
         phi = self.projector(model_id).project(g)  # (B, k)
+        return phi.cpu().numpy(), self._q(tensors, batch)
+
+    def _q(self, tensors: Mapping[str, Tensor], batch: Sequence[Tensor]) -> np.ndarray:
         if not self.config.keep_q:
-            return phi.numpy(), np.full(phi.shape[0], np.nan, dtype=np.float32)
+            return np.full(len(batch[0]), np.nan, dtype=np.float32)
         if self.config.compat:
             q = _compat.traker_q(self.model, tensors, tuple(batch))
         else:
             q = self.output.q_weights(self.model, tensors, batch)
-        return phi.numpy(), q.to(torch.float32).numpy()
+        return q.to(torch.float32).cpu().numpy()
+
+    def _featurize_grouped(self, tensors: Mapping[str, Tensor], train_data: Any, feats: ModelFeatures,
+                           model_id: Any) -> None:
+        """Features of every batch not stored yet. Where the p×k matrix is large (above
+        ``GROUP_ABOVE_BYTES``), gradients of consecutive batches are gathered (up to 256 rows and
+        ``PROJECT_BYTES``) and projected by one matmul: a (32 × p)·(p × k) product reads the
+        whole matrix for 32 rows, and measured 63–101 GFLOP/s against 144–149 at 256 rows
+        (p = 265K, k = 512, 2 threads). Each batch is still written on its own; a kill loses at
+        most the group in flight."""
+        limit = min(256, PROJECT_BYTES // (4 * max(1, self.p)))
+        if self.p * self.config.k * 4 < GROUP_ABOVE_BYTES or limit <= self.config.batch_size:
+            for r0, batch in iter_batches(train_data, self.config.batch_size):
+                if not feats.has(r0, r0 + len(batch[0])):
+                    feats.write(r0, *self.batch_features(tensors, batch, model_id))
+            return
+        group: list[tuple[int, Sequence[Tensor], Tensor]] = []
+        for r0, batch in iter_batches(train_data, self.config.batch_size):
+            if feats.has(r0, r0 + len(batch[0])):
+                continue
+            self.output.check_batch(batch)
+            group.append((r0, batch, self.grads(tensors, batch)))
+            if sum(len(b[0]) for _, b, _ in group) >= limit:
+                self._write_group(tensors, feats, model_id, group)
+                group = []
+        if group:
+            self._write_group(tensors, feats, model_id, group)
+
+    def _write_group(self, tensors: Mapping[str, Tensor], feats: ModelFeatures, model_id: Any,
+                     group: list[tuple[int, Sequence[Tensor], Tensor]]) -> None:
+        g = group[0][2] if len(group) == 1 else torch.cat([gb for _, _, gb in group])
+        phi = self.projector(model_id).project(g).cpu().numpy()  # (Σ B, k)
+        row = 0
+        for r0, batch, gb in group:
+            feats.write(r0, phi[row:row + len(gb)], self._q(tensors, batch))
+            row += len(gb)
 
     def _meta(self, model_id: Any) -> dict[str, Any]:
         cfg = {k: v for k, v in to_dict(self.config).items() if not (k == "keep_q" and v)}  # as before keep_q
@@ -156,6 +198,7 @@ class TRAK:
         DataLoader. With ``store_dir`` the features go to ``store_dir/model-<id>/`` and a run
         that was killed resumes after its last completed batch.
         """
+        keep_freed_memory()  # per-batch gradients (B × p floats) are too big for malloc's reuse by default
         tensors = checkpoint_tensors(self.model, checkpoint)
         n = dataset_size(train_data)
         if self.models and n != next(iter(self.models.values())).n:
@@ -165,9 +208,7 @@ class TRAK:
         self.models[model_id], self.checkpoints[model_id] = feats, tensors
         self._solvers.pop(model_id, None)
         if not feats.complete:
-            for r0, batch in iter_batches(train_data, self.config.batch_size):
-                if not feats.has(r0, r0 + len(batch[0])):
-                    feats.write(r0, *self.batch_features(tensors, batch, model_id))
+            self._featurize_grouped(tensors, train_data, feats, model_id)
         if not feats.complete:
             raise ConfigError(f"the data yielded fewer rows than its length {n}; check the DataLoader")
         return feats.phi

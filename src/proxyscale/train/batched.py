@@ -1,8 +1,9 @@
 """Train K same-shape GPTs at once (for tiny rungs, where one model cannot fill the cores).
 
 The K models' parameters are stacked along a new leading axis (``torch.func.stack_module_state``)
-and the forward pass is ``vmap(functional_call(...))`` over that axis, so every matmul becomes
-one batched matmul. The loss is the *sum* of the K mean losses: the models share no
+and the forward pass (:func:`proxyscale.models.gpt_stack.stacked_forward`) is written on the
+stacked tensors, so every matmul becomes one batched matmul and attention one fused kernel
+call over K·B sequences. The loss is the *sum* of the K mean losses: the models share no
 parameters, so its gradient with respect to model k's slice is exactly model k's own gradient.
 Gradient clipping is per model (each model's global norm); AdamW is elementwise and runs
 unchanged on the stacked tensors.
@@ -10,44 +11,51 @@ unchanged on the stacked tensors.
 Each model behaves as if trained by :func:`proxyscale.train.train_lm` with its own seed,
 batch function and directory: same initialisation, same files (and the same checkpoint format,
 so either function can resume the other's run), same metrics. Results match separate runs up to
-float rounding (attention here uses plain ops, which vmap can batch, instead of the fused kernel).
+float rounding (batched and single matmuls round differently).
 If any model diverges, :class:`DivergedError` names it and nothing is finished for any model.
+
+Whether stacking wins depends on the shape and the CPU, so ``mode="auto"`` (the default) first
+times a few throwaway steps of both ways (``calibrate.choose_batching``) and trains the K
+models one after another with :func:`train_lm` when that is faster. Every model's
+``train.json`` records the choice and its measurements (``batching``), the model's own
+``tokens_per_s`` (its tokens over the wall time it was trained in) and the group's
+(``group_tokens_per_s``: all K models' tokens over the group's wall time).
 """
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import stack_module_state
 
 from ..errors import ConfigError, DataError
 from ..models.gpt import GPTConfig
+from ..models.gpt_stack import stacked_forward
+from ..store import write_json
+from . import calibrate
+from .calibrate import choose_precision
 from .checkpoint import latest_common_step, load_checkpoint
-from .loop import BatchFn, RunRecord, _checks_due, init_model, run_hash, to_batch
-from .optim import AdamW, TrainConfig, autocast_dtype, clip_grad_norms, lr_at, param_settings, resolve_device
+from .loop import BatchFn, RunRecord, _checks_due, init_model, resolve_precision, run_hash, to_batch, train_lm
+from .optim import AdamW, TrainConfig, clip_grad_norms, lr_at, param_settings, resolve_device
 
 
 class _Stack:
-    """K models as stacked parameter tensors (K, ...) plus a meta-device template to call."""
+    """K models as stacked parameter tensors (K, ...)."""
 
     def __init__(self, model_cfg: GPTConfig, seeds: list[int], device: torch.device) -> None:
         models = [init_model(model_cfg, s) for s in seeds]
         params, _ = stack_module_state(models)
+        self.cfg = model_cfg
         self.params = {n: p.detach().to(device).requires_grad_() for n, p in params.items()}
         self.settings = param_settings(models[0])
-        self.template = copy.deepcopy(models[0]).to("meta")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (K, B, T, V) for inputs x (K, B, T)."""
-        def one(params: dict, xk: torch.Tensor) -> torch.Tensor:
-            return functional_call(self.template, params, (xk,), {"fused_attention": False})
-
-        return vmap(one)(self.params, x)
+        return stacked_forward(self.params, self.cfg, x)
 
     def model_state(self, k: int) -> dict[str, torch.Tensor]:
         return {n: p[k].detach() for n, p in self.params.items()}
@@ -101,11 +109,14 @@ def _step(stack: _Stack, opt: AdamW, batch: torch.Tensor, lr: float, grad_clip: 
 
 def train_lm_batched(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fns: list[BatchFn], n_steps: int,
                      out_dirs: list[str | Path], seeds: list[int],
-                     progress: Callable[[dict], None] | None = None, stop_after: int | None = None) -> list[dict]:
+                     progress: Callable[[dict], None] | None = None, stop_after: int | None = None,
+                     mode: Literal["auto", "batched", "sequential"] = "auto") -> list[dict]:
     """Train K models (one per batch_fn/out_dir/seed) together; returns each one's metrics.
 
     Runs already finished in their directory are skipped (their stored metrics are returned);
     the rest resume from their newest common checkpoint. ``stop_after`` as in ``train_lm``.
+    ``mode``: "batched" stacks them, "sequential" trains them one after another, "auto"
+    measures which is faster here (see the module doc).
     """
     _check_args(batch_fns, out_dirs, seeds)
     if n_steps < 1:
@@ -114,8 +125,11 @@ def train_lm_batched(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fns: li
     results: list[dict | None] = [r.finished() for r in recs]
     todo = [i for i, m in enumerate(results) if m is None]
     if todo:
-        out = _train_stack(model_cfg, train_cfg, [batch_fns[i] for i in todo], n_steps, [recs[i] for i in todo],
-                           progress, stop_after)
+        calibrate.keep_freed_memory()
+        choice = _choose_mode(model_cfg, train_cfg, len(todo), mode, n_steps)
+        run = _train_stack if choice["mode"] == "batched" else _train_sequential
+        out = run(model_cfg, train_cfg, [batch_fns[i] for i in todo], n_steps, [recs[i] for i in todo],
+                  progress, stop_after, choice)
         if out is None:
             return [{"stopped_at": stop_after}] * len(recs)
         for i, m in zip(todo, out):
@@ -123,14 +137,47 @@ def train_lm_batched(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fns: li
     return results  # type: ignore[return-value]
 
 
+def _choose_mode(model_cfg: GPTConfig, train_cfg: TrainConfig, K: int, mode: str, n_steps: int) -> dict:
+    if mode not in ("auto", "batched", "sequential"):
+        raise ConfigError(f"train_lm_batched: mode must be 'auto', 'batched' or 'sequential', got {mode!r}")
+    if mode != "auto":
+        return {"mode": mode, "reason": "requested", "K": K}
+    device = resolve_device(train_cfg.device)
+    if n_steps < calibrate.MIN_STEPS_TO_MEASURE:  # the probes would cost more than a wrong choice
+        return {"mode": "batched", "reason": f"run shorter than {calibrate.MIN_STEPS_TO_MEASURE} steps, not measured",
+                "K": K}
+    amp = choose_precision(model_cfg, train_cfg, device, n_steps)[0]
+    return choose_batching(model_cfg, train_cfg, K, device, amp)
+
+
+def _train_sequential(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fns: list[BatchFn], n_steps: int,
+                      recs: list[RunRecord], progress: Callable[[dict], None] | None, stop_after: int | None,
+                      choice: dict) -> list[dict] | None:
+    """The K models one after another (when that measured faster than stacking them)."""
+    t0 = time.perf_counter()
+    out = [train_lm(model_cfg, train_cfg, f, n_steps, r.out, r.seed, progress, stop_after)
+           for f, r in zip(batch_fns, recs)]
+    if stop_after is not None and any("stopped_at" in m for m in out):
+        return None
+    wall = time.perf_counter() - t0
+    group = {"batching": choice, "group_size": len(recs), "group_wall_s": wall,
+             "group_tokens_per_s": sum(m["tokens"] for m in out) / max(wall, 1e-9)}
+    for m, r in zip(out, recs):  # add the group's view to each record (train.json is rewritten atomically)
+        m.update(group)
+        write_json(r.out / "train.json", m)
+    return out
+
+
 def _train_stack(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fns: list[BatchFn], n_steps: int,
                  recs: list[RunRecord], progress: Callable[[dict], None] | None,
-                 stop_after: int | None) -> list[dict] | None:
+                 stop_after: int | None, choice: dict) -> list[dict] | None:
     device = resolve_device(train_cfg.device)
-    amp = autocast_dtype(train_cfg, device)
     stack = _Stack(model_cfg, [r.seed for r in recs], device)
     opt = AdamW(stack.params, stack.settings, train_cfg)
     start = _resume(stack, opt, recs)
+    amp = resolve_precision(recs[0], model_cfg, train_cfg, device, n_steps)
+    for r in recs[1:]:
+        r.precision = recs[0].precision
     pending: list[torch.Tensor] = []
     tokens = call_tokens = 0
     t0 = time.perf_counter()
@@ -147,8 +194,11 @@ def _train_stack(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fns: list[B
         if stop_after is not None and step + 1 >= stop_after and step + 1 < n_steps:
             return None
     wall = time.perf_counter() - t0
-    extra = {"tokens_per_s": call_tokens / max(wall, 1e-9), "batched_with": len(recs)}
-    return [r.finish(model_cfg, train_cfg, stack.model_state(k), wall, device, extra) for k, r in enumerate(recs)]
+    extra = {"tokens_per_s": call_tokens / max(wall, 1e-9), "batched_with": len(recs), "train_mode": "batched",
+             "batching": choice, "group_size": len(recs), "group_wall_s": wall,
+             "group_tokens_per_s": len(recs) * call_tokens / max(wall, 1e-9)}
+    return [r.finish(model_cfg, train_cfg, stack.model_state(k), wall, device, extra, share=len(recs))
+            for k, r in enumerate(recs)]
 
 
 def _flush(stack: _Stack, opt: AdamW, recs: list[RunRecord], train_cfg: TrainConfig, losses: np.ndarray,
@@ -166,3 +216,31 @@ def _flush(stack: _Stack, opt: AdamW, recs: list[RunRecord], train_cfg: TrainCon
     if progress is not None:
         k = min(train_cfg.log_every, len(recs[0].losses))
         progress({"step": done, "loss": [float(np.mean(r.losses[-k:])) for r in recs], "tokens": recs[0].tokens})
+
+
+def choose_batching(model_cfg: GPTConfig, train_cfg: TrainConfig, K: int, device: torch.device,
+                    amp: torch.dtype | None) -> dict:
+    """``{"mode": "batched" | "sequential", ...timings}`` for training K models of this shape."""
+    if K < 2:
+        return {"mode": "sequential", "reason": "one model"}
+    key = ("batching", model_cfg, train_cfg.batch_size, K, str(device), amp, torch.get_num_threads())
+    if key not in calibrate._cache:
+        calibrate._cache[key] = _measure_batching(model_cfg, train_cfg, K, device, amp)
+    return dict(calibrate._cache[key])
+
+
+def _measure_batching(model_cfg: GPTConfig, train_cfg: TrainConfig, K: int, device: torch.device,
+                      amp: torch.dtype | None) -> dict:
+    single = calibrate._single_stepper(model_cfg, train_cfg, device, amp)
+    stack = _Stack(model_cfg, list(range(K)), device)
+    opt = AdamW(stack.params, stack.settings, train_cfg)
+
+    def batched(i: int) -> None:
+        _step(stack, opt, calibrate._probe_batch(model_cfg, train_cfg.batch_size, i, (K,)).to(device), train_cfg.lr,
+              train_cfg.grad_clip, amp)
+
+    t_one, t_bat = calibrate.interleaved_medians([single, batched])
+    speedup = K * t_one / t_bat
+    return {"mode": "batched" if speedup >= 1.0 else "sequential", "reason": "measured", "K": K,
+            "one_model_step_s": t_one, "batched_step_s": t_bat, "batched_speedup": speedup,
+            "probe_steps": calibrate.PROBE_STEPS}

@@ -23,7 +23,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import content_hash, to_dict
 from ..errors import DataError, DivergedError, StoreError
@@ -31,8 +30,12 @@ from ..models.gpt import GPT, GPTConfig, model_config_dict, param_count
 from ..models.ladder import train_flops
 from ..seeding import torch_gen
 from ..store import FORMAT_VERSION, read_json, save_weights, write_json, write_npy
+from .calibrate import choose_precision, cpu_info, keep_freed_memory
 from .checkpoint import latest_common_step, load_checkpoint, remove_checkpoints, save_checkpoint
-from .optim import AdamW, TrainConfig, autocast_dtype, clip_grad_norms, lr_at, param_settings, resolve_device
+from .optim import AdamW, TrainConfig, lr_at, param_settings, resolve_device
+from .step import lm_loss, train_step
+
+__all__ = ["BatchFn", "RunRecord", "lm_loss", "train_lm", "train_step"]  # lm_loss/train_step: from step.py
 
 BatchFn = Callable[[int], np.ndarray]
 _BOOKKEEPING = ("checkpoint_every", "keep_checkpoints", "log_every", "device", "compile")
@@ -63,27 +66,6 @@ def to_batch(arr: np.ndarray, train_cfg: TrainConfig, model_cfg: GPTConfig, step
     return torch.from_numpy(a.astype(np.int64, copy=False)).to(device, non_blocking=True)
 
 
-def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy in fp32; logits (..., V), targets (...)."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
-
-
-def train_step(forward: Callable[[torch.Tensor], torch.Tensor], opt: AdamW, batch: torch.Tensor, lr: float,
-               grad_clip: float, amp: torch.dtype | None) -> torch.Tensor:
-    """Forward, backward, clip, AdamW update on one batch (B, T+1); returns the detached loss."""
-    x, y = batch[:, :-1], batch[:, 1:]  # (B, T) each
-    with torch.autocast(batch.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-        logits = forward(x)  # (B, T, V)
-    loss = lm_loss(logits, y)
-    loss.backward()
-    params = list(opt.params.values())
-    clip_grad_norms([p.grad for p in params], grad_clip)
-    opt.step(lr)
-    for p in params:
-        p.grad = None
-    return loss.detach()
-
-
 def final_window(n_steps: int) -> int:
     """How many trailing steps ``final_loss`` averages: 5 % of the run, between 1 and 50."""
     return max(1, min(50, math.ceil(0.05 * n_steps)))
@@ -97,6 +79,7 @@ class RunRecord:
         self.losses: list[float] = []
         self.tokens = 0
         self.wall_before = 0.0
+        self.precision: dict | None = None  # how precision 'auto' was resolved (kept across resumes)
 
     @property
     def ckpt_root(self) -> Path:
@@ -117,6 +100,7 @@ class RunRecord:
         self.losses = [float(v) for v in state["losses"]]
         self.tokens = int(state["tokens"])
         self.wall_before = float(state["wall_s"])
+        self.precision = state.get("precision")
 
     def add(self, values: list[float], step0: int, lr: float, tokens: int) -> None:
         """Append per-step losses starting at step ``step0``; raise on the first non-finite one."""
@@ -136,11 +120,15 @@ class RunRecord:
     def checkpoint(self, step: int, model: dict, optim: dict, wall: float, keep: int) -> None:
         save_checkpoint(self.ckpt_root, step, model, optim, {
             "run_hash": self.rhash, "seed": self.seed, "losses": self.losses, "tokens": self.tokens,
-            "wall_s": self.wall_before + wall}, keep)
+            "wall_s": self.wall_before + wall,
+            "precision": self.precision}, keep)
 
     def finish(self, model_cfg: GPTConfig, train_cfg: TrainConfig, weights: dict, wall: float,
-               device: torch.device, extra: dict) -> dict:
-        """Write final weights, losses and metrics (train.json last); drop the checkpoints."""
+               device: torch.device, extra: dict, share: int = 1) -> dict:
+        """Write final weights, losses and metrics (train.json last); drop the checkpoints.
+
+        ``share``: how many models were trained together in that wall time; ``compute_wall_s``
+        charges this model its part (``wall_s`` stays the time it took)."""
         n = len(self.losses)
         P = param_count(model_cfg)
         k = final_window(n)
@@ -153,8 +141,12 @@ class RunRecord:
             "loss_curve": [{"step": int(b), "loss": float(arr[a:b].mean())} for a, b in zip(edges[:-1], edges[1:])],
             "params": P, "tokens": self.tokens, "tokens_per_param": self.tokens / P,
             "flops": train_flops(P, self.tokens), "wall_s": self.wall_before + wall,
-            "device": str(device), "model": to_dict(model_cfg), "train": to_dict(train_cfg), **extra,
+            "compute_wall_s": (self.wall_before + wall) / share,
+            "device": str(device), "model": to_dict(model_cfg), "train": to_dict(train_cfg),
+            "precision_choice": self.precision, **extra,
         }
+        if device.type == "cpu":
+            metrics["cpu"] = cpu_info()
         save_weights(self.out / "model.safetensors", weights)
         write_json(self.out / "model.json", model_config_dict(model_cfg))
         write_npy(self.out / "losses.npy", arr)
@@ -185,10 +177,11 @@ def train_lm(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fn: BatchFn, n_
     if (done := rec.finished()) is not None:
         return done
     device = resolve_device(train_cfg.device)
-    amp = autocast_dtype(train_cfg, device)
+    keep_freed_memory()
     model = init_model(model_cfg, seed).to(device)
     opt = AdamW(dict(model.named_parameters()), param_settings(model), train_cfg)
     start = _resume(rec, model, opt)
+    amp = resolve_precision(rec, model_cfg, train_cfg, device, n_steps)
     forward = torch.compile(model) if train_cfg.compile else model
     pending: list[torch.Tensor] = []
     tokens = call_tokens = 0
@@ -207,7 +200,16 @@ def train_lm(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fn: BatchFn, n_
             return {"stopped_at": step + 1}
     wall = time.perf_counter() - t0
     return rec.finish(model_cfg, train_cfg, model.state_dict(), wall, device,
-                      {"tokens_per_s": call_tokens / max(wall, 1e-9)})
+                      {"tokens_per_s": call_tokens / max(wall, 1e-9), "train_mode": "single"})
+
+
+def resolve_precision(rec: RunRecord, model_cfg: GPTConfig, train_cfg: TrainConfig,
+                      device: torch.device, n_steps: int) -> torch.dtype | None:
+    """The run's autocast dtype: the one recorded in its checkpoint when resuming, else chosen
+    now (``precision: auto`` is measured on CPU, see calibrate.py) and recorded in ``rec``."""
+    if rec.precision is None:
+        rec.precision = choose_precision(model_cfg, train_cfg, device, n_steps)[1]
+    return torch.bfloat16 if rec.precision["precision"] == "bf16" else None
 
 
 def _resume(rec: RunRecord, model: GPT, opt: AdamW) -> int:

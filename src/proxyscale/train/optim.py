@@ -29,7 +29,8 @@ class TrainConfig:
 
     Defaults follow the paper (LR 6e-4, wd 4e-4, the same at every size) and MPT/llm-foundry
     (betas (0.9, 0.95), cosine decay to 10 %). ``warmup_frac`` of the steps warm up linearly.
-    ``precision='auto'`` is bf16 autocast on CUDA and fp32 on CPU. ``checkpoint_every`` is in
+    ``precision='auto'`` is bf16 autocast on CUDA; on CPU it is measured at
+    the start of a run (``calibrate.choose_precision``) and recorded in ``train.json``. ``checkpoint_every`` is in
     optimiser steps (0: no periodic checkpoints). ``snapshot_steps`` lists steps after which
     model-only weights are kept (e.g. for attribution ensembles).
     """
@@ -93,15 +94,6 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"TrainConfig.device: {e}; use 'auto', 'cpu' or 'cuda[:i]'") from e
 
 
-def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for this run, or None for plain fp32."""
-    import torch
-
-    if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
 def clip_grad_norms(grads: list[torch.Tensor], max_norm: float, batch_dims: int = 0) -> torch.Tensor:
     """Scale gradients in place so each model's global L2 norm is at most ``max_norm``.
 
@@ -131,6 +123,15 @@ def param_settings(model: nn.Module) -> dict[str, tuple[float, bool]]:
         mult = 1.0 / width_mult if kinds.get(name) == "hidden" else 1.0
         out[name] = (mult, p.ndim >= 2)
     return out
+
+
+def _fusable(ps: list) -> bool:
+    """torch's fused AdamW kernel (CPU and CUDA, float tensors on one device) computes the same
+    update as the foreach path below, in one pass per tensor."""
+    import torch
+
+    return (hasattr(torch, "_fused_adamw_") and all(p.device == ps[0].device and p.dtype in (
+        torch.float32, torch.float64) for p in ps) and ps[0].device.type in ("cpu", "cuda"))
 
 
 class AdamW:
@@ -168,6 +169,12 @@ class AdamW:
             ms = [self.exp_avg[n] for n in names]
             vs = [self.exp_avg_sq[n] for n in names]
             group_lr = lr * mult
+            if _fusable(ps):  # one pass over each tensor instead of seven
+                step = [torch.tensor(float(self.step_count), device=ps[0].device)] * len(ps)
+                torch._fused_adamw_(ps, gs, ms, vs, [], step, lr=group_lr, beta1=b1, beta2=b2,
+                                    weight_decay=self.cfg.weight_decay if decay else 0.0, eps=self.cfg.eps,
+                                    amsgrad=False, maximize=False)
+                continue
             if decay and self.cfg.weight_decay > 0:
                 torch._foreach_mul_(ps, 1.0 - group_lr * self.cfg.weight_decay)
             torch._foreach_lerp_(ms, gs, 1.0 - b1)

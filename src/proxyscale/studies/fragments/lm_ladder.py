@@ -192,8 +192,9 @@ def eval_step(ctx: StepContext) -> None:
 
     model = load_gpt(ctx.inputs["model"])
     t = read_json(ctx.inputs["model"] / "train.json")  # carried along so the analysis sees compute spent
-    write_json(ctx.out / "train_metrics.json", {k: t.get(k) for k in ("flops", "tokens", "wall_s", "params",
-                                                                      "final_loss", "tokens_per_s")})
+    keys = ("flops", "tokens", "wall_s", "compute_wall_s", "params", "final_loss", "tokens_per_s", "train_mode",
+            "group_size", "group_tokens_per_s", "precision_choice")
+    write_json(ctx.out / "train_metrics.json", {k: t.get(k) for k in keys})
     for name, path in sorted(test_set_paths(ctx).items()):
         df = evaluate_lm(model, read_test_set(path), batch_size=ctx.config["batch_size"])
         write_table(ctx.out / f"{name}.parquet", df)

@@ -24,8 +24,10 @@ def compute_section(records: Mapping[str, Mapping[str, Any]]) -> Section | None:
     for key, rec in records.items():
         row = agg[key.split(":")[1]]  # key = distribution:rung:seed
         row["runs"] += 1
-        for k in ("flops", "tokens", "wall_s"):
+        for k in ("flops", "tokens"):
             row[k] += float(rec.get(k) or 0.0)
+        # a model trained in a batched group is charged its share of the group's wall time
+        row["wall_s"] += float(rec.get("compute_wall_s") or rec.get("wall_s") or 0.0)
     if not agg:
         return None
     df = pd.DataFrame([{"rung": r, **v, "tok_s": v["tokens"] / max(v["wall_s"], 1e-9)} for r, v in agg.items()])
