@@ -14,13 +14,12 @@ sources are read only by their steps (no network at plan time).
 from __future__ import annotations
 
 import codecs
-import json
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from ..config import suggest
 from ..errors import DataError
-from .sources import SourceSpec, _record, local_files
+from .sources import SourceSpec, _record, jsonl_record, local_files
 
 CHECK_BYTES = 8 << 20  # per file
 SOURCE_CHECK_BYTES = 64 << 20  # per source
@@ -104,18 +103,10 @@ def _check_jsonl(path: Path, head: bytes, whole: bool, spec: SourceSpec) -> int:
         lines = lines[:-1]  # the last line may be cut by the head
     n = 0
     for lineno, raw in enumerate(lines, 1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise DataError(f"{path}: line {lineno} is not valid UTF-8; re-encode the file as UTF-8") from None
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: line {lineno} is not JSON ({e.msg}); fix or remove it") from None
-        _record(rec, spec.text_field, spec.id_field, spec.title_field, "", f"{path}: line {lineno}")
-        n += 1
+        rec = jsonl_record(path, lineno, raw)
+        if rec is not None:
+            _record(rec, spec.text_field, spec.id_field, spec.title_field, "", f"{path}: line {lineno}")
+            n += 1
     return n
 
 

@@ -210,17 +210,23 @@ def _jsonl(path: Path, text_field: str, id_field: Optional[str], title_field: Op
     prefix = prefix if prefix is not None else path.name
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise DataError(f"{path}: line {lineno} is not valid UTF-8; re-encode the file as UTF-8") from None
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}: line {lineno} is not JSON ({e.msg}); fix or remove it") from None
-            yield _record(rec, text_field, id_field, title_field, f"{prefix}:{lineno}", f"{path}: line {lineno}")
+            rec = jsonl_record(path, lineno, raw)
+            if rec is not None:
+                yield _record(rec, text_field, id_field, title_field, f"{prefix}:{lineno}", f"{path}: line {lineno}")
+
+
+def jsonl_record(path: Path, lineno: int, raw: bytes) -> object:
+    """One JSON line's value (None for a blank line), or a one-line DataError naming the line."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: line {lineno} is not valid UTF-8; re-encode the file as UTF-8") from None
+    if not line.strip():
+        return None
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: line {lineno} is not JSON ({e.msg}); fix or remove it") from None
 
 
 def _record(rec: object, text_field: str, id_field: Optional[str], title_field: Optional[str],
