@@ -111,13 +111,14 @@ class Store:
     def holder(self, key: str) -> dict[str, Any] | None:
         """Who holds the step's claim ({pid, host, since}), or None when nobody does."""
         lock = self.lock_path(key)
-        if not lock.is_file():
+        try:
+            f = open(lock)  # read-only is enough to probe a flock (a store may be read-only to us)
+        except OSError:
             return None
-        with open(lock, "a+") as f:
+        with f:
             try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                f.seek(0)
                 try:
                     return read_holder(f.read())
                 except ValueError:
