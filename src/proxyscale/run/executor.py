@@ -190,7 +190,7 @@ class _Run:
 
     def _check_done(self, keys: Iterable[str], full: bool) -> None:
         """Move finished steps whose files no longer match aside, into the work to do (sha256 of
-        every file with ``full``: about 1 s per GB here)."""
+        every file with ``full``: about 2 s per GB here, see benchmarks/bench_checksums.py)."""
         for k in keys:
             found = self.store.problems(k, full=full)
             if found:

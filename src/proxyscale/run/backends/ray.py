@@ -18,7 +18,7 @@ objects Ray serialises for this backend are two ``str`` (none of our data is pic
 
 A worker process that dies while running a batch (killed, out of memory) makes Ray run the batch
 again, at most ``executor.retries`` more times; steps the dead attempt finished stay finished (the
-retry skips them) and a step it left half-done is taken over (its lock names a dead process).
+retry skips them) and a step it left half-done is taken over (its claim died with the process).
 When the retries are spent, the batch's unfinished steps are recorded failed in the store with a
 one-line reason. Each result carries ``attempts``, the number of times its batch started.
 """
