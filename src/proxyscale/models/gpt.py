@@ -31,6 +31,7 @@ from torch import nn
 
 from ..errors import ConfigError, StoreError
 from .ladder import GPTConfig, param_count
+from .readout import tied_readout
 
 __all__ = ["GPT", "GPTConfig", "ParamKind", "load_gpt", "model_config_dict", "param_count"]
 
@@ -127,7 +128,7 @@ class GPT(nn.Module):
         x = self.ln_f(x)
         if self.cfg.output_mult != 1.0:  # scale the (B, T, d) input, not the V-wide logits: cheaper
             x = x * self.cfg.output_mult
-        return x @ self.wte.weight.t()  # (B, T, V)
+        return tied_readout(x.reshape(-1, x.shape[-1]), self.wte.weight).view(*x.shape[:-1], -1)  # (B, T, V)
 
 
 def model_config_dict(cfg: GPTConfig) -> dict:

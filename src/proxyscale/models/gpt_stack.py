@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .ladder import GPTConfig
+from .readout import tied_readout
 
 __all__ = ["stacked_forward"]
 
@@ -62,4 +63,4 @@ def stacked_forward(params: dict[str, torch.Tensor], cfg: GPTConfig, idx: torch.
     x = _layer_norm(x, params["ln_f.weight"], params["ln_f.bias"])
     if cfg.output_mult != 1.0:
         x = x * cfg.output_mult
-    return torch.bmm(x, wte.transpose(1, 2)).view(K, B, T, V)
+    return tied_readout(x, wte).view(K, B, T, V)
