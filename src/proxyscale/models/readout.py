@@ -1,23 +1,25 @@
-"""The tied output layer (logits = h · Wᵀ) with a backward pass that avoids slow BLAS shapes.
+"""The tied output layer (logits = h · Wᵀ), with a hand-written backward for narrow models.
 
-Autograd differentiates ``h @ W.t()`` with two products whose *outputs are tall and narrow*:
-the weight gradient as ``gᵀ·h`` (V × d) and the input gradient as ``g·W`` (N × d). For a
-narrow model (d of 4–64 against V = 512 and N = B·T = 4,096 rows) MKL's sgemm is much slower
-on such outputs than on the same product computed the other way round, as a short, wide
-matrix that is then transposed (a free view). Measured on a 2-core AMD EPYC (Zen 4), 1 thread,
-N = 4,096, V = 512 (docs/benchmarks.md, "Narrow products"):
+For d_model ≤ :data:`NARROW` both products of the backward pass are computed as short, wide
+matrices that are then transposed (a free view): the input gradient as ``(Wᵀ·gᵀ)ᵀ`` instead of
+``g·W`` (N × d) and the weight gradient as ``(hᵀ·g)ᵀ`` instead of ``gᵀ·h`` (V × d). MKL's sgemm
+is several times slower on the tall, narrow outputs. Autograd picked the slow forms in two
+places: the input gradient whenever d is narrow, and the weight gradient when the readout was
+written as ``x @ W.t()`` on (B, T, d) hidden states (the folded 3-D product). Measured on a
+2-core AMD EPYC (Zen 4), 1 thread, N = 4,096 rows, V = 512 (``benchmarks/bench_readout.py``,
+docs/benchmarks.md "Narrow products"):
 
-- weight gradient, ``gᵀ·h`` against ``(hᵀ·g)ᵀ``: 6.5 / 0.56 ms at d = 4, 5.4 / 0.72 at d = 8,
-  1.9 / 1.2 at d = 16, 2.5 / 1.8 at d = 32, 3.8 / 3.4 at d = 64; the batched form used when
-  K models are stacked (K = 8): 55 / 8.1 ms at d = 4;
-- input gradient, ``g·W`` against ``(Wᵀ·gᵀ)ᵀ``: 2.5 / 0.52 ms at d = 4, 2.9 / 1.0 at d = 8, but
-  1.4 / 2.1 at d = 16 and 2.4 / 2.7 at d = 32, so the transposed form is used only for
-  ``d <= NARROW``.
+- input gradient, slow / transposed: 2.4 / 1.1 ms at d = 4, 2.4 / 1.0 at d = 8, but
+  0.98 / 1.11 at d = 16 and 2.1 / 2.2 at d = 32 — hence the threshold;
+- weight gradient: 7.2 / 0.86 ms at d = 4, 5.2 / 0.91 at d = 8 (1.1–1.7× at d = 16–64);
+- whole training steps of one model (V 512, T 128, B 32): 1.47× at d = 4, 1.42× at d = 8.
 
-Both forms multiply the same numbers; only the order of the additions inside the BLAS may
-differ (float rounding). The forward product is autograd's. Under ``torch.func`` transforms
-(per-example gradients for TRAK and DsDm) the plain product is used, so those paths keep their
-batching rules.
+Wider models use the plain product on 2-D hidden states, for which autograd already picks the
+fast weight-gradient form. Both forms multiply the same numbers; only the order of additions
+inside the BLAS may differ (float rounding). Under ``torch.func`` transforms (per-example
+gradients for TRAK and DsDm) the plain product is used, so those paths keep their batching
+rules. Under autocast the product runs in the autocast dtype and the gradients come back in
+the inputs' dtypes, as autocast's own product does.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import torch
 
 __all__ = ["NARROW", "tied_readout"]
 
-NARROW = 8  # input gradients are computed transposed for d_model up to this
+NARROW = 8  # the hand-written backward is used for d_model up to this
 
 
 def _autocast_dtype(device_type: str) -> torch.dtype | None:
@@ -55,8 +57,7 @@ class _TiedReadout(torch.autograd.Function):
         g = g.to(h.dtype)
         dh = dw = None
         if ctx.needs_input_grad[0]:
-            narrow = h.shape[-1] <= NARROW
-            dh = (_mm(w.mT, g.mT).mT if narrow else _mm(g, w)).to(ctx.dtypes[0])
+            dh = _mm(w.mT, g.mT).mT.to(ctx.dtypes[0])  # (d × N) computed, (N × d) returned
         if ctx.needs_input_grad[1]:
             dw = _mm(h.mT, g).mT.to(ctx.dtypes[1])  # (d × V) computed, (V × d) returned
         return dh, dw
@@ -68,6 +69,6 @@ def _wrapped(t: torch.Tensor) -> bool:
 
 def tied_readout(h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Logits ``h · wᵀ``: h (N, d) with w (V, d), or stacked h (K, N, d) with w (K, V, d)."""
-    if _wrapped(h) or _wrapped(w) or not (h.requires_grad or w.requires_grad):
+    if h.shape[-1] > NARROW or _wrapped(h) or _wrapped(w) or not (h.requires_grad or w.requires_grad):
         return _mm(h, w.mT)
     return _TiedReadout.apply(h, w)
