@@ -50,7 +50,8 @@ def test_choice_is_recorded_and_kept_when_resuming(tmp_path, monkeypatch):
     monkeypatch.setattr(calibrate, "_measure_precision", lambda *a: {"precision": "fp32", "reason": "auto: measured"})
     monkeypatch.setattr(calibrate, "_cache", {})
     m = train_lm(MODEL, cfg, cyclic_batches(), n, tmp_path, seed=0)
-    assert m["precision_choice"] == bf16 == read_json(tmp_path / "train.json")["precision_choice"]
+    assert m["precision_choice"] == read_json(tmp_path / "train.json")["precision_choice"]
+    assert {k: m["precision_choice"][k] for k in bf16} == bf16 and m["precision_choice"]["measured"]["pid"] > 0
 
 
 def test_cpu_info_lists_model_and_flags():

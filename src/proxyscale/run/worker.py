@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import ProxyscaleError
 from ..store import Claim, CorruptStep, Store, write_text
+from ..store.layout import CALIBRATION_ENV
 from .step import StepContext, resolve
 
 __all__ = ["StepContext", "execute", "main", "mark_when_terminated", "set_threads"]
@@ -65,6 +66,18 @@ def execute(payloads: list[dict[str, Any]], store_root: str, threads: int = 1) -
     it, so the driver can re-run it)."""
     set_threads(threads)
     store = Store(store_root)
+    before = os.environ.get(CALIBRATION_ENV)
+    os.environ[CALIBRATION_ENV] = str(store.calibration_dir())  # one measured precision per shape and store
+    try:
+        return _execute(payloads, store, threads)
+    finally:  # a process that runs steps of several stores (tests, in-process runs) must not mix them
+        if before is None:
+            os.environ.pop(CALIBRATION_ENV, None)
+        else:
+            os.environ[CALIBRATION_ENV] = before
+
+
+def _execute(payloads: list[dict[str, Any]], store: Store, threads: int) -> list[dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     work: list[tuple[StepContext, Claim, dict[str, Any]]] = []
     for p in payloads:

@@ -6,6 +6,7 @@
 <root>/steps/<kind>/.locks/<name>-<hash>      the step's claim (an flock held while it runs)
 <root>/steps/<kind>/.corrupt/<name>-<hash>-*/ a finished step whose files no longer match
 <root>/<study>/                                per-study outputs (report, plan)
+<root>/.calibration/<kind>-<hash>.json         measured training choices shared by the store's processes
 <root>/store.json                              the store's format version
 ```
 A step runs inside its partial directory and is renamed into place when it finishes, so a
@@ -34,6 +35,7 @@ StepState = Literal["done", "running", "failed", "pending"]
 STEP_FILE = "_step.json"
 FAILED_FILE = "_failed.json"
 STORE_FILE = "store.json"
+CALIBRATION_ENV = "PROXYSCALE_CALIBRATION_DIR"  # a worker points train/calibrate.py at its store's .calibration/
 
 
 class Store:
@@ -74,6 +76,10 @@ class Store:
     def partial_dir(self, key: str) -> Path:
         kind, leaf = key.split("/", 1)
         return self._inside(self.root / "steps" / kind / ".partial" / leaf)
+
+    def calibration_dir(self) -> Path:
+        """Where measured training choices (``precision: auto``, batching) are shared."""
+        return self._inside(self.root / ".calibration")
 
     def study_dir(self, study: str) -> Path:
         if not study or study in (".", "..") or "/" in study or "\\" in study:

@@ -223,10 +223,11 @@ def choose_batching(model_cfg: GPTConfig, train_cfg: TrainConfig, K: int, device
     """``{"mode": "batched" | "sequential", ...timings}`` for training K models of this shape."""
     if K < 2:
         return {"mode": "sequential", "reason": "one model"}
-    key = ("batching", model_cfg, train_cfg.batch_size, K, str(device), amp, torch.get_num_threads())
-    if key not in calibrate._cache:
-        calibrate._cache[key] = _measure_batching(model_cfg, train_cfg, K, device, amp)
-    return dict(calibrate._cache[key])
+    # Speed only (stacked and separate training compute the same function), so keyed by machine.
+    info = calibrate.cpu_info()
+    key = {"model": calibrate._cfg_dict(model_cfg), "batch_size": train_cfg.batch_size, "K": K, "device": str(device),
+           "amp": str(amp), "threads": torch.get_num_threads(), "cpu": info["model"], "flags": info["flags"]}
+    return calibrate.shared_choice("batching", key, lambda: _measure_batching(model_cfg, train_cfg, K, device, amp))
 
 
 def _measure_batching(model_cfg: GPTConfig, train_cfg: TrainConfig, K: int, device: torch.device,

@@ -11,19 +11,30 @@ matmuls and per-op overhead), so it is measured rather than decided by a rule ab
   fast bf16 instructions (AMX or AVX512-BF16) *and* a short run is faster in bf16 *and* its
   losses match fp32 within ``BF16_LOSS_RTOL``; fp32 otherwise. On CUDA ``auto`` is bf16.
 
-Both are cached per process and per shape, so a study pays for each once. Nothing measured here
-touches a real run's models, data or random streams.
+Both are cached per process and per shape. Inside a run store they are also shared between
+processes (:func:`shared_choice`, files under the store's ``.calibration/``): the first process
+to need a choice measures it, under a lock, and every other process of the study — other
+workers, other drivers, later resumes — reads the same record. So all the models of one shape
+in a study are trained with the same precision, rather than each worker deciding by its own
+noisy timing. Nothing measured here touches a real run's models, data or random streams.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import json
 import os
+import socket
 import statistics
 import time
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 
 from ..models.gpt import GPT, GPTConfig
+from ..store.layout import CALIBRATION_ENV
 from .optim import AdamW, TrainConfig, param_settings
 from .step import train_step
 
@@ -32,6 +43,7 @@ BF16_MIN_SPEEDUP = 1.1  # bf16 must be at least this much faster (a margin over 
 PROBE_STEPS = 6  # timed steps per contender (after one warm-up step each)
 MIN_STEPS_TO_MEASURE = 10 * (PROBE_STEPS + 1)  # shorter runs skip the probes (they would cost > ~10 %)
 _cache: dict[tuple, dict] = {}  # shared with batched.choose_batching
+SHARED_DIR_ENV = CALIBRATION_ENV  # set by the worker to its store's .calibration/
 _malloc_kept: bool | None = None
 
 
@@ -131,10 +143,10 @@ def choose_precision(model_cfg: GPTConfig, train_cfg: TrainConfig, device: torch
     if n_steps is not None and n_steps < MIN_STEPS_TO_MEASURE:
         why = f"auto: run shorter than {MIN_STEPS_TO_MEASURE} steps, not measured"
         return None, {"precision": "fp32", "reason": why}
-    key = ("precision", model_cfg, train_cfg.batch_size, train_cfg.lr, str(device), torch.get_num_threads())
-    if key not in _cache:
-        _cache[key] = _measure_precision(model_cfg, train_cfg, device)
-    rec = _cache[key]
+    # Not keyed by machine or threads: one precision per shape and study, whoever measures it.
+    key = {"model": _cfg_dict(model_cfg), "batch_size": train_cfg.batch_size, "lr": train_cfg.lr,
+           "device": device.type}
+    rec = shared_choice("precision", key, lambda: _measure_precision(model_cfg, train_cfg, device))
     return (torch.bfloat16 if rec["precision"] == "bf16" else None), dict(rec)
 
 
@@ -150,3 +162,64 @@ def _measure_precision(model_cfg: GPTConfig, train_cfg: TrainConfig, device: tor
     return {"precision": "bf16" if ok else "fp32", "reason": "auto: measured", "fp32_step_s": t32,
             "bf16_step_s": t16, "bf16_speedup": speedup, "loss_rel_gap": gap, "loss_rtol": BF16_LOSS_RTOL,
             "min_speedup": BF16_MIN_SPEEDUP, "probe_steps": PROBE_STEPS}
+
+
+def _cfg_dict(cfg: GPTConfig) -> dict:
+    from ..config import to_dict
+
+    return to_dict(cfg)
+
+
+def _where() -> dict:
+    info = cpu_info()
+    return {"host": socket.gethostname(), "pid": os.getpid(), "cpu": info["model"], "threads": info["threads"],
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held while measuring: a second process waits, then reads
+        yield
+    finally:
+        os.close(fd)
+
+
+def _read_record(path: Path, key: dict) -> dict | None:
+    from ..store import read_json
+
+    try:
+        rec = read_json(path)
+    except Exception:  # noqa: BLE001 - missing, unreadable or damaged: measure again and rewrite it
+        return None
+    return rec if isinstance(rec, dict) and rec.get("key") == key and "choice" in rec else None
+
+
+def shared_choice(kind: str, key: dict, measure: Callable[[], dict]) -> dict:
+    """The choice ``measure()`` returns for ``key``, measured once per process and, inside a run
+    store (the environment variable ``PROXYSCALE_CALIBRATION_DIR``, which the worker sets), once
+    per store: the record is written to ``<dir>/<kind>-<hash of key>.json`` and reused by every
+    process that asks for the same key. The returned dict is the choice plus where and when it
+    was measured (``measured``)."""
+    token = json.dumps(key, sort_keys=True, default=str)
+    shared = os.environ.get(SHARED_DIR_ENV)
+    mem = (kind, shared, token)
+    if mem in _cache:
+        return dict(_cache[mem])
+    if not shared:
+        rec = {**measure(), "measured": _where()}
+    else:
+        from ..store import write_json
+
+        name = f"{kind}-{hashlib.sha256(token.encode()).hexdigest()[:16]}"
+        path = Path(shared) / f"{name}.json"
+        with _locked(Path(shared) / ".locks" / name):
+            found = _read_record(path, json.loads(token))
+            if found is None:
+                found = {"key": json.loads(token), "choice": {**measure(), "measured": _where()}}
+                write_json(path, found)
+        rec = {**found["choice"], "shared_record": path.name}
+    _cache[mem] = rec
+    return dict(rec)
