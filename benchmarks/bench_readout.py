@@ -49,6 +49,11 @@ def _median_ms(fns: dict, reps: int, warmup: int = 2) -> dict:
     return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
+def _product_times(mm, h: torch.Tensor, w: torch.Tensor, g: torch.Tensor, reps: int) -> dict:  # noqa: ANN001
+    return _median_ms({"dW autograd": lambda: mm(g.mT, h), "dW ours": lambda: mm(h.mT, g).mT,
+                       "dh autograd": lambda: mm(g, w), "dh transposed": lambda: mm(w.mT, g.mT).mT}, reps)
+
+
 def products(reps: int) -> None:
     N, V = 4096, 512
     print(f"1. narrow products, N={N}, V={V} (ms; autograd's form / ours)")
@@ -56,9 +61,7 @@ def products(reps: int) -> None:
         for d in (4, 8, 16, 32, 64):
             lead = (K,) if K > 1 else ()
             h, w, g = torch.randn(*lead, N, d), torch.randn(*lead, V, d), torch.randn(*lead, N, V)
-            mm = torch.bmm if K > 1 else torch.mm
-            m = _median_ms({"dW autograd": lambda: mm(g.mT, h), "dW ours": lambda: mm(h.mT, g).mT,
-                            "dh autograd": lambda: mm(g, w), "dh transposed": lambda: mm(w.mT, g.mT).mT}, reps)
+            m = _product_times(torch.bmm if K > 1 else torch.mm, h, w, g, reps)
             print(f"  K={K} d={d:<3} weight grad {m['dW autograd']:7.2f} / {m['dW ours']:6.2f} "
                   f"({m['dW autograd'] / m['dW ours']:.2f}x)   input grad {m['dh autograd']:6.2f} / "
                   f"{m['dh transposed']:6.2f} transposed ({m['dh autograd'] / m['dh transposed']:.2f}x)")
