@@ -129,3 +129,21 @@ def test_kill_midway_then_resume_finishes_without_redoing(tmp_path):
         assert executed.count(name) == 1, f"{name} was redone"
     assert value(store, plan, "d") == 1112
 
+
+
+def test_same_shape_groups_are_split_for_the_workers():
+    from proxyscale.run.executor import _split
+
+    def sizes(n: int, max_batch: int, slots: int) -> list[int]:
+        group = [Step(kind="k", name=f"s{i}", config={"i": i}) for i in range(n)]
+        out = _split(group, max_batch, slots)
+        assert [s for b in out for s in b] == group  # every step once, order kept
+        return [len(b) for b in out]
+
+    assert sizes(20, 8, 1) == [7, 7, 6]  # one worker: fewest batches
+    assert sizes(20, 8, 2) == [5, 5, 5, 5]  # two rounds of 5, not 8 + 8 then 4 beside an idle worker
+    assert sizes(16, 8, 2) == [8, 8]
+    assert sizes(3, 8, 2) == [2, 1]
+    assert sizes(1, 8, 4) == [1]
+    assert sizes(9, 4, 3) == [3, 3, 3]
+    assert all(max(sizes(n, m, w)) <= m for n in range(1, 30) for m in (1, 3, 8) for w in (1, 2, 3))

@@ -86,7 +86,29 @@ def threads_for(batch: list[Step], running: int, cores: int) -> int:
     return max(1, cores // max(1, running))
 
 
-def _batches(ready: list[Step], max_batch: int, kind_rank: dict[str, int]) -> list[list[Step]]:
+def _split(group: list[Step], max_batch: int, slots: int) -> list[list[Step]]:
+    """Same-shape steps in batches of at most ``max_batch``, sized for ``slots`` workers.
+
+    With one worker, the fewest batches (the most stacking). With several, the number of batches
+    whose makespan (rounds of ``slots`` batches × the largest batch) is smallest, fewest on a tie,
+    and sizes as even as possible. For example, 20 models with ``max_batch`` 8 on 2 workers are
+    4 batches of 5 (two rounds of 5) rather than 8, 8 and 4 (a round of 8, then one of 4 beside
+    an idle worker).
+    """
+    n = len(group)
+    fewest = -(-n // max_batch)
+    if slots > 1:
+        fewest = min(range(fewest, n + 1), key=lambda k: (-(-k // slots) * -(-n // k), k))
+    size, extra = divmod(n, fewest)
+    out, i = [], 0
+    for j in range(fewest):
+        k = size + (j < extra)
+        out.append(group[i:i + k])
+        i += k
+    return out
+
+
+def _batches(ready: list[Step], max_batch: int, kind_rank: dict[str, int], slots: int = 1) -> list[list[Step]]:
     groups: dict[str, list[Step]] = {}
     out: list[list[Step]] = []
     for s in ready:
@@ -95,7 +117,7 @@ def _batches(ready: list[Step], max_batch: int, kind_rank: dict[str, int]) -> li
         else:
             groups.setdefault(s.batch_key, []).append(s)
     for g in groups.values():
-        out += [g[i:i + max_batch] for i in range(0, len(g), max_batch)]
+        out += _split(g, max_batch, slots)
     # upstream kinds first (data preparation unblocks the most work), then the longest batches
     return sorted(out, key=lambda b: (kind_rank[b[0].kind], -sum(s.cost for s in b)))
 
@@ -234,7 +256,7 @@ class _Run:
             else:
                 ready.append(self.plan[k])
         self._note_held(held)
-        batches = _batches(ready, self.max_batch, self.kind_rank)
+        batches = _batches(ready, self.max_batch, self.kind_rank, self.backend.slots)
         for i, batch in enumerate(batches):
             if len(self.in_flight) >= self.backend.slots:
                 break
