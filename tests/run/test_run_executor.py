@@ -147,3 +147,19 @@ def test_same_shape_groups_are_split_for_the_workers():
     assert sizes(1, 8, 4) == [1]
     assert sizes(9, 4, 3) == [3, 3, 3]
     assert all(max(sizes(n, m, w)) <= m for n in range(1, 30) for m in (1, 3, 8) for w in (1, 2, 3))
+
+
+def test_groups_are_split_only_for_workers_other_ready_work_leaves_free():
+    from proxyscale.run.executor import _batches
+
+    def steps(prefix: str, n: int, key: str | None) -> list[Step]:
+        return [Step(kind="k", name=f"{prefix}{i}", config={"i": i}, batch_key=key) for i in range(n)]
+
+    def sizes(ready: list[Step], slots: int) -> list[int]:
+        return sorted((len(b) for b in _batches(ready, 8, {"k": 0}, slots)), reverse=True)
+
+    assert sizes(steps("r", 20, "rung"), 2) == [5, 5, 5, 5]  # a rung alone is spread over the workers
+    # the other worker has work already: p and q stay one batch
+    assert sizes(steps("a", 1, None) + steps("p", 2, "pq"), 2) == [2, 1]
+    assert sizes(steps("r", 20, "r1") + steps("s", 20, "r2"), 2) == [7, 7, 7, 7, 6, 6]  # enough batches: fewest each
+    assert sizes(steps("r", 16, "rung"), 4) == [4, 4, 4, 4]

@@ -89,7 +89,8 @@ def threads_for(batch: list[Step], running: int, cores: int) -> int:
 def _split(group: list[Step], max_batch: int, slots: int) -> list[list[Step]]:
     """Same-shape steps in batches of at most ``max_batch``, sized for ``slots`` workers.
 
-    With one worker, the fewest batches (the most stacking). With several, the number of batches
+    With one worker, the fewest batches (the most stacking). With several (the workers that
+    other ready work leaves free, see :func:`_batches`), the number of batches
     whose makespan (rounds of ``slots`` batches × the largest batch) is smallest, fewest on a tie,
     and sizes as even as possible. For example, 20 models with ``max_batch`` 8 on 2 workers are
     4 batches of 5 (two rounds of 5) rather than 8, 8 and 4 (a round of 8, then one of 4 beside
@@ -116,8 +117,13 @@ def _batches(ready: list[Step], max_batch: int, kind_rank: dict[str, int], slots
             out.append([s])
         else:
             groups.setdefault(s.batch_key, []).append(s)
-    for g in groups.values():
-        out += _split(g, max_batch, slots)
+    # A group is split wider only for workers the other ready work leaves free (the demo's four
+    # rungs, ready at once, each stay at the fewest batches; a rung trained alone is spread out).
+    fewest = {k: -(-len(g) // max_batch) for k, g in groups.items()}
+    singles = len(out)
+    for k, g in groups.items():
+        others = singles + sum(n for j, n in fewest.items() if j != k)
+        out += _split(g, max_batch, max(1, slots - others))
     # upstream kinds first (data preparation unblocks the most work), then the longest batches
     return sorted(out, key=lambda b: (kind_rank[b[0].kind], -sum(s.cost for s in b)))
 
