@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from contextlib import nullcontext
 from unittest import mock
 
 import torch
@@ -80,25 +81,17 @@ def steps(reps: int) -> None:
             b1, b8 = torch.randint(0, 512, (32, 129)), torch.randint(0, 512, (8, 32, 129))
 
             def one(model=model, opt=opt, b1=b1, patch=patch):
-                with mock.patch.object(gpt, "tied_readout", _plain) if patch else _null():
+                with mock.patch.object(gpt, "tied_readout", _plain) if patch else nullcontext():
                     train_step(model, opt, b1, 1e-4, 1.0, None)
 
             def eight(stack=stack, sopt=sopt, b8=b8, patch=patch):
-                with mock.patch.object(gpt_stack, "tied_readout", _plain) if patch else _null():
+                with mock.patch.object(gpt_stack, "tied_readout", _plain) if patch else nullcontext():
                     _step(stack, sopt, b8, 1e-4, 1.0, None)
             fns[f"one {name}"], fns[f"K8 {name}"] = one, eight
         m = _median_ms(fns, reps)
         print(f"  L{L} d{d:<3} one model {m['one plain']:7.2f} / {m['one ours']:7.2f} "
               f"({m['one plain'] / m['one ours']:.2f}x)   K=8 stacked {m['K8 plain'] / 8:7.2f} / "
               f"{m['K8 ours'] / 8:7.2f} ({m['K8 plain'] / m['K8 ours']:.2f}x)")
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *a: object) -> None:
-        return None
 
 
 def main() -> None:
