@@ -60,3 +60,34 @@ def test_cpu_info_lists_model_and_flags():
     assert info["malloc_keeps_freed"] == calibrate.keep_freed_memory()  # recorded as applied
     assert info["model"] and isinstance(info["flags"], list) and info["threads"] >= 1
     assert info["capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def _fake_rounds(monkeypatch, rounds: list[tuple[float, float]]) -> list:
+    """interleaved_times returning (fp32 s, bf16 s) per round, PROBE_STEPS pairs each; records calls."""
+    calls: list = []
+
+    def fake(fns, steps=calibrate.PROBE_STEPS, start=0, warmup=True):
+        t32, t16 = rounds[len(calls)]
+        calls.append((start, warmup))
+        for i in range(steps + warmup):
+            for fn in fns:
+                fn(start + i)  # the steppers still run, so the losses are real
+        return [[t32] * steps, [t16] * steps]
+    monkeypatch.setattr(calibrate, "interleaved_times", fake)
+    return calls
+
+
+def test_a_clear_probe_is_one_round(monkeypatch):
+    calls = _fake_rounds(monkeypatch, [(1.5, 1.0)])
+    rec = calibrate._measure_precision(MODEL, _cfg(precision="auto"), torch.device("cpu"))
+    assert calls == [(0, True)] and rec["probe_rounds"] == 1 and rec["probe_steps"] == calibrate.PROBE_STEPS
+    assert rec["bf16_speedup"] == 1.5
+
+
+def test_a_probe_near_the_threshold_measures_a_second_round(monkeypatch):
+    # first round 1.05x (could be noise either way), second 1.6x: decided on all pairs together
+    calls = _fake_rounds(monkeypatch, [(1.05, 1.0), (1.6, 1.0)])
+    rec = calibrate._measure_precision(MODEL, _cfg(precision="auto"), torch.device("cpu"))
+    assert calls == [(0, True), (calibrate.PROBE_STEPS + 1, False)]
+    assert rec["probe_rounds"] == 2 and rec["probe_steps"] == 2 * calibrate.PROBE_STEPS
+    assert rec["bf16_speedup"] == (1.05 + 1.6) / 2  # median of the pooled 12 pairs
