@@ -9,10 +9,10 @@ written as ``x @ W.t()`` on (B, T, d) hidden states (the folded 3-D product). Me
 2-core AMD EPYC (Zen 4), 1 thread, N = 4,096 rows, V = 512 (``benchmarks/bench_readout.py``,
 docs/benchmarks.md "Narrow products"):
 
-- input gradient, slow / transposed: 2.4 / 1.1 ms at d = 4, 2.4 / 1.0 at d = 8, but
-  0.98 / 1.11 at d = 16 and 2.1 / 2.2 at d = 32 — hence the threshold;
-- weight gradient: 7.2 / 0.86 ms at d = 4, 5.2 / 0.91 at d = 8 (1.1–1.7× at d = 16–64);
-- whole training steps of one model (V 512, T 128, B 32): 1.47× at d = 4, 1.42× at d = 8.
+- input gradient, slow / transposed: 2.61 / 1.37 ms at d = 4, 2.68 / 1.30 at d = 8, but
+  1.28 / 1.34 at d = 16 and 2.38 / 2.39 at d = 32 — hence the threshold;
+- weight gradient: 6.44 / 0.93 ms at d = 4, 6.67 / 1.08 at d = 8 (1.03–1.30× at d = 16–64);
+- whole training steps of one model (V 512, T 128, B 32): 1.49× at d = 4, 1.33× at d = 8.
 
 Wider models use the plain product on 2-D hidden states, for which autograd already picks the
 fast weight-gradient form. Both forms multiply the same numbers; only the order of additions

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import stack_module_state
 
+from ..config import to_dict
 from ..errors import ConfigError, DataError
 from ..models.gpt import GPTConfig
 from ..models.gpt_stack import stacked_forward
@@ -225,7 +226,7 @@ def choose_batching(model_cfg: GPTConfig, train_cfg: TrainConfig, K: int, device
         return {"mode": "sequential", "reason": "one model"}
     # Speed only (stacked and separate training compute the same function), so keyed by machine.
     info = calibrate.cpu_info()
-    key = {"model": calibrate._cfg_dict(model_cfg), "batch_size": train_cfg.batch_size, "K": K, "device": str(device),
+    key = {"model": to_dict(model_cfg), "batch_size": train_cfg.batch_size, "K": K, "device": str(device),
            "amp": str(amp), "threads": torch.get_num_threads(), "cpu": info["model"], "flags": info["flags"]}
     return calibrate.shared_choice("batching", key, lambda: _measure_batching(model_cfg, train_cfg, K, device, amp))
 

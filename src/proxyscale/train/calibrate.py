@@ -35,7 +35,9 @@ from typing import Callable, Iterator
 
 import torch
 
+from ..config import to_dict
 from ..models.gpt import GPT, GPTConfig
+from ..store import read_json, write_json
 from ..store.layout import CALIBRATION_ENV
 from .optim import AdamW, TrainConfig, param_settings
 from .step import train_step
@@ -46,7 +48,6 @@ PROBE_STEPS = 6  # timed steps per contender (after one warm-up step each)
 AMBIGUOUS = (0.95, 1.3)  # a first-round bf16 speed-up in this band gets a second round of PROBE_STEPS
 MIN_STEPS_TO_MEASURE = 10 * (PROBE_STEPS + 1)  # shorter runs skip the probes (they would cost > ~10 %)
 _cache: dict[tuple, dict] = {}  # shared with batched.choose_batching
-SHARED_DIR_ENV = CALIBRATION_ENV  # set by the worker to its store's .calibration/
 _malloc_kept: bool | None = None
 
 
@@ -154,7 +155,7 @@ def choose_precision(model_cfg: GPTConfig, train_cfg: TrainConfig, device: torch
         why = f"auto: run shorter than {MIN_STEPS_TO_MEASURE} steps, not measured"
         return None, {"precision": "fp32", "reason": why}
     # Not keyed by machine or threads: one precision per shape and study, whoever measures it.
-    key = {"model": _cfg_dict(model_cfg), "batch_size": train_cfg.batch_size, "lr": train_cfg.lr,
+    key = {"model": to_dict(model_cfg), "batch_size": train_cfg.batch_size, "lr": train_cfg.lr,
            "device": device.type}
     rec = shared_choice("precision", key, lambda: _measure_precision(model_cfg, train_cfg, device))
     return (torch.bfloat16 if rec["precision"] == "bf16" else None), dict(rec)
@@ -180,12 +181,6 @@ def _measure_precision(model_cfg: GPTConfig, train_cfg: TrainConfig, device: tor
             "min_speedup": BF16_MIN_SPEEDUP, "probe_steps": len(s32), "probe_rounds": rounds}
 
 
-def _cfg_dict(cfg: GPTConfig) -> dict:
-    from ..config import to_dict
-
-    return to_dict(cfg)
-
-
 def _where() -> dict:
     info = cpu_info()
     return {"host": socket.gethostname(), "pid": os.getpid(), "cpu": info["model"], "threads": info["threads"],
@@ -204,8 +199,6 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _read_record(path: Path, key: dict) -> dict | None:
-    from ..store import read_json
-
     try:
         rec = read_json(path)
     except Exception:  # noqa: BLE001 - missing, unreadable or damaged: measure again and rewrite it
@@ -220,21 +213,20 @@ def shared_choice(kind: str, key: dict, measure: Callable[[], dict]) -> dict:
     process that asks for the same key. The returned dict is the choice plus where and when it
     was measured (``measured``)."""
     token = json.dumps(key, sort_keys=True, default=str)
-    shared = os.environ.get(SHARED_DIR_ENV)
+    shared = os.environ.get(CALIBRATION_ENV)
     mem = (kind, shared, token)
     if mem in _cache:
         return dict(_cache[mem])
     if not shared:
         rec = {**measure(), "measured": _where()}
     else:
-        from ..store import write_json
-
         name = f"{kind}-{hashlib.sha256(token.encode()).hexdigest()[:16]}"
         path = Path(shared) / f"{name}.json"
+        as_stored = json.loads(token)  # the key as JSON gives it back (tuples become lists)
         with _locked(Path(shared) / ".locks" / name):
-            found = _read_record(path, json.loads(token))
+            found = _read_record(path, as_stored)
             if found is None:
-                found = {"key": json.loads(token), "choice": {**measure(), "measured": _where()}}
+                found = {"key": as_stored, "choice": {**measure(), "measured": _where()}}
                 write_json(path, found)
         rec = {**found["choice"], "shared_record": path.name}
     _cache[mem] = rec
