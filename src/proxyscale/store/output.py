@@ -97,15 +97,15 @@ def _dir_problem(real: Path, overwrite: bool) -> Optional[str]:
         return None
     files = _read_marker(real / MARKER)
     if files is None:
-        return (f"{real} already holds files proxyscale did not write (e.g. {entries[0]}); choose a new or "
+        return (f"already holds files proxyscale did not write (e.g. {entries[0]}); choose a new or "
                 "empty directory")
     if not overwrite:
-        return f"{real} holds an earlier proxyscale output; pass --overwrite to replace it, or choose another path"
+        return "holds an earlier proxyscale output; pass --overwrite to replace it, or choose another path"
     for rel in _tree(real):
         if rel == MARKER:
             continue
         if rel not in files or files[rel].get("sha256") != sha256_file(real / rel):
-            return (f"cannot replace {real}: {rel} was not written by proxyscale or has changed since; "
+            return (f"cannot replace it: {rel} was not written by proxyscale or has changed since; "
                     "move it away or choose another path")
     return None
 
@@ -134,11 +134,11 @@ def _file_problem(real: Path, overwrite: bool) -> Optional[str]:
         return "exists and is a directory (or a link); choose a file path"
     files = _read_marker(side)
     if files is None:
-        return f"{real} exists and was not written by proxyscale; choose another path"
+        return "exists and was not written by proxyscale; choose another path"
     if not overwrite:
-        return f"{real} holds an earlier proxyscale output; pass --overwrite to replace it, or choose another path"
+        return "holds an earlier proxyscale output; pass --overwrite to replace it, or choose another path"
     if files.get(real.name, {}).get("sha256") != sha256_file(real):
-        return f"cannot replace {real}: it has changed since proxyscale wrote it; move it away or choose another path"
+        return "cannot replace it: it has changed since proxyscale wrote it; move it away or choose another path"
     return None
 
 
