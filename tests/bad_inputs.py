@@ -174,6 +174,50 @@ def _other_files_dir(data: Path) -> Path:
     return data / "other"
 
 
+def _select_cli(out: str, *extra: str, pool: str = "{ws}/data/prose") -> tuple[str, ...]:
+    """``proxyscale select`` of the workspace's data toward doc.jsonl, writing to ``out``."""
+    return ("select", "--method", "random", "--pool", pool, "--target", "{ws}/data/doc.jsonl", "--n", "3",
+            "--out", out, *extra)
+
+
+def _foreign_dir(spec: dict, ws: Path) -> dict:
+    """A folder of the user's that happens to hold a manifest.json (not a selection)."""
+    (ws / "data" / "mine").mkdir()
+    (ws / "data" / "mine" / "manifest.json").write_text('{"mine": true}\n')
+    (ws / "data" / "mine" / "notes.txt").write_text("my notes\n")
+    return spec
+
+
+def _earlier_output(foreign: bool) -> Mutation:
+    """An earlier proxyscale output in ``store/sel`` (its marker lists its one file); with
+    ``foreign``, a file of the user's added to it since."""
+    def mutate(spec: dict, ws: Path) -> dict:
+        import hashlib
+
+        out = ws / "store" / "sel"
+        out.mkdir(parents=True)
+        (out / "chosen.txt").write_text("a\n")
+        files = {"chosen.txt": {"sha256": hashlib.sha256(b"a\n").hexdigest(), "bytes": 2}}
+        (out / ".proxyscale-output.json").write_text(json.dumps({"written_by": "proxyscale", "files": files}))
+        if foreign:
+            (out / "thesis.tex").write_text("years of work\n")
+        return spec
+    return mutate
+
+
+def _nul_pool(spec: dict, ws: Path) -> dict:
+    (ws / "data" / "nul").mkdir()
+    (ws / "data" / "nul" / "a.txt").write_bytes(b"some text\0more text\n")
+    return spec
+
+
+def _selection_sized(path: str, value: Any) -> Mutation:
+    """A valid pool and selection (see ``_select``), then one size changed."""
+    def mutate(spec: dict, ws: Path) -> dict:
+        return _set(path, value)(_select({})(spec, ws), ws)
+    return mutate
+
+
 CASES: tuple[Case, ...] = (
     Case("valid tiny spec (control)", "control", bad=False),
     # -- command line --------------------------------------------------------------------------
@@ -268,6 +312,22 @@ CASES: tuple[Case, ...] = (
     # -- training ------------------------------------------------------------------------------
     Case("diverging run (lr: 1e6)", "training", _set("train", {"batch_size": 4, "lr": 1e6, "grad_clip": 0}),
          commands=("run",), at_run=True),
+    # -- outputs (one output policy) and one read policy for select ---------------------------
+    Case("select --out a folder of the user's holding manifest.json", "outputs", _foreign_dir,
+         argv=_select_cli("{ws}/data/mine"), commands=("cli",)),
+    Case("select --out = --pool", "outputs", argv=_select_cli("{ws}/data/prose"), commands=("cli",)),
+    Case("select --out inside --pool", "outputs", argv=_select_cli("{ws}/data/prose/sel"), commands=("cli",)),
+    Case("select --out a parent of --pool", "outputs", argv=_select_cli("{ws}/data"), commands=("cli",)),
+    Case("select --out /etc/x", "outputs", argv=_select_cli("/etc/proxyscale-x"), commands=("cli",)),
+    Case("select --out an earlier selection, no --overwrite", "outputs", _earlier_output(False),
+         argv=_select_cli("{store}/sel"), commands=("cli",)),
+    Case("select --overwrite of an output holding a foreign file", "outputs", _earlier_output(True),
+         argv=_select_cli("{store}/sel", "--overwrite"), commands=("cli",)),
+    Case("select: .txt pool with a NUL byte", "outputs", _nul_pool,
+         argv=_select_cli("{store}/sel", pool="{ws}/data/nul"), commands=("cli",)),
+    Case("source: .txt with a NUL byte", "outputs", _point_doc(_write("nul.txt", b"some text\0more text\n"))),
+    Case("pool.n_windows: 1e9", "outputs", _selection_sized("pool.n_windows", 1_000_000_000)),
+    Case("selection n_target: 1000 (test set of 12)", "outputs", _selection_sized("selections.sel.n_target", 1000)),
 )
 
 

@@ -168,7 +168,8 @@ def verify_store(spec: Optional[SpecLike] = None, store: str | Path = "runs") ->
 
 
 def attribute(model: Any, state_dicts: Sequence[Mapping[str, Any]], train_data: Any, target_data: Any,
-              task: Any = "classification", *, out: str | Path | None = None, **settings: Any) -> Any:
+              task: Any = "classification", *, out: str | Path | None = None, overwrite: bool = False,
+              **settings: Any) -> Any:
     """TRAK attribution scores of your own PyTorch model and data: (n_train, n_targets) float32.
 
     Args:
@@ -183,7 +184,9 @@ def attribute(model: Any, state_dicts: Sequence[Mapping[str, Any]], train_data: 
         task: ``"classification"`` (log-odds margin), ``"lm"`` (mean per-token log-odds; this
             package's GPT gets its vmap-safe attention automatically) or an
             :class:`~proxyscale.attribute.outputs.OutputFunction`.
-        out: also write the scores to this ``.npy`` path (atomically).
+        out: also write the scores to this ``.npy`` path, under the output policy
+            (:mod:`proxyscale.store.output`): atomically, with a sidecar marker, and replacing an
+            earlier output only with ``overwrite``.
         **settings: TRAK settings — ``k`` (projection dimension), ``projector``, ``lambda_ratio``
             (ridge λ as a multiple of the mean squared feature norm; 1.0 is safe), ``use_q``,
             ``param_filter``, ``seed``, ``batch_size`` ... (see :class:`proxyscale.attribute.TRAK`).
@@ -196,7 +199,7 @@ def attribute(model: Any, state_dicts: Sequence[Mapping[str, Any]], train_data: 
     import numpy as np
 
     from .attribute.trak import trak_scores
-    from .store import write_npy
+    from .store.output import check_output, output_file
 
     if not state_dicts:
         raise ConfigError("attribute: pass at least one state dict (ideally several models or checkpoints)")
@@ -209,10 +212,14 @@ def attribute(model: Any, state_dicts: Sequence[Mapping[str, Any]], train_data: 
         for i, state in enumerate(state_dicts):
             trak.featurize(state, train_data, model_id=i)
         return {name: np.asarray(trak.score(t), dtype=np.float32) for name, t in target_data.items()}
+    if out is not None:
+        check_output(out, overwrite=overwrite, single_file=True)  # before the work, not after
     scores = np.asarray(trak_scores(model, list(state_dicts), train_data, target_data, task, **settings),
                         dtype=np.float32)
     if out is not None:
-        write_npy(out, scores)
+        with output_file(out, overwrite=overwrite, need_bytes=scores.nbytes + 128) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, scores, allow_pickle=False)
     return scores
 
 
@@ -229,45 +236,72 @@ def attribution_options_spec(*, data: str = "digits", root: Optional[str] = None
 
 
 def attribution_scores(spec: SpecLike, store: str | Path = "runs", *, width: Optional[float] = None,
-                       out: str | Path | None = None, workers: int = 0, progress: bool = True) -> Path:
+                       out: str | Path | None = None, workers: int = 0, progress: bool = True,
+                       overwrite: bool = False) -> Path:
     """Train one width's ensemble of an attribution spec and compute its TRAK scores (resumable,
     shared with ``run_study``); returns the scores ``.npy`` path (copied to ``out`` if given).
     The scores use ``trak.lambda_ratio`` and ``trak.use_q``: choosing among candidates needs the
-    study's held-out ground truth (``run_study`` records the choice in ``lds.parquet``)."""
-    from .store import write_npy
+    study's held-out ground truth (``run_study`` records the choice in ``lds.parquet``).
+    ``out`` follows the output policy (:mod:`proxyscale.store.output`, single file: a sidecar
+    ``<out>.proxyscale-output.json`` marks it as proxyscale's): checked before anything runs,
+    never the store, the spec or the data, replaced only with ``overwrite``."""
+    from .store.output import check_output, output_file
     from .studies.attribution.plan import width_steps
 
     study, s = load_study(spec)
+    inputs = _attribution_inputs(spec, s, store)
+    if out is not None:
+        check_output(out, inputs=inputs, overwrite=overwrite, single_file=True)
     sub, trak_key = width_steps(study, s, width)
     _run(s, sub, store, workers, None, progress)
     path = Store(store).final_dir(trak_key) / "scores.npy"
-    if out is not None:
-        import numpy as np
+    if out is None:
+        return path
+    with output_file(out, inputs=inputs, overwrite=overwrite, need_bytes=path.stat().st_size) as tmp:
+        tmp.write_bytes(path.read_bytes())
+    return Path(out)
 
-        write_npy(out, np.load(path, allow_pickle=False))
-        return Path(out)
-    return path
+
+def _attribution_inputs(spec: SpecLike, s: Any, store: str | Path) -> list[tuple[str, Any]]:
+    """What ``attribute --out`` may not be, lie in or contain: the store, the spec file, the data root."""
+    inputs: list[tuple[str, Any]] = [("--store", store)]
+    if isinstance(spec, (str, Path)):
+        inputs.append(("spec", spec))
+    root = getattr(getattr(s, "data", None), "root", None)
+    if root:
+        inputs.append(("data.root", root))
+    return inputs
 
 
 def select(method: str, pool: str | Path, target: str | Path, n: int, out: str | Path, *, seed: int = 0,
            hub: bool = False, text_field: str = "text", id_field: Optional[str] = None,
-           target_text_field: Optional[str] = None, settings: Optional[Mapping[str, Any]] = None) -> Path:
+           target_text_field: Optional[str] = None, settings: Optional[Mapping[str, Any]] = None,
+           overwrite: bool = False) -> Path:
     """Pick ``n`` documents of ``pool`` toward ``target`` with a registered method (random, dsir,
     classifier, ...); write the chosen ids, every document's score and a manifest to ``out``.
     ``pool``/``target``: a text directory or file, ``.jsonl`` or ``.parquet`` (``hub``: a Hugging
-    Face dataset name). Same inputs and seed give a byte-identical selection."""
+    Face dataset name), read under the same policy as a study's sources. ``out`` follows the
+    output policy (:mod:`proxyscale.store.output`): never an input, never a directory proxyscale
+    did not write; an earlier selection is replaced only with ``overwrite``. Same inputs and seed
+    give a byte-identical selection."""
+    from .data.checks import check_source
     from .select import make_selector
     from .select.io import hash_documents, hash_texts, write_selection
     from .select.pool import open_pool, read_texts, source_of
+    from .store.output import check_output
 
     selector = make_selector(method, **dict(settings or {}))
+    inputs = [] if hub else [("--pool", pool), ("--target", target)]
+    check_output(out, inputs=inputs, overwrite=overwrite)  # refuse before reading a large pool
     psrc = source_of(str(pool), hub=hub, text_field=text_field, id_field=id_field)
     tsrc = source_of(str(target), hub=hub, text_field=target_text_field or text_field)
+    check_source(psrc, where="--pool")
+    check_source(tsrc, where="--target")
     docs, texts = open_pool(psrc), read_texts(tsrc)
     sel = selector.select(docs, texts, n, seed)
     record = {"n": n, "seed": seed, "pool": {"path": str(pool), "sha256": hash_documents(docs())},
               "target": {"path": str(target), "n": len(texts), "sha256": hash_texts(texts)}}
-    return write_selection(sel, out, record)
+    return write_selection(sel, out, record, inputs=inputs, overwrite=overwrite)
 
 
 __all__ = ["Study", "attribute", "attribution_options_spec", "attribution_scores", "plan_text", "run_demo",

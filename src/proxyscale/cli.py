@@ -16,6 +16,8 @@ corpus_app = typer.Typer(no_args_is_help=True, help="The embedded corpus of real
 app.add_typer(corpus_app, name="corpus")
 
 STORE = typer.Option(Path("runs"), "--store", help="Run store directory (shared by studies; content-hashed).")
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace an earlier proxyscale output at --out (only if it "
+                                                       "holds nothing but the files proxyscale wrote there).")
 WORKERS = typer.Option(0, "--workers", "-j", help="Parallel workers (0 = the spec's setting, else one per core).")
 
 
@@ -103,14 +105,19 @@ def attribute(spec: Optional[Path] = typer.Argument(None, help="Attribution spec
               n_targets: int = typer.Option(100, help="Target examples (no spec)."),
               models: int = typer.Option(5, help="Models in the TRAK ensemble (no spec)."),
               k: int = typer.Option(512, help="Projection dimension (no spec)."),
-              progress: bool = typer.Option(True, help="Show a progress bar.")) -> None:
-    """TRAK scores of one width's model ensemble, written as a .npy (train × targets)."""
+              progress: bool = typer.Option(True, help="Show a progress bar."),
+              overwrite: bool = OVERWRITE) -> None:
+    """TRAK scores of one width's model ensemble, written as a .npy (train × targets).
+
+    --out gets a sidecar <out>.proxyscale-output.json recording its sha256, so that a later
+    --overwrite can tell proxyscale's own file from anyone else's."""
     from .api import attribution_options_spec, attribution_scores
 
     s = spec if spec is not None else attribution_options_spec(
         data=data, root=root, family=family, n_train=n_train, n_targets=n_targets, models=models, k=k,
         width=width if width is not None else 1.0)
-    typer.echo(f"scores: {attribution_scores(s, store, width=width, out=out, workers=workers, progress=progress)}")
+    path = attribution_scores(s, store, width=width, out=out, workers=workers, progress=progress, overwrite=overwrite)
+    typer.echo(f"scores: {path}")
 
 
 @app.command()
@@ -125,12 +132,16 @@ def select(method: str = typer.Option(..., "--method", help="random | dsir | cla
            text_field: str = typer.Option("text", help="Text column of JSONL/Parquet/hub records."),
            id_field: Optional[str] = typer.Option(None, help="Id column of the pool (default: row number)."),
            setting: list[str] = typer.Option([], "--set", help="A method setting, KEY=VALUE (repeatable), "
-                                                                "e.g. --set top_k=true")) -> None:
-    """Choose pool documents toward a target set (seeded, reproducible); write ids, scores, manifest."""
+                                                                "e.g. --set top_k=true"),
+           overwrite: bool = OVERWRITE) -> None:
+    """Choose pool documents toward a target set (seeded, reproducible); write ids, scores, manifest.
+
+    --out must be a new or empty directory, or (with --overwrite) an earlier selection; it may not
+    be, lie inside or contain --pool or --target."""
     from .api import select as run_select
 
     path = run_select(method, pool, target, n, out, seed=seed, hub=hub, text_field=text_field, id_field=id_field,
-                      settings=_settings(setting))
+                      settings=_settings(setting), overwrite=overwrite)
     typer.echo(f"selection: {path}")
 
 
@@ -150,11 +161,12 @@ def _settings(pairs: list[str]) -> dict:
 @corpus_app.command("build")
 def corpus_build(out: Path = typer.Option(Path("corpus"), "--out", help="Output directory."),
                  max_bytes: int = typer.Option(4_000_000, help="Cap on the text kept per domain."),
-                 apt: bool = typer.Option(True, help="Use Debian packages (else the Python installation).")) -> None:
+                 apt: bool = typer.Option(True, help="Use Debian packages (else the Python installation)."),
+                 overwrite: bool = OVERWRITE) -> None:
     """Build the embedded corpus from real text available offline (Debian packages, Python docs)."""
     from .data.corpus import build_corpus
 
-    manifest = build_corpus(out, max_bytes_per_domain=max_bytes, use_apt=apt)
+    manifest = build_corpus(out, max_bytes_per_domain=max_bytes, use_apt=apt, overwrite=overwrite)
     for name, d in sorted(manifest["domains"].items()):
         typer.echo(f"{name:>12} {d['bytes']:>11,} bytes {d['n_docs']:>7,} docs  {d.get('package', '')}")
     typer.echo(f"corpus: {out}")

@@ -24,3 +24,7 @@ class DivergedError(ProxyscaleError):
 
 class StoreError(ProxyscaleError):
     """The run store is inconsistent or a step failed."""
+
+
+class OutputError(ProxyscaleError):
+    """An output path the user named may not, or cannot, be written (see proxyscale.store.output)."""

@@ -141,20 +141,21 @@ def test_missing_corpus_and_unknown_domain_say_what_to_do(tmp_path):
         build_corpus(tmp_path / "d", use_apt=False, domains=["bible"])
 
 
-def test_killed_build_leaves_no_manifest_and_no_partial_files(tmp_path, monkeypatch):
+def test_killed_rebuild_keeps_the_old_corpus_and_leaves_no_partial_files(tmp_path, monkeypatch):
     out = tmp_path / "c"
     build_corpus(out, use_apt=False, domains=["pyref"], max_bytes_per_domain=10_000)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     def killed(_roots):
         raise KeyboardInterrupt
 
     monkeypatch.setitem(corpus.ALL_DOMAINS, "pycode", corpus.DomainRecipe((), killed, "dies"))
     with pytest.raises(KeyboardInterrupt):
-        build_corpus(out, use_apt=False, domains=["pyref", "pycode"], max_bytes_per_domain=10_000)
-    assert not (out / "manifest.json").exists()  # the old manifest is gone, no new one written
-    assert sorted(p.name for p in out.iterdir()) == ["pyref.jsonl"]  # complete file, no temp files
-    with pytest.raises(DataError, match="proxyscale corpus build"):
-        load_manifest(out)
+        build_corpus(out, use_apt=False, domains=["pyref", "pycode"], max_bytes_per_domain=10_000, overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # built beside it: the old corpus stands
+    assert sorted(before) == [".proxyscale-output.json", "manifest.json", "pyref.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]  # no staging directory left
+    assert load_manifest(out)["domains"].keys() == {"pyref"}
 
 
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional
 
 from ..config import suggest
 from ..errors import DataError
-from .sources import SourceSpec, _record, jsonl_record, local_files
+from .sources import SourceSpec, _record, check_text_bytes, jsonl_record, local_files
 
 CHECK_BYTES = 8 << 20  # per file
 SOURCE_CHECK_BYTES = 64 << 20  # per source
@@ -85,12 +85,9 @@ def _head(path: Path, limit: int) -> tuple[bytes, bool]:
 
 
 def _check_txt(path: Path, head: bytes, whole: bool) -> int:
-    nul = head.find(b"\0")
-    if nul >= 0:
-        raise DataError(f"{path}: holds a NUL byte at byte {nul}, so it is binary, not text; "
-                        "point the source at text files")
+    check_text_bytes(path, head)
     try:
-        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=whole)
+        text = codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=whole)
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not valid UTF-8 (byte {e.start}); convert it, e.g. "
                         f"`iconv -f latin1 -t utf-8 {path.name}`") from None

@@ -10,11 +10,13 @@ their documents (ordered by a hash of the document id), so a cap samples the who
 rather than its alphabetical head. Where apt is unavailable (or ``use_apt=False``) the corpus
 is built from the Python installation: stdlib code, stdlib docstrings, language reference.
 
-Writes are atomic and the manifest is written last (and removed first), so a killed build
-never leaves a manifest that describes files that are not there.
+The corpus is built in a staging directory beside ``out_dir`` and renamed into place (the
+output policy, :mod:`proxyscale.store.output`), so a killed build leaves the old corpus, or
+nothing, never a manifest that describes files that are not there.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import platform
@@ -36,6 +38,7 @@ MANIFEST = "manifest.json"
 _LOAD_CHUNK = 64
 _LOAD_WORKERS = 4
 Progress = Optional[Callable[[str], None]]
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -199,41 +202,45 @@ def _choose_domains(domains: Optional[Sequence[str]], use_apt: bool) -> list[str
 
 
 def build_corpus(out_dir: Path, *, work_dir: Optional[Path] = None, max_bytes_per_domain: int = 4_000_000,
-                 use_apt: bool = True, domains: Optional[Sequence[str]] = None, progress: Progress = None) -> dict:
+                 use_apt: bool = True, domains: Optional[Sequence[str]] = None, progress: Progress = None,
+                 overwrite: bool = False) -> dict:
     """Build the embedded corpus in ``out_dir`` and return its manifest.
 
     ``work_dir`` caches downloaded .deb files and their unpacked trees between builds (a
     temporary directory, removed afterwards, when None). With ``domains=None`` every apt
     domain is built; a domain whose packages cannot be had is listed under ``skipped``, and
     when no apt domain succeeds (or apt is missing, or ``use_apt=False``) the Python
-    installation's domains are built instead.
+    installation's domains are built instead. ``out_dir`` follows the output policy
+    (:mod:`proxyscale.store.output`): built beside it and renamed into place, a new or empty
+    directory, or (``overwrite``) an earlier corpus proxyscale built there.
     """
+    from ..store.output import check_output, output_dir
+
     if max_bytes_per_domain <= 0:
         raise DataError(f"max_bytes_per_domain must be positive, got {max_bytes_per_domain}")
     log = progress or (lambda msg: None)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MANIFEST).unlink(missing_ok=True)
     use_apt = use_apt and apt_available()
     chosen = _choose_domains(domains, use_apt)
+    check_output(out_dir, overwrite=overwrite)
     tmp_work = None if work_dir is not None else tempfile.TemporaryDirectory(prefix="proxyscale-corpus-")
     work = Path(work_dir) if work_dir is not None else Path(tmp_work.name)  # type: ignore[union-attr]
     try:
-        apt = _Apt(work, log) if use_apt else None
-        built, skipped = _build_all(chosen, apt, out_dir, max_bytes_per_domain, log)
-        if not built and domains is None:
-            log("no apt domain could be built; building from the Python installation")
-            built, more = _build_all(list(PYTHON_DOMAINS), None, out_dir, max_bytes_per_domain, log)
-            skipped.update(more)
+        with output_dir(out_dir, overwrite=overwrite) as stage:
+            apt = _Apt(work, log) if use_apt else None
+            built, skipped = _build_all(chosen, apt, stage, max_bytes_per_domain, log)
+            if not built and domains is None:
+                log("no apt domain could be built; building from the Python installation")
+                built, more = _build_all(list(PYTHON_DOMAINS), None, stage, max_bytes_per_domain, log)
+                skipped.update(more)
+            if not built:
+                raise DataError(f"no corpus domain could be built ({skipped}); check apt-get and disk space")
+            manifest = {"format_version": CORPUS_FORMAT_VERSION, "max_bytes_per_domain": max_bytes_per_domain,
+                        "builder": "apt" if any(d in APT_DOMAINS for d in built) else "python",
+                        "domains": built, "skipped": skipped}
+            write_json(stage / MANIFEST, manifest)
     finally:
         if tmp_work is not None:
             tmp_work.cleanup()
-    if not built:
-        raise DataError(f"no corpus domain could be built ({skipped}); check apt-get and disk space")
-    manifest = {"format_version": CORPUS_FORMAT_VERSION, "max_bytes_per_domain": max_bytes_per_domain,
-                "builder": "apt" if any(d in APT_DOMAINS for d in built) else "python",
-                "domains": built, "skipped": skipped}
-    write_json(out_dir / MANIFEST, manifest)
     return manifest
 
 
@@ -246,6 +253,8 @@ def _build_all(chosen: list[str], apt: Optional[_Apt], out_dir: Path, cap: int,
         try:
             built[domain] = _build_one(domain, apt, out_dir, cap)
         except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as e:
+            if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS:
+                raise  # the output cannot be written: no other domain can be either
             skipped[domain] = str(e)[:300]
             log(f"skipped domain {domain}: {e}")
             continue

@@ -12,6 +12,9 @@ Local files:
   ``id_field`` (optional) the id, else ``<file>:<line number>``; ``title_field`` optional.
 - ``.parquet``: the same fields as columns.
 
+Text files are UTF-8, with or without a byte-order mark; a ``.txt`` file with a NUL byte is
+binary and refused (by the steps, by ``select`` and by the plan-time checks alike).
+
 A directory is read recursively in sorted path order; files of other types are ignored.
 
 What a local source may read is a stated policy (:func:`local_files`): its path is resolved,
@@ -29,11 +32,12 @@ from pathlib import Path
 from typing import Iterator, Literal, Optional
 
 from ..errors import ConfigError, DataError
+from ..store.paths import SYSTEM_DIRS
+from ..store.paths import system_dir as _system_dir
 from .hub import hf_records
 
 SourceKind = Literal["embedded", "local", "hf"]
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
-SYSTEM_DIRS = ("/etc", "/proc", "/sys", "/dev", "/boot", "/run")  # never read as data (see local_files)
 
 
 @dataclass(frozen=True)
@@ -141,12 +145,6 @@ def _local(spec: SourceSpec) -> Iterator[Document]:
             yield from _parquet(f, spec.text_field, spec.id_field, spec.title_field, prefix)
 
 
-def _system_dir(resolved: Path) -> Optional[str]:
-    if resolved == Path(resolved.anchor):
-        return resolved.anchor  # the filesystem root holds the system directories
-    return next((d for d in SYSTEM_DIRS if resolved == Path(d) or resolved.is_relative_to(d)), None)
-
-
 def local_files(spec: SourceSpec) -> list[tuple[Path, str]]:
     """The files a ``local`` source reads, with their id prefixes, under the read policy:
 
@@ -187,9 +185,20 @@ def local_files(spec: SourceSpec) -> list[tuple[Path, str]]:
     return [(root, root.name)]
 
 
+def check_text_bytes(path: Path, raw: bytes) -> None:
+    """Refuse text with a NUL byte: such a file is binary (one rule for every reader of .txt)."""
+    nul = raw.find(b"\0")
+    if nul >= 0:
+        raise DataError(f"{path}: holds a NUL byte at byte {nul}, so it is binary, not text; "
+                        "point the source at text files")
+
+
 def _read_utf8(path: Path) -> str:
+    """A .txt file's text: UTF-8, with or without a byte-order mark, and no NUL bytes."""
+    raw = path.read_bytes()
+    check_text_bytes(path, raw)
     try:
-        return path.read_text(encoding="utf-8")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not valid UTF-8 (byte {e.start}); convert it, e.g. "
                         f"`iconv -f latin1 -t utf-8 {path.name}`") from None
@@ -216,9 +225,10 @@ def _jsonl(path: Path, text_field: str, id_field: Optional[str], title_field: Op
 
 
 def jsonl_record(path: Path, lineno: int, raw: bytes) -> object:
-    """One JSON line's value (None for a blank line), or a one-line DataError naming the line."""
+    """One JSON line's value (None for a blank line), or a one-line DataError naming the line.
+    The first line may start with a UTF-8 byte-order mark."""
     try:
-        line = raw.decode("utf-8")
+        line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
     except UnicodeDecodeError:
         raise DataError(f"{path}: line {lineno} is not valid UTF-8; re-encode the file as UTF-8") from None
     if not line.strip():

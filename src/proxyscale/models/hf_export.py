@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..store import save_weights, write_json
+from ..store.output import output_dir
 from .gpt import GPT
 
 
@@ -74,10 +75,14 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     return {k: v.detach().float() for k, v in sd.items()}
 
 
-def export_hf(model: GPT, out_dir: str | Path) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` loadable by ``GPT2LMHeadModel``; returns ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_weights(out / "model.safetensors", hf_state_dict(model), metadata={"format": "pt"})
-    write_json(out / "config.json", hf_config(model))
-    return out
+def export_hf(model: GPT, out_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` loadable by ``GPT2LMHeadModel``; returns ``out_dir``.
+
+    ``out_dir`` follows the output policy (:mod:`proxyscale.store.output`): staged beside it and
+    renamed into place; a new or empty directory, or (``overwrite``) an earlier export."""
+    state = hf_state_dict(model)
+    need = sum(t.numel() * t.element_size() for t in state.values())
+    with output_dir(out_dir, overwrite=overwrite, flag="out_dir", need_bytes=need) as stage:
+        save_weights(stage / "model.safetensors", state, metadata={"format": "pt"})
+        write_json(stage / "config.json", hf_config(model))
+    return Path(out_dir)

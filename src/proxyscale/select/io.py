@@ -3,22 +3,21 @@
 ``<out>/chosen.txt`` (one id per line, best first), ``<out>/scores.parquet`` (every pool
 document: id, score, rank or -1, selected, method-specific columns) and ``<out>/manifest.json``
 (method, settings, n, seed, sha256 of the pool and target inputs, format version). The directory
-is written beside its final place and renamed into it, so it is complete or absent.
+is written under the output policy (:mod:`proxyscale.store.output`): staged beside its final
+place and renamed into it, so it is complete or absent, and an existing directory is replaced
+only when it is an earlier proxyscale output and ``overwrite`` is given.
 """
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from ..data.sources import Document
-from ..errors import DataError
 from ..store import write_json, write_table, write_text
+from ..store.output import Inputs, output_dir
 from .base import Selection
 
 FORMAT_VERSION = 1
@@ -51,21 +50,13 @@ def score_table(sel: Selection):
     return pd.DataFrame(cols)
 
 
-def write_selection(sel: Selection, out: str | Path, record: dict[str, Any]) -> Path:
-    """Write ``sel`` (and ``record``: n, seed, input hashes ...) to ``out`` all-or-nothing."""
-    out = Path(out)
-    if out.exists() and not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"{out} exists and is not a selection; choose an empty or new --out directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+def write_selection(sel: Selection, out: str | Path, record: dict[str, Any], *, inputs: Inputs = (),
+                    overwrite: bool = False) -> Path:
+    """Write ``sel`` (and ``record``: n, seed, input hashes ...) to ``out`` all-or-nothing, under
+    the output policy (``inputs``: the paths ``out`` may not be, lie in or contain)."""
+    with output_dir(out, inputs=inputs, overwrite=overwrite) as tmp:
         write_text(tmp / "chosen.txt", "".join(f"{i}\n" for i in sel.chosen_ids))
         write_table(tmp / "scores.parquet", score_table(sel))
         write_json(tmp / MANIFEST, {"format_version": FORMAT_VERSION, "method": sel.method,
                                     "settings": sel.settings, "n_pool": len(sel.ids), **record})
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return Path(out)

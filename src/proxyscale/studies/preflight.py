@@ -4,6 +4,8 @@
 spec is loaded and the plan built. It
 
 1. checks every source the pending data steps will read (:func:`proxyscale.data.checks.check_source`),
+   and sizes no step could meet (:func:`check_plan_bounds`: a pool of more windows than its
+   sources hold, a target part of more examples than its test set builds),
 2. estimates the pending steps' compute and the peak memory of one worker (:func:`estimate`), and
 3. refuses the run (``--force`` overrides) when the estimate does not fit:
 
@@ -183,6 +185,58 @@ def check_plan_sources(plan: Plan, pending: Iterable[Step]) -> None:
                 check_source(source_spec(name, spec), corpus, f"sources.{name}")
 
 
+def check_plan_bounds(plan: Plan, pending: Iterable[Step]) -> None:
+    """Refuse sizes a pending step could never meet (a ConfigError saying what to set): a pool
+    of more windows than its sources hold, a target part of more examples than its test set."""
+    for step in pending:
+        if step.kind == "pool_windows":
+            _check_pool(plan, step)
+        elif step.kind == "target_part":
+            _check_target(plan, step)
+
+
+def _check_pool(plan: Plan, step: Step) -> None:
+    """Distinct windows ≤ tokens / context, and tokens ≤ 2 × text bytes (every token covers at
+    least one byte; one end-of-text token per non-empty document). Bounded only when every
+    source's size is known from its files (local .txt / .jsonl)."""
+    from .fragments.data import source_spec
+
+    c = step.config
+    names = sorted(s for s, w in c["mixture"].items() if w > 0)
+    sizes = [_text_bytes(source_spec(n, plan[step.inputs[f"shard:{n}"]].config["spec"])) for n in names]
+    if any(b is None for b in sizes):
+        return
+    total = sum(b for b in sizes if b is not None)
+    most = 2 * total // int(c["context"]) + 1
+    if int(c["n_windows"]) > most:
+        raise ConfigError(f"pool.n_windows={int(c['n_windows']):,}: the pool's sources ({', '.join(names)}) hold "
+                          f"{total:,} bytes of text, at most {most:,} windows of {c['context']} tokens; set "
+                          f"pool.n_windows to at most {most:,} (or add sources)")
+
+
+def _text_bytes(spec: Any) -> Optional[int]:
+    """Bytes of a local source's .txt/.jsonl files (None: unknown without building it)."""
+    from ..data.sources import local_files
+
+    if spec.kind != "local":
+        return None
+    files = [p for p, _ in local_files(spec)]
+    if any(p.suffix == ".parquet" for p in files):
+        return None  # compressed: its file size does not bound its text
+    return sum(p.stat().st_size for p in files)
+
+
+def _check_target(plan: Plan, step: Step) -> None:
+    """``target_part`` needs ``n_target`` + 2 examples of its test set (which builds at most
+    ``n_examples``)."""
+    c, ts = step.config, plan[step.inputs["testset"]].config
+    need, most = int(c["n_target"]) + 2, int(ts["n_examples"])
+    if need > most:
+        raise ConfigError(f"n_target={c['n_target']:,}: the target set '{ts['name']}' builds at most {most:,} examples "
+                          f"and {need:,} are needed (n_target + 2 holdout); lower n_target to at most "
+                          f"{max(most - 2, 0):,} or raise that test set's n_examples")
+
+
 def _sources_of(step: Step) -> Mapping[str, Any]:
     c = step.config
     if step.kind == "shard":
@@ -201,6 +255,7 @@ def preflight(plan: Plan, store: Any = None, *, max_batch: int = 8, force: bool 
     the estimate when the plan does not fit, unless ``force``)."""
     pending = pending_steps(plan, store)
     check_plan_sources(plan, pending)
+    check_plan_bounds(plan, pending)
     est = estimate(plan, pending, max_batch=max_batch, device=device)
     why = est.refusal()
     if why and not force:
@@ -216,7 +271,8 @@ def preflight_text(plan: Plan, store: Any = None, *, max_batch: int = 8, device:
     est = estimate(plan, pending, max_batch=max_batch, device=device)
     try:
         check_plan_sources(plan, pending)
-    except DataError as e:
+        check_plan_bounds(plan, pending)
+    except (DataError, ConfigError) as e:
         return f"{est.describe()}\n`proxyscale run` would refuse: {e}"
     why = est.refusal()
     verdict = f"`proxyscale run` would refuse: {why}; pass --force to run anyway" if why else \
