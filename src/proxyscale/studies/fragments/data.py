@@ -235,7 +235,8 @@ def corpus_step(ctx: StepContext) -> None:
 
     work = ctx.out / "work"
     try:
-        build_corpus(ctx.out / "corpus", work_dir=work, **ctx.config)
+        # a resumed step may find the corpus a killed attempt finished in its own partial directory
+        build_corpus(ctx.out / "corpus", work_dir=work, overwrite=True, **ctx.config)
     finally:
         shutil.rmtree(work, ignore_errors=True)  # downloaded packages are not a result
 
