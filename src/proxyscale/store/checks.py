@@ -81,12 +81,12 @@ def entry_problem(root: Path, rel: Any, want: Any) -> str | None:
         return f"recorded file {rel!r} is not a relative POSIX path"
     if rel.startswith("/") or any(part in ("", ".", "..") for part in rel.split("/")):
         return f"recorded file {rel!r} is not a plain relative path inside the step (absolute, '.' or '..')"
-    try:
-        escapes = not (root / rel).resolve().is_relative_to(root.resolve())
+    try:  # the folders on the way (the file itself is lstat-ed: a symlink there is named as one)
+        escapes = not (root / rel).parent.resolve().is_relative_to(root.resolve())
     except (OSError, RuntimeError):  # a symlink loop, a name too long
         escapes = True
     if escapes:
-        return f"recorded file {rel!r} lies outside the step directory once resolved"
+        return f"recorded file {rel!r} lies outside the step directory once its folders are resolved"
     if not isinstance(want, dict):
         return f"recorded file {rel!r} has no {{bytes, sha256}} entry"
     size, digest = want.get("bytes"), want.get("sha256")

@@ -17,6 +17,7 @@ from ..errors import StoreError
 
 FULL = (errno.ENOSPC, errno.EDQUOT)
 READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+NEARLY_FULL = 1 << 20
 
 
 def free_bytes(path: Path) -> int | None:
@@ -42,6 +43,13 @@ def tree_bytes(root: Path) -> int:
     return total
 
 
+def _nearly_full(root: Path) -> bool:
+    """Short writes (numpy, Arrow) raise an OSError without errno: a disk with under 1 MiB left
+    is taken as the cause."""
+    free = free_bytes(root)
+    return free is not None and free < NEARLY_FULL
+
+
 def not_a_directory(root: Path) -> StoreError:
     return StoreError(f"--store {root} is a file, not a directory; pass a directory for the run store "
                       "(a new one is created there)")
@@ -58,12 +66,12 @@ def disk_full(root: Path, e: OSError, written: int | None = None) -> StoreError:
         ([f"the step had written {written:,} bytes"] if written else [])
     known = f" ({'; '.join(parts)})" if parts else ""
     return StoreError(f"no space left on the disk of the store {root} ({e.strerror or e}){known}; free some "
-                      "space or pass --store on a larger disk, then re-run: finished steps are kept")
+                      "space or pass --store on a larger disk, then re-run")
 
 
 def as_store_error(e: OSError, root: Path, written: int | None = None) -> StoreError | None:
     """The one-line StoreError for a disk that is full or read-only (None: another OSError)."""
-    if e.errno in FULL:
+    if e.errno in FULL or (e.errno is None and _nearly_full(root)):
         return disk_full(root, e, written)
     if e.errno == errno.EROFS:
         return read_only(root, e)
