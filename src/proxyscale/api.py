@@ -35,6 +35,7 @@ def run_demo(store: str | Path = "runs", *, workers: int = 0, progress: bool = T
     """The demo: the small-to-large study of configs/demo.yaml, the short attribution study of
     configs/attribution-demo.yaml and the short selection study of configs/selection-demo.yaml;
     one report with all three (each of the other two also gets its own)."""
+    check_directory(Path(store))
     studies = [load_study(p) for p in (DEMO_SPEC, ATTRIBUTION_DEMO_SPEC, SELECTION_DEMO_SPEC)]
     for study, s in studies:
         _run(s, study.plan(s), store, workers, None, progress)
