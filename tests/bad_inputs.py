@@ -174,6 +174,27 @@ def _other_files_dir(data: Path) -> Path:
     return data / "other"
 
 
+def _finished_then(edit: Callable[[Path], None]) -> Mutation:
+    """Run the tiny study to the end in ``<ws>/store`` first, then ``edit`` its analysis step
+    (the last step: a re-run of it touches nothing else)."""
+    def mutate(spec: dict, ws: Path) -> dict:
+        (ws / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+        env = {**os.environ, "PYTHONPATH": str(SRC), "HOME": str(ws / "home"), "TMPDIR": str(ws / "tmp")}
+        subprocess.run([sys.executable, "-m", "proxyscale.cli", "run", str(ws / "spec.yaml"), "--store",
+                        str(ws / "store"), "--no-progress"], env=env, capture_output=True, check=True, timeout=300)
+        edit(next((ws / "store" / "steps" / "analyze").glob("[!.]*")))
+        return spec
+    return mutate
+
+
+def _record_files(change: Callable[[dict], Any]) -> Callable[[Path], None]:
+    def edit(step: Path) -> None:
+        rec = json.loads((step / "_step.json").read_text())
+        rec["files"] = change(rec["files"])
+        (step / "_step.json").write_text(json.dumps(rec))
+    return edit
+
+
 CASES: tuple[Case, ...] = (
     Case("valid tiny spec (control)", "control", bad=False),
     # -- command line --------------------------------------------------------------------------
@@ -268,6 +289,24 @@ CASES: tuple[Case, ...] = (
     # -- training ------------------------------------------------------------------------------
     Case("diverging run (lr: 1e6)", "training", _set("train", {"batch_size": 4, "lr": 1e6, "grad_clip": 0}),
          commands=("run",), at_run=True),
+    # -- the store: given as a file, hostile step records (a damaged step is re-run: exit 0) ------
+    Case("run --store a file", "store", argv=("run", "{spec}", "--store", "{ws}/data/doc.jsonl"), commands=("cli",)),
+    Case("demo --store a file", "store", argv=("demo", "--store", "{ws}/data/doc.jsonl"), commands=("cli",)),
+    Case("verify --store a file", "store", argv=("verify", "--store", "{ws}/data/doc.jsonl"), commands=("cli",)),
+    Case("report --store a file", "store", argv=("report", "{spec}", "--store", "{ws}/data/doc.jsonl"),
+         commands=("cli",)),
+    Case("plan --store a file", "store", argv=("plan", "{spec}", "--store", "{ws}/data/doc.jsonl"), commands=("cli",)),
+    Case("attribute --store a file", "store", argv=("attribute", "--store", "{ws}/data/doc.jsonl"), commands=("cli",)),
+    Case("store record names /dev/zero", "store", bad=False, commands=("run",),
+         mutate=_finished_then(_record_files(lambda f: {**f, "/dev/zero": {"bytes": 0, "sha256": "0" * 64}}))),
+    Case("store record names ../../../outside.txt", "store", bad=False, commands=("run",),
+         mutate=_finished_then(_record_files(lambda f: {**f, "../../../../x": {"bytes": 1, "sha256": "0" * 64}}))),
+    Case("store record files as a list", "store", bad=False, commands=("run",),
+         mutate=_finished_then(_record_files(lambda f: list(f.items())))),
+    Case("store record without sha256", "store", bad=False, commands=("run",),
+         mutate=_finished_then(_record_files(lambda f: {k: {"bytes": v["bytes"]} for k, v in f.items()}))),
+    Case("store record not an object", "store", bad=False, commands=("run",),
+         mutate=_finished_then(lambda step: (step / "_step.json").write_text("[]"))),
 )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import faulthandler
 import os
-from pathlib import Path
 
 import pytest
 

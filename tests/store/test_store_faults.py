@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from bad_inputs import SRC, tiny_spec, write_sources
 
+from bad_inputs import SRC, tiny_spec, write_sources
 from proxyscale.api import verify_store
 from proxyscale.store import read_json
 
