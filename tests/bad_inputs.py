@@ -205,6 +205,19 @@ def _earlier_output(foreign: bool) -> Mutation:
     return mutate
 
 
+def _finished_then(edit: Callable[[Path], None]) -> Mutation:
+    """Run the tiny study to the end in ``<ws>/store`` first, then ``edit`` its analysis step
+    (the last step: a re-run of it touches nothing else)."""
+    def mutate(spec: dict, ws: Path) -> dict:
+        (ws / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+        env = {**os.environ, "PYTHONPATH": str(SRC), "HOME": str(ws / "home"), "TMPDIR": str(ws / "tmp")}
+        subprocess.run([sys.executable, "-m", "proxyscale.cli", "run", str(ws / "spec.yaml"), "--store",
+                        str(ws / "store"), "--no-progress"], env=env, capture_output=True, check=True, timeout=300)
+        edit(next((ws / "store" / "steps" / "analyze").glob("[!.]*")))
+        return spec
+    return mutate
+
+
 def _nul_pool(spec: dict, ws: Path) -> dict:
     (ws / "data" / "nul").mkdir()
     (ws / "data" / "nul" / "a.txt").write_bytes(b"some text\0more text\n")
@@ -216,6 +229,14 @@ def _selection_sized(path: str, value: Any) -> Mutation:
     def mutate(spec: dict, ws: Path) -> dict:
         return _set(path, value)(_select({})(spec, ws), ws)
     return mutate
+
+
+def _record_files(change: Callable[[dict], Any]) -> Callable[[Path], None]:
+    def edit(step: Path) -> None:
+        rec = json.loads((step / "_step.json").read_text())
+        rec["files"] = change(rec["files"])
+        (step / "_step.json").write_text(json.dumps(rec))
+    return edit
 
 
 CASES: tuple[Case, ...] = (
@@ -328,6 +349,24 @@ CASES: tuple[Case, ...] = (
     Case("source: .txt with a NUL byte", "outputs", _point_doc(_write("nul.txt", b"some text\0more text\n"))),
     Case("pool.n_windows: 1e9", "outputs", _selection_sized("pool.n_windows", 1_000_000_000)),
     Case("selection n_target: 1000 (test set of 12)", "outputs", _selection_sized("selections.sel.n_target", 1000)),
+    # -- the store: given as a file, hostile step records (a damaged step is re-run: exit 0) ------
+    Case("run --store a file", "store", argv=("run", "{spec}", "--store", "{ws}/data/doc.jsonl"), commands=("cli",)),
+    Case("demo --store a file", "store", argv=("demo", "--store", "{ws}/data/doc.jsonl"), commands=("cli",)),
+    Case("verify --store a file", "store", argv=("verify", "--store", "{ws}/data/doc.jsonl"), commands=("cli",)),
+    Case("report --store a file", "store", argv=("report", "{spec}", "--store", "{ws}/data/doc.jsonl"),
+         commands=("cli",)),
+    Case("plan --store a file", "store", argv=("plan", "{spec}", "--store", "{ws}/data/doc.jsonl"), commands=("cli",)),
+    Case("attribute --store a file", "store", argv=("attribute", "--store", "{ws}/data/doc.jsonl"), commands=("cli",)),
+    Case("store record names /dev/zero", "store", bad=False, commands=("run",),
+         mutate=_finished_then(_record_files(lambda f: {**f, "/dev/zero": {"bytes": 0, "sha256": "0" * 64}}))),
+    Case("store record names ../../../outside.txt", "store", bad=False, commands=("run",),
+         mutate=_finished_then(_record_files(lambda f: {**f, "../../../../x": {"bytes": 1, "sha256": "0" * 64}}))),
+    Case("store record files as a list", "store", bad=False, commands=("run",),
+         mutate=_finished_then(_record_files(lambda f: list(f.items())))),
+    Case("store record without sha256", "store", bad=False, commands=("run",),
+         mutate=_finished_then(_record_files(lambda f: {k: {"bytes": v["bytes"]} for k, v in f.items()}))),
+    Case("store record not an object", "store", bad=False, commands=("run",),
+         mutate=_finished_then(lambda step: (step / "_step.json").write_text("[]"))),
 )
 
 

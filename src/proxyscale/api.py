@@ -11,6 +11,7 @@ from typing import Any, Mapping, Optional, Sequence
 from .errors import ConfigError, StoreError
 from .run.plan import Plan
 from .store import Store
+from .store.faults import check_directory, require_writable, store_errors
 from .studies import Study, finished_analysis, load_study
 
 DEMO_SPEC = Path(__file__).parent / "configs" / "demo.yaml"
@@ -34,6 +35,7 @@ def run_demo(store: str | Path = "runs", *, workers: int = 0, progress: bool = T
     """The demo: the small-to-large study of configs/demo.yaml, the short attribution study of
     configs/attribution-demo.yaml and the short selection study of configs/selection-demo.yaml;
     one report with all three (each of the other two also gets its own)."""
+    check_directory(Path(store))
     studies = [load_study(p) for p in (DEMO_SPEC, ATTRIBUTION_DEMO_SPEC, SELECTION_DEMO_SPEC)]
     for study, s in studies:
         _run(s, study.plan(s), store, workers, None, progress)
@@ -44,15 +46,23 @@ def run_demo(store: str | Path = "runs", *, workers: int = 0, progress: bool = T
 
 def _run(s: Any, plan: Plan, store: str | Path, workers: int, backend: str | None, progress: bool,
          force: bool = False) -> None:
+    if workers < 0:
+        raise ConfigError(f"--workers {workers}: give a number of workers ≥ 1, or 0 for one per core")
+    st = Store(store)
+    check_directory(st.root)
+    st.check_format()
+    with store_errors(st.root):
+        _run_in(s, plan, st, workers, backend, progress, force)
+
+
+def _run_in(s: Any, plan: Plan, st: Store, workers: int, backend: str | None, progress: bool,
+            force: bool) -> None:
     from .run.backends import make_backend
     from .run.executor import default_workers, run_plan
     from .studies.preflight import preflight
 
-    if workers < 0:
-        raise ConfigError(f"--workers {workers}: give a number of workers ≥ 1, or 0 for one per core")
-    st = Store(store)
-    st.check_format()
     preflight(plan, st, max_batch=s.executor.max_batch, force=force)
+    require_writable(st.root)  # a read-only store is refused before any step runs
     st.check_format(create=True)
     n = workers or s.executor.workers or default_workers()
     be = make_backend(backend or s.executor.backend, n, ray_address=s.executor.ray_address,
@@ -93,6 +103,7 @@ def _existing_store(store: str | Path) -> Store:
     from .store.layout import STORE_FILE
 
     root = Path(store)
+    check_directory(root)
     if not root.is_dir():
         raise StoreError(f"no run store at {root}: run the study first (`proxyscale run SPEC --store {root}`) "
                          "or pass the --store it ran in")
@@ -112,6 +123,7 @@ def plan_text(spec: SpecLike, store: str | Path | None = None) -> str:
     st = None
     if store is not None:
         st = Store(store)
+        check_directory(st.root)
         st.check_format()
     plan = study.plan(s)
     return f"{study.describe(s, plan, st)}\n\n{preflight_text(plan, st, max_batch=s.executor.max_batch)}"
@@ -145,7 +157,9 @@ def write_study_report(spec: SpecLike, store: str | Path = "runs", *, join: Sequ
     except (OSError, ValueError) as e:  # an analysis written without sums and damaged since
         raise StoreError(f"cannot read the analysis of '{s.name}' in {st.root} ({type(e).__name__}: {e}); "
                          "`proxyscale verify` checks the store, `proxyscale run` re-runs what is damaged") from None
-    html, _md = write_report(st.study_dir(s.name), study.report_title(s), sections, files=files)
+    require_writable(st.root)
+    with store_errors(st.root):
+        html, _md = write_report(st.study_dir(s.name), study.report_title(s), sections, files=files)
     return html
 
 

@@ -1,6 +1,8 @@
-"""A step that kills its own worker process (importable by Ray workers through PYTHONPATH)."""
+"""Steps that break their own worker process: killed, a full disk, a leaked claim (importable by
+Ray workers through PYTHONPATH)."""
 from __future__ import annotations
 
+import errno
 import os
 import signal
 from pathlib import Path
@@ -19,3 +21,32 @@ def die_then_add(ctx) -> None:
         marker.touch()
         os.kill(os.getpid(), signal.SIGKILL)
     add_step(ctx)
+
+
+_leaked: list = []  # claims a step keeps open on purpose (a worker that leaks a lock)
+
+
+def _disk_full(*_args, **_kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def fill_disk(ctx) -> None:
+    """From now on every store write of this worker process fails with ENOSPC (the store's disk
+    is full): the record files (``_step.json``, ``_failed.json``) and the claim's lock file.
+    ``when: step`` then fails the step itself; ``when: finish`` returns (its output written), so
+    recording it fails."""
+    from proxyscale.store import io, write_json
+
+    write_json(ctx.out / "value.json", {"value": ctx.config["value"]})
+    io.write_bytes = _disk_full
+    os.pwrite = _disk_full
+    if ctx.config["when"] == "step":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(ctx.out / "more.bin"))
+
+
+def leak_claim(ctx) -> None:
+    """Claim another step (``victim``, a store key) and keep its lock open after returning."""
+    from proxyscale.store import Store, write_json
+
+    _leaked.append(Store(ctx.config["store"]).claim(ctx.config["victim"]))
+    write_json(ctx.out / "value.json", {"value": 1})

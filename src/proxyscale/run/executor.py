@@ -3,6 +3,7 @@ finished steps are skipped, failures are recorded and stop only what depends on 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -231,6 +232,7 @@ class _Run:
             while self.todo or self.in_flight:
                 held = self._submit_ready()
                 if not self.in_flight and not held:
+                    self._block_downstream()
                     break  # nothing runnable: the rest is blocked behind failures
                 finished, _ = wait(list(self.in_flight), timeout=self.poll_s, return_when=FIRST_COMPLETED)
                 self.bar.tick([s for b in self.in_flight.values() for s in b], self.store)
@@ -238,15 +240,18 @@ class _Run:
                     batch = self.in_flight.pop(fut)
                     for step, res in zip(batch, _results_of(fut, batch)):
                         self._book(step, res)
-                for k in self.plan.downstream(self.bad) & self.todo:
-                    self.todo.discard(k)
-                    self.summary.blocked.append(k)
+                self._block_downstream()
         except BaseException:
             self.backend.shutdown(cancel=True)
             raise
         finally:
             self.bar.close()
         return self.summary
+
+    def _block_downstream(self) -> None:
+        for k in sorted(self.plan.downstream(self.bad) & self.todo, key=self.order.__getitem__):
+            self.todo.discard(k)
+            self.summary.blocked.append(k)
 
     def _submit_ready(self) -> set[str]:
         """Submit what is ready; return the ready steps another process holds (to wait for)."""
@@ -257,10 +262,11 @@ class _Run:
         for k in sorted(self.todo - busy - rechecked, key=self.order.__getitem__):
             if not all(self.store.is_done(d) for d in self.plan[k].inputs.values()):
                 continue
-            if self.store.holder(k) is not None:
-                held.add(k)
-            else:
+            who = self.store.holder(k)
+            if who is None:
                 ready.append(self.plan[k])
+            elif not self._held_by_us(k, who):
+                held.add(k)
         self._note_held(held)
         batches = _batches(ready, self.max_batch, self.kind_rank, self.backend.slots)
         for i, batch in enumerate(batches):
@@ -272,6 +278,18 @@ class _Run:
             self.submitted.update((s.key, time.time_ns()) for s in batch)
             self.in_flight[self.backend.submit(payloads, str(self.store.root), threads)] = batch
         return held
+
+    def _held_by_us(self, key: str, who: dict[str, Any]) -> bool:
+        """A step not in flight whose claim this driver or one of its own workers holds was left
+        locked by a worker whose batch has returned: fail it rather than wait on ourselves."""
+        pids = {os.getpid(), *getattr(self.backend, "worker_pids", lambda: ())()}
+        if who.get("host") != socket.gethostname() or who.get("pid") not in pids:
+            return False
+        self.todo.discard(key)
+        self.summary.failed[key] = (f"its claim is still held by this run's own worker (pid {who['pid']}) after "
+                                    "that worker returned; re-run the command (its workers end with it)")
+        self.bad.add(key)
+        return True
 
     def _note_held(self, held: set[str]) -> None:
         new = sorted(held - set(self.summary.waited))

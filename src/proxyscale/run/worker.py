@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import ProxyscaleError
 from ..store import Claim, CorruptStep, Store, write_text
+from ..store.faults import as_store_error, tree_bytes
 from ..store.layout import CALIBRATION_ENV
 from .step import StepContext, resolve
 
@@ -54,7 +55,12 @@ def set_threads(threads: int) -> None:
         pass
 
 
-def _error_reason(e: BaseException) -> str:
+def _error_reason(e: BaseException, store: Store | None = None, part: Path | None = None) -> str:
+    """One line: a ProxyscaleError's message; a full or read-only store named with what to do."""
+    if isinstance(e, OSError) and store is not None:
+        err = as_store_error(e, store.root, tree_bytes(part) if part is not None else None)
+        if err is not None:
+            return str(err)
     return str(e) if isinstance(e, ProxyscaleError) else f"{type(e).__name__}: {e}"
 
 
@@ -86,7 +92,11 @@ def _execute(payloads: list[dict[str, Any]], store: Store, threads: int) -> list
         if bad is not None:
             results[key] = bad
             continue
-        claim = store.claim(key)
+        try:
+            claim = store.claim(key)
+        except OSError as e:  # the lock or partial directory cannot be written (a full disk)
+            results[key] = {"key": key, "state": "failed", "reason": _error_reason(e, store)}
+            continue
         if claim is None:
             results[key] = {"key": key, "state": "done", "skipped": True} if store.is_done(key) \
                 else {"key": key, "state": "busy"}
@@ -122,8 +132,8 @@ def _run_batch(store: Store, work: list, batch_fn: Any, results: dict[str, dict[
     try:
         batch_fn([c for c, _, _ in work])
     except Exception as e:  # noqa: BLE001 - retried one at a time below, the cause is recorded there
-        for _c, _claim, p in work:
-            p["batch_error"] = _error_reason(e)
+        for c, _claim, p in work:
+            p["batch_error"] = _error_reason(e, store, c.out)
         return work
     wall = time.time() - t0
     for c, claim, p in work:
@@ -138,13 +148,25 @@ def _run_one(store: Store, c: StepContext, claim: Claim, p: dict[str, Any]) -> d
             raise ProxyscaleError(f"step {c.key} has no function; add it to a plan (Plan.add binds its kind)")
         resolve(p["fn"])(c)
     except Exception as e:  # noqa: BLE001 - every failure is recorded, never swallowed
-        reason = _error_reason(e)
-        store.fail(claim, reason, traceback.format_exc())
-        return {"key": c.key, "state": "failed", "reason": reason}
+        return _failed(store, c, claim, e)
     return _finish(store, c, claim, p, time.time() - t0, group=1)
 
 
+def _failed(store: Store, c: StepContext, claim: Claim, e: BaseException) -> dict[str, Any]:
+    reason = _error_reason(e, store, c.out)
+    store.fail(claim, reason, traceback.format_exc())  # releases the claim, even when the disk is full
+    return {"key": c.key, "state": "failed", "reason": reason}
+
+
 def _finish(store: Store, c: StepContext, claim: Claim, p: dict[str, Any], wall: float,
+            group: int) -> dict[str, Any]:
+    try:
+        return _record(store, c, claim, p, wall, group)
+    except OSError as e:  # the record or the rename failed (a full disk): the step stays unfinished
+        return _failed(store, c, claim, e)
+
+
+def _record(store: Store, c: StepContext, claim: Claim, p: dict[str, Any], wall: float,
             group: int) -> dict[str, Any]:
     final = store.finish(claim, {
         "kind": c.kind, "name": c.name, "config": c.config,

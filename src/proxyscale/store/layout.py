@@ -15,7 +15,8 @@ sha256; a step whose files no longer match is moved to ``.corrupt`` and runs aga
 claimed by an exclusive ``flock`` on its lock file, held by the process that runs it: two
 drivers on one store never run the same step, and a killed process's claim ends with it (also
 on NFS, where Linux maps ``flock`` to POSIX locks); the lock file names its holder (pid, host);
-``_failed.json`` in the partial directory says why a step failed.
+``_failed.json`` in the partial directory says why a step failed. Every way out of running a
+step (finished, failed, or a write that failed on a full disk) releases its claim.
 """
 from __future__ import annotations
 
@@ -23,12 +24,13 @@ import fcntl
 import os
 import shutil
 import socket
+import stat
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import StoreError
-from .checks import PROGRESS_FILE, manifest, problems
+from .checks import PROGRESS_FILE, manifest, problems, record_problems
 from .io import FORMAT_VERSION, read_json, write_json
 
 StepState = Literal["done", "running", "failed", "pending"]
@@ -50,7 +52,11 @@ class Store:
         nothing in it could be reused); with ``create``, mark a new or empty store as ours."""
         marker = self.root / STORE_FILE
         if marker.is_file():
-            found = read_json(marker).get("format_version")
+            try:
+                found = dict(read_json(marker)).get("format_version")
+            except (OSError, ValueError, TypeError) as e:
+                raise StoreError(f"{marker} is unreadable ({type(e).__name__}); pass another --store, or restore "
+                                 f"it as {{\"format_version\": {FORMAT_VERSION}}} if this store is yours") from None
         elif (self.root / "steps").is_dir() and any((self.root / "steps").iterdir()):
             found = 1  # stores before format 2 had no marker
         else:
@@ -146,28 +152,39 @@ class Store:
         except BlockingIOError:
             os.close(fd)
             return None
-        if self.is_done(key):  # finished while we waited for the lock
+        try:
+            if self.is_done(key):  # finished while we waited for the lock
+                os.close(fd)
+                return None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()} {time.time():.0f}\n".encode(), 0)
+            part = self.partial_dir(key)
+            part.mkdir(parents=True, exist_ok=True)
+            (part / FAILED_FILE).unlink(missing_ok=True)
+        except BaseException:  # a full disk: a worker that lives on must not keep the lock
             os.close(fd)
-            return None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()} {time.time():.0f}\n".encode(), 0)
-        part = self.partial_dir(key)
-        part.mkdir(parents=True, exist_ok=True)
-        (part / FAILED_FILE).unlink(missing_ok=True)
+            raise
         return Claim(key, part, fd)
 
     def fail(self, claim: Claim, reason: str, detail: str = "") -> None:
-        write_json(claim.dir / FAILED_FILE, {"reason": reason, "detail": detail})
-        claim.release()
+        """Record why the step failed (best effort: a full disk cannot take the record, the
+        caller still has the reason) and release the claim."""
+        try:
+            write_json(claim.dir / FAILED_FILE, {"reason": reason, "detail": detail})
+        except OSError:
+            pass
+        finally:
+            claim.release()
 
     def finish(self, claim: Claim, record: dict[str, Any]) -> Path:
-        """Record the step's files (sizes and sha256) and move its partial dir into place."""
+        """Record the step's files (sizes and sha256) and move its partial dir into place. The
+        claim is released however this ends; on an error the step stays unfinished."""
         part = claim.dir
-        (part / PROGRESS_FILE).unlink(missing_ok=True)
-        write_json(part / STEP_FILE, {**record, "files": manifest(part)})
-        final = self.final_dir(claim.key)
-        final.parent.mkdir(parents=True, exist_ok=True)
         try:
+            (part / PROGRESS_FILE).unlink(missing_ok=True)
+            write_json(part / STEP_FILE, {**record, "files": manifest(part)})
+            final = self.final_dir(claim.key)
+            final.parent.mkdir(parents=True, exist_ok=True)
             if final.exists():  # finished by a process that did not hold the claim; keep theirs
                 shutil.rmtree(part, ignore_errors=True)
             else:
@@ -177,13 +194,16 @@ class Store:
         return final
 
     def problems(self, key: str, full: bool = True) -> list[str]:
-        """What is wrong with a finished step's files (empty: intact, or recorded without sums)."""
+        """What is wrong with a finished step (empty: intact): its record is schema-checked
+        (:mod:`.checks`) before any file it names is looked at, then its files against their sums."""
         final = self.final_dir(key)
         try:
-            files = read_json(final / STEP_FILE).get("files")
+            if not stat.S_ISREG((final / STEP_FILE).lstat().st_mode):
+                return [f"{STEP_FILE} is not a regular file"]
+            record = read_json(final / STEP_FILE)
         except (OSError, ValueError) as e:
             return [f"{STEP_FILE} is unreadable ({type(e).__name__})"]
-        return problems(final, files, full) if files is not None else []
+        return record_problems(record) or problems(final, record["files"], full)
 
     def check(self, key: str, full: bool = True) -> None:
         """Raise a one-line StoreError when a finished step's files do not match their sums."""
@@ -197,6 +217,8 @@ class Store:
         try:
             old = read_json(final / STEP_FILE)
         except (OSError, ValueError):
+            old = {}
+        if not isinstance(old, dict):
             old = {}
         kind, leaf = key.split("/", 1)
         dest = self._inside(self.root / "steps" / kind / ".corrupt" / f"{leaf}-{time.time_ns()}")

@@ -45,6 +45,10 @@ class LocalBackend:
             self.rebuilt += 1
             return self._pool.submit(execute, payloads, store_root, threads)
 
+    def worker_pids(self) -> list[int]:
+        """The pool's live worker processes (the driver tells their step claims from another runner's)."""
+        return list(getattr(self._pool, "_processes", None) or ())
+
     def shutdown(self, cancel: bool = False) -> None:
         self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
 
