@@ -8,6 +8,7 @@ that silently skips in CI checks nothing.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 from types import ModuleType
 
@@ -36,3 +37,22 @@ def oracle(module: str) -> ModuleType:
     except ImportError as e:
         missing(f"oracle '{module}'", str(e))
         raise  # unreachable: missing() always raises
+
+
+# -- oracles written out here, loop by loop, from their definitions -------------------------------
+
+
+def holm_by_hand(p_values) -> list[float]:
+    """Holm's step-down adjustment from its definition, in plain Python: ``nan`` entries are not
+    tests; the rest sorted ascending p_(1) ≤ … ≤ p_(m) get adjusted p_(i) = max over j ≤ i of
+    min(1, (m − j + 1) · p_(j)). Tied p-values get the same adjusted value whatever their order."""
+    p = [float(v) for v in p_values]
+    tests = [i for i, v in enumerate(p) if not math.isnan(v)]
+    ranked = sorted(tests, key=lambda i: p[i])
+    m = len(ranked)
+    out = [math.nan] * len(p)
+    running = 0.0
+    for j, i in enumerate(ranked, start=1):
+        running = max(running, min(1.0, (m - j + 1) * p[i]))
+        out[i] = running
+    return out
