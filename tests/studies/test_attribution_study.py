@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from oracles import oracle
 from proxyscale.analyze.io import read_analysis
 from proxyscale.api import attribute, attribution_scores, plan_text, run_study, status_text
 from proxyscale.config import from_dict
@@ -334,8 +335,7 @@ def test_resnet_family_scores_through_the_cli(tmp_path):
 def _lds_by_scipy(scores: np.ndarray, masks: np.ndarray, outputs: np.ndarray) -> float:
     """LDS written out with scipy: per target, Spearman ρ over subsets between the summed scores
     of each subset and the seed-averaged reference output; the mean over targets where ρ exists."""
-    from scipy.stats import spearmanr
-
+    spearmanr = oracle("scipy.stats").spearmanr
     predicted, truth = masks.astype(np.float64) @ scores, outputs.mean(axis=1)  # (m, T) each
     rhos = [spearmanr(predicted[:, t], truth[:, t]).statistic for t in range(truth.shape[1])]
     return float(np.nanmean(rhos))
