@@ -191,7 +191,7 @@ def test_a_gpu_request_the_cluster_cannot_meet_fails_at_once(cluster, tmp_path):
 
 
 def _listeners(pids: set[int]) -> list[tuple[str, int]]:
-    psutil = oracle("psutil")  # Ray ships it
+    psutil = oracle("psutil")  # Ray ships it (ray/thirdparty_files, on sys.path once ray is imported)
     out = []
     for pid in pids:
         try:
