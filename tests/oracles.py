@@ -22,9 +22,10 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
-def missing(what: str, why: str = "") -> None:
-    """Skip the calling test (or module) because ``what`` is missing; fail it instead under CI."""
-    line = f"{what} is not installed{f' ({why})' if why else ''}; {INSTALL_HINT}"
+def missing(what: str, why: str = "", hint: str = INSTALL_HINT) -> None:
+    """Skip the calling test (or module) because ``what`` is missing; fail it instead under CI.
+    ``hint`` says what installs it."""
+    line = f"{what} is not installed{f' ({why})' if why else ''}; {hint}"
     if in_ci():
         pytest.fail(f"CI=true: {line}", pytrace=False)
     pytest.skip(line, allow_module_level=True)

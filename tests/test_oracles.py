@@ -38,8 +38,11 @@ def test_missing_oracle_fails_under_ci(monkeypatch, value):
 def test_unset_ci_is_local(monkeypatch):
     monkeypatch.delenv("CI", raising=False)
     assert not oracles.in_ci()
-    with pytest.raises(pytest.skip.Exception):
-        oracles.missing("Chromium")
+    with pytest.raises(pytest.skip.Exception, match="^Chromium is not installed; apt-get installs it$"):
+        oracles.missing("Chromium", hint="apt-get installs it")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="^CI=true: Chromium is not installed; apt-get installs it$"):
+        oracles.missing("Chromium", hint="apt-get installs it")
 
 
 def _pytest_on(tmp_path: Path, ci: str | None) -> subprocess.CompletedProcess:

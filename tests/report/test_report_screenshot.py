@@ -23,7 +23,8 @@ def chromium():
     """The Chromium binary the screenshots use; a missing one skips locally and fails in CI."""
     path = find_chromium()
     if path is None:
-        missing("Chromium (headless, for the report's render check)", "no chromium binary on PATH")
+        missing("Chromium (headless, for the report's render check)", "no chromium binary on PATH",
+                "`apt-get install -y chromium` installs it (.ci/run does)")
     return path
 
 
