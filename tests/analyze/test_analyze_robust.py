@@ -5,7 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from oracles import holm_by_hand
 from proxyscale.analyze import analyze_study, robust, stats
+from proxyscale.analyze.synthetic import DEFAULT_MODELS, make_synthetic_study
 from proxyscale.errors import DataError
 
 
@@ -28,6 +30,48 @@ def test_holm_hand_worked_example():
     np.testing.assert_allclose(got, [0.03, 0.06, 0.06, 0.02])
     np.testing.assert_allclose(robust.holm(np.array([0.5, 0.6])), [1.0, 1.0])  # capped at 1
     np.testing.assert_allclose(robust.holm(np.array([0.02])), [0.02])  # one test: unchanged
+
+
+def test_holm_with_ties_and_a_non_monotone_step():
+    """By hand, m = 6: sorted 0.001, 0.01, 0.02, 0.02, 0.04, 0.30 times 6, 5, 4, 3, 2, 1 gives
+    0.006, 0.05, 0.08, 0.06, 0.08, 0.30; the running max makes it 0.006, 0.05, 0.08, 0.08, 0.08,
+    0.30 (the second 0.02 and the 0.04 would step down to 0.06 and up again without it)."""
+    p = np.array([0.01, 0.02, 0.02, 0.04, 0.001, 0.30])
+    want = [0.05, 0.08, 0.08, 0.08, 0.006, 0.30]
+    np.testing.assert_allclose(robust.holm(p), want, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(holm_by_hand(p), want, rtol=0, atol=1e-15)  # the oracle agrees with the hand
+    for perm in itertools.permutations(range(6)):  # any order of the family, ties in either order
+        idx = list(perm)
+        np.testing.assert_allclose(robust.holm(p[idx]), np.array(want)[idx], rtol=0, atol=1e-15)
+    # a family of 3 inside nan: m counts only the tests (0.02·3, 0.03·2, 0.5·1 → 0.06, 0.06, 0.5)
+    np.testing.assert_allclose(robust.holm(np.array([np.nan, 0.03, 0.5, np.nan, 0.02])),
+                               [np.nan, 0.06, 0.5, np.nan, 0.06], rtol=0, atol=1e-15)
+
+
+def test_holm_equals_the_step_down_written_out():
+    rng = np.random.default_rng(4)
+    for m in (1, 2, 5, 25, 60):
+        p = np.round(rng.random(m) ** 4, 3)  # rounding makes ties; the power, small p-values
+        p[rng.random(m) < 0.1] = np.nan
+        np.testing.assert_allclose(robust.holm(p), holm_by_hand(p), rtol=0, atol=1e-15)
+
+
+def test_holm_family_is_every_partial_r_test_of_the_summary():
+    """The family: on each test set, every proxy but the best n-gram (neural rungs below the
+    reference, and the other n-grams) tested against the reference given the best n-gram."""
+    a = analyze_study(*make_synthetic_study(np.random.default_rng(5), n_examples=4), seed=1, n_boot=20)
+    s = a["summary"]
+    n_neural = sum(m.kind == "neural" for m in DEFAULT_MODELS) - 1  # the largest is the reference
+    n_grams = sum(m.kind == "ngram" for m in DEFAULT_MODELS)
+    family = len(a["test_sets"]) * (n_neural + n_grams - 1)
+    assert (n_neural, n_grams, family) == (3, 2, 12)  # 3 test sets × (3 rungs + 2 n-grams − the best)
+    assert int(a["settings"]["n_tests"].iloc[0]) == family
+    tested = s[s["partial_p"].notna()]
+    assert len(tested) == family and tested["partial_p_holm"].notna().all()
+    assert (s["model"] == s["best_ngram"]).sum() == len(a["test_sets"])  # the control is not tested
+    np.testing.assert_allclose(s["partial_p_holm"], holm_by_hand(s["partial_p"]), rtol=0, atol=1e-15)
+    loso = a["summary_loso"]  # leave-source-out is a family of its own
+    np.testing.assert_allclose(loso["partial_p_holm"], holm_by_hand(loso["partial_p"]), rtol=0, atol=1e-15)
 
 
 def test_holm_matches_closed_testing_and_skips_nan():

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from oracles import oracle
 from proxyscale.attribute import TRAK
 from proxyscale.attribute.compat import TrakerProjector
 from proxyscale.errors import ConfigError
 
-trak = pytest.importorskip("trak")
+trak = oracle("trak")
 
 
 def mlp(seed: int) -> torch.nn.Module:

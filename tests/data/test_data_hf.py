@@ -9,7 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-pytest.importorskip("datasets")
+from oracles import oracle
+
+oracle("datasets")
 
 from proxyscale.data.hf import HF_TEST_SETS, load_hf_test_set  # noqa: E402
 from proxyscale.data.sources import SourceSpec, iter_documents  # noqa: E402

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from oracles import oracle
 from proxyscale.data.tokenizer import EOS_TOKEN, load_tokenizer, train_tokenizer
 from proxyscale.errors import ConfigError, DataError
 
@@ -43,7 +44,7 @@ def test_training_is_deterministic_and_save_load_is_exact(tmp_path):
 
 def test_transformers_fast_tokenizer_agrees(tmp_path):
     # oracle: the saved file loaded by transformers' own fast-tokenizer class encodes the same
-    transformers = pytest.importorskip("transformers")
+    transformers = oracle("transformers")
     tok = train_tokenizer(TEXT, 400, tmp_path / "tok.json")
     hf = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tok.json"))
     for s in TEXT[:3] + ["unseen wörds here"]:

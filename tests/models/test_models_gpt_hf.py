@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from oracles import oracle
 from proxyscale.models.gpt import GPT, GPTConfig
 from proxyscale.models.hf_export import export_hf
 
@@ -26,7 +27,7 @@ def _perturbed(cfg: GPTConfig, seed: int) -> GPT:
 
 @pytest.mark.parametrize("mup", [False, True])
 def test_gpt2_logits_equal_ours(tmp_path, mup):
-    transformers = pytest.importorskip("transformers")
+    transformers = oracle("transformers")
     cfg = GPTConfig(97, 24, 96 if mup else 64, 2, 4, mup=mup, mup_base_width=32)
     model = _perturbed(cfg, 0)
     export_hf(model, tmp_path)

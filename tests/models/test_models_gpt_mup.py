@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from oracles import oracle
 from proxyscale.models.gpt import GPT, GPTConfig
 from proxyscale.train.loop import train_step
 from proxyscale.train.optim import AdamW, TrainConfig, param_settings
@@ -62,7 +63,7 @@ def test_coordinate_check_mup_flat_standard_grows():
 
 
 def test_param_roles_match_the_mup_package():
-    mup = pytest.importorskip("mup")
+    mup = oracle("mup")
 
     def make(width: int) -> GPT:
         return GPT(GPTConfig(64, 16, width, 2, 4, mup=True, mup_base_width=32))
@@ -77,7 +78,7 @@ def test_param_roles_match_the_mup_package():
 
 
 def test_adam_update_matches_mup_muadamw():
-    mup = pytest.importorskip("mup")
+    mup = oracle("mup")
 
     def make(width: int, seed: int) -> GPT:
         return GPT(GPTConfig(64, 16, width, 2, 4, mup=True, mup_base_width=32), torch.Generator().manual_seed(seed))

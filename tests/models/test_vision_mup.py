@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from oracles import oracle
 from proxyscale.data.vision import load_digits_data
 from proxyscale.models.mlp import MLP, MLPBody, MLPConfig
 from proxyscale.models.mup import infer_scalings, sgd_param_groups
@@ -121,7 +122,7 @@ def _check_against_mup(ours, body_cls, cfg, base_cfg, delta_cfg, forward, x):
 
 
 def test_mlp_mup_matches_mup_package():
-    pytest.importorskip("mup")
+    oracle("mup")
     cfg = MLPConfig(width_mult=4.0, depth=2, mup=True, base_width_mult=1.0)
     torch.manual_seed(7)
     ours = MLP(cfg)
@@ -138,7 +139,7 @@ def test_mlp_mup_matches_mup_package():
 
 
 def test_resnet_mup_matches_mup_package():
-    pytest.importorskip("mup")
+    oracle("mup")
     from dataclasses import replace
     cfg = ResNetConfig(width_mult=1 / 4, in_channels=1, strides=(1, 2, 2, 1), mup=True, base_width_mult=1 / 16)
     torch.manual_seed(7)

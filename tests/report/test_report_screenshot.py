@@ -1,11 +1,13 @@
-"""Headless-Chromium screenshots of a generated report (skipped where no Chromium is installed):
-the page renders, and Figure 1 is the test set × proxy grid with the new columns beside it."""
+"""Headless-Chromium screenshots of a generated report: the page renders, and Figure 1 is the
+test set × proxy grid with the new columns beside it. Without Chromium these checks skip on a
+developer's machine and fail under ``CI=true`` (``.ci/run`` installs Debian's ``chromium``)."""
 import base64
 import re
 
 import numpy as np
 import pytest
 
+from oracles import missing, oracle
 from proxyscale.analyze import analyze_study, write_analysis
 from proxyscale.analyze.synthetic import make_synthetic_study
 from proxyscale.errors import ProxyscaleError
@@ -15,7 +17,15 @@ from proxyscale.store import write_text
 from proxyscale.studies.scaling.figures import OKABE_ITO
 from proxyscale.studies.scaling.report import report_parts
 
-needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="no chromium binary on PATH")
+
+@pytest.fixture
+def chromium():
+    """The Chromium binary the screenshots use; a missing one skips locally and fails in CI."""
+    path = find_chromium()
+    if path is None:
+        missing("Chromium (headless, for the report's render check)", "no chromium binary on PATH",
+                "`apt-get install -y chromium` installs it (.ci/run does)")
+    return path
 
 
 def test_missing_file_is_a_clear_error(tmp_path):
@@ -43,9 +53,8 @@ def _rgb(path):
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
 
 
-@needs_chromium
-def test_screenshot_of_report_is_not_blank(written):
-    pytest.importorskip("PIL")
+def test_screenshot_of_report_is_not_blank(written, chromium):
+    oracle("PIL")
     root, html, _ = written
     text = html.read_text()
     for header in ("mixture weights", "Leave-one-distribution-out R²", "Holm-adjusted", "reference ceiling",
@@ -67,11 +76,10 @@ def _runs(mask_1d):
     return int((np.diff(m) == 1).sum())
 
 
-@needs_chromium
-def test_figure_one_renders_as_a_grid_of_panels(written):
+def test_figure_one_renders_as_a_grid_of_panels(written, chromium):
     """The rendered Figure 1: one row per test set, the n-gram baselines in their own grey panels,
     and the distributions drawn in the Okabe–Ito colours."""
-    pytest.importorskip("PIL")
+    oracle("PIL")
     root, html, a = written
     b64 = re.search(r'<img alt="Proxy vs reference mean test loss[^"]*" src="data:image/png;base64,([^"]+)"',
                     html.read_text()).group(1)

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-ray = pytest.importorskip("ray")
+from oracles import oracle
+
+ray = oracle("ray")
 
 from test_run_executor import FN, diamond, runs, value  # noqa: E402
 
@@ -189,7 +191,7 @@ def test_a_gpu_request_the_cluster_cannot_meet_fails_at_once(cluster, tmp_path):
 
 
 def _listeners(pids: set[int]) -> list[tuple[str, int]]:
-    psutil = pytest.importorskip("psutil")  # Ray ships it
+    psutil = oracle("psutil")  # Ray ships it (ray/thirdparty_files, on sys.path once ray is imported)
     out = []
     for pid in pids:
         try:
@@ -201,7 +203,7 @@ def _listeners(pids: set[int]) -> list[tuple[str, int]]:
 
 
 def test_every_ray_listener_is_on_loopback(cluster, tmp_path):
-    psutil = pytest.importorskip("psutil")
+    psutil = oracle("psutil")
     head = psutil.Process(cluster[1].pid)
     backend = RayBackend(1)  # no address: a private Ray started by this process
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from oracles import oracle
 from proxyscale.data.sources import Document
 from proxyscale.errors import ConfigError, DataError
 from proxyscale.select import make_selector
@@ -182,8 +183,8 @@ def test_library_imports_neither_nltk_nor_the_package():
 
 
 def run_package(pool: Path, target: Path, tmp: Path, **kw):
-    pytest.importorskip("nltk")
-    ds = pytest.importorskip("data_selection")
+    oracle("nltk")
+    ds = oracle("data_selection")
     dsir = ds.HashedNgramDSIR([str(pool)], [str(target)], cache_dir=str(tmp / "cache"), num_proc=1, **kw)
     return dsir
 
@@ -207,7 +208,7 @@ def test_oracle_weights_equal_the_package(text_pool, tmp_path, ngrams, num_bucke
 
 
 def test_oracle_tokenizer_agrees_with_nltk(text_pool):
-    nltk_tok = pytest.importorskip("nltk.tokenize")
+    nltk_tok = oracle("nltk.tokenize")
     wpt = nltk_tok.WordPunctTokenizer()
     texts = [json.loads(line)["text"] for line in open(text_pool[0])] + TEXTS[:3] + TEXTS[4:]
     for t in texts:  # (TEXTS[3] has "x²": nltk ≥ 3.10's regex engine and re disagree on superscripts)

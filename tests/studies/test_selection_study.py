@@ -3,6 +3,8 @@ holdout, DsDm proxies at two scales, every method, references on each selection,
 report; plus its spec's errors."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -68,13 +70,61 @@ def test_every_method_is_trained_on_and_reported(finished):
     assert "Selection across scale" in html and "bot-dsdm" in html
 
 
-def test_holdout_is_disjoint_and_checked(finished):
-    _, _, a, _ = finished
+def _grams(text: str, n: int = 13) -> tuple[int, set[tuple[str, ...]]]:
+    """Word n-grams (plain tuples, no hashing) of lower-cased runs of letters and digits; an
+    example shorter than n words is one gram of its whole text (the rule of select/leakage.py)."""
+    w = re.findall(r"\w+", text.lower())
+    m = min(n, len(w))
+    return m, {tuple(w[i:i + m]) for i in range(len(w) - m + 1)} if m else set()
+
+
+def _shares_text(text: str, corpus_grams: dict[int, set[tuple[str, ...]]]) -> bool:
+    m, g = _grams(text)
+    return bool(m and g & corpus_grams[m])
+
+
+def _all_grams(texts: list[str], sizes: set[int]) -> dict[int, set[tuple[str, ...]]]:
+    out: dict[int, set[tuple[str, ...]]] = {m: set() for m in sizes}
+    for t in texts:
+        w = re.findall(r"\w+", t.lower())
+        for m in sizes:
+            out[m].update(tuple(w[i:i + m]) for i in range(len(w) - m + 1))
+    return out
+
+
+def test_holdout_shares_no_13_gram_with_the_pool_or_the_target(finished):
+    """Recomputed here from the stored tokens: no holdout example shares a 13-gram (its whole text,
+    if shorter) with any pool window (decoded from windows.npy, every token a model trains on) or
+    any target example; and the step dropped exactly the candidates that do, no more."""
+    from proxyscale.data.testset import read_test_set
+    from proxyscale.data.tokenizer import load_tokenizer
+    from proxyscale.seeding import np_rng
+
+    path, _, a, spec = finished
+    store = Store(path.parent / "store")
+    steps = {s.config["part"]: s for s in load_study(path)[0].plan(spec).of_kind("target_part")
+             if s.name.startswith("lastword-")}
+    hold_step = steps["holdout"]
+    tok = load_tokenizer(store.final_dir(hold_step.inputs["tokenizer"]) / "tokenizer.json")
+    text = lambda e: tok.decode(list(e.candidates[e.label]))  # noqa: E731 - the example's correct text
+    full = read_test_set(store.final_dir(hold_step.inputs["testset"]) / "test.parquet").examples
+    target = read_test_set(store.final_dir(steps["target"].key) / "test.parquet").examples
+    held = read_test_set(store.final_dir(hold_step.key) / "test.parquet").examples
+    windows = np.load(store.final_dir(hold_step.inputs["pool"]) / "windows.npy")
+    assert len(windows) == spec.pool.n_windows and len(target) == 5
+    c = hold_step.config
+    order = np_rng(c["seed"], "split").permutation(len(full))
+    candidates = [full[i] for i in sorted(order[c["n_target"]:c["n_target"] + c["n_holdout"]])]
+    assert not {e.example_id for e in held} & {e.example_id for e in target}
+    sizes = {_grams(text(e))[0] for e in candidates} - {0}
+    pool_grams = _all_grams([tok.decode(w.tolist()) for w in windows], sizes)
+    target_grams = _all_grams([text(e) for e in target], sizes)
+    leaked = [e.example_id for e in candidates if _shares_text(text(e), pool_grams) or
+              _shares_text(text(e), target_grams)]
+    assert not any(_shares_text(text(e), pool_grams) or _shares_text(text(e), target_grams) for e in held)
+    assert [e.example_id for e in held] == [e.example_id for e in candidates if e.example_id not in leaked]
     hold = a.meta["holdouts"]["lastword"]
-    dropped = hold["n_before"] - hold["n"]
-    assert hold["n"] >= 2 and max(hold["dropped_in_pool"], hold["dropped_in_target"]) <= dropped
-    assert dropped <= hold["dropped_in_pool"] + hold["dropped_in_target"]
-    assert "13-gram" in hold["check"]
+    assert (hold["n_before"], hold["n"]) == (len(candidates), len(held)) and "13-gram" in hold["check"]
 
 
 def test_selections_have_the_budget_and_distinct_windows(finished, tmp_path):

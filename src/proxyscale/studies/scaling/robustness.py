@@ -24,7 +24,11 @@ def methods_text(st: pd.Series) -> str:
     ci = st.get("ci_method", "percentile bootstrap over seeds")
     level = float(st.get("ci_level", 0.95))
     n_tests = st.get("n_tests", math.nan)
-    adjust = (f"Holm-adjusted over the {int(n_tests)} proxy × test-set tests of the summary (family-wise error)"
+    # The family is every partial-r test of the summary: each proxy, the n-grams other than the best
+    # one included, against the reference given the best n-gram, on each test set.
+    adjust = (f"Holm-adjusted over the {int(n_tests)} partial-r tests of the summary (every proxy, n-gram "
+              f"baselines included, against the reference given the best n-gram, on every test set; "
+              f"family-wise error)"
               if str(st.get("p_adjust", "")) == "holm" and np.isfinite(n_tests) else "not adjusted")
     return (f"Mean test loss is {_LOSS_TEXT.get(loss, loss)} [analysis.loss: {loss}]. "
             f"Intervals: {level:.0%}, {ci}, {int(st['n_boot'])} resamples; a seed term needs ≥ 2 seeds of "
