@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Optional
 
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError, Interrupted, StoreError
 from ..store import Store, read_json
 from ..store.checks import PROGRESS_FILE, RUNNING_FILE
 from .backends import Backend
@@ -246,8 +246,10 @@ class _Run:
                 for k in self.plan.downstream(self.bad) & self.todo:
                     self.todo.discard(k)
                     self.summary.blocked.append(k)
-        except BaseException:
-            self.backend.shutdown(cancel=True)
+        except BaseException as e:
+            self.backend.shutdown(cancel=True)  # stops the workers now (Ctrl-C, SIGTERM, a bug here)
+            if isinstance(e, Interrupted):
+                e.finished, e.total = sum(self.store.is_done(s.key) for s in self.plan), len(self.plan)
             raise
         finally:
             self.bar.close()
