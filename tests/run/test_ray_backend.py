@@ -96,7 +96,8 @@ def _ray(cluster, tmp_path, retries: int = 2):
 def _run(plan, store, backend):
     results = []
     try:
-        summary = run_plan(plan, store, backend, progress=False, on_result=results.append, retries=backend.retries)
+        summary = run_plan(plan, store, backend, progress=False, on_result=results.append,
+                           retries=getattr(backend, "retries", 2))
     finally:
         backend.shutdown()
     return summary, {r["key"]: r for r in results}
