@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from bad_inputs import SRC, make_workspace, tiny_spec
+from proxyscale.store import Store
 
 if not Path("/proc/self/stat").is_file():
     pytest.skip("reads processes from /proc (Linux)", allow_module_level=True)
@@ -120,6 +121,8 @@ def test_ctrl_c_and_sigterm_during_training_stop_cleanly_and_the_rerun_resumes(t
     assert rc == 130 and took < 10, (rc, took, err)
     assert err.splitlines() == [f"interrupted: {len(done)} of 15 steps finished; re-run the same command to resume"]
     assert 4 <= len(done) < 15  # the data steps had finished, not the training
+    locks = [f"{p.parent.parent.name}/{p.name}" for p in store.glob("steps/*/.locks/*")]
+    assert locks and all(Store(store).holder(k) is None for k in locks)  # every claim was let go
 
     since = time.time()
     proc = _start(spec, store, env)  # SIGTERM to the driver alone: the same, exit 143
@@ -146,4 +149,4 @@ def test_ctrl_c_while_the_run_is_still_being_prepared(tmp_path):
     assert proc.returncode == 130, err
     assert err.splitlines() == ["interrupted before any step ran; finished steps are kept; "
                                 "re-run the same command to resume"]
-    assert not _finished(store) if store.exists() else True
+    assert not store.exists() or not _finished(store)
