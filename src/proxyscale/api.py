@@ -218,14 +218,9 @@ def attribute(model: Any, state_dicts: Sequence[Mapping[str, Any]], train_data: 
     if not state_dicts:
         raise ConfigError("attribute: pass at least one state dict (ideally several models or checkpoints)")
     if isinstance(target_data, Mapping):  # several target sets: featurise the training data once
-        from .attribute.trak import TRAK
-
         if out is not None:
             raise ConfigError("attribute: `out` takes one score matrix; with several target sets, write each yourself")
-        trak = TRAK(model, task, **settings)
-        for i, state in enumerate(state_dicts):
-            trak.featurize(state, train_data, model_id=i)
-        return {name: np.asarray(trak.score(t), dtype=np.float32) for name, t in target_data.items()}
+        return _attribute_many(model, state_dicts, train_data, target_data, task, settings)
     if out is not None:
         check_output(out, overwrite=overwrite, single_file=True)  # before the work, not after
     scores = np.asarray(trak_scores(model, list(state_dicts), train_data, target_data, task, **settings),
@@ -235,6 +230,19 @@ def attribute(model: Any, state_dicts: Sequence[Mapping[str, Any]], train_data: 
             with open(tmp, "wb") as f:
                 np.save(f, scores, allow_pickle=False)
     return scores
+
+
+def _attribute_many(model: Any, state_dicts: Sequence[Mapping[str, Any]], train_data: Any,
+                    targets: Mapping[str, Any], task: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    """Scores for each named target set, from one featurisation of the training data."""
+    import numpy as np
+
+    from .attribute.trak import TRAK
+
+    trak = TRAK(model, task, **settings)
+    for i, state in enumerate(state_dicts):
+        trak.featurize(state, train_data, model_id=i)
+    return {name: np.asarray(trak.score(t), dtype=np.float32) for name, t in targets.items()}
 
 
 def attribution_options_spec(*, data: str = "digits", root: Optional[str] = None, n_train: int = 1000,

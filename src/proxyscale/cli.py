@@ -1,13 +1,14 @@
 """Command line: parse → config → library call. No logic lives here."""
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
-from .errors import ProxyscaleError
+from .errors import Interrupted, ProxyscaleError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Small-to-large generalization of training-data effects: proxy ladders, "
@@ -172,17 +173,38 @@ def corpus_build(out: Path = typer.Option(Path("corpus"), "--out", help="Output 
     typer.echo(f"corpus: {out}")
 
 
+def _stop_on_signals() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM raise :class:`Interrupted` in the main thread, the first time
+    only: the run then stops its workers (a few seconds at most) undisturbed by a second Ctrl-C.
+    Not KeyboardInterrupt: typer would turn that into a silent exit code before we could say
+    what finished."""
+    def on_signal(signum: int, _frame: Any) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+
+
 def main() -> None:
-    """Entry point: one clear line and a non-zero exit for every user error."""
+    """Entry point: one clear line and a non-zero exit for every user error; Ctrl-C and SIGTERM
+    stop the run and print one ``interrupted: ...`` line (exit 130 and 143)."""
+    _stop_on_signals()
     try:
         rc = app(standalone_mode=False)  # a command's `typer.Exit(code)` comes back as its return value
+        if rc == 130:  # typer's answer to a KeyboardInterrupt raised before our handler was in place
+            typer.echo(Interrupted(signal.SIGINT).line(), err=True)
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except ProxyscaleError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except Interrupted as e:
+        typer.echo(e.line(), err=True)
+        sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        typer.echo("interrupted: finished steps are kept; re-run the same command to resume", err=True)
+        typer.echo(Interrupted(signal.SIGINT).line(), err=True)
         sys.exit(130)
     except (typer.Exit, SystemExit) as e:  # typer's own exits keep their code
         code = getattr(e, "exit_code", getattr(e, "code", 0))

@@ -50,3 +50,19 @@ def leak_claim(ctx) -> None:
 
     _leaked.append(Store(ctx.config["store"]).claim(ctx.config["victim"]))
     write_json(ctx.out / "value.json", {"value": 1})
+
+
+def stacked(ctxs) -> None:
+    """A batch function that runs its members "at once": every member is logged as started
+    (``<name>:stacked <pid>``), then a member configured to die kills the process (as
+    :func:`die_then_add` decides) before any member is written; otherwise each is added."""
+    for ctx in ctxs:
+        with open(ctx.config["log"], "a") as f:
+            f.write(f"{ctx.name}:stacked {os.getpid()}\n")
+    for ctx in ctxs:
+        cfg = ctx.config
+        if cfg.get("marker") and (cfg.get("always") or not Path(cfg["marker"]).exists()):
+            Path(cfg["marker"]).touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+    for ctx in ctxs:
+        add_step(ctx)

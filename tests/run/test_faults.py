@@ -149,3 +149,69 @@ def test_threads_follow_the_real_concurrency_not_the_pool_size():
     assert threads_for(big, running=3, cores=8) == 2  # beside two others
     assert threads_for(big, running=16, cores=8) == 1
     assert threads_for(small * 4, running=1, cores=8) == 1  # small steps: one thread each
+
+
+KILLER, STACKED = "_fault_steps:die_then_add", "_fault_steps:stacked"
+
+
+def trio(log: Path, tmp: Path, *, always: bool = False, stacked: bool = False) -> Plan:
+    """Three same-shape steps p, q, s that share one worker's batch (in that order); q kills its
+    worker (once, or ``always``). One after another: p has finished and s has not started when q
+    dies. Stacked (a batch function): all three are running."""
+    plan = Plan()
+    cfg = {"log": str(log), "sleep": 0.0}
+    batch_fn = STACKED if stacked else None
+    plan.add(Step("t", "p", {**cfg, "value": 1}, batch_key="pqs", fn=FN, batch_fn=batch_fn))
+    plan.add(Step("t", "q", {**cfg, "value": 20, "marker": str(tmp / "q.died"), "always": always},
+                  batch_key="pqs", fn=KILLER, batch_fn=batch_fn))
+    plan.add(Step("t", "s", {**cfg, "value": 300}, batch_key="pqs", fn=FN, batch_fn=batch_fn))
+    return plan
+
+
+def _keys(plan: Plan) -> dict[str, str]:
+    return {st.name: st.key for st in plan}
+
+
+def test_a_batch_killed_by_one_step_charges_that_step_only(tmp_path):
+    """retries 0: q failed; p (finished before q died) is done, not failed; s (not started) runs
+    again free. The summary agrees with the store."""
+    log, store = tmp_path / "log", Store(tmp_path / "store")
+    plan = trio(log, tmp_path)
+    key = _keys(plan)
+    s = run_local(plan, store, workers=1, retries=0)
+    assert list(s.failed) == [key["q"]] and "died" in s.failed[key["q"]] and s.retried == {}
+    assert sorted(s.done) == sorted([key["p"], key["s"]])
+    assert {n for n in key if store.is_done(key[n])} == {"p", "s"}  # summary == store
+    assert store.state(key["q"]) == "failed" and "died" in store.failure(key["q"])["reason"]
+    assert started(log) == Counter({"p": 1, "q:start": 1, "s": 1})  # p not redone, s ran once
+    assert value(store, plan, "p") == 1 and value(store, plan, "s") == 300
+
+
+def test_a_retried_batch_counts_only_the_step_that_died(tmp_path):
+    log, store = tmp_path / "log", Store(tmp_path / "store")
+    plan = trio(log, tmp_path)
+    key = _keys(plan)
+    s = run_local(plan, store, workers=1, retries=1)
+    assert not s.failed and s.retried == {key["q"]: 1}
+    assert sorted(s.done) == sorted(key.values()) and all(store.is_done(k) for k in key.values())
+    assert started(log) == Counter({"p": 1, "q:start": 2, "q": 1, "s": 1})
+    assert store.record(key["q"])["attempt"] == 2 and store.record(key["p"])["attempt"] == 1
+
+
+def test_a_stacked_batch_whose_worker_died_runs_again_one_at_a_time(tmp_path):
+    """All members were running: none is charged for the stacked death; they run again alone, so
+    the culprit dies alone (charged) and the others finish."""
+    log, store = tmp_path / "log", Store(tmp_path / "store")
+    plan = trio(log, tmp_path, always=True, stacked=True)
+    key = _keys(plan)
+    s = run_local(plan, store, workers=1, retries=0)
+    assert list(s.failed) == [key["q"]] and s.retried == {}
+    assert sorted(s.done) == sorted([key["p"], key["s"]])
+    assert started(log) == Counter({"p:stacked": 1, "q:stacked": 1, "s:stacked": 1, "p": 1, "q:start": 1, "s": 1})
+    assert store.record(key["p"])["group_size"] == 1  # finished alone
+
+    log2, store2 = tmp_path / "log2", Store(tmp_path / "store2")  # a one-off death: nobody is charged
+    plan = trio(log2, tmp_path / "once", stacked=True)
+    (tmp_path / "once").mkdir()
+    s = run_local(plan, store2, workers=1, retries=0)
+    assert not s.failed and s.retried == {} and len(s.done) == 3

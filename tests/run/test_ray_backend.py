@@ -98,7 +98,8 @@ def _ray(cluster, tmp_path, retries: int = 2):
 def _run(plan, store, backend):
     results = []
     try:
-        summary = run_plan(plan, store, backend, progress=False, on_result=results.append)
+        summary = run_plan(plan, store, backend, progress=False, on_result=results.append,
+                           retries=getattr(backend, "retries", 2))
     finally:
         backend.shutdown()
     return summary, {r["key"]: r for r in results}
@@ -138,32 +139,49 @@ def test_results_equal_the_local_backend(cluster, tmp_path):
 
 
 def _fault_plan(log: Path, marker: Path, always: bool = False) -> Plan:
-    """The diamond, plus a batch of two same-shape steps p, q where q kills its worker, and r after q."""
+    """The diamond, plus a batch of three same-shape steps p, q, s (one Ray task, in that order)
+    where q kills its worker: p has finished and s has not started when it dies; r after q."""
     plan = diamond(log)
     cfg = {"log": str(log), "sleep": 0.0, "fail": False}
-    plan.add(Step("t", "p", {**cfg, "value": 7}, batch_key="pq", fn=FN))
+    plan.add(Step("t", "p", {**cfg, "value": 7}, batch_key="pqs", fn=FN))
     q = plan.add(Step("t", "q", {**cfg, "value": 20, "marker": str(marker), "always": always},
-                      batch_key="pq", fn=KILLER))
+                      batch_key="pqs", fn=KILLER))
+    plan.add(Step("t", "s", {**cfg, "value": 4000}, batch_key="pqs", fn=FN))
     plan.add(Step("t", "r", {**cfg, "value": 300}, {"x": q}, fn=FN))
     return plan
 
 
 def test_a_killed_worker_is_retried_and_nothing_is_lost_or_redone(cluster, tmp_path):
+    """Only q, which was running, is charged a retry; p (finished) is kept, s (not started) runs
+    again free."""
     log, store = tmp_path / "log", Store(tmp_path / "store")
     plan = _fault_plan(log, tmp_path / "killed-once")
     summary, res = _run(plan, store, _ray(cluster, tmp_path, retries=2))
     key = {s.name: s.key for s in plan}
     assert not summary.failed and not summary.blocked and sorted(summary.done) == sorted(key.values())
-    assert res[key["q"]]["attempts"] == 2 and res[key["p"]]["attempts"] == 2  # one retry of the p+q batch
-    assert res[key["p"]].get("skipped")  # p finished in the killed attempt: the retry kept it
-    assert {res[key[n]]["attempts"] for n in "abcder"} == {1}
+    assert summary.retried == {key["q"]: 1}
+    assert res[key["p"]].get("skipped")  # p finished in the killed task: booked done, not run again
+    assert {res[key[n]]["attempts"] for n in "abcdeqsr"} == {1}  # Ray itself retries nothing
     lines = log.read_text().splitlines()
     assert [ln.split()[0] for ln in lines].count("q:start") == 2  # killed once, run again
-    assert sorted(runs(log)) == sorted(["a", "b", "c", "d", "e", "p", "q:start", "q:start", "q", "r"])
+    assert sorted(runs(log)) == sorted(["a", "b", "c", "d", "e", "p", "q:start", "q:start", "q", "s", "r"])
     assert all(store.is_done(k) for k in key.values())  # nothing lost
     assert value(store, plan, "q") == 20 and value(store, plan, "r") == 320 and value(store, plan, "d") == 1112
+    assert store.record(key["q"])["attempt"] == 2 and store.record(key["s"])["attempt"] == 1
     partial = store.root / "steps" / "t" / ".partial"
     assert not partial.exists() or not any(partial.iterdir())  # no step left half-done
+
+
+def test_a_killed_batch_without_retries_fails_only_the_step_that_died(cluster, tmp_path):
+    log, store = tmp_path / "log", Store(tmp_path / "store")
+    plan = _fault_plan(log, tmp_path / "killed-once")
+    summary, _ = _run(plan, store, _ray(cluster, tmp_path, retries=0))
+    key = {s.name: s.key for s in plan}
+    assert list(summary.failed) == [key["q"]] and summary.blocked == [key["r"]] and summary.retried == {}
+    assert sorted(summary.done) == sorted(key[n] for n in "abcdeps")
+    assert {n for n, k in key.items() if store.is_done(k)} == set("abcdeps")  # the summary is the store
+    assert runs(log).count("p") == 1 and runs(log).count("s") == 1  # p kept, s run once after
+    assert store.state(key["q"]) == "failed"
 
 
 def test_exhausted_retries_fail_the_batch_with_one_line(cluster, tmp_path, capfd):
@@ -172,10 +190,10 @@ def test_exhausted_retries_fail_the_batch_with_one_line(cluster, tmp_path, capfd
     summary, res = _run(plan, store, _ray(cluster, tmp_path, retries=1))
     key = {s.name: s.key for s in plan}
     assert list(summary.failed) == [key["q"]] and summary.blocked == [key["r"]]
-    assert sorted(summary.done) == sorted(key[n] for n in "abcdep")
+    assert summary.retried == {key["q"]: 1}
+    assert sorted(summary.done) == sorted(key[n] for n in "abcdeps")
     reason = summary.failed[key["q"]]
-    assert "died on each of 2 attempt(s)" in reason and "retries = 1" in reason and "\n" not in reason
-    assert res[key["q"]]["attempts"] == 2
+    assert "Ray worker running it died" in reason and "after 2 attempts" in reason and "\n" not in reason
     assert [ln.split()[0] for ln in log.read_text().splitlines()].count("q:start") == 2  # bounded
     assert store.state(key["q"]) == "failed" and store.failure(key["q"])["reason"] == reason
     assert "Traceback" not in capfd.readouterr().err

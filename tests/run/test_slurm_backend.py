@@ -110,3 +110,30 @@ def test_no_sbatch_is_a_configuration_error(tmp_path, monkeypatch):
 def test_slurm_args_must_be_a_list(tmp_path, sbatch):
     with pytest.raises(ConfigError, match="one per item"):
         make_backend("slurm", 1, job_dir=tmp_path / "jobs", slurm_args="--partition=debug -t 5")
+
+
+def test_cancel_scancels_the_jobs_and_returns_at_once(tmp_path, sbatch):
+    """Ctrl-C while a job runs: the driver's shutdown(cancel=True) calls scancel with the job id
+    sbatch printed, stops `sbatch --wait` and returns; nothing is recorded in the store."""
+    import signal
+    import time
+
+    scancel = Path(os.environ["PATH"].split(os.pathsep)[0]) / "scancel"
+    scancel.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'scancel.log'}\n")
+    scancel.chmod(0o755)
+    store, log = Store(tmp_path / "store"), tmp_path / "log"
+    a = next(iter(diamond(log, sleep=60)))
+    backend = make_backend("slurm", 1, job_dir=tmp_path / "jobs")
+    fut = backend.submit([a.to_payload()], str(store.root), 1)
+    deadline = time.monotonic() + 60
+    while not log.exists() and time.monotonic() < deadline:  # the step is running in the "job"
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    try:
+        backend.shutdown(cancel=True)
+        assert fut.result(timeout=10) == [{"key": a.key, "state": "failed", "reason": "cancelled"}]
+        assert time.monotonic() - t0 < 10
+        assert (tmp_path / "scancel.log").read_text().split() == ["4242"]
+        assert store.state(a.key) == "running" and store.failure(a.key) is None  # the job's own claim
+    finally:
+        os.kill(int(log.read_text().split()[1]), signal.SIGKILL)  # the stand-in "job" scancel did not stop

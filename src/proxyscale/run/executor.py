@@ -6,14 +6,15 @@ import os
 import socket
 import sys
 import time
+import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Optional
 
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError, Interrupted, StoreError
 from ..store import Store, read_json
-from ..store.checks import PROGRESS_FILE
+from ..store.checks import PROGRESS_FILE, RUNNING_FILE
 from .backends import Backend
 from .plan import Plan, Step
 from .worker import TERMINATED
@@ -110,11 +111,14 @@ def _split(group: list[Step], max_batch: int, slots: int) -> list[list[Step]]:
     return out
 
 
-def _batches(ready: list[Step], max_batch: int, kind_rank: dict[str, int], slots: int = 1) -> list[list[Step]]:
+def _batches(ready: list[Step], max_batch: int, kind_rank: dict[str, int], slots: int = 1,
+             solo: frozenset[str] | set[str] = frozenset()) -> list[list[Step]]:
+    """Ready steps as batches: same-shape ones together (see :func:`_split`), the rest and the
+    steps in ``solo`` (members of a stacked batch whose worker died) one per batch."""
     groups: dict[str, list[Step]] = {}
     out: list[list[Step]] = []
     for s in ready:
-        if s.batch_key is None:
+        if s.batch_key is None or s.key in solo:
             out.append([s])
         else:
             groups.setdefault(s.batch_key, []).append(s)
@@ -204,8 +208,9 @@ class _Run:
         self.summary = RunSummary()
         self.old_files: dict[str, dict] = {}  # quarantined step -> the files it had
         self.attempts: dict[str, int] = {}
-        self.submitted: dict[str, int] = {}  # step -> when it was last submitted (ns)
-        self.stopped: dict[str, int] = {}  # step -> times its worker was stopped for another's death
+        self.stopped: dict[str, int] = {}  # step -> free re-runs after a worker died (it was not running)
+        self.runs: dict[str, str] = {}  # step -> the token of its latest submission (the worker marks it)
+        self.solo: set[str] = set()  # members of a stacked batch whose worker died: run one at a time
         self.bad: set[str] = set()
         self.todo = {s.key for s in plan if not store.is_done(s.key)}
         self._check_done((s.key for s in plan if s.key not in self.todo), full=True)
@@ -241,8 +246,10 @@ class _Run:
                     for step, res in zip(batch, _results_of(fut, batch)):
                         self._book(step, res)
                 self._block_downstream()
-        except BaseException:
-            self.backend.shutdown(cancel=True)
+        except BaseException as e:
+            self.backend.shutdown(cancel=True)  # stops the workers now (Ctrl-C, SIGTERM, a bug here)
+            if isinstance(e, Interrupted):
+                e.finished, e.total = sum(self.store.is_done(s.key) for s in self.plan), len(self.plan)
             raise
         finally:
             self.bar.close()
@@ -268,14 +275,15 @@ class _Run:
             elif not self._held_by_us(k, who):
                 held.add(k)
         self._note_held(held)
-        batches = _batches(ready, self.max_batch, self.kind_rank, self.backend.slots)
+        batches = _batches(ready, self.max_batch, self.kind_rank, self.backend.slots, self.solo)
         for i, batch in enumerate(batches):
             if len(self.in_flight) >= self.backend.slots:
                 break
             running = min(self.backend.slots, len(self.in_flight) + len(batches) - i)
             threads = self.fixed_threads or threads_for(batch, running, self.cores)
-            payloads = [{**s.to_payload(), "attempt": self.attempts.get(s.key, 0) + 1} for s in batch]
-            self.submitted.update((s.key, time.time_ns()) for s in batch)
+            run = uuid.uuid4().hex
+            payloads = [{**s.to_payload(), "attempt": self.attempts.get(s.key, 0) + 1, "run": run} for s in batch]
+            self.runs.update((s.key, run) for s in batch)
             self.in_flight[self.backend.submit(payloads, str(self.store.root), threads)] = batch
         return held
 
@@ -303,12 +311,16 @@ class _Run:
         """Book one step's result: done, busy (another process holds it: wait), corrupt input
         (re-run the input first), crashed (retry, bounded) or failed."""
         key, state = step.key, res["state"]
+        if state == "crashed":
+            state = self._verdict(key)
+            if state == "done":  # it finished before its batch's worker died
+                res = {"key": key, "state": "done", "files": self.store.record(key).get("files"), "skipped": True}
         if state == "done":
             self.todo.discard(key)
             self.summary.done.append(key)
             self._recheck_dependents(key, res.get("files"))
-        elif state == "crashed" and self._bystander(key):
-            pass  # stopped because another worker died: run again, not its fault
+        elif state == "again":
+            pass  # it was not running when its worker died: run again, free
         elif state in ("corrupt", "crashed") and self.attempts.get(key, 0) < self.retries:
             self.attempts[key] = self.attempts.get(key, 0) + 1
             if state == "corrupt":
@@ -320,26 +332,40 @@ class _Run:
             tries = f" (after {self.attempts[key] + 1} attempts)" if self.attempts.get(key) else ""
             self.summary.failed[key] = res.get("reason", "unknown error") + tries
             self.bad.add(key)
+            if state == "crashed":  # so `proxyscale status` shows it failed, with the reason
+                claim = self.store.claim(key)
+                if claim is not None:
+                    self.store.fail(claim, self.summary.failed[key])
         if state in ("done", "failed", "crashed"):
             self.bar.update(step, state, len(self.summary.done), len(self.summary.done) + len(self.todo))
         if self.on_result:
             self.on_result(res)
 
-    def _bystander(self, key: str) -> bool:
-        """True if the step did not start, or its worker was stopped by the pool because another
-        worker died (it marks its steps then); at most 5 times per step."""
-        mark = self.store.partial_dir(key) / TERMINATED
-        lock = self.store.lock_path(key)
+    def _verdict(self, key: str) -> str:
+        """What happened to a step whose batch's worker died: ``done`` (it had finished),
+        ``crashed`` (it was running: charged to it) or ``again`` (run again free: it had not
+        started, its worker was stopped by the pool because another died, or it ran stacked with
+        others, which then run one at a time so that only the culprit is charged). At most 5 free
+        re-runs per step."""
+        part = self.store.partial_dir(key)
         deadline = time.time() + 30  # the pool fails the futures first, then stops the workers
         while self.store.holder(key) is not None and time.time() < deadline:
             time.sleep(0.05)
-        # file times are coarse (a few ms): a claim this attempt made is at most that "before" it
-        started = lock.is_file() and lock.stat().st_mtime_ns >= self.submitted[key] - 10_000_000
-        if (started and not mark.is_file()) or self.stopped.get(key, 0) >= 5:
-            return False
-        mark.unlink(missing_ok=True)
+        if self.store.is_done(key):
+            return "done"
+        try:
+            mark = read_json(part / RUNNING_FILE)
+        except (OSError, ValueError):
+            mark = {}
+        ran = mark.get("run") == self.runs.get(key) and not (part / TERMINATED).is_file()
+        if ran and mark.get("together", 1) > 1 and key not in self.solo:
+            self.solo.add(key)
+            ran = False
+        if ran or self.stopped.get(key, 0) >= 5:
+            return "crashed"
+        (part / TERMINATED).unlink(missing_ok=True)
         self.stopped[key] = self.stopped.get(key, 0) + 1
-        return True
+        return "again"
 
     def _recheck_dependents(self, key: str, files: dict | None) -> None:
         """A re-run of a corrupt step that wrote other files than before invalidates what read it."""

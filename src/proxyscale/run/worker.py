@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ProxyscaleError
-from ..store import Claim, CorruptStep, Store, write_text
+from ..store import Claim, CorruptStep, Store, write_json, write_text
+from ..store.checks import RUNNING_FILE
 from ..store.faults import as_store_error, tree_bytes
 from ..store.layout import CALIBRATION_ENV
 from .step import StepContext, resolve
@@ -83,6 +84,14 @@ def execute(payloads: list[dict[str, Any]], store_root: str, threads: int = 1) -
             os.environ[CALIBRATION_ENV] = before
 
 
+def _mark_running(work: list[tuple[StepContext, Claim, dict[str, Any]]]) -> None:
+    """Say, in each step's partial dir, which submission (the driver's ``run`` token) started its
+    function and how many steps started with it: if the worker dies, the driver charges only the
+    steps that were running (see ``executor._Run._verdict``)."""
+    for _c, claim, p in work:
+        write_json(claim.dir / RUNNING_FILE, {"run": p.get("run"), "together": len(work)})
+
+
 def _execute(payloads: list[dict[str, Any]], store: Store, threads: int) -> list[dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     work: list[tuple[StepContext, Claim, dict[str, Any]]] = []
@@ -106,6 +115,7 @@ def _execute(payloads: list[dict[str, Any]], store: Store, threads: int) -> list
         work.append((_context(p, store, claim.dir, threads), claim, dict(p)))
     try:
         if len(work) > 1 and payloads[0].get("batch_fn"):
+            _mark_running(work)  # a stacked batch: every member runs at once
             work = _run_batch(store, work, resolve(payloads[0]["batch_fn"]), results)
         for c, claim, p in work:
             results[c.key] = _run_one(store, c, claim, p)
@@ -142,6 +152,7 @@ def _run_batch(store: Store, work: list, batch_fn: Any, results: dict[str, dict[
 
 
 def _run_one(store: Store, c: StepContext, claim: Claim, p: dict[str, Any]) -> dict[str, Any]:
+    _mark_running([(c, claim, p)])
     t0 = time.time()
     try:
         if not p.get("fn"):
@@ -168,6 +179,7 @@ def _finish(store: Store, c: StepContext, claim: Claim, p: dict[str, Any], wall:
 
 def _record(store: Store, c: StepContext, claim: Claim, p: dict[str, Any], wall: float,
             group: int) -> dict[str, Any]:
+    (claim.dir / RUNNING_FILE).unlink(missing_ok=True)
     final = store.finish(claim, {
         "kind": c.kind, "name": c.name, "config": c.config,
         "inputs": {k: str(v.relative_to(store.root)) for k, v in c.inputs.items()},

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 PROGRESS_FILE = "_progress.json"  # how far a running step is (written by the step, read by the driver)
-CONTROL_FILES = frozenset({"_step.json", "_failed.json", "_terminated", PROGRESS_FILE})
+RUNNING_FILE = "_running.json"  # which submission started the step's function (read when a worker dies)
+CONTROL_FILES = frozenset({"_step.json", "_failed.json", "_terminated", PROGRESS_FILE, RUNNING_FILE})
 _CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _verified: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process

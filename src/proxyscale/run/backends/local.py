@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from ..worker import execute, mark_when_terminated
 
@@ -21,7 +23,26 @@ def _exit_with_parent(parent: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
+    # Ctrl-C in a terminal signals the whole foreground process group: the driver alone decides,
+    # and stops the workers with SIGTERM (see LocalBackend.shutdown).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     mark_when_terminated()
+
+
+@contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Block SIGINT in this thread while the pool may start workers: a worker inherits the mask,
+    so a Ctrl-C during its start-up waits (and is then ignored) instead of printing a traceback.
+    A Ctrl-C meant for the driver meanwhile is delivered when the block ends, not lost."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class LocalBackend:
@@ -37,20 +58,37 @@ class LocalBackend:
                                    initializer=_exit_with_parent, initargs=(os.getpid(),))
 
     def submit(self, payloads: list[dict[str, Any]], store_root: str, threads: int) -> Future:
-        try:
-            return self._pool.submit(execute, payloads, store_root, threads)
-        except BrokenProcessPool:  # a worker died (killed, out of memory): its batches are retried
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = self._new_pool()
-            self.rebuilt += 1
-            return self._pool.submit(execute, payloads, store_root, threads)
+        with _sigint_blocked():
+            try:
+                return self._pool.submit(execute, payloads, store_root, threads)
+            except BrokenProcessPool:  # a worker died (killed, out of memory): its batches are retried
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool()
+                self.rebuilt += 1
+                return self._pool.submit(execute, payloads, store_root, threads)
 
     def worker_pids(self) -> list[int]:
         """The pool's live worker processes (the driver tells their step claims from another runner's)."""
         return list(getattr(self._pool, "_processes", None) or ())
 
     def shutdown(self, cancel: bool = False) -> None:
-        self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+        """Wait for the running batches, or with ``cancel`` stop the workers at once: SIGTERM
+        (each marks the steps it was running and exits), SIGKILL for any still alive after 5 s.
+        Their half-done steps stay in the store's partial dirs for the next run to resume."""
+        if not cancel:
+            self._pool.shutdown(wait=True)
+            return
+        procs = list((getattr(self._pool, "_processes", None) or {}).values())  # no public handle (Python < 3.14)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        deadline = time.monotonic() + 5
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join(1)
 
 
 class InlineBackend:

@@ -16,11 +16,12 @@ What crosses the wire: the task is :func:`run_batch`, a module-level function th
 name in its workers, called with one JSON string and returning one JSON string, so the only
 objects Ray serialises for this backend are two ``str`` (none of our data is pickled).
 
-A worker process that dies while running a batch (killed, out of memory) makes Ray run the batch
-again, at most ``executor.retries`` more times; steps the dead attempt finished stay finished (the
-retry skips them) and a step it left half-done is taken over (its claim died with the process).
-When the retries are spent, the batch's unfinished steps are recorded failed in the store with a
-one-line reason. Each result carries ``attempts``, the number of times its batch started.
+A worker process that dies while running a batch (killed, out of memory) is not retried by Ray:
+its steps come back ``crashed``, and the driver (``run/executor.py``) decides, as for the local
+pool, which step was running and is charged (retried at most ``executor.retries`` times), which
+had finished (done) and which had not started (run again, free). A step the dead worker left
+half-done is taken over by its next run (its claim died with the process). Each result carries
+``attempts``, the number of times its task started.
 """
 from __future__ import annotations
 
@@ -147,7 +148,7 @@ def _exposed(ray: Any, started_here: bool) -> str:
 
 class RayBackend:
     """Batches as Ray tasks. ``address``: see the module docstring; ``job_dir``: where attempts are
-    counted (on the shared file system); ``retries``: how often a batch whose worker died reruns."""
+    counted (on the shared file system); ``retries``: checked here; the driver retries (see above)."""
 
     def __init__(self, workers: int, address: str | None = None, job_dir: str | Path | None = None,
                  retries: int = 2) -> None:
@@ -186,7 +187,7 @@ class RayBackend:
         job = json.dumps({"payloads": payloads, "store": store_root, "threads": threads,
                           "attempts_dir": str(tries) if tries else None})
         ref = self._remote.options(num_cpus=min(max(1, threads), self._max_cpus), num_gpus=gpus,
-                                   max_retries=self.retries, retry_exceptions=False).remote(job)
+                                   max_retries=0, retry_exceptions=False).remote(job)
         self._refs[out] = ref
         ref.future().add_done_callback(lambda f: self._settle(f, out, payloads, store_root, tries))
         return out
@@ -201,8 +202,11 @@ class RayBackend:
             results = [{"key": p["key"], "state": "failed", "reason": "cancelled"} for p in payloads]
         except BaseException as e:  # noqa: BLE001 - every way a task ends becomes a result
             if tries is not None:
-                await_exit(tries)  # the last attempt's process may still hold its step's lock
-            results = fail_batch(payloads, store_root, self._reason(e, attempts))
+                await_exit(tries)  # the dead worker may still hold its step's lock for a moment
+            if isinstance(e, self._died):  # the driver charges the step that was running
+                results = [{"key": p["key"], "state": "crashed", "reason": self._reason(e)} for p in payloads]
+            else:
+                results = fail_batch(payloads, store_root, self._reason(e))
         if tries is not None:
             shutil.rmtree(tries, ignore_errors=True)
         if attempts is not None:
@@ -210,13 +214,14 @@ class RayBackend:
                 r["attempts"] = attempts
         out.set_result(results)
 
-    def _reason(self, e: BaseException, attempts: int | None) -> str:
+    @property
+    def _died(self) -> tuple[type, ...]:
         exc = self._ray.exceptions
-        died = (exc.WorkerCrashedError, exc.OutOfMemoryError, exc.NodeDiedError, exc.LocalRayletDiedError)
-        tried = f"{attempts} attempt(s)" if attempts is not None else f"{self.retries + 1} attempt(s)"
-        if isinstance(e, died):
-            return (f"the Ray worker running it died on each of {tried} (killed, out of memory or node lost); "
-                    f"gave up after executor.retries = {self.retries}")
+        return exc.WorkerCrashedError, exc.OutOfMemoryError, exc.NodeDiedError, exc.LocalRayletDiedError
+
+    def _reason(self, e: BaseException) -> str:
+        if isinstance(e, self._died):
+            return f"the Ray worker running it died ({type(e).__name__}: killed, out of memory or node lost)"
         first = (str(e).strip().splitlines() or [""])[0][:300]
         return f"Ray task error: {type(e).__name__}: {first}"
 

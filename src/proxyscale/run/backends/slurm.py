@@ -15,6 +15,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -43,6 +44,9 @@ class SlurmBackend:
         self.job_dir = Path(job_dir)
         self.extra_args = tuple(extra_args)
         self._pool = ThreadPoolExecutor(max_workers=self.slots)
+        self._lock = threading.Lock()
+        self._running: dict[subprocess.Popen, str] = {}  # sbatch --wait -> its job id ("" until printed)
+        self._cancelled = False
 
     def command(self, job: Path, threads: int) -> list[str]:
         """The sbatch argument list for one job file (what :meth:`submit` runs)."""
@@ -56,10 +60,23 @@ class SlurmBackend:
     def _run(self, payloads: list[dict[str, Any]], store_root: str, threads: int) -> list[dict[str, Any]]:
         job = self.job_dir / f"job-{uuid.uuid4().hex[:12]}.json"
         write_json(job, {"payloads": payloads, "store": store_root, "threads": threads})
-        proc = subprocess.run(self.command(job, threads), capture_output=True, text=True)
+        with self._lock:
+            if self._cancelled:
+                return _cancelled(payloads)
+            proc = subprocess.Popen(self.command(job, threads), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
+            self._running[proc] = ""
+        first = proc.stdout.readline() if proc.stdout is not None else ""  # --parsable: the id, at submission
+        with self._lock:
+            self._running[proc] = first.strip().split(";")[0]
+        _out, stderr = proc.communicate()
+        with self._lock:
+            self._running.pop(proc, None)
+            if self._cancelled:  # the run is stopping: record nothing
+                return _cancelled(payloads)
         result = job.with_suffix(".result.json")
         if not result.is_file():
-            err = (proc.stderr.strip().splitlines() or [""])[-1][:300]
+            err = (stderr.strip().splitlines() or [""])[-1][:300]
             reason = (f"the slurm job wrote no result (sbatch exit {proc.returncode}{': ' + err if err else ''}); "
                       f"see {job.with_suffix('.log')}")
             return fail_batch(payloads, store_root, reason)
@@ -69,4 +86,23 @@ class SlurmBackend:
         return self._pool.submit(self._run, payloads, store_root, threads)
 
     def shutdown(self, cancel: bool = False) -> None:
+        """Wait for the jobs, or with ``cancel`` (Ctrl-C) ``scancel`` the submitted ones and stop
+        their ``sbatch --wait``, so that the driver exits at once; a job Slurm has not yet
+        stopped keeps its claims, and the next run waits for it."""
+        if cancel:
+            with self._lock:
+                self._cancelled = True
+                running = dict(self._running)
+            jobs = [j for j in running.values() if j]
+            if jobs and shutil.which("scancel"):
+                try:
+                    subprocess.run(["scancel", *jobs], capture_output=True, timeout=30)
+                except (OSError, subprocess.SubprocessError):
+                    pass  # best effort: the run is stopping either way
+            for proc in running:
+                proc.terminate()
         self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+def _cancelled(payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"key": p["key"], "state": "failed", "reason": "cancelled"} for p in payloads]
