@@ -29,3 +29,11 @@ def _maybe_die(cfg) -> None:
         if how == "once":
             Path(cfg["marker"]).write_text("died once")
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def slow_batch(ctxs) -> None:
+    """A batch function: the whole batch sleeps once (its config's ``batch_sleep``), then each
+    member is added, as a stacked step trains every member in one shared wall time."""
+    time.sleep(ctxs[0].config["batch_sleep"])
+    for ctx in ctxs:
+        add_step(ctx)

@@ -163,3 +163,21 @@ def test_groups_are_split_only_for_workers_other_ready_work_leaves_free():
     assert sizes(steps("a", 1, None) + steps("p", 2, "pq"), 2) == [2, 1]
     assert sizes(steps("r", 20, "r1") + steps("s", 20, "r2"), 2) == [7, 7, 7, 7, 6, 6]  # enough batches: fewest each
     assert sizes(steps("r", 16, "rung"), 4) == [4, 4, 4, 4]
+
+
+def test_a_batch_records_each_members_share_of_its_wall_time(tmp_path):
+    """Three steps trained as one batch in ~0.6 s: each record's ``wall_s`` is a third of the
+    batch's ``batch_wall_s``, so the records add up to the time the batch took, not three times it."""
+    log, store = tmp_path / "log", Store(tmp_path / "store")
+    plan = Plan()
+    for name, v in (("p", 1), ("q", 2), ("r", 3)):
+        plan.add(Step("t", name, {"value": v, "log": str(log), "batch_sleep": 0.6}, batch_key="g", fn=FN,
+                      batch_fn="_fake_steps:slow_batch"))
+    s = run_plan(plan, store, make_backend("inline", 1), progress=False)
+    assert sorted(s.done) == sorted(st.key for st in plan) and not s.failed
+    recs = [store.record(st.key) for st in plan]
+    assert [r["group_size"] for r in recs] == [3, 3, 3]
+    batch = recs[0]["batch_wall_s"]
+    assert all(r["batch_wall_s"] == batch for r in recs) and 0.6 <= batch < 5.0
+    assert all(r["wall_s"] == batch / 3 for r in recs)
+    assert sum(r["wall_s"] for r in recs) == pytest.approx(batch, rel=1e-12)

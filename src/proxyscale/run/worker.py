@@ -183,10 +183,13 @@ def _record(store: Store, c: StepContext, claim: Claim, p: dict[str, Any], wall:
     final = store.finish(claim, {
         "kind": c.kind, "name": c.name, "config": c.config,
         "inputs": {k: str(v.relative_to(store.root)) for k, v in c.inputs.items()},
-        "wall_s": wall, "group_size": group, "threads": c.threads, "attempt": p.get("attempt", 1),
+        # wall_s is this step's share of its batch's time, so a store's records add up to the run's
+        # time (within the workers' overlap); batch_wall_s is the whole batch's
+        "wall_s": wall / group, "batch_wall_s": wall, "group_size": group, "threads": c.threads,
+        "attempt": p.get("attempt", 1),
         **({"batch_error": p["batch_error"]} if "batch_error" in p else {}), "format_version": 1})
     files = store.record(c.key).get("files", {}) if final.exists() else {}
-    return {"key": c.key, "state": "done", "wall_s": wall, "files": files}
+    return {"key": c.key, "state": "done", "wall_s": wall / group, "files": files}
 
 
 def main(argv: list[str] | None = None) -> int:
