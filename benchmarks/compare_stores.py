@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-TIME_COLS = {"wall_s", "tok_s", "tokens_per_s"}
+TIME_COLS = {"wall_s", "batch_wall_s", "tok_s", "tokens_per_s"}
 
 
 def one(kind: str, root: Path) -> Path:

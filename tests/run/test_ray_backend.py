@@ -112,6 +112,7 @@ def _contents(store: Store, plan: Plan) -> dict[str, dict]:
         d = store.final_dir(s.key)
         files = {p.name: read_json(p) for p in sorted(d.iterdir())}
         files["_step.json"].pop("wall_s")
+        files["_step.json"].pop("batch_wall_s")
         out[s.key] = files
     return out
 
@@ -272,7 +273,7 @@ def test_configuration_errors_are_one_line(monkeypatch):
         ExecutorSpec(retries=-1)
 
 
-SCHEDULING = ("wall_s", "tokens_per_s", "batched_with")  # timings; how many models shared a worker
+SCHEDULING = ("wall_s", "batch_wall_s", "tokens_per_s", "batched_with")  # timings; how many models shared a worker
 
 
 def _without_timings(x):
