@@ -135,12 +135,19 @@ def load_hf(model_dir: str | Path, device: str | torch.device | None = None,
 
     d = check_model_dir(model_dir)
     dev = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a per-model loading bar is noise in a per-example table
     try:
         tok = AutoTokenizer.from_pretrained(d, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(d, local_files_only=True, dtype=dtype)
     except (OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"{d}: transformers cannot load it ({first}); check the directory's files") from None
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
     if len(tok) < 2:
         raise DataError(f"{d}: the tokenizer has {len(tok)} token(s); save the model's real tokenizer beside it")
     return model.to(dev).eval(), tok
@@ -225,7 +232,8 @@ def continuation_logliks(model: Any, rows: Sequence[Encoded], device: torch.devi
         x[i, :n] = torch.tensor(r.tokens[:-1])
         target[i, :n] = torch.tensor(r.tokens[1:])
         mask[i, n - r.n_cont: n] = 1.0
-    logits = model(x.to(device)).logits.float()
+    real = (torch.arange(L)[None, :] < torch.tensor([len(r.tokens) - 1 for r in rows])[:, None]).long()
+    logits = model(x.to(device), attention_mask=real.to(device)).logits.float()
     logp = torch.log_softmax(logits, dim=-1).gather(-1, target.to(device).unsqueeze(-1)).squeeze(-1)
     ll = (logp.double() * mask.to(device).double()).sum(dim=1)
     return ll.cpu().numpy(), mask.sum(dim=1).long().numpy()
