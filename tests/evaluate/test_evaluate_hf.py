@@ -11,8 +11,8 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from _tiny_lms import CONTEXT, exported, text_test_set, tiny_tokenizer, train_tiny
+
 from oracles import oracle
 from proxyscale.data.testset import Example
 from proxyscale.data.testset import TestSet as TextSet
