@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from _tiny_lms import exported, text_test_set, tiny_tokenizer, train_tiny
+
 from oracles import oracle
 from proxyscale.data.lmeval import read_lmeval
 from proxyscale.evaluate.hf import evaluate_hf
