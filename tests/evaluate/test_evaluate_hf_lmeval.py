@@ -42,8 +42,9 @@ def _write_task(root, name, test_set, output_type):
         target, metrics = 'doc_to_choice: "{{choices}}"\ndoc_to_target: label', "  - metric: acc\n  - metric: acc_norm"
     else:
         target, metrics = 'doc_to_target: "{{continuation}}"', "  - metric: perplexity"
-    (root / f"{name}.yaml").write_text(TASK_YAML.format(name=name, data=data, cache=root / "cache", output_type=output_type,
-                                                        target=target, metrics=metrics), encoding="utf-8")
+    text = TASK_YAML.format(name=name, data=data, cache=root / "cache", output_type=output_type, target=target,
+                            metrics=metrics)
+    (root / f"{name}.yaml").write_text(text, encoding="utf-8")
 
 
 def _lm_eval_run(lm_eval, model_dir, tasks_dir, out):
