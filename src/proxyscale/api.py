@@ -184,13 +184,14 @@ def verify_store(spec: Optional[SpecLike] = None, store: str | Path = "runs") ->
 def export_model(step_or_model: str, store: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
     """Write a Hugging Face model directory (GPT-2 weights, config and the study's tokenizer) of
     the trained model ``step_or_model`` names: a ``train`` step key, or a unique prefix or name."""
-    from .data.tokenizer import load_tokenizer
-    from .models.gpt import load_gpt
-    from .models.hf_export import export_hf
     from .store.find import find_step
 
     st = _existing_store(store)
-    key = find_step(st, "train", step_or_model)
+    key = find_step(st, "train", step_or_model)  # before torch loads: a wrong name is a quick line
+    from .data.tokenizer import load_tokenizer
+    from .models.gpt import load_gpt
+    from .models.hf_export import export_hf
+
     st.check(key)
     rel = str(st.record(key).get("inputs", {}).get("tokenizer", ""))
     if not rel.startswith("steps/tokenizer/") or not st.is_done(rel.removeprefix("steps/")):
