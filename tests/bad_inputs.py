@@ -239,6 +239,20 @@ def _record_files(change: Callable[[dict], Any]) -> Callable[[Path], None]:
     return edit
 
 
+def _two_trained(spec: dict, ws: Path) -> dict:
+    """A store at ``data/runs`` holding two finished train steps (records only: enough to look
+    a model up by name)."""
+    from proxyscale.store import FORMAT_VERSION
+
+    runs = ws / "data" / "runs"
+    (runs / "store.json").parent.mkdir(parents=True)
+    (runs / "store.json").write_text(json.dumps({"format_version": FORMAT_VERSION}))
+    for leaf in ("L1d4-0a1b2c3d", "L1d8-4e5f6a7b"):
+        (runs / "steps" / "train" / leaf).mkdir(parents=True)
+        (runs / "steps" / "train" / leaf / "_step.json").write_text(json.dumps({"files": {}, "inputs": {}}))
+    return spec
+
+
 CASES: tuple[Case, ...] = (
     Case("valid tiny spec (control)", "control", bad=False),
     # -- command line --------------------------------------------------------------------------
@@ -367,6 +381,13 @@ CASES: tuple[Case, ...] = (
          mutate=_finished_then(_record_files(lambda f: {k: {"bytes": v["bytes"]} for k, v in f.items()}))),
     Case("store record not an object", "store", bad=False, commands=("run",),
          mutate=_finished_then(lambda step: (step / "_step.json").write_text("[]"))),
+    # -- export: a trained model of a store as a Hugging Face directory -------------------------
+    Case("export: no such model", "export", _two_trained, commands=("cli",),
+         argv=("export", "L2d64", "--store", "{ws}/data/runs", "--out", "{ws}/hf")),
+    Case("export: ambiguous prefix", "export", _two_trained, commands=("cli",),
+         argv=("export", "L1d", "--store", "{ws}/data/runs", "--out", "{ws}/hf")),
+    Case("export: --store without a store", "export", commands=("cli",),
+         argv=("export", "L1d4", "--store", "{ws}/nothing", "--out", "{ws}/hf")),
 )
 
 

@@ -181,6 +181,27 @@ def verify_store(spec: Optional[SpecLike] = None, store: str | Path = "runs") ->
     return "\n".join(lines), len(bad)
 
 
+def export_model(step_or_model: str, store: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
+    """Write a Hugging Face model directory (GPT-2 weights, config and the study's tokenizer) of
+    the trained model ``step_or_model`` names: a ``train`` step key, or a unique prefix or name."""
+    from .store.find import find_step
+
+    st = _existing_store(store)
+    key = find_step(st, "train", step_or_model)  # before torch loads: a wrong name is a quick line
+    from .data.tokenizer import load_tokenizer
+    from .models.gpt import load_gpt
+    from .models.hf_export import export_hf
+
+    st.check(key)
+    rel = str(st.record(key).get("inputs", {}).get("tokenizer", ""))
+    if not rel.startswith("steps/tokenizer/") or not st.is_done(rel.removeprefix("steps/")):
+        raise StoreError(f"{key}: its tokenizer step ({rel or 'none recorded'}) is not in store {st.root}; "
+                         "re-run the study that trained it")
+    tok = load_tokenizer(st.final_dir(rel.removeprefix("steps/")) / "tokenizer.json")
+    return export_hf(load_gpt(st.final_dir(key)), out, tokenizer=tok, overwrite=overwrite, flag="--out",
+                     inputs=[("--store", st.root)])
+
+
 def attribute(model: Any, state_dicts: Sequence[Mapping[str, Any]], train_data: Any, target_data: Any,
               task: Any = "classification", *, out: str | Path | None = None, overwrite: bool = False,
               **settings: Any) -> Any:

@@ -146,6 +146,22 @@ def select(method: str = typer.Option(..., "--method", help="random | dsir | cla
     typer.echo(f"selection: {path}")
 
 
+@app.command()
+def export(step_or_model: str = typer.Argument(..., help="A train step key (train/<name>-<hash>), or a unique "
+                                                        "prefix of one, or its name."),
+           store: Path = STORE,
+           out: Path = typer.Option(..., "--out", help="Output directory (config.json, model.safetensors, "
+                                                       "tokenizer files)."),
+           overwrite: bool = OVERWRITE) -> None:
+    """Write a trained model as a Hugging Face directory (GPT-2) with its tokenizer.
+
+    `AutoModelForCausalLM.from_pretrained(OUT)` and `AutoTokenizer.from_pretrained(OUT)` load it;
+    --out must be a new or empty directory, or (with --overwrite) an earlier export."""
+    from .api import export_model
+
+    typer.echo(f"model: {export_model(step_or_model, store, out, overwrite=overwrite)}")
+
+
 def _settings(pairs: list[str]) -> dict:
     """``KEY=VALUE`` pairs, each VALUE read as YAML (numbers, booleans, lists)."""
     import yaml

@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 from ..config import suggest
 from ..errors import DataError
 from .hub import hf_records
-from .tasks import answer_example, choice_example, head_text, lm_example
+from .tasks import answer_example, choice_example, head_text, lm_example, with_text
 from .testset import Example, TestSet
 
 
@@ -125,6 +125,7 @@ def load_hf_test_set(test_set: str | HFTestSpec, tokenizer, context: int, n_exam
             ex = mapper(rec, tokenizer, context, f"{name}/{rid if rid is not None else k}")
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"{spec.path}: record {k} does not have the {spec.schema} schema ({e!r})") from None
+        ex = with_text(ex, tokenizer) if ex is not None else None
         if ex is not None:
             examples.append(ex)
             if len(examples) == n_examples:

@@ -65,6 +65,38 @@ def choice_example(example_id: str, ctx_ids: Sequence[int], endings: Sequence[Se
     return Example(example_id, cands, (len(ctx),) * len(cands), int(label))
 
 
+def with_text(ex: Example, tok) -> Optional[Example]:
+    """``ex`` with its text kept (:class:`~proxyscale.data.testset.Example`): the context is the
+    candidates' shared prefix of ``pred_start`` tokens, each continuation the rest. A context cut
+    from the left, or a continuation cut on the right, inside a multi-byte character loses the
+    token(s) of that partial character, so tokens and text always match; None when nothing is left."""
+    ps = ex.pred_start[0]
+    ctx = ex.candidates[0][:ps]
+    if any(p != ps or c[:ps] != ctx for c, p in zip(ex.candidates, ex.pred_start)):
+        return ex  # no shared context: leave it without text
+    pieces = tok.token_bytes(ctx)
+    k = next((k for k in range(ps) if _utf8(b"".join(pieces[k:])) is not None), ps)
+    if k >= ps:
+        return None
+    cands, texts = [], []
+    for c in ex.candidates:
+        cont = tok.token_bytes(c[ps:])
+        end = next((e for e in range(len(cont), 0, -1) if _utf8(b"".join(cont[:e])) is not None), 0)
+        if end == 0:
+            return None
+        cands.append(tuple(c[k: ps + end]))
+        texts.append(_utf8(b"".join(cont[:end])))
+    context_text = _utf8(b"".join(pieces[k:]))
+    return Example(ex.example_id, tuple(cands), (ps - k,) * len(cands), ex.label, context_text, tuple(texts))
+
+
+def _utf8(data: bytes) -> Optional[str]:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 # ------------------------------------------------------------------ text helpers
 def first_sentence(text: str) -> str:
     """The first sentence of a definition, without a leading sense number like ``1.``."""
@@ -196,6 +228,7 @@ def build_test_set(kind: str, name: str, documents: Sequence[Document], tokenize
     examples: list[Example] = []
     for k in rng.permutation(len(docs)):
         ex = build(docs[k], tokenizer, context, rng, f"{name}/{docs[k].id}")
+        ex = with_text(ex, tokenizer) if ex is not None else None
         if ex is not None:
             examples.append(ex)
             if len(examples) == n_examples:

@@ -11,14 +11,22 @@ of the correct candidate only:
 - multiple choice (HellaSwag-like): one candidate per ending, ``label`` the correct one;
   accuracy is whether the correct ending has the lowest mean per-token loss.
 
+Each example also keeps its text, so that any tokenizer can score it: ``context_text`` (the
+text before the predicted tokens; the end-of-text marker a document starts with is not text)
+and ``texts``, one continuation text per candidate (the text of its predicted tokens, leading
+space included). The tokens of a candidate are exactly its context and continuation texts
+(whole UTF-8 characters: :func:`proxyscale.data.tasks.with_text` trims a token cut inside one).
+
 Stored as Parquet with columns ``example_id`` (str), ``candidates`` (list<list<int32>>),
-``pred_start`` (list<int32>), ``label`` (int32), plus metadata ``kind`` and ``name``.
+``pred_start`` (list<int32>), ``label`` (int32), ``context_text`` (str) and ``texts``
+(list<str>), plus metadata ``kind``, ``name`` and ``format_version`` (2; a version-1 file, from
+before texts were kept, reads with ``context_text = None`` and no texts).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 
@@ -26,16 +34,20 @@ from ..errors import DataError
 
 TestKind = Literal["lm", "cloze", "qa", "choice"]
 TEST_KINDS: tuple[str, ...] = ("lm", "cloze", "qa", "choice")
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
 class Example:
-    """One test example; ``candidates[i][pred_start[i]:]`` are the predicted tokens."""
+    """One test example; ``candidates[i][pred_start[i]:]`` are the predicted tokens, and (when
+    kept) ``context_text`` + ``texts[i]`` their text."""
 
     example_id: str
     candidates: tuple[tuple[int, ...], ...]
     pred_start: tuple[int, ...]
     label: int = 0
+    context_text: Optional[str] = None
+    texts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.candidates or len(self.candidates) != len(self.pred_start):
@@ -46,6 +58,12 @@ class Example:
         for c, s in zip(self.candidates, self.pred_start):
             if not 1 <= s < len(c):
                 raise DataError(f"example {self.example_id}: pred_start {s} must be in [1, {len(c)})")
+        if (self.context_text is None) != (not self.texts) or (self.texts and len(self.texts) != len(self.candidates)):
+            raise DataError(f"example {self.example_id}: give context_text and one text per candidate, or neither")
+
+    @property
+    def has_text(self) -> bool:
+        return self.context_text is not None
 
 
 @dataclass(frozen=True)
@@ -76,12 +94,14 @@ def write_test_set(ts: TestSet, path: str | Path) -> None:
         "candidates": pa.array([[list(c) for c in e.candidates] for e in ts.examples], pa.list_(pa.list_(pa.int32()))),
         "pred_start": pa.array([list(e.pred_start) for e in ts.examples], pa.list_(pa.int32())),
         "label": pa.array([e.label for e in ts.examples], pa.int32()),
-    }).replace_schema_metadata({"name": ts.name, "kind": ts.kind, "format_version": "1"})
+        "context_text": pa.array([e.context_text for e in ts.examples], pa.string()),
+        "texts": pa.array([list(e.texts) for e in ts.examples], pa.list_(pa.string())),
+    }).replace_schema_metadata({"name": ts.name, "kind": ts.kind, "format_version": str(FORMAT_VERSION)})
     write_table(path, table)
 
 
 def read_test_set(path: str | Path) -> TestSet:
-    """Read a test set written by :func:`write_test_set`."""
+    """Read a test set written by :func:`write_test_set` (any format version)."""
     import pyarrow.parquet as pq
 
     p = Path(path)
@@ -90,9 +110,12 @@ def read_test_set(path: str | Path) -> TestSet:
     t = pq.read_table(p)
     meta = {k.decode(): v.decode() for k, v in (t.schema.metadata or {}).items()}
     cols = t.to_pydict()
+    n = len(cols["example_id"])
+    ctx_texts, texts = cols.get("context_text", [None] * n), cols.get("texts", [None] * n)
     examples = tuple(
-        Example(eid, tuple(tuple(c) for c in cands), tuple(ps), int(lab))
-        for eid, cands, ps, lab in zip(cols["example_id"], cols["candidates"], cols["pred_start"], cols["label"])
+        Example(eid, tuple(tuple(c) for c in cands), tuple(ps), int(lab), ctx, tuple(tx or ()))
+        for eid, cands, ps, lab, ctx, tx in zip(cols["example_id"], cols["candidates"], cols["pred_start"],
+                                                cols["label"], ctx_texts, texts)
     )
     return TestSet(name=meta.get("name", p.stem), kind=meta.get("kind", "lm"), examples=examples)
 

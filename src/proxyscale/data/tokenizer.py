@@ -5,6 +5,7 @@ The tokenizer is saved as the ``tokenizers`` JSON file, written atomically.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -37,6 +38,13 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
 
+    def token_bytes(self, ids: Sequence[int]) -> list[bytes]:
+        """The bytes each id stands for (the end-of-text token: none). A token may hold part of a
+        multi-byte UTF-8 character, so only whole runs of tokens need to decode."""
+        table = _byte_of_char()
+        return [b"" if int(i) == self.eos_id else bytes(table[ch] for ch in self._tok.id_to_token(int(i)))
+                for i in ids]
+
     def decode(self, ids: Sequence[int]) -> str:
         """Text of ``ids``; the end-of-text token decodes to nothing."""
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
@@ -51,6 +59,18 @@ class Tokenizer:
 
     def save(self, path: Path) -> None:
         write_text(path, self.to_json())
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_of_char() -> dict[str, int]:
+    """The byte-level BPE alphabet read back: each of the 256 characters a token is spelled
+    with -> the byte it stands for. Printable Latin-1 bytes stand for themselves; the others
+    (controls, space, soft hyphen ...) are shifted, in byte order, to code points 256 on."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    shifted = [b for b in range(256) if b not in set(keep)]
+    table = {chr(b): b for b in keep}
+    table.update({chr(256 + k): b for k, b in enumerate(shifted)})
+    return table
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, path: Path | None = None) -> Tokenizer:

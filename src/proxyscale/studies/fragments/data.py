@@ -283,7 +283,7 @@ def shard_step(ctx: StepContext) -> None:
     tokenize_to_shard(docs, tok, ctx.out)
 
 
-@step_kind("testset", version=2, config=TestSetStep)
+@step_kind("testset", version=3, config=TestSetStep)
 def testset_step(ctx: StepContext) -> None:
     """Build a test set from held-out text of its sources (an even share each), or load a hub
     test set; record how many examples were asked for and how many were built."""
