@@ -78,12 +78,18 @@ def default_workers() -> int:
 SMALL_STEP_FLOPS = 1e11
 
 
-def threads_for(batch: list[Step], running: int, cores: int) -> int:
-    """Threads for a batch that will run beside ``running - 1`` others: the cores split by the
-    real concurrency (not by the pool size), one for small steps."""
-    if sum(s.cost for s in batch) < SMALL_STEP_FLOPS:
-        return 1
-    return max(1, cores // max(1, running))
+def step_threads(cost: float, cores: int) -> int:
+    """Threads for a step of ``cost`` FLOPs: one under ``SMALL_STEP_FLOPS``, else every core.
+    Decided by the step alone, never by what runs beside it: the thread count changes how torch
+    splits its reductions, hence a step's bits. The executor admits batches only while their
+    threads fit the cores, so a step that wants every core waits until they are free."""
+    return 1 if cost < SMALL_STEP_FLOPS else max(1, cores)
+
+
+def threads_for(batch: list[Step], cores: int) -> int:
+    """Threads for a batch: what its costliest step gets alone (a batch of same-shape models
+    runs at the thread count each of them would)."""
+    return step_threads(max(s.cost for s in batch), cores)
 
 
 def _split(group: list[Step], max_batch: int, slots: int) -> list[list[Step]]:
@@ -263,15 +269,20 @@ class _Run:
                 ready.append(self.plan[k])
         self._note_held(held)
         batches = _batches(ready, self.max_batch, self.kind_rank, self.backend.slots)
-        for i, batch in enumerate(batches):
-            if len(self.in_flight) >= self.backend.slots:
+        used = sum(self._threads(b) for b in self.in_flight.values())
+        for batch in batches:
+            threads = self._threads(batch)
+            # in order, no overtaking: a batch that wants every core runs as soon as they are free
+            if len(self.in_flight) >= self.backend.slots or (self.in_flight and used + threads > self.cores):
                 break
-            running = min(self.backend.slots, len(self.in_flight) + len(batches) - i)
-            threads = self.fixed_threads or threads_for(batch, running, self.cores)
+            used += threads
             payloads = [{**s.to_payload(), "attempt": self.attempts.get(s.key, 0) + 1} for s in batch]
             self.submitted.update((s.key, time.time_ns()) for s in batch)
             self.in_flight[self.backend.submit(payloads, str(self.store.root), threads)] = batch
         return held
+
+    def _threads(self, batch: list[Step]) -> int:
+        return self.fixed_threads or threads_for(batch, self.cores)
 
     def _note_held(self, held: set[str]) -> None:
         new = sorted(held - set(self.summary.waited))

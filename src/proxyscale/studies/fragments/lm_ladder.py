@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional
 
 from ...config import content_hash, suggest, to_dict
 from ...errors import ConfigError
@@ -94,6 +94,9 @@ class TrainStep:
     n_steps: int
     seed: int
     replicate: int = 0
+    # a model of a same-shape group: "stacked" (trained stacked, alone or beside any others of
+    # its group: the same bits) or "auto" (measured in the worker); absent: trained alone
+    stacking: Literal["stacked", "auto", "single"] = "single"
 
 
 @dataclass(frozen=True)
@@ -109,22 +112,29 @@ def add_lm_ladder(plan: Plan, *, ladder: LadderSpec, distributions: Mapping[str,
     """Add train + eval steps for every rung × distribution × seed. ``shard_inputs(mixture)``
     gives a mixture's shard roles; a distribution in ``windows`` (name → (pool step, selection
     step)) trains on the selected pool windows instead. Returns ``{"eval:<dist>:<rung>:<seed>": key}``."""
+    from .measured import train_choices
     from .pool import add_window_model
 
     evals: dict[str, str] = {}
-    train_cfg = to_dict(train)
     for rung in ladder.rungs:
         b = ladder.budget(rung, vocab_size, context, train.batch_size)
-        model = {**to_dict(rung.gpt(vocab_size, context, ladder.mup))}
-        bkey = f"train:{content_hash([model, train_cfg, b.n_steps])}" if b.params < batch_below_params else None
+        gpt = rung.gpt(vocab_size, context, ladder.mup)
+        model = {**to_dict(gpt)}
+        group = len(ladder.seeds(rung)) * sum(1 for d in distributions if not (windows and d in windows))
+        # measured choices resolved into the config, hence the key (see measured.py)
+        rung_train, stacking = train_choices(gpt, train, b.n_steps, group if b.params < batch_below_params else 1,
+                                             b.flops)
+        train_cfg = to_dict(rung_train)
+        bkey = f"train:{content_hash([model, train_cfg, b.n_steps])}" if stacking != "single" else None
         for dname, mix in sorted(distributions.items()):
             for rep in ladder.seeds(rung):
                 cfg = {"distribution": dname, "mixture": dict(mix), "rung": rung.name, "model": model,
                        "train": train_cfg, "n_steps": b.n_steps,
-                       "seed": derive_seed(seed, "train", dname, rung.name, rep), "replicate": rep}
+                       "seed": derive_seed(seed, "train", dname, rung.name, rep), "replicate": rep,
+                       **({"stacking": stacking} if bkey else {})}
                 if windows and dname in windows:
                     tkey = add_window_model(plan, name=f"{dname}-{rung.name}-s{rep}", pool=windows[dname][0],
-                                            model=rung.gpt(vocab_size, context, ladder.mup), train=train,
+                                            model=gpt, train=train,
                                             n_steps=b.n_steps, seed=cfg["seed"], selection=windows[dname][1],
                                             flops=b.flops)
                 else:
@@ -161,7 +171,12 @@ def train_step(ctx: StepContext) -> None:
     bs = c.train.batch_size
     stream.save_order(ctx.out / "data_order.npy", n_batches=c.n_steps, batch_size=bs)
     fn = ctx.tracked(lambda i: stream.batch(i, bs), c.n_steps, bs * c.model.context)
-    train_lm(c.model, c.train, fn, c.n_steps, ctx.out, c.seed)
+    if c.stacking == "stacked":  # a stack of one: the same bits as in a stack of its group
+        from ...train.batched import train_lm_batched
+
+        train_lm_batched(c.model, c.train, [fn], c.n_steps, [ctx.out], [c.seed], mode="batched")
+    else:
+        train_lm(c.model, c.train, fn, c.n_steps, ctx.out, c.seed)
 
 
 def train_batch(ctxs: list[StepContext]) -> None:
@@ -175,7 +190,8 @@ def train_batch(ctxs: list[StepContext]) -> None:
         stream = train_stream(c, first.model.context, c.cfg.seed)
         stream.save_order(c.out / "data_order.npy", n_batches=first.n_steps, batch_size=bs)
         fns.append(c.tracked(lambda i, s=stream: s.batch(i, bs), first.n_steps, bs * first.model.context))
-    train_lm_batched(first.model, first.train, fns, first.n_steps, [c.out for c in ctxs], [c.cfg.seed for c in ctxs])
+    train_lm_batched(first.model, first.train, fns, first.n_steps, [c.out for c in ctxs], [c.cfg.seed for c in ctxs],
+                     mode="batched" if first.stacking == "stacked" else "auto")
 
 
 def test_set_paths(ctx: StepContext) -> dict[str, Path]:
