@@ -16,7 +16,8 @@ from bad_inputs import make_workspace, tiny_spec  # noqa: E402
 # The only fields of step files that say how a run went rather than what it computed: wall times
 # and speeds (train.json; eval copies them into train_metrics.json, the analysis into
 # analysis.json's meta.compute for the report's "Compute spent") and how many models shared a
-# worker (group_size, batched_with, and K in train.json's batching record). Files that hold any of them are compared without them.
+# worker (group_size, batched_with, and K in train.json's batching record). Files that hold any
+# of them are compared without them.
 RAN = {"wall_s", "compute_wall_s", "group_wall_s", "tokens_per_s", "group_tokens_per_s", "group_size",
        "batched_with", "K"}
 RAN_FILES = {"train.json", "train_metrics.json", "analysis.json"}
@@ -81,5 +82,5 @@ def test_j1_and_j2_give_the_same_bits_for_every_step(two_stores):
 def test_only_the_listed_files_differ_between_the_stores(two_stores):
     """The timing fields are real (they differ between the runs), and only the listed files hold them."""
     a, b = (_steps(s) for s in two_stores)
-    differ = {Path(n).name for k in a for n in a[k]["files"] if a[k]["files"][n]["sha256"] != b[k]["files"][n]["sha256"]}
+    differ = {Path(n).name for k in a for n, f in a[k]["files"].items() if f["sha256"] != b[k]["files"][n]["sha256"]}
     assert differ == RAN_FILES
