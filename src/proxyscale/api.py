@@ -50,7 +50,7 @@ def study_plan(study: Study, s: Any, st: Optional[Store], measure: bool = False)
 
     if st is None:
         return study.plan(s)
-    with measured_choices(st, measure=measure, max_batch=s.executor.max_batch):
+    with measured_choices(st, measure=measure):
         return study.plan(s)
 
 

@@ -15,11 +15,10 @@ from bad_inputs import make_workspace, tiny_spec  # noqa: E402
 
 # The only fields of step files that say how a run went rather than what it computed: wall times
 # and speeds (train.json; eval copies them into train_metrics.json, the analysis into
-# analysis.json's meta.compute for the report's "Compute spent") and how many models shared a
-# worker (group_size, batched_with, and K in train.json's batching record). Files that hold any
-# of them are compared without them.
-RAN = {"wall_s", "compute_wall_s", "group_wall_s", "tokens_per_s", "group_tokens_per_s", "group_size",
-       "batched_with", "K"}
+# analysis.json's meta.compute for the report's "Compute spent"). Files that hold any of them are
+# compared without them. (Which models share a worker is fixed by the plan, so group_size and the
+# batching record are compared too.)
+RAN = {"wall_s", "compute_wall_s", "group_wall_s", "tokens_per_s", "group_tokens_per_s"}
 RAN_FILES = {"train.json", "train_metrics.json", "analysis.json"}
 
 
@@ -40,7 +39,8 @@ def two_stores(tmp_path_factory):
     ws = make_workspace(tmp_path_factory.mktemp("bits"))
     spec = tiny_spec(ws / "data")
     spec["distributions"]["doc"] = {"doc": 1}  # each rung: a group of 3 same-shape models
-    runs = {"j1": (spec, "1"), "j2": ({**spec, "executor": {"workers": 2, "max_batch": 2}}, "2")}
+    spec["executor"] = {"workers": 1, "max_batch": 2}  # each rung: a stack of two and a stack of one
+    runs = {"j1": (spec, "1"), "j2": (spec, "2")}
     for name, (s, j) in runs.items():
         (ws / f"{name}.yaml").write_text(yaml.safe_dump(s))
         r = subprocess.run([sys.executable, "-m", "proxyscale.cli", "run", str(ws / f"{name}.yaml"), "--store",
@@ -49,19 +49,19 @@ def two_stores(tmp_path_factory):
     return ws / "j1", ws / "j2"
 
 
-@pytest.mark.xfail(strict=True, reason="stack size changes the bits of d_model=4 models (a stack of one or two vs "
-                   "three): the executor's slot-based split of a group must become fixed before this passes")
 def test_j1_and_j2_give_the_same_bits_for_every_step(two_stores):
-    """-j 1 stacks each rung's 3 models together; -j 2 with max_batch 2 trains them as a stack of
-    two and a stack of one, two workers at once: every step's every file is the same, byte for
-    byte, except the fields that record wall times and group sizes."""
+    """Both stores stack each rung's 3 models as the plan fixed them (max_batch 2: a stack of two
+    and a stack of one), one worker after another (-j 1) or two at once (-j 2): every step's every
+    file is the same, byte for byte, except the fields that record wall times."""
     a, b = (_steps(s) for s in two_stores)
     assert len(a) == 20 and a.keys() == b.keys()
     trains = [k for k in a if k.startswith("steps/train/")]
     assert len(trains) == 6 and {a[k]["config"]["stacking"] for k in trains} == {"stacked"}
     assert {a[k]["config"]["train"]["precision"] for k in trains} == {"fp32"}  # short runs: fp32 by rule
-    assert sorted(a[k]["group_size"] for k in trains) == [3] * 6
-    assert sorted(b[k]["group_size"] for k in trains) == [1, 1, 2, 2, 2, 2]
+    for store in (a, b):
+        assert sorted(store[k]["group_size"] for k in trains) == [1, 1, 2, 2, 2, 2]
+        assert sorted((store[k]["config"]["stack_size"], store[k]["config"]["stack_index"]) for k in trains) == \
+            [(1, 0)] * 2 + [(2, 0)] * 2 + [(2, 1)] * 2
     assert {a[k]["threads"] for k in a} == {1} == {b[k]["threads"] for k in b}
     compared = 0
     for key in a:
@@ -77,8 +77,6 @@ def test_j1_and_j2_give_the_same_bits_for_every_step(two_stores):
     assert compared >= 40  # weights, losses, per-example losses, tables ...
 
 
-@pytest.mark.xfail(strict=True, reason="stack size changes the bits of d_model=4 models (a stack of one or two vs "
-                   "three): the executor's slot-based split of a group must become fixed before this passes")
 def test_only_the_listed_files_differ_between_the_stores(two_stores):
     """The timing fields are real (they differ between the runs), and only the listed files hold them."""
     a, b = (_steps(s) for s in two_stores)

@@ -92,30 +92,36 @@ def threads_for(batch: list[Step], cores: int) -> int:
     return step_threads(max(s.cost for s in batch), cores)
 
 
-def _split(group: list[Step], max_batch: int, slots: int) -> list[list[Step]]:
-    """Same-shape steps in batches of at most ``max_batch``, sized for ``slots`` workers.
+def stack_sizes(n: int, max_batch: int, slots: int) -> list[int]:
+    """Sizes of the stacks a group of ``n`` same-shape models is trained in: at most
+    ``max_batch`` each, sized for ``slots`` workers (the plan calls it with the machine's cores).
 
-    With one worker, the fewest batches (the most stacking). With several (the workers that
-    other ready work leaves free, see :func:`_batches`), the number of batches
-    whose makespan (rounds of ``slots`` batches × the largest batch) is smallest, fewest on a tie,
-    and sizes as even as possible. For example, 20 models with ``max_batch`` 8 on 2 workers are
-    4 batches of 5 (two rounds of 5) rather than 8, 8 and 4 (a round of 8, then one of 4 beside
-    an idle worker).
+    With one slot, the fewest stacks (the most stacking). With several, the number of stacks
+    whose makespan (rounds of ``slots`` stacks × the largest stack) is smallest, fewest on a tie,
+    and sizes as even as possible. For example, 20 models with ``max_batch`` 8 on 2 cores are
+    4 stacks of 5 (two rounds of 5) rather than 8, 8 and 4 (a round of 8, then one of 4 beside
+    an idle worker). A function of its arguments only, never of what happens to be ready: a
+    stacked model's bits may depend on its stack (see ``studies/fragments/lm_ladder.py``).
     """
-    n = len(group)
     fewest = -(-n // max_batch)
     if slots > 1:
         fewest = min(range(fewest, n + 1), key=lambda k: (-(-k // slots) * -(-n // k), k))
     size, extra = divmod(n, fewest)
+    return [size + (j < extra) for j in range(fewest)]
+
+
+def _split(group: list[Step], max_batch: int) -> list[list[Step]]:
+    """A group of steps with one batch key (a stack the plan made) as one batch; ``max_batch``
+    is an upper bound only (a group above it, which the LM ladder never makes, is cut into the
+    fewest even batches). Never re-split by free workers: that would change the stack."""
     out, i = [], 0
-    for j in range(fewest):
-        k = size + (j < extra)
+    for k in stack_sizes(len(group), max_batch, 1):
         out.append(group[i:i + k])
         i += k
     return out
 
 
-def _batches(ready: list[Step], max_batch: int, kind_rank: dict[str, int], slots: int = 1) -> list[list[Step]]:
+def _batches(ready: list[Step], max_batch: int, kind_rank: dict[str, int]) -> list[list[Step]]:
     groups: dict[str, list[Step]] = {}
     out: list[list[Step]] = []
     for s in ready:
@@ -123,13 +129,8 @@ def _batches(ready: list[Step], max_batch: int, kind_rank: dict[str, int], slots
             out.append([s])
         else:
             groups.setdefault(s.batch_key, []).append(s)
-    # A group is split wider only for workers the other ready work leaves free (the demo's four
-    # rungs, ready at once, each stay at the fewest batches; a rung trained alone is spread out).
-    fewest = {k: -(-len(g) // max_batch) for k, g in groups.items()}
-    singles = len(out)
-    for k, g in groups.items():
-        others = singles + sum(n for j, n in fewest.items() if j != k)
-        out += _split(g, max_batch, max(1, slots - others))
+    for g in groups.values():
+        out += _split(g, max_batch)
     # upstream kinds first (data preparation unblocks the most work), then the longest batches
     return sorted(out, key=lambda b: (kind_rank[b[0].kind], -sum(s.cost for s in b)))
 
@@ -268,7 +269,12 @@ class _Run:
             else:
                 ready.append(self.plan[k])
         self._note_held(held)
-        batches = _batches(ready, self.max_batch, self.kind_rank, self.backend.slots)
+        # a stack runs whole: its ready members wait for the rest (a member whose input failed
+        # leaves the work to do, so the others are not held back for it)
+        ready_keys = {s.key for s in ready}
+        waiting = {self.plan[k].batch_key for k in self.todo - ready_keys} - {None}
+        ready = [s for s in ready if s.batch_key not in waiting]
+        batches = _batches(ready, self.max_batch, self.kind_rank)
         used = sum(self._threads(b) for b in self.in_flight.values())
         for batch in batches:
             threads = self._threads(batch)

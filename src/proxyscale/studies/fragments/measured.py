@@ -32,7 +32,6 @@ from ...train.optim import TrainConfig
 class _Measuring:
     calibration: Optional[str]  # the store's calibration folder (None: no store, rules only)
     measure: bool  # may run probes and write records (a real run); False: read the records only
-    max_batch: int  # the most same-shape models stacked in one batch (sizes the probe)
 
 
 _active: ContextVar[Optional[_Measuring]] = ContextVar("proxyscale_measuring", default=None)
@@ -52,29 +51,45 @@ def _calibration_env(path: Optional[str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def measured_choices(store: Store, *, measure: bool, max_batch: int = 8) -> Iterator[None]:
+def measured_choices(store: Store, *, measure: bool) -> Iterator[None]:
     """Build plans in this block with the measured choices of ``store`` (measuring the missing
     ones only when ``measure``; a dry run reads and never writes)."""
-    token = _active.set(_Measuring(str(store.calibration_dir()), measure, max_batch))
+    token = _active.set(_Measuring(str(store.calibration_dir()), measure))
     try:
         yield
     finally:
         _active.reset(token)
 
 
-def train_choices(model: GPTConfig, train: TrainConfig, n_steps: int, group: int,
+def stack_slots() -> int:
+    """The cores a plan's stacks are sized for (:func:`proxyscale.run.executor.stack_sizes`):
+    this machine's, recorded in the store's calibration by its first run, so that a store resumed
+    where fewer or more cores are free keeps its stacks, hence its keys. A dry run on a store
+    without the record (or no store) uses this machine's cores and writes nothing."""
+    from ...train.calibrate import shared_choice
+
+    ctx = _active.get()
+    if ctx is None or ctx.calibration is None:
+        return available_cores()
+    with _calibration_env(ctx.calibration):
+        rec = shared_choice("stack_slots", {"what": "cores the stacks of same-shape models are sized for"},
+                            lambda: {"slots": available_cores()}, ctx.measure)
+    return available_cores() if rec is None else int(rec["slots"])
+
+
+def train_choices(model: GPTConfig, train: TrainConfig, n_steps: int, stack: int,
                   flops: float) -> tuple[TrainConfig, str]:
     """``(train config with its precision resolved, stacking)`` for one rung's training runs.
 
-    ``group``: how many same-shape models may be stacked (1: none); ``flops``: one run's cost
+    ``stack``: the largest stack of same-shape models (1: none); ``flops``: one run's cost
     (its thread count, at which the probes run, follows from it). ``stacking`` is "stacked",
     "single" or "auto" (not measured yet); a precision not measured yet stays "auto"."""
     from ...train.batched import decide_stacking
     from ...train.calibrate import decide_precision, torch_threads
 
-    ctx = _active.get() or _Measuring(None, measure=False, max_batch=group)
+    ctx = _active.get() or _Measuring(None, measure=False)
     threads = step_threads(flops, available_cores())
     with _calibration_env(ctx.calibration), torch_threads(threads):
         resolved = replace(train, precision=decide_precision(model, train, n_steps, ctx.measure))
-        stacking = decide_stacking(model, resolved, n_steps, min(group, ctx.max_batch), threads, ctx.measure)
+        stacking = decide_stacking(model, resolved, n_steps, stack, threads, ctx.measure)
     return resolved, stacking
