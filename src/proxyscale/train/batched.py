@@ -243,8 +243,8 @@ def decide_stacking(model_cfg: GPTConfig, train_cfg: TrainConfig, n_steps: int, 
     when it takes a measurement that ``measure`` (False in a dry run) forbids.
 
     ``train_cfg.precision`` must be resolved already; the probes run at ``threads`` threads, the
-    count the steps will get. Stacked models have the same bits whatever their stack's size or
-    companions (tests/train/test_batched.py checks it), so K only sizes the probe."""
+    count the steps will get, for stacks of ``K`` (the plan's largest: a stacked model's bits may
+    depend on its stack's size, so the plan fixes the stacks, see studies/fragments/lm_ladder.py)."""
     if K < 2:
         return "single"
     if n_steps < calibrate.MIN_STEPS_TO_MEASURE:  # the probes would cost more than a wrong choice

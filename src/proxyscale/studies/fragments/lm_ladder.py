@@ -200,7 +200,7 @@ def train_step(ctx: StepContext) -> None:
     bs = c.train.batch_size
     stream.save_order(ctx.out / "data_order.npy", n_batches=c.n_steps, batch_size=bs)
     fn = ctx.tracked(lambda i: stream.batch(i, bs), c.n_steps, bs * c.model.context)
-    if c.stacking == "stacked":  # a stack of one: the same bits as in a stack of its group
+    if c.stacking == "stacked":  # a stack of one: trained by the stacked code, as its key says
         from ...train.batched import train_lm_batched
 
         train_lm_batched(c.model, c.train, [fn], c.n_steps, [ctx.out], [c.seed], mode="batched")
