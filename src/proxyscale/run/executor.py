@@ -269,12 +269,7 @@ class _Run:
             else:
                 ready.append(self.plan[k])
         self._note_held(held)
-        # a stack runs whole: its ready members wait for the rest (a member whose input failed
-        # leaves the work to do, so the others are not held back for it)
-        ready_keys = {s.key for s in ready}
-        waiting = {self.plan[k].batch_key for k in self.todo - ready_keys} - {None}
-        ready = [s for s in ready if s.batch_key not in waiting]
-        batches = _batches(ready, self.max_batch, self.kind_rank)
+        batches = _batches(self._whole_stacks(ready), self.max_batch, self.kind_rank)
         used = sum(self._threads(b) for b in self.in_flight.values())
         for batch in batches:
             threads = self._threads(batch)
@@ -286,6 +281,22 @@ class _Run:
             self.submitted.update((s.key, time.time_ns()) for s in batch)
             self.in_flight[self.backend.submit(payloads, str(self.store.root), threads)] = batch
         return held
+
+    def _whole_stacks(self, ready: list[Step]) -> list[Step]:
+        """``ready`` less the members of a stack (one batch key) whose other unfinished members
+        will be ready later: a stack runs whole, as the plan made it. Not waited for: a member
+        that needs a ready member's output (it leaves the work to do if an input failed), and
+        anything when nothing else runs (so waiting can never stall the run)."""
+        groups: dict[str, set[str]] = {}
+        for s in ready:
+            if s.batch_key is not None:
+                groups.setdefault(s.batch_key, set()).add(s.key)
+        after = {bk: self.plan.downstream(keys) for bk, keys in groups.items()}
+        ready_keys = {s.key for s in ready}
+        waiting = {bk for k in self.todo - ready_keys if (bk := self.plan[k].batch_key) in groups
+                   and k not in after[bk]}
+        whole = [s for s in ready if s.batch_key not in waiting]
+        return whole if whole or self.in_flight else ready
 
     def _threads(self, batch: list[Step]) -> int:
         return self.fixed_threads or threads_for(batch, self.cores)
