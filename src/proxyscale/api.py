@@ -27,7 +27,7 @@ def run_study(spec: SpecLike, store: str | Path = "runs", *, workers: int = 0, b
     Before any step runs, its sources are checked and its resource estimate must fit this
     machine (:mod:`proxyscale.studies.preflight`); ``force`` runs a plan that does not fit."""
     study, s = load_study(spec)
-    _run(s, study.plan(s), store, workers, backend, progress, force)
+    _run(study, s, store, workers, backend, progress, force)
     return write_study_report(s, store)
 
 
@@ -38,13 +38,25 @@ def run_demo(store: str | Path = "runs", *, workers: int = 0, progress: bool = T
     check_directory(Path(store))
     studies = [load_study(p) for p in (DEMO_SPEC, ATTRIBUTION_DEMO_SPEC, SELECTION_DEMO_SPEC)]
     for study, s in studies:
-        _run(s, study.plan(s), store, workers, None, progress)
+        _run(study, s, store, workers, None, progress)
     for _, s in studies[1:]:
         write_study_report(s, store)
     return write_study_report(studies[0][1], store, join=[s for _, s in studies[1:]])
 
 
-def _run(s: Any, plan: Plan, store: str | Path, workers: int, backend: str | None, progress: bool,
+def study_plan(study: Study, s: Any, st: Optional[Store], measure: bool = False) -> Plan:
+    """The study's plan with the measured training choices of store ``st`` in its keys
+    (``measure``: measure the missing ones, which writes the store's calibration; otherwise they
+    are read, and a choice not measured yet stays ``auto``)."""
+    from .studies.fragments.measured import measured_choices
+
+    if st is None:
+        return study.plan(s)
+    with measured_choices(st, measure=measure):
+        return study.plan(s)
+
+
+def _run(study: Study, s: Any, store: str | Path, workers: int, backend: str | None, progress: bool,
          force: bool = False) -> None:
     if workers < 0:
         raise ConfigError(f"--workers {workers}: give a number of workers ≥ 1, or 0 for one per core")
@@ -52,18 +64,19 @@ def _run(s: Any, plan: Plan, store: str | Path, workers: int, backend: str | Non
     check_directory(st.root)
     st.check_format()
     with store_errors(st.root):
-        _run_in(s, plan, st, workers, backend, progress, force)
+        _run_in(study, s, st, workers, backend, progress, force)
 
 
-def _run_in(s: Any, plan: Plan, st: Store, workers: int, backend: str | None, progress: bool,
+def _run_in(study: Study, s: Any, st: Store, workers: int, backend: str | None, progress: bool,
             force: bool) -> None:
     from .run.backends import make_backend
     from .run.executor import default_workers, run_plan
     from .studies.preflight import preflight
 
-    preflight(plan, st, max_batch=s.executor.max_batch, force=force)
-    require_writable(st.root)  # a read-only store is refused before any step runs
+    preflight(study_plan(study, s, st), st, max_batch=s.executor.max_batch, force=force)
+    require_writable(st.root)  # a read-only store is refused before any step runs (or measures)
     st.check_format(create=True)
+    plan = study_plan(study, s, st, measure=True)  # only now: measuring writes into the store
     n = workers or s.executor.workers or default_workers()
     be = make_backend(backend or s.executor.backend, n, ray_address=s.executor.ray_address,
                       slurm_args=s.executor.slurm_args, job_dir=st.study_dir(s.name) / "jobs",
@@ -125,7 +138,7 @@ def plan_text(spec: SpecLike, store: str | Path | None = None) -> str:
         st = Store(store)
         check_directory(st.root)
         st.check_format()
-    plan = study.plan(s)
+    plan = study_plan(study, s, st)
     return f"{study.describe(s, plan, st)}\n\n{preflight_text(plan, st, max_batch=s.executor.max_batch)}"
 
 
@@ -136,7 +149,7 @@ def status_text(spec: SpecLike, store: str | Path = "runs") -> tuple[str, int]:
 
     study, s = load_study(spec)
     st = _existing_store(store)
-    plan = study.plan(s)
+    plan = study_plan(study, s, st)
     text, total = describe_status(plan, st)
     warnings = "".join(f"\nwarning: {line}" for line in shortfalls(test_set_counts(plan, st)))
     return text + warnings, total["failed"]
@@ -150,10 +163,11 @@ def write_study_report(spec: SpecLike, store: str | Path = "runs", *, join: Sequ
     study, s = load_study(spec)
     st = _existing_store(store)
     try:
-        sections, files = study.report_parts(finished_analysis(study, s, st))
+        sections, files = study.report_parts(finished_analysis(study, s, st, study_plan(study, s, st)))
         for other in join:
             o_study, o = load_study(other)
-            sections = [*sections, *o_study.joined_sections(finished_analysis(o_study, o, st))]
+            o_dir = finished_analysis(o_study, o, st, study_plan(o_study, o, st))
+            sections = [*sections, *o_study.joined_sections(o_dir)]
     except (OSError, ValueError) as e:  # an analysis written without sums and damaged since
         raise StoreError(f"cannot read the analysis of '{s.name}' in {st.root} ({type(e).__name__}: {e}); "
                          "`proxyscale verify` checks the store, `proxyscale run` re-runs what is damaged") from None
@@ -169,7 +183,7 @@ def verify_store(spec: Optional[SpecLike] = None, store: str | Path = "runs") ->
     st = _existing_store(store)
     if spec is not None:
         study, s = load_study(spec)
-        keys = [step.key for step in study.plan(s) if st.is_done(step.key)]
+        keys = [step.key for step in study_plan(study, s, st) if st.is_done(step.key)]
     else:
         keys = st.finished_keys()
     bad = {k: found for k in keys if (found := st.problems(k))}
