@@ -292,7 +292,7 @@ def select(method: str, pool: str | Path, target: str | Path, n: int | float | s
            target_text_field: Optional[str] = None, settings: Optional[Mapping[str, Any]] = None,
            overwrite: bool = False, write: Optional[str] = None, hub_name: Optional[str] = None,
            split: str = "train", revision: Optional[str] = None, max_docs: Optional[int] = None,
-           streaming: bool = True, progress: bool = False) -> Path:
+           streaming: bool = True, progress: Optional[bool] = None) -> Path:
     """Pick documents of ``pool`` toward ``target`` with a registered method (random, dsir,
     classifier, dsdm, bot-dsdm; :func:`proxyscale.select.describe_methods` lists their settings);
     write the chosen ids, every document's score and a manifest (every setting, input hashes,
@@ -304,8 +304,8 @@ def select(method: str, pool: str | Path, target: str | Path, n: int | float | s
     ``hub_name``, ``split`` and ``revision`` (``streaming``: without downloading the whole
     dataset first). ``max_docs``: read only the pool's first documents. ``write`` (``"jsonl"`` or
     ``"parquet"``) also writes the chosen documents, in pool order with ids and scores, to
-    ``out/selected.<write>`` (a study's local source can read it). ``progress``: bars and
-    warnings on stderr. ``out`` follows the output policy (:mod:`proxyscale.store.output`): never
+    ``out/selected.<write>`` (a study's local source can read it). ``progress``: bars with ETA on
+    stderr (``None``: when stderr is a terminal); warnings are one stderr line each regardless. ``out`` follows the output policy (:mod:`proxyscale.store.output`): never
     an input, never a directory proxyscale did not write; an earlier selection is replaced only
     with ``overwrite``. Same inputs and seed give a byte-identical selection."""
     from .select.command import Hub, Request, run

@@ -170,7 +170,8 @@ def select(method: str = typer.Option(..., "--method", help="A registered method
            id_field: Optional[str] = typer.Option(None, help="Id column of the pool (default: row number)."),
            setting: list[str] = typer.Option([], "--set", help="A method setting, KEY=VALUE (repeatable), "
                                                                 "e.g. --set top_k=true; see --list-methods"),
-           progress: bool = typer.Option(True, help="Progress bars with ETA on stderr."),
+           progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars with ETA on "
+                                                   "stderr (default: when stderr is a terminal)."),
            overwrite: bool = OVERWRITE,
            list_methods: bool = typer.Option(False, "--list-methods", is_eager=True, callback=_list_methods,
                                              help="List every method with its settings, types and defaults; exit.")

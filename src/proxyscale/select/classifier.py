@@ -52,7 +52,7 @@ class ClassifierSelector:
 
         if not target:
             raise ConfigError("classifier: the target set is empty; give at least one target example")
-        with phase("featurising", total=pool_size()) as bar:  # two passes: the ids, then the negatives' text
+        with phase("featurising", total=pool_size()) as bar:  # the ids, the negatives' text, then the fit
             ids = [d.id for d in pool()]
             keep = set(np.asarray(ids)[top_n(tie_break(ids, seed ^ 0xC1A55), min(self.max_negatives, len(ids)),
                                               ids, seed)].tolist())
@@ -65,10 +65,10 @@ class ClassifierSelector:
                     negatives.append(d.text)
             vec = self._vectorizer()
             x = vec.transform(list(target) + negatives)
-        y = np.r_[np.ones(len(target)), np.zeros(len(negatives))]
-        model = LogisticRegression(C=self.C, class_weight="balanced", max_iter=1000,
-                                   random_state=derive_seed(seed, "classifier") % 2 ** 32)
-        return vec, model.fit(x, y)
+            y = np.r_[np.ones(len(target)), np.zeros(len(negatives))]
+            model = LogisticRegression(C=self.C, class_weight="balanced", max_iter=1000,
+                                       random_state=derive_seed(seed, "classifier") % 2 ** 32)
+            return vec, model.fit(x, y)
 
     def select(self, pool: Pool, target: Sequence[str], n: int, seed: int) -> Selection:
         vec, model = self.fit(pool, target, seed)

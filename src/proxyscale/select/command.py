@@ -56,7 +56,7 @@ class Request:
     overwrite: bool = False
     write: Optional[str] = None
     max_docs: Optional[int] = None  # read at most this many documents of the pool
-    progress: bool = True
+    progress: Optional[bool] = None  # None: when stderr is a terminal
 
 
 def run(req: Request) -> Path:

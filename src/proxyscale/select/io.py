@@ -112,6 +112,7 @@ def write_documents(sel: Selection, pool: Pool, directory: Path, fmt: str) -> st
 
 def _chosen_rows(pool: Pool, where: dict[str, int], rank: np.ndarray, scores: np.ndarray,
                  n: int) -> Iterable[dict[str, Any]]:
+    found = 0
     with phase("writing", total=n) as bar:
         for d in pool():
             i = where.get(d.id)
@@ -119,9 +120,10 @@ def _chosen_rows(pool: Pool, where: dict[str, int], rank: np.ndarray, scores: np
                 score = float(scores[i])
                 yield {"id": d.id, "text": d.text, "score": score if math.isfinite(score) else None,
                        "rank": int(rank[i])}
+                found += 1
                 bar.update(1)
-        if bar.n != n:
-            raise DataError(f"the pool yielded {bar.n} of the {n} chosen documents when read again; it changed "
+        if found != n:
+            raise DataError(f"the pool yielded {found} of the {n} chosen documents when read again; it changed "
                             "while the selection ran — select again from a pool that stays put")
 
 

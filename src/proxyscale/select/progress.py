@@ -18,10 +18,11 @@ PHASES = ("reading", "featurising", "proxy training", "TRAK featurisation", "sco
 
 
 class Tracker:
-    """Bars (when ``show``), warnings and notes (always kept; printed on stderr), phase times."""
+    """Bars (when ``show``; ``None``: when stderr is a terminal), warnings and notes (always kept;
+    printed on stderr), phase times."""
 
-    def __init__(self, show: bool = True) -> None:
-        self.show = show
+    def __init__(self, show: Optional[bool] = None) -> None:
+        self.show = sys.stderr.isatty() if show is None else show
         self.seconds: dict[str, float] = {}
         self.warnings: list[str] = []
         self.notes: dict[str, Any] = {}
@@ -58,7 +59,7 @@ class Tracker:
 
 
 @contextmanager
-def tracking(show: bool = True) -> Iterator[Tracker]:
+def tracking(show: Optional[bool] = None) -> Iterator[Tracker]:
     """Make a new :class:`Tracker` current for the block."""
     tracker = Tracker(show)
     token = _CURRENT.set(tracker)
