@@ -302,12 +302,13 @@ def select(method: str, pool: str | Path, target: str | Path, n: int | float | s
     ``pool``/``target``: a text directory or file, ``.jsonl`` or ``.parquet``, read under the same
     policy as a study's sources; with ``hub``, Hugging Face dataset names, read at config
     ``hub_name``, ``split`` and ``revision`` (``streaming``: without downloading the whole
-    dataset first). ``max_docs``: read only the pool's first documents. ``write`` (``"jsonl"`` or
-    ``"parquet"``) also writes the chosen documents, in pool order with ids and scores, to
+    dataset first). ``max_docs``: read only the pool's first documents. ``write`` (``"jsonl"``
+    or ``"parquet"``) also writes the chosen documents, in pool order with ids and scores, to
     ``out/selected.<write>`` (a study's local source can read it). ``progress``: bars with ETA on
-    stderr (``None``: when stderr is a terminal); warnings are one stderr line each regardless. ``out`` follows the output policy (:mod:`proxyscale.store.output`): never
-    an input, never a directory proxyscale did not write; an earlier selection is replaced only
-    with ``overwrite``. Same inputs and seed give a byte-identical selection."""
+    stderr (``None``: when stderr is a terminal); warnings are one stderr line each regardless.
+    ``out`` follows the output policy (:mod:`proxyscale.store.output`): never an input, never a
+    directory proxyscale did not write; an earlier selection is replaced only with
+    ``overwrite``. Same inputs and seed give a byte-identical selection."""
     from .select.command import Hub, Request, run
 
     hub_at = Hub(name=hub_name, split=split, revision=revision, streaming=streaming) if hub else None

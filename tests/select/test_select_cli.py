@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from oracles import oracle
 from proxyscale.errors import ConfigError
 from proxyscale.select import SELECTORS
 from proxyscale.select.base import parse_n, resolve_n
@@ -106,7 +107,7 @@ def test_length_bias_is_spearman_on_uneven_lengths():
     bias = length_bias(-np.log(lengths), lengths)  # longer, lower: rank correlation exactly -1
     assert bias == {"rho": -1.0, "cv": round(float(lengths.std() / lengths.mean()), 4), "n": 10}
     assert bias["cv"] > UNEVEN_CV and abs(bias["rho"]) >= BIAS_RHO
-    scipy = pytest.importorskip("scipy.stats")
+    scipy = oracle("scipy.stats")
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=50), rng.normal(size=50).round(1)  # ties share ranks, as in scipy
     assert spearman(a, b) == pytest.approx(scipy.spearmanr(a, b).statistic, abs=1e-12)
@@ -255,6 +256,68 @@ def test_a_written_selection_is_a_study_source(text_pool, tmp_path):
         dirs[step.key].mkdir(parents=True)
         resolve(step.fn)(StepContext(step.key, step.kind, step.name, step.config,
                                      {k: dirs[v] for k, v in step.inputs.items()}, dirs[step.key]))
-    shard = next(d for k, d in dirs.items() if k.startswith("shard/") and "doc" in k)
-    meta = json.loads(next(shard.glob("*.json")).read_text())
-    assert 0 < meta.get("n_docs", meta.get("documents", 40)) <= 40, meta
+    from proxyscale.data.shards import TokenShard
+
+    shard = TokenShard.open(next(d for k, d in dirs.items() if k.startswith("shard/doc")))
+    chosen = set((tmp_path / "sel" / "chosen.txt").read_text().split())
+    ids = shard.doc_ids()
+    assert set(ids) <= chosen and 24 <= len(ids) < 40  # the selected documents, less the held-out fifth
+    assert shard.n_tokens > 1000
+
+
+# ------------------------------------------------------------------ the hub, from local files in its layout
+def _hub_copy(root: Path) -> Path:
+    """A dataset directory laid out as on the hub (allenai/c4's configs en and realnewslike, each with
+    train and validation JSON-lines files, declared in the README's YAML header)."""
+    header = ["---", "configs:"]
+    for cfg in ("en", "realnewslike"):
+        header += [f"- config_name: {cfg}", "  data_files:"]
+        for split in ("train", "validation"):
+            (root / cfg).mkdir(parents=True, exist_ok=True)
+            (root / cfg / f"c4-{split}.00000-of-00001.json").write_text("".join(
+                json.dumps({"text": f"{cfg} {split} document {i}: " + "word " * (5 + i), "timestamp": "2019-04-25",
+                            "url": f"https://example.org/{cfg}/{split}/{i}"}) + "\n" for i in range(12)))
+            header += [f"  - split: {split}", f"    path: {cfg}/c4-{split}.*.json"]
+    (root / "README.md").write_text("\n".join(header + ["---", "# a small local copy of c4", ""]))
+    return root
+
+
+def test_hub_config_split_revision_and_max_docs(tmp_path, monkeypatch):
+    datasets = oracle("datasets")
+    import proxyscale.api as api
+
+    ds = _hub_copy(tmp_path / "c4")
+    seen = []
+    real = datasets.load_dataset
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: seen.append((a, k)) or real(*a, **k))
+    out = api.select("random", ds, ds, 3, tmp_path / "sel", hub=True, hub_name="realnewslike", split="validation",
+                     revision="main", max_docs=5, id_field="url", write="jsonl", progress=False)
+    assert seen[0] == ((str(ds), "realnewslike"), {"split": "validation", "streaming": True, "revision": "main"})
+    docs = [json.loads(x) for x in (out / "selected.jsonl").read_text().splitlines()]
+    assert len(docs) == 3 and all(d["text"].startswith("realnewslike validation document ") for d in docs)
+    assert {int(d["id"].rsplit("/", 1)[1]) for d in docs} <= set(range(5))  # only the first 5 records
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["hub"] == {"name": "realnewslike", "split": "validation", "revision": "main", "streaming": True}
+    assert man["pool"]["n"] == 5 and man["pool"]["max_docs"] == 5 and man["target"]["n"] == 12
+    assert man["versions"]["datasets"] == datasets.__version__
+
+
+def test_hub_through_the_cli_without_streaming_and_with_a_wrong_config(tmp_path):
+    oracle("datasets")
+    ds = _hub_copy(tmp_path / "c4")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    base = [sys.executable, "-m", "proxyscale.cli", "select", "--method", "random", "--hub", "--pool", str(ds),
+            "--target", str(ds), "--n", "0.5", "--id-field", "url"]
+    r = subprocess.run([*base, "--hub-name", "en", "--no-streaming", "--no-progress", "--out", str(tmp_path / "a")],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    chosen = (tmp_path / "a" / "chosen.txt").read_text().split()
+    assert len(chosen) == 6 and all(c.startswith("https://example.org/en/train/") for c in chosen)
+    r = subprocess.run([*base, "--hub-name", "enn", "--out", str(tmp_path / "b")], env=env, capture_output=True,
+                       text=True, timeout=300)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and not (tmp_path / "b").exists(), r.stderr
+    assert lines[0].startswith(f"error: could not read dataset {ds} (enn, split train): ValueError: BuilderConfig "
+                               "'enn' not found") and lines[0].endswith("Check the dataset name, --hub-name, --split, "
+                                                                        "--revision; offline, pass a local copy of the "
+                                                                        "dataset's files as the path")

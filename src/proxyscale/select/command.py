@@ -75,6 +75,8 @@ def run(req: Request) -> Path:
     check_output(req.out, inputs=inputs, overwrite=req.overwrite)  # refuse before reading a large pool
     psrc, tsrc = _sources(req)
     with named_by_flags(FLAGS), tracking(req.progress) as tracker:
+        if req.hub is not None and not tracker.show:
+            _quiet_datasets()
         if req.hub is None:
             check_source(psrc, where="--pool")
             check_source(tsrc, where="--target")
@@ -96,6 +98,15 @@ def run(req: Request) -> Path:
         tracker.seconds["before writing"] = round(time.perf_counter() - t0, 3)
         return write_selection(sel, req.out, record, inputs=inputs, overwrite=req.overwrite,
                                documents=(req.write, docs) if req.write else None)
+
+
+def _quiet_datasets() -> None:
+    """No progress bars from ``datasets`` either when ours are off."""
+    try:
+        import datasets
+    except ImportError:
+        return  # reading will say how to install it
+    datasets.disable_progress_bars()
 
 
 def _sources(req: Request) -> tuple[SourceSpec, SourceSpec]:
