@@ -58,7 +58,7 @@ def build(method: str, settings: Mapping[str, Any], flag: Optional[str] = None) 
     kwargs = {}
     for key, value in settings.items():
         if key not in fields:
-            valid = ", ".join(fields)
+            valid = ", ".join(fields) or "none"
             raise ConfigError(f"{where} {key}: --method {method} has no setting '{key}'{suggest(str(key), fields)}; "
                               f"valid: {valid} (`proxyscale select --list-methods` shows types and defaults)"
                               if flag else f"{where}: unknown key '{key}'{suggest(str(key), fields)}; "
