@@ -330,35 +330,37 @@ def _attribution_inputs(spec: SpecLike, s: Any, store: str | Path) -> list[tuple
     return inputs
 
 
-def select(method: str, pool: str | Path, target: str | Path, n: int, out: str | Path, *, seed: int = 0,
-           hub: bool = False, text_field: str = "text", id_field: Optional[str] = None,
+def select(method: str, pool: str | Path, target: str | Path, n: int | float | str, out: str | Path, *,
+           seed: int = 0, hub: bool = False, text_field: str = "text", id_field: Optional[str] = None,
            target_text_field: Optional[str] = None, settings: Optional[Mapping[str, Any]] = None,
-           overwrite: bool = False) -> Path:
-    """Pick ``n`` documents of ``pool`` toward ``target`` with a registered method (random, dsir,
-    classifier, ...); write the chosen ids, every document's score and a manifest to ``out``.
-    ``pool``/``target``: a text directory or file, ``.jsonl`` or ``.parquet`` (``hub``: a Hugging
-    Face dataset name), read under the same policy as a study's sources. ``out`` follows the
-    output policy (:mod:`proxyscale.store.output`): never an input, never a directory proxyscale
-    did not write; an earlier selection is replaced only with ``overwrite``. Same inputs and seed
-    give a byte-identical selection."""
-    from .data.checks import check_source
-    from .select import make_selector
-    from .select.io import hash_documents, hash_texts, write_selection
-    from .select.pool import open_pool, read_texts, source_of
-    from .store.output import check_output
+           overwrite: bool = False, write: Optional[str] = None, hub_name: Optional[str] = None,
+           split: str = "train", revision: Optional[str] = None, max_docs: Optional[int] = None,
+           streaming: bool = True, progress: Optional[bool] = None) -> Path:
+    """Pick documents of ``pool`` toward ``target`` with a registered method (random, dsir,
+    classifier, dsdm, bot-dsdm; :func:`proxyscale.select.describe_methods` lists their settings);
+    write the chosen ids, every document's score and a manifest (every setting, input hashes,
+    versions, wall time per phase, warnings) to ``out``.
 
-    selector = make_selector(method, **dict(settings or {}))
-    inputs = [] if hub else [("--pool", pool), ("--target", target)]
-    check_output(out, inputs=inputs, overwrite=overwrite)  # refuse before reading a large pool
-    psrc = source_of(str(pool), hub=hub, text_field=text_field, id_field=id_field)
-    tsrc = source_of(str(target), hub=hub, text_field=target_text_field or text_field)
-    check_source(psrc, where="--pool")
-    check_source(tsrc, where="--target")
-    docs, texts = open_pool(psrc), read_texts(tsrc)
-    sel = selector.select(docs, texts, n, seed)
-    record = {"n": n, "seed": seed, "pool": {"path": str(pool), "sha256": hash_documents(docs())},
-              "target": {"path": str(target), "n": len(texts), "sha256": hash_texts(texts)}}
-    return write_selection(sel, out, record, inputs=inputs, overwrite=overwrite)
+    ``n``: a count (an integer ≥ 1) or a fraction of the pool in (0, 1] (``0.2``, or ``"0.2"``).
+    ``pool``/``target``: a text directory or file, ``.jsonl`` or ``.parquet``, read under the same
+    policy as a study's sources; with ``hub``, Hugging Face dataset names, read at config
+    ``hub_name``, ``split`` and ``revision`` (``streaming``: without downloading the whole
+    dataset first). ``max_docs``: read only the pool's first documents. ``write`` (``"jsonl"``
+    or ``"parquet"``) also writes the chosen documents, in pool order with ids and scores, to
+    ``out/selected.<write>`` (a study's local source can read it). ``progress``: bars with ETA on
+    stderr (``None``: when stderr is a terminal); warnings are one stderr line each regardless.
+    ``out`` follows the output policy (:mod:`proxyscale.store.output`): never an input, never a
+    directory proxyscale did not write; an earlier selection is replaced only with
+    ``overwrite``. Same inputs and seed give a byte-identical selection."""
+    from .select.command import Hub, Request, run
+
+    hub_at = Hub(name=hub_name, split=split, revision=revision, streaming=streaming) if hub else None
+    if not hub and (hub_name is not None or revision is not None or split != "train"):
+        raise ConfigError("--hub-name, --split and --revision choose what to read from the Hugging Face hub; add "
+                          "--hub, or leave them out for local files")
+    return run(Request(method, str(pool), str(target), n, str(out), seed=seed, hub=hub_at, text_field=text_field,
+                       id_field=id_field, target_text_field=target_text_field, settings=dict(settings or {}),
+                       overwrite=overwrite, write=write, max_docs=max_docs, progress=progress))
 
 
 __all__ = ["Study", "attribute", "attribution_options_spec", "attribution_scores", "plan_text", "run_demo",
