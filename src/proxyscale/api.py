@@ -27,7 +27,7 @@ def run_study(spec: SpecLike, store: str | Path = "runs", *, workers: int = 0, b
     Before any step runs, its sources are checked and its resource estimate must fit this
     machine (:mod:`proxyscale.studies.preflight`); ``force`` runs a plan that does not fit."""
     study, s = load_study(spec)
-    _run(s, study.plan(s), store, workers, backend, progress, force)
+    _run(study, s, store, workers, backend, progress, force)
     return write_study_report(s, store)
 
 
@@ -38,13 +38,25 @@ def run_demo(store: str | Path = "runs", *, workers: int = 0, progress: bool = T
     check_directory(Path(store))
     studies = [load_study(p) for p in (DEMO_SPEC, ATTRIBUTION_DEMO_SPEC, SELECTION_DEMO_SPEC)]
     for study, s in studies:
-        _run(s, study.plan(s), store, workers, None, progress)
+        _run(study, s, store, workers, None, progress)
     for _, s in studies[1:]:
         write_study_report(s, store)
     return write_study_report(studies[0][1], store, join=[s for _, s in studies[1:]])
 
 
-def _run(s: Any, plan: Plan, store: str | Path, workers: int, backend: str | None, progress: bool,
+def study_plan(study: Study, s: Any, st: Optional[Store], measure: bool = False) -> Plan:
+    """The study's plan with the measured training choices of store ``st`` in its keys
+    (``measure``: measure the missing ones, which writes the store's calibration; otherwise they
+    are read, and a choice not measured yet stays ``auto``)."""
+    from .studies.fragments.measured import measured_choices
+
+    if st is None:
+        return study.plan(s)
+    with measured_choices(st, measure=measure):
+        return study.plan(s)
+
+
+def _run(study: Study, s: Any, store: str | Path, workers: int, backend: str | None, progress: bool,
          force: bool = False) -> None:
     if workers < 0:
         raise ConfigError(f"--workers {workers}: give a number of workers ≥ 1, or 0 for one per core")
@@ -52,18 +64,19 @@ def _run(s: Any, plan: Plan, store: str | Path, workers: int, backend: str | Non
     check_directory(st.root)
     st.check_format()
     with store_errors(st.root):
-        _run_in(s, plan, st, workers, backend, progress, force)
+        _run_in(study, s, st, workers, backend, progress, force)
 
 
-def _run_in(s: Any, plan: Plan, st: Store, workers: int, backend: str | None, progress: bool,
+def _run_in(study: Study, s: Any, st: Store, workers: int, backend: str | None, progress: bool,
             force: bool) -> None:
     from .run.backends import make_backend
     from .run.executor import default_workers, run_plan
     from .studies.preflight import preflight
 
-    preflight(plan, st, max_batch=s.executor.max_batch, force=force)
-    require_writable(st.root)  # a read-only store is refused before any step runs
+    preflight(study_plan(study, s, st), st, max_batch=s.executor.max_batch, force=force)
+    require_writable(st.root)  # a read-only store is refused before any step runs (or measures)
     st.check_format(create=True)
+    plan = study_plan(study, s, st, measure=True)  # only now: measuring writes into the store
     n = workers or s.executor.workers or default_workers()
     be = make_backend(backend or s.executor.backend, n, ray_address=s.executor.ray_address,
                       slurm_args=s.executor.slurm_args, job_dir=st.study_dir(s.name) / "jobs",
@@ -125,7 +138,7 @@ def plan_text(spec: SpecLike, store: str | Path | None = None) -> str:
         st = Store(store)
         check_directory(st.root)
         st.check_format()
-    plan = study.plan(s)
+    plan = study_plan(study, s, st)
     return f"{study.describe(s, plan, st)}\n\n{preflight_text(plan, st, max_batch=s.executor.max_batch)}"
 
 
@@ -136,7 +149,7 @@ def status_text(spec: SpecLike, store: str | Path = "runs") -> tuple[str, int]:
 
     study, s = load_study(spec)
     st = _existing_store(store)
-    plan = study.plan(s)
+    plan = study_plan(study, s, st)
     text, total = describe_status(plan, st)
     warnings = "".join(f"\nwarning: {line}" for line in shortfalls(test_set_counts(plan, st)))
     return text + warnings, total["failed"]
@@ -150,10 +163,11 @@ def write_study_report(spec: SpecLike, store: str | Path = "runs", *, join: Sequ
     study, s = load_study(spec)
     st = _existing_store(store)
     try:
-        sections, files = study.report_parts(finished_analysis(study, s, st))
+        sections, files = study.report_parts(finished_analysis(study, s, st, study_plan(study, s, st)))
         for other in join:
             o_study, o = load_study(other)
-            sections = [*sections, *o_study.joined_sections(finished_analysis(o_study, o, st))]
+            o_dir = finished_analysis(o_study, o, st, study_plan(o_study, o, st))
+            sections = [*sections, *o_study.joined_sections(o_dir)]
     except (OSError, ValueError) as e:  # an analysis written without sums and damaged since
         raise StoreError(f"cannot read the analysis of '{s.name}' in {st.root} ({type(e).__name__}: {e}); "
                          "`proxyscale verify` checks the store, `proxyscale run` re-runs what is damaged") from None
@@ -169,7 +183,7 @@ def verify_store(spec: Optional[SpecLike] = None, store: str | Path = "runs") ->
     st = _existing_store(store)
     if spec is not None:
         study, s = load_study(spec)
-        keys = [step.key for step in study.plan(s) if st.is_done(step.key)]
+        keys = [step.key for step in study_plan(study, s, st) if st.is_done(step.key)]
     else:
         keys = st.finished_keys()
     bad = {k: found for k in keys if (found := st.problems(k))}
@@ -324,35 +338,37 @@ def _attribution_inputs(spec: SpecLike, s: Any, store: str | Path) -> list[tuple
     return inputs
 
 
-def select(method: str, pool: str | Path, target: str | Path, n: int, out: str | Path, *, seed: int = 0,
-           hub: bool = False, text_field: str = "text", id_field: Optional[str] = None,
+def select(method: str, pool: str | Path, target: str | Path, n: int | float | str, out: str | Path, *,
+           seed: int = 0, hub: bool = False, text_field: str = "text", id_field: Optional[str] = None,
            target_text_field: Optional[str] = None, settings: Optional[Mapping[str, Any]] = None,
-           overwrite: bool = False) -> Path:
-    """Pick ``n`` documents of ``pool`` toward ``target`` with a registered method (random, dsir,
-    classifier, ...); write the chosen ids, every document's score and a manifest to ``out``.
-    ``pool``/``target``: a text directory or file, ``.jsonl`` or ``.parquet`` (``hub``: a Hugging
-    Face dataset name), read under the same policy as a study's sources. ``out`` follows the
-    output policy (:mod:`proxyscale.store.output`): never an input, never a directory proxyscale
-    did not write; an earlier selection is replaced only with ``overwrite``. Same inputs and seed
-    give a byte-identical selection."""
-    from .data.checks import check_source
-    from .select import make_selector
-    from .select.io import hash_documents, hash_texts, write_selection
-    from .select.pool import open_pool, read_texts, source_of
-    from .store.output import check_output
+           overwrite: bool = False, write: Optional[str] = None, hub_name: Optional[str] = None,
+           split: str = "train", revision: Optional[str] = None, max_docs: Optional[int] = None,
+           streaming: bool = True, progress: Optional[bool] = None) -> Path:
+    """Pick documents of ``pool`` toward ``target`` with a registered method (random, dsir,
+    classifier, dsdm, bot-dsdm; :func:`proxyscale.select.describe_methods` lists their settings);
+    write the chosen ids, every document's score and a manifest (every setting, input hashes,
+    versions, wall time per phase, warnings) to ``out``.
 
-    selector = make_selector(method, **dict(settings or {}))
-    inputs = [] if hub else [("--pool", pool), ("--target", target)]
-    check_output(out, inputs=inputs, overwrite=overwrite)  # refuse before reading a large pool
-    psrc = source_of(str(pool), hub=hub, text_field=text_field, id_field=id_field)
-    tsrc = source_of(str(target), hub=hub, text_field=target_text_field or text_field)
-    check_source(psrc, where="--pool")
-    check_source(tsrc, where="--target")
-    docs, texts = open_pool(psrc), read_texts(tsrc)
-    sel = selector.select(docs, texts, n, seed)
-    record = {"n": n, "seed": seed, "pool": {"path": str(pool), "sha256": hash_documents(docs())},
-              "target": {"path": str(target), "n": len(texts), "sha256": hash_texts(texts)}}
-    return write_selection(sel, out, record, inputs=inputs, overwrite=overwrite)
+    ``n``: a count (an integer ≥ 1) or a fraction of the pool in (0, 1] (``0.2``, or ``"0.2"``).
+    ``pool``/``target``: a text directory or file, ``.jsonl`` or ``.parquet``, read under the same
+    policy as a study's sources; with ``hub``, Hugging Face dataset names, read at config
+    ``hub_name``, ``split`` and ``revision`` (``streaming``: without downloading the whole
+    dataset first). ``max_docs``: read only the pool's first documents. ``write`` (``"jsonl"``
+    or ``"parquet"``) also writes the chosen documents, in pool order with ids and scores, to
+    ``out/selected.<write>`` (a study's local source can read it). ``progress``: bars with ETA on
+    stderr (``None``: when stderr is a terminal); warnings are one stderr line each regardless.
+    ``out`` follows the output policy (:mod:`proxyscale.store.output`): never an input, never a
+    directory proxyscale did not write; an earlier selection is replaced only with
+    ``overwrite``. Same inputs and seed give a byte-identical selection."""
+    from .select.command import Hub, Request, run
+
+    hub_at = Hub(name=hub_name, split=split, revision=revision, streaming=streaming) if hub else None
+    if not hub and (hub_name is not None or revision is not None or split != "train"):
+        raise ConfigError("--hub-name, --split and --revision choose what to read from the Hugging Face hub; add "
+                          "--hub, or leave them out for local files")
+    return run(Request(method, str(pool), str(target), n, str(out), seed=seed, hub=hub_at, text_field=text_field,
+                       id_field=id_field, target_text_field=target_text_field, settings=dict(settings or {}),
+                       overwrite=overwrite, write=write, max_docs=max_docs, progress=progress))
 
 
 __all__ = ["Study", "attribute", "attribution_options_spec", "attribution_scores", "plan_text", "run_demo",

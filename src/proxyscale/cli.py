@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+import typer.core
 
 from .errors import Interrupted, ProxyscaleError
 
@@ -123,28 +124,71 @@ def attribute(spec: Optional[Path] = typer.Argument(None, help="Attribution spec
     typer.echo(f"scores: {path}")
 
 
-@app.command()
-def select(method: str = typer.Option(..., "--method", help="random | dsir | classifier"),
+class _SelectCommand(typer.core.TyperCommand):
+    """``select``'s help ends with every registered method and its settings, read off the registry
+    only when the help is shown (importing the methods takes a second)."""
+
+    @property
+    def epilog(self) -> Optional[str]:
+        from rich.markup import escape
+
+        from .select import describe_methods
+
+        return escape("Methods (--method NAME; --set KEY=VALUE per setting):\n\n" + describe_methods())
+
+    @epilog.setter
+    def epilog(self, value: Optional[str]) -> None:
+        pass
+
+
+def _list_methods(value: bool) -> None:
+    if value:
+        from .select import describe_methods
+
+        typer.echo(describe_methods())
+        raise typer.Exit(0)
+
+
+@app.command(cls=_SelectCommand)
+def select(method: str = typer.Option(..., "--method", help="A registered method: see --list-methods (or the end "
+                                                            "of this help)."),
            pool: str = typer.Option(..., "--pool", help="Pool: a text directory or file, .jsonl or .parquet "
                                                        "(with --hub: a Hugging Face dataset)."),
            target: str = typer.Option(..., "--target", help="Target examples, in the same formats."),
-           n: int = typer.Option(..., "--n", help="How many pool documents to choose."),
+           n: str = typer.Option(..., "--n", help="How many pool documents to choose: a count (300) or a fraction "
+                                                  "of the pool in (0, 1] (0.2)."),
            out: Path = typer.Option(..., "--out", help="Output directory (chosen.txt, scores.parquet, manifest.json)."),
+           write: Optional[str] = typer.Option(None, "--write", help="Also write the chosen documents (id, text, "
+                                               "score, rank; pool order) as --out/selected.jsonl or .parquet: "
+                                               "jsonl | parquet."),
            seed: int = typer.Option(0, "--seed"),
            hub: bool = typer.Option(False, "--hub", help="Read --pool/--target from the Hugging Face hub."),
+           hub_name: Optional[str] = typer.Option(None, "--hub-name", help="The hub dataset's config (e.g. en for "
+                                                                           "allenai/c4)."),
+           split: str = typer.Option("train", "--split", help="The hub split to read (both --pool and --target)."),
+           revision: Optional[str] = typer.Option(None, "--revision", help="A hub branch, tag or commit to read."),
+           max_docs: Optional[int] = typer.Option(None, "--max-docs", help="Read only the pool's first N documents."),
+           streaming: bool = typer.Option(True, help="Stream hub records (no full download first)."),
            text_field: str = typer.Option("text", help="Text column of JSONL/Parquet/hub records."),
            id_field: Optional[str] = typer.Option(None, help="Id column of the pool (default: row number)."),
            setting: list[str] = typer.Option([], "--set", help="A method setting, KEY=VALUE (repeatable), "
-                                                                "e.g. --set top_k=true"),
-           overwrite: bool = OVERWRITE) -> None:
+                                                                "e.g. --set top_k=true; see --list-methods"),
+           progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars with ETA on "
+                                                   "stderr (default: when stderr is a terminal)."),
+           overwrite: bool = OVERWRITE,
+           list_methods: bool = typer.Option(False, "--list-methods", is_eager=True, callback=_list_methods,
+                                             help="List every method with its settings, types and defaults; exit.")
+           ) -> None:
     """Choose pool documents toward a target set (seeded, reproducible); write ids, scores, manifest.
 
     --out must be a new or empty directory, or (with --overwrite) an earlier selection; it may not
-    be, lie inside or contain --pool or --target."""
+    be, lie inside or contain --pool or --target. Warnings (excluded documents, a length bias, DsDm
+    proxies too small to help) are one line each on stderr, and recorded in manifest.json."""
     from .api import select as run_select
 
     path = run_select(method, pool, target, n, out, seed=seed, hub=hub, text_field=text_field, id_field=id_field,
-                      settings=_settings(setting), overwrite=overwrite)
+                      settings=_settings(setting), overwrite=overwrite, write=write, hub_name=hub_name, split=split,
+                      revision=revision, max_docs=max_docs, streaming=streaming, progress=progress)
     typer.echo(f"selection: {path}")
 
 

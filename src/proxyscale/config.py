@@ -71,6 +71,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     return _scalar(tp, value, where)
 
 
+def convert_value(tp: Any, value: Any, where: str) -> Any:
+    """``value`` checked and converted to type ``tp`` (a ConfigError naming ``where`` if it cannot be)."""
+    return _convert(tp, value, where)
+
+
 def _scalar(tp: Any, value: Any, where: str) -> Any:
     """A number, integer, boolean or string of type ``tp`` (other types pass through)."""
     if tp is float:

@@ -140,15 +140,14 @@ def test_a_step_reading_an_input_damaged_during_the_run_reruns_that_input(tmp_pa
     assert res[0]["state"] == "corrupt" and res[0]["input"] == a.key and not store.is_done(b.key)
 
 
-def test_threads_follow_the_real_concurrency_not_the_pool_size():
+def test_threads_follow_the_step_not_what_runs_beside_it():
     from proxyscale.run.executor import SMALL_STEP_FLOPS, threads_for
 
     big = [Step("t", "big", {}, cost=SMALL_STEP_FLOPS * 10)]
     small = [Step("t", "small", {}, cost=SMALL_STEP_FLOPS / 10)]
-    assert threads_for(big, running=1, cores=8) == 8  # alone: every core
-    assert threads_for(big, running=3, cores=8) == 2  # beside two others
-    assert threads_for(big, running=16, cores=8) == 1
-    assert threads_for(small * 4, running=1, cores=8) == 1  # small steps: one thread each
+    assert threads_for(big, cores=8) == 8  # every core, whatever runs beside it (the executor waits for them)
+    assert threads_for(big, cores=2) == 2
+    assert threads_for(small * 40, cores=8) == 1  # small steps: one thread each, however many are stacked
 
 
 KILLER, STACKED = "_fault_steps:die_then_add", "_fault_steps:stacked"

@@ -1,8 +1,8 @@
 """Progress from inside steps: a running step's share moves the bar, so its ETA is FLOPs over rate."""
 from __future__ import annotations
 
-from proxyscale.run.executor import _Progress
 from proxyscale.run.plan import Plan, Step
+from proxyscale.run.progress import Progress
 from proxyscale.run.step import StepContext
 from proxyscale.store import Store, read_json
 
@@ -23,7 +23,7 @@ def test_a_running_step_reports_its_share_and_rate(tmp_path):
     assert read_json(ctx.out / "_progress.json")["done"] == 3
     assert read_json(ctx.out / "_progress.json")["tokens_per_s"] > 0
 
-    bar = _Progress(plan, {a, b}, enabled=True)
+    bar = Progress(plan, {a, b}, enabled=True)
     bar.update(plan[a], "done", 1, 2)
     bar.tick([plan[b]], store)
     assert bar.bar.n == 100 + 300 * 3 / 4

@@ -130,39 +130,79 @@ def test_kill_midway_then_resume_finishes_without_redoing(tmp_path):
     assert value(store, plan, "d") == 1112
 
 
+def test_stack_sizes_spread_a_group_over_the_cores():
+    from proxyscale.run.executor import stack_sizes
 
-def test_same_shape_groups_are_split_for_the_workers():
-    from proxyscale.run.executor import _split
-
-    def sizes(n: int, max_batch: int, slots: int) -> list[int]:
-        group = [Step(kind="k", name=f"s{i}", config={"i": i}) for i in range(n)]
-        out = _split(group, max_batch, slots)
-        assert [s for b in out for s in b] == group  # every step once, order kept
-        return [len(b) for b in out]
-
-    assert sizes(20, 8, 1) == [7, 7, 6]  # one worker: fewest batches
-    assert sizes(20, 8, 2) == [5, 5, 5, 5]  # two rounds of 5, not 8 + 8 then 4 beside an idle worker
-    assert sizes(16, 8, 2) == [8, 8]
-    assert sizes(3, 8, 2) == [2, 1]
-    assert sizes(1, 8, 4) == [1]
-    assert sizes(9, 4, 3) == [3, 3, 3]
-    assert all(max(sizes(n, m, w)) <= m for n in range(1, 30) for m in (1, 3, 8) for w in (1, 2, 3))
+    assert stack_sizes(20, 8, 1) == [7, 7, 6]  # one core: fewest stacks
+    assert stack_sizes(20, 8, 2) == [5, 5, 5, 5]  # two rounds of 5, not 8 + 8 then 4 beside an idle core
+    assert stack_sizes(16, 8, 2) == [8, 8]
+    assert stack_sizes(3, 8, 2) == [2, 1]
+    assert stack_sizes(1, 8, 4) == [1]
+    assert stack_sizes(9, 4, 3) == [3, 3, 3]
+    assert all(max(stack_sizes(n, m, w)) <= m and sum(stack_sizes(n, m, w)) == n
+               for n in range(1, 30) for m in (1, 3, 8) for w in (1, 2, 3))
 
 
-def test_groups_are_split_only_for_workers_other_ready_work_leaves_free():
+def test_a_group_is_one_batch_whatever_the_free_workers():
+    """The plan fixes the stacks (one batch key each): the executor never re-splits one for
+    idle workers; max_batch only caps a group above it (the fewest even batches)."""
     from proxyscale.run.executor import _batches
 
     def steps(prefix: str, n: int, key: str | None) -> list[Step]:
         return [Step(kind="k", name=f"{prefix}{i}", config={"i": i}, batch_key=key) for i in range(n)]
 
-    def sizes(ready: list[Step], slots: int) -> list[int]:
-        return sorted((len(b) for b in _batches(ready, 8, {"k": 0}, slots)), reverse=True)
+    def sizes(ready: list[Step], max_batch: int = 8) -> list[int]:
+        out = _batches(ready, max_batch, {"k": 0})
+        assert sorted(s.name for b in out for s in b) == sorted(s.name for s in ready)
+        return sorted((len(b) for b in out), reverse=True)
 
-    assert sizes(steps("r", 20, "rung"), 2) == [5, 5, 5, 5]  # a rung alone is spread over the workers
-    # the other worker has work already: p and q stay one batch
-    assert sizes(steps("a", 1, None) + steps("p", 2, "pq"), 2) == [2, 1]
-    assert sizes(steps("r", 20, "r1") + steps("s", 20, "r2"), 2) == [7, 7, 7, 7, 6, 6]  # enough batches: fewest each
-    assert sizes(steps("r", 16, "rung"), 4) == [4, 4, 4, 4]
+    assert sizes(steps("r", 5, "r0")) == [5]
+    assert sizes(steps("r", 5, "r0") + steps("s", 5, "r1") + steps("a", 1, None)) == [5, 5, 1]
+    assert sizes(steps("r", 20, "rung")) == [7, 7, 6]  # over max_batch: capped, not spread over workers
+    assert sizes(steps("r", 3, "rung"), max_batch=2) == [2, 1]
+
+
+class _CountingBackend:
+    """Runs batches on ``slots`` threads and records, at each submit, the threads of the
+    batches still running beside it."""
+
+    def __init__(self, slots: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.slots, self.pool, self.running, self.seen = slots, ThreadPoolExecutor(slots), [], []
+
+    def submit(self, payloads, store_root, threads):
+        from proxyscale.run.worker import execute
+
+        self.running = [(f, t) for f, t in self.running if not f.done()]
+        self.seen.append((threads, sum(t for _, t in self.running), payloads[0]["name"]))
+        fut = self.pool.submit(lambda: (time.sleep(0.05), execute(payloads, store_root, 1))[1])
+        self.running.append((fut, threads))
+        return fut
+
+    def shutdown(self, cancel: bool = False) -> None:
+        self.pool.shutdown(cancel_futures=cancel)
+
+
+def test_admission_keeps_the_threads_of_running_batches_within_the_cores(tmp_path, monkeypatch):
+    """4 cores, 4 workers: small steps (1 thread each) run four at once, a big step (every core)
+    runs only when nothing else does, and the threads running never exceed the cores."""
+    from proxyscale.run import executor
+    from proxyscale.run.executor import SMALL_STEP_FLOPS
+
+    monkeypatch.setattr(executor, "available_cores", lambda: 4)
+    log, store, plan = tmp_path / "log", Store(tmp_path / "store"), Plan()
+    for i in range(8):
+        big = i in (2, 5)
+        plan.add(Step("t", f"{'big' if big else 'small'}{i}", {"value": i, "log": str(log)}, fn=FN,
+                      cost=SMALL_STEP_FLOPS * (10 if big else 0.1)))
+    be = _CountingBackend(4)
+    s = run_plan(plan, store, be, progress=False, poll_s=0.01)
+    assert len(s.done) == 8 and not s.failed
+    assert all(threads + beside <= 4 for threads, beside, _ in be.seen), be.seen
+    assert sorted((name, threads, beside) for threads, beside, name in be.seen if name.startswith("big")) == \
+        [("big2", 4, 0), ("big5", 4, 0)]
+    assert max(1 + beside for threads, beside, _ in be.seen if threads == 1) == 4  # small ones share the cores
 
 
 def test_a_batch_records_each_members_share_of_its_wall_time(tmp_path):

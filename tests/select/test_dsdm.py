@@ -2,6 +2,7 @@
 computation on a tiny GPT; weights are the mean over targets; top-n / bottom-n selections."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -12,6 +13,7 @@ from proxyscale.errors import ConfigError
 from proxyscale.models.gpt import GPT, GPTConfig
 from proxyscale.seeding import torch_gen
 from proxyscale.select.dsdm import DsDmConfig, DsDmScorer, attributable, select_by_weights
+from proxyscale.select.methods import defaults_of
 
 CFG = GPTConfig(vocab_size=13, context=8, d_model=8, n_layers=1, n_heads=2)
 
@@ -99,14 +101,57 @@ def test_document_dsdm_through_the_cli_selects_toward_the_target(text_pool, tmp_
     pool, target, code_ids = text_pool
     small = ["--set", "d_model=8", "--set", "n_heads=1", "--set", "models=2", "--set", "context=32",
              "--set", "vocab_size=300", "--set", "k=32", "--set", "tokens_per_param=5", "--set", "batch_size=16"]
-    chosen = {}
-    for method in ("dsdm", "bot-dsdm", "dsdm"):
+    chosen, said = {}, {}
+    for method in ("dsdm", "bot-dsdm", "dsdm", "random"):
         out = tmp_path / f"{method}-{len(chosen)}"
         res = subprocess.run([sys.executable, "-m", "proxyscale.cli", "select", "--method", method, "--pool", str(pool),
-                              "--target", str(target), "--n", "10", "--id-field", "id", "--out", str(out), *small],
-                             capture_output=True, text=True, timeout=600)
+                              "--target", str(target), "--n", "10", "--id-field", "id", "--out", str(out),
+                              *(small if method != "random" else ())], capture_output=True, text=True, timeout=600)
         assert res.returncode == 0, res.stderr
         chosen[out.name] = (out / "chosen.txt").read_text().split()
-    top, bottom, again = chosen.values()
+        said[out.name] = res.stderr
+    top, bottom, again, rand = chosen.values()
     assert top == again and not set(top) & set(bottom)
     assert len(set(top) & code_ids) > len(set(bottom) & code_ids)  # code targets: DsDm leans to code
+    # what the user is told: the proxies against unigram, and the overlap with random's choice
+    man = json.loads((tmp_path / "dsdm-0" / "manifest.json").read_text())
+    loss, overlap = man["diagnostics"]["proxy_target_loss"], man["diagnostics"]["random_overlap"]
+    assert len(loss["proxies"]) == 2 and loss["mean"] == pytest.approx(np.mean(loss["proxies"]), abs=1e-3)
+    assert 0 < loss["mean"] < 3 * math.log(300) and 0 < loss["unigram"] < math.log(300)  # below uniform over V
+    assert overlap == {"n": 10, "shared_with_random": len(set(top) & set(rand)),
+                       "expected_by_chance": round(100 / man["n_pool"], 2)}
+    lines = said["dsdm-0"].strip().splitlines()
+    assert lines[0] == (f"dsdm: the proxies' loss on the target is {loss['mean']:.3f} nats/token; a unigram model "
+                        f"of the pool gets {loss['unigram']:.3f}")
+    assert lines[-1] == (f"dsdm: the selection shares {overlap['shared_with_random']} of its 10 documents with a "
+                         f"random selection of the same size (chance alone: {100 / man['n_pool']:.1f})")
+    beats = loss["mean"] < loss["unigram"]
+    assert not beats  # proxies this small learn less than token frequencies: the user is told so
+    assert len(lines) == 3 and lines[1].startswith("warning: dsdm: the proxies (") and "--set d_model=" in lines[1]
+    assert man["warnings"] == [lines[1][len("warning: "):]]
+    assert man["settings"] == {**defaults_of("dsdm"), "d_model": 8, "n_heads": 1, "models": 2, "context": 32,
+                               "vocab_size": 300, "k": 32, "tokens_per_param": 5.0, "batch_size": 16}
+    assert {"featurising", "proxy training", "TRAK featurisation", "scoring"} <= set(man["seconds"])
+
+
+def test_unigram_loss_and_the_proxy_verdict(capsys):
+    from proxyscale.select.dsdm_checks import report_proxies, target_mask, unigram_loss
+    from proxyscale.select.progress import tracking
+
+    pool = np.array([[0, 1, 1, 2], [2, 2, 0, 0]])  # (N, T+1); the second has 2 real tokens, then padding
+    lengths = np.array([4, 2])
+    assert target_mask(pool, lengths).tolist() == [[True, True, True], [True, False, False]]
+    target = np.array([[1, 2, 3, 0]])
+    # counted next tokens: 1, 1, 2 and 2 → add-one over V=4: p = (0+1, 2+1, 2+1, 0+1) / 8
+    expect = -np.mean(np.log([3 / 8, 1 / 8, 1 / 8]))  # the target's next tokens: 2, 3, 0
+    assert unigram_loss(pool, lengths, target, np.array([4]), 4) == pytest.approx(expect, rel=1e-12)
+    with tracking(False) as t:
+        report_proxies([2.0, 2.2], 2.05)
+    assert t.notes["proxy_target_loss"] == {"proxies": [2.0, 2.2], "mean": 2.1, "unigram": 2.05}
+    assert t.warnings == ["dsdm: the proxies (2.100 nats/token on the target) do not beat a unigram model (2.050): "
+                          "they learned too little for their scores to mean much; use larger proxies "
+                          "(--set d_model=64) or more tokens (--set tokens_per_param=40, or a larger pool)"]
+    assert capsys.readouterr().err.splitlines()[1] == f"warning: {t.warnings[0]}"
+    with tracking(False) as t:
+        report_proxies([1.0, 1.2], 2.05)
+    assert t.warnings == [] and "warning" not in capsys.readouterr().err

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional
 
 from ..config import suggest
 from ..errors import DataError
-from .sources import SourceSpec, _record, check_text_bytes, jsonl_record, local_files
+from .sources import SourceSpec, _record, check_text_bytes, how_to_set, jsonl_record, local_files
 
 CHECK_BYTES = 8 << 20  # per file
 SOURCE_CHECK_BYTES = 64 << 20  # per source
@@ -117,7 +117,7 @@ def _check_parquet(path: Path, text_field: str) -> int:
         raise DataError(f"{path}: cannot read as Parquet ({str(e).splitlines()[0]}); check the file") from None
     schema = pf.schema_arrow
     if text_field not in schema.names:
-        raise DataError(f"{path}: no column '{text_field}' (has {schema.names}); set text_field in the source spec")
+        raise DataError(f"{path}: no column '{text_field}' (has {schema.names}); {how_to_set('text_field')}")
     ftype = schema.field(text_field).type
     if not (pa.types.is_string(ftype) or pa.types.is_large_string(ftype)):
         raise DataError(f"{path}: column '{text_field}' holds {ftype}, not text; set text_field to a string column")

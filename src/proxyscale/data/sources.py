@@ -27,9 +27,11 @@ import json
 import os
 import re
 import stat
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal, Optional
+from typing import Iterator, Literal, Mapping, Optional
 
 from ..errors import ConfigError, DataError
 from ..store.paths import SYSTEM_DIRS
@@ -38,6 +40,26 @@ from .hub import hf_records
 
 SourceKind = Literal["embedded", "local", "hf"]
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
+# How the user changes a source setting: a command's flag (e.g. text_field → --text-field) while
+# the command reads, else the key of the source spec.
+_FLAGS: ContextVar[Optional[Mapping[str, str]]] = ContextVar("source_setting_flags", default=None)
+
+
+@contextmanager
+def named_by_flags(flags: Mapping[str, str]) -> Iterator[None]:
+    """While the block runs, errors about source settings name the command's flags (``flags``:
+    setting → flag, e.g. ``{"text_field": "--text-field"}``) instead of the spec's keys."""
+    token = _FLAGS.set(dict(flags))
+    try:
+        yield
+    finally:
+        _FLAGS.reset(token)
+
+
+def how_to_set(key: str) -> str:
+    """The end of an error line: how the user sets ``key`` (a flag, or the source spec's key)."""
+    flag = (_FLAGS.get() or {}).get(key)
+    return f"pass {flag}" if flag else f"set {key} in the source spec"
 
 
 @dataclass(frozen=True)
@@ -115,14 +137,19 @@ def iter_documents(spec: SourceSpec, corpus_dir: Optional[Path] = None) -> Itera
                         "point it at non-empty data")
 
 
-def iter_hf_documents(spec: SourceSpec) -> Iterator[Document]:
-    """Documents of a ``kind="hf"`` source (text in ``text_field``)."""
-    for k, rec in enumerate(hf_records(spec.path, spec.name, spec.split, data_files=spec.data_files,
-                                       streaming=spec.streaming)):
+def iter_hf_documents(spec: SourceSpec, revision: Optional[str] = None) -> Iterator[Document]:
+    """Documents of a ``kind="hf"`` source (text in ``text_field``), at ``revision`` if given."""
+    flags = _FLAGS.get() or {}
+    fix = ("Offline? Point path='json' or 'parquet' and data_files at local copies" if not flags else
+           "Check the dataset name, " + ", ".join(flags[k] for k in ("name", "split", "revision") if k in flags)
+           + "; offline, pass a local copy of the dataset's files as the path")
+    records = hf_records(spec.path, spec.name, spec.split, data_files=spec.data_files, streaming=spec.streaming,
+                         revision=revision, fix=fix)
+    for k, rec in enumerate(records):
         text = rec.get(spec.text_field)
         if not isinstance(text, str):
             raise DataError(f"{spec.path}: record {k} has no string field '{spec.text_field}' "
-                            f"(has {list(rec)}); set text_field in the source spec")
+                            f"(has {list(rec)}); {how_to_set('text_field')}")
         doc_id = str(rec[spec.id_field]) if spec.id_field and rec.get(spec.id_field) is not None else str(k)
         title = rec.get(spec.title_field) if spec.title_field else None
         yield Document(doc_id, text, str(title) if title is not None else None)
@@ -243,7 +270,7 @@ def _record(rec: object, text_field: str, id_field: Optional[str], title_field: 
             default_id: str, where: str) -> Document:
     if not isinstance(rec, dict) or not isinstance(rec.get(text_field), str):
         keys = list(rec) if isinstance(rec, dict) else type(rec).__name__
-        raise DataError(f"{where}: no string field '{text_field}' (has {keys}); set text_field in the source spec")
+        raise DataError(f"{where}: no string field '{text_field}' (has {keys}); {how_to_set('text_field')}")
     doc_id = str(rec[id_field]) if id_field and rec.get(id_field) is not None else default_id
     title = rec.get(title_field) if title_field else None
     return Document(doc_id, rec[text_field], str(title) if title is not None else None)
@@ -259,7 +286,7 @@ def _parquet(path: Path, text_field: str, id_field: Optional[str], title_field: 
         raise DataError(f"{path}: cannot read as Parquet ({e}); check the file") from None
     names = pf.schema_arrow.names
     if text_field not in names:
-        raise DataError(f"{path}: no column '{text_field}' (has {names}); set text_field in the source spec")
+        raise DataError(f"{path}: no column '{text_field}' (has {names}); {how_to_set('text_field')}")
     cols = [c for c in (text_field, id_field, title_field) if c and c in names]
     row = 0
     for batch in pf.iter_batches(columns=cols, batch_size=4096):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -14,9 +13,10 @@ from typing import Any, Callable, Iterable, Literal, Optional
 
 from ..errors import ConfigError, Interrupted, StoreError
 from ..store import Store, read_json
-from ..store.checks import PROGRESS_FILE, RUNNING_FILE
+from ..store.checks import RUNNING_FILE
 from .backends import Backend
 from .plan import Plan, Step
+from .progress import Progress
 from .worker import TERMINATED
 
 
@@ -80,38 +80,50 @@ def default_workers() -> int:
 SMALL_STEP_FLOPS = 1e11
 
 
-def threads_for(batch: list[Step], running: int, cores: int) -> int:
-    """Threads for a batch that will run beside ``running - 1`` others: the cores split by the
-    real concurrency (not by the pool size), one for small steps."""
-    if sum(s.cost for s in batch) < SMALL_STEP_FLOPS:
-        return 1
-    return max(1, cores // max(1, running))
+def step_threads(cost: float, cores: int) -> int:
+    """Threads for a step of ``cost`` FLOPs: one under ``SMALL_STEP_FLOPS``, else every core.
+    Decided by the step alone, never by what runs beside it: the thread count changes how torch
+    splits its reductions, hence a step's bits. The executor admits batches only while their
+    threads fit the cores, so a step that wants every core waits until they are free."""
+    return 1 if cost < SMALL_STEP_FLOPS else max(1, cores)
 
 
-def _split(group: list[Step], max_batch: int, slots: int) -> list[list[Step]]:
-    """Same-shape steps in batches of at most ``max_batch``, sized for ``slots`` workers.
+def threads_for(batch: list[Step], cores: int) -> int:
+    """Threads for a batch: what its costliest step gets alone (a batch of same-shape models
+    runs at the thread count each of them would)."""
+    return step_threads(max(s.cost for s in batch), cores)
 
-    With one worker, the fewest batches (the most stacking). With several (the workers that
-    other ready work leaves free, see :func:`_batches`), the number of batches
-    whose makespan (rounds of ``slots`` batches × the largest batch) is smallest, fewest on a tie,
-    and sizes as even as possible. For example, 20 models with ``max_batch`` 8 on 2 workers are
-    4 batches of 5 (two rounds of 5) rather than 8, 8 and 4 (a round of 8, then one of 4 beside
-    an idle worker).
+
+def stack_sizes(n: int, max_batch: int, slots: int) -> list[int]:
+    """Sizes of the stacks a group of ``n`` same-shape models is trained in: at most
+    ``max_batch`` each, sized for ``slots`` workers (the plan calls it with the machine's cores).
+
+    With one slot, the fewest stacks (the most stacking). With several, the number of stacks
+    whose makespan (rounds of ``slots`` stacks × the largest stack) is smallest, fewest on a tie,
+    and sizes as even as possible. For example, 20 models with ``max_batch`` 8 on 2 cores are
+    4 stacks of 5 (two rounds of 5) rather than 8, 8 and 4 (a round of 8, then one of 4 beside
+    an idle worker). A function of its arguments only, never of what happens to be ready: a
+    stacked model's bits may depend on its stack (see ``studies/fragments/lm_ladder.py``).
     """
-    n = len(group)
     fewest = -(-n // max_batch)
     if slots > 1:
         fewest = min(range(fewest, n + 1), key=lambda k: (-(-k // slots) * -(-n // k), k))
     size, extra = divmod(n, fewest)
+    return [size + (j < extra) for j in range(fewest)]
+
+
+def _split(group: list[Step], max_batch: int) -> list[list[Step]]:
+    """A group of steps with one batch key (a stack the plan made) as one batch; ``max_batch``
+    is an upper bound only (a group above it, which the LM ladder never makes, is cut into the
+    fewest even batches). Never re-split by free workers: that would change the stack."""
     out, i = [], 0
-    for j in range(fewest):
-        k = size + (j < extra)
+    for k in stack_sizes(len(group), max_batch, 1):
         out.append(group[i:i + k])
         i += k
     return out
 
 
-def _batches(ready: list[Step], max_batch: int, kind_rank: dict[str, int], slots: int = 1,
+def _batches(ready: list[Step], max_batch: int, kind_rank: dict[str, int],
              solo: frozenset[str] | set[str] = frozenset()) -> list[list[Step]]:
     """Ready steps as batches: same-shape ones together (see :func:`_split`), the rest and the
     steps in ``solo`` (members of a stacked batch whose worker died) one per batch."""
@@ -122,70 +134,10 @@ def _batches(ready: list[Step], max_batch: int, kind_rank: dict[str, int], slots
             out.append([s])
         else:
             groups.setdefault(s.batch_key, []).append(s)
-    # A group is split wider only for workers the other ready work leaves free (the demo's four
-    # rungs, ready at once, each stay at the fewest batches; a rung trained alone is spread out).
-    fewest = {k: -(-len(g) // max_batch) for k, g in groups.items()}
-    singles = len(out)
-    for k, g in groups.items():
-        others = singles + sum(n for j, n in fewest.items() if j != k)
-        out += _split(g, max_batch, max(1, slots - others))
+    for g in groups.values():
+        out += _split(g, max_batch)
     # upstream kinds first (data preparation unblocks the most work), then the longest batches
     return sorted(out, key=lambda b: (kind_rank[b[0].kind], -sum(s.cost for s in b)))
-
-
-class _Progress:
-    """A tqdm bar in FLOPs: finished steps count their cost, running ones the share they report
-    (``StepContext.progress``), so the ETA is the plan's remaining FLOPs over the measured rate."""
-
-    def __init__(self, plan: Plan, todo: set[str], enabled: bool) -> None:
-        self.bar, self.done_cost, self.postfix = None, 0.0, ""
-        if enabled and todo:
-            from tqdm import tqdm
-
-            total = sum(plan[k].cost for k in todo)
-            self.bar = tqdm(total=total, unit="FLOP", unit_scale=True, smoothing=0, desc=f"{len(todo)} steps",
-                            bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
-
-    def grow(self, cost: float) -> None:
-        if self.bar is not None:
-            self.bar.total += cost
-
-    def update(self, step: Step, state: str, n_done: int, n_todo: int) -> None:
-        self.done_cost += step.cost
-        self.postfix = f"{n_done}/{n_todo} {step.kind}/{step.name} {state}"
-        self._move(self.done_cost)
-
-    def tick(self, running: list[Step], store: Store) -> None:
-        """Fold in how far the running steps say they are."""
-        if self.bar is None:
-            return
-        partial, lines = 0.0, []
-        for step in running:
-            try:
-                p = read_json(store.partial_dir(step.key) / PROGRESS_FILE)
-                frac = min(1.0, max(0.0, p["done"] / p["total"])) if p["total"] else 0.0
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-            partial += step.cost * frac
-            rate = f" {p['tokens_per_s'] / 1e3:.0f}k tok/s" if p.get("tokens_per_s") else ""
-            lines.append(f"{step.name} {100 * frac:.0f}%{rate}")
-        self._move(self.done_cost + partial, "; ".join(lines[:2]))
-
-    def _move(self, n: float, running: str = "") -> None:
-        if self.bar is not None:
-            self.bar.update(max(0.0, n - self.bar.n))
-            self.bar.set_postfix_str(self.postfix + (f" | {running}" if running else ""))
-
-    def note(self, line: str) -> None:
-        """A one-line message that does not break the bar."""
-        if self.bar is not None:
-            self.bar.write(line)
-        else:
-            print(line, file=sys.stderr)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def run_plan(plan: Plan, store: Store, backend: Backend, *, max_batch: int = 8, threads: int | None = None,
@@ -219,7 +171,7 @@ class _Run:
         self.kind_rank: dict[str, int] = {}
         for s in plan:
             self.kind_rank.setdefault(s.kind, len(self.kind_rank))
-        self.bar = _Progress(plan, self.todo, progress)
+        self.bar = Progress(plan, self.todo, progress)
         self.in_flight: dict[Future, list[Step]] = {}
 
     def _check_done(self, keys: Iterable[str], full: bool) -> None:
@@ -275,12 +227,14 @@ class _Run:
             elif not self._held_by_us(k, who):
                 held.add(k)
         self._note_held(held)
-        batches = _batches(ready, self.max_batch, self.kind_rank, self.backend.slots, self.solo)
-        for i, batch in enumerate(batches):
-            if len(self.in_flight) >= self.backend.slots:
+        batches = _batches(self._whole_stacks(ready), self.max_batch, self.kind_rank, self.solo)
+        used = sum(self._threads(b) for b in self.in_flight.values())
+        for batch in batches:
+            threads = self._threads(batch)
+            # in order, no overtaking: a batch that wants every core runs as soon as they are free
+            if len(self.in_flight) >= self.backend.slots or (self.in_flight and used + threads > self.cores):
                 break
-            running = min(self.backend.slots, len(self.in_flight) + len(batches) - i)
-            threads = self.fixed_threads or threads_for(batch, running, self.cores)
+            used += threads
             run = uuid.uuid4().hex
             payloads = [{**s.to_payload(), "attempt": self.attempts.get(s.key, 0) + 1, "run": run} for s in batch]
             self.runs.update((s.key, run) for s in batch)
@@ -298,6 +252,25 @@ class _Run:
                                     "that worker returned; re-run the command (its workers end with it)")
         self.bad.add(key)
         return True
+
+    def _whole_stacks(self, ready: list[Step]) -> list[Step]:
+        """``ready`` less the members of a stack (one batch key) whose other unfinished members
+        will be ready later: a stack runs whole, as the plan made it. Not waited for: a member
+        that needs a ready member's output (it leaves the work to do if an input failed), and
+        anything when nothing else runs (so waiting can never stall the run)."""
+        groups: dict[str, set[str]] = {}
+        for s in ready:
+            if s.batch_key is not None:
+                groups.setdefault(s.batch_key, set()).add(s.key)
+        after = {bk: self.plan.downstream(keys) for bk, keys in groups.items()}
+        ready_keys = {s.key for s in ready}
+        waiting = {bk for k in self.todo - ready_keys if (bk := self.plan[k].batch_key) in groups
+                   and k not in after[bk]}
+        whole = [s for s in ready if s.batch_key not in waiting]
+        return whole if whole or self.in_flight else ready
+
+    def _threads(self, batch: list[Step]) -> int:
+        return self.fixed_threads or threads_for(batch, self.cores)
 
     def _note_held(self, held: set[str]) -> None:
         new = sorted(held - set(self.summary.waited))

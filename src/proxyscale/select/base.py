@@ -51,6 +51,38 @@ class Selector(Protocol):
 SELECTORS: Registry[Callable[..., Selector]] = Registry("selection method")
 
 
+def parse_n(value: int | float | str, flag: str = "n") -> int | float:
+    """A count (an integer ≥ 1) or a fraction of the pool (a number with a point in (0, 1]):
+    ``"300"`` → 300, ``"0.2"`` → 0.2, ``"1.0"`` → the whole pool. Anything else is one ConfigError."""
+    how = "give a count of documents (e.g. 300) or a fraction of the pool in (0, 1] (e.g. 0.2)"
+    if isinstance(value, bool):
+        raise ConfigError(f"{flag} {value!r}: {how}")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text)
+        except ValueError:
+            try:
+                value = float(text)
+            except ValueError:
+                raise ConfigError(f"{flag} {text!r} is not a number; {how}") from None
+    if isinstance(value, int):
+        if value < 1:
+            raise ConfigError(f"{flag} {value}: choose at least one document; {how}")
+        return value
+    if not (isinstance(value, float) and 0.0 < value <= 1.0):
+        raise ConfigError(f"{flag} {value}: a fraction must lie in (0, 1]; {how}")
+    return value
+
+
+def resolve_n(n: int | float, n_pool: int) -> int:
+    """The number of documents ``n`` asks for in a pool of ``n_pool``: a count as it is, a
+    fraction rounded to the nearest count (halves up), at least one."""
+    if isinstance(n, int):
+        return n
+    return max(1, int(n * n_pool + 0.5))
+
+
 def check_n(n: int, n_pool: int, method: str) -> None:
     if n < 1:
         raise ConfigError(f"{method}: n={n}; choose at least one document")

@@ -17,11 +17,14 @@ import numpy as np
 from ..errors import ConfigError
 from ..seeding import derive_seed
 from .base import SELECTORS, Pool, Selection, check_n, tie_break, top_n
+from .progress import phase, pool_size
 
 
 @dataclass(frozen=True)
 class ClassifierSelector:
-    """Settings: hashed feature count, the regulariser ``C``, how many pool documents train the
+    """Classifier (GPT-3 / DCLM style): logistic regression on hashed uni+bigrams, target vs pool.
+
+    Settings: hashed feature count, the regulariser ``C``, how many pool documents train the
     model as negatives (a seeded sample), scoring batch size, and the optional GPT-3 rule."""
 
     name: str = "classifier"
@@ -49,24 +52,33 @@ class ClassifierSelector:
 
         if not target:
             raise ConfigError("classifier: the target set is empty; give at least one target example")
-        ids = [d.id for d in pool()]
-        keep = set(np.asarray(ids)[top_n(tie_break(ids, seed ^ 0xC1A55), min(self.max_negatives, len(ids)),
-                                          ids, seed)].tolist())
-        negatives = [d.text for d in pool() if d.id in keep]
-        vec = self._vectorizer()
-        x = vec.transform(list(target) + negatives)
-        y = np.r_[np.ones(len(target)), np.zeros(len(negatives))]
-        model = LogisticRegression(C=self.C, class_weight="balanced", max_iter=1000,
-                                   random_state=derive_seed(seed, "classifier") % 2 ** 32)
-        return vec, model.fit(x, y)
+        with phase("featurising", total=pool_size()) as bar:  # the ids, the negatives' text, then the fit
+            ids = [d.id for d in pool()]
+            keep = set(np.asarray(ids)[top_n(tie_break(ids, seed ^ 0xC1A55), min(self.max_negatives, len(ids)),
+                                              ids, seed)].tolist())
+            bar.total = 2 * len(ids)
+            bar.update(len(ids))
+            negatives = []
+            for d in pool():
+                bar.update(1)
+                if d.id in keep:
+                    negatives.append(d.text)
+            vec = self._vectorizer()
+            x = vec.transform(list(target) + negatives)
+            y = np.r_[np.ones(len(target)), np.zeros(len(negatives))]
+            model = LogisticRegression(C=self.C, class_weight="balanced", max_iter=1000,
+                                       random_state=derive_seed(seed, "classifier") % 2 ** 32)
+            return vec, model.fit(x, y)
 
     def select(self, pool: Pool, target: Sequence[str], n: int, seed: int) -> Selection:
         vec, model = self.fit(pool, target, seed)
         ids: list[str] = []
         probs: list[np.ndarray] = []
-        for batch in _batches(pool(), self.batch_size):
-            ids += [d.id for d in batch]
-            probs.append(model.predict_proba(vec.transform([d.text for d in batch]))[:, 1])
+        with phase("scoring", total=pool_size()) as bar:
+            for batch in _batches(pool(), self.batch_size):
+                ids += [d.id for d in batch]
+                probs.append(model.predict_proba(vec.transform([d.text for d in batch]))[:, 1])
+                bar.update(len(batch))
         p = np.concatenate(probs) if probs else np.zeros(0)
         check_n(n, len(ids), self.name)
         scores = np.log(np.clip(p, 1e-300, None))  # log P(target): higher = more target-like

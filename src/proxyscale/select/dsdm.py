@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -60,9 +60,10 @@ class _WindowRows:
     """The pool as a non-shuffling loader of (tokens, mask) batches cut from ``windows`` (which may
     be a memmap): only one batch is in memory at a time."""
 
-    def __init__(self, windows: np.ndarray, lengths: Optional[np.ndarray], batch_size: int) -> None:
+    def __init__(self, windows: np.ndarray, lengths: Optional[np.ndarray], batch_size: int,
+                 progress: Optional[Callable[[int], Any]] = None) -> None:
         _check_windows(windows)  # before any work, not at the first batch
-        self.windows, self.lengths, self.batch_size = windows, lengths, batch_size
+        self.windows, self.lengths, self.batch_size, self.progress = windows, lengths, batch_size, progress
         self.dataset = range(len(windows))  # what TRAK reads the size from
 
     def __iter__(self):
@@ -73,6 +74,8 @@ class _WindowRows:
             lens = None if self.lengths is None else self.lengths[i:i + self.batch_size]
             tokens, mask = attributable(rows, lens)
             yield torch.from_numpy(tokens), torch.from_numpy(mask)
+            if self.progress is not None:  # the batch before has been featurised (or was on disk)
+                self.progress(len(rows))
 
 
 class DsDmScorer:
@@ -88,9 +91,10 @@ class DsDmScorer:
                          store_dir=None if self.work_dir is None else self.work_dir / "features")
 
     def featurize(self, state_dicts: Sequence[Mapping[str, Any]], windows: np.ndarray,
-                  lengths: Optional[np.ndarray] = None) -> None:
-        """Features of every pool window under every proxy (resumes a killed run in ``work_dir``)."""
-        pool = _WindowRows(windows, lengths, self.cfg.batch_size)
+                  lengths: Optional[np.ndarray] = None, progress: Optional[Callable[[int], Any]] = None) -> None:
+        """Features of every pool window under every proxy (resumes a killed run in ``work_dir``);
+        ``progress(rows)`` is called as each batch of rows is done."""
+        pool = _WindowRows(windows, lengths, self.cfg.batch_size, progress)
         for m, sd in enumerate(state_dicts):
             self.trak.featurize(sd, pool, model_id=m)
 

@@ -11,7 +11,8 @@ targets of its TRAK score; DsDm keeps the top ``n``, Bot-DsDm the bottom ``n``.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from itertools import chain
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -21,11 +22,18 @@ from ..errors import ConfigError, DataError
 from ..seeding import derive_seed, epoch_order, np_rng
 from .base import SELECTORS, Pool, Selection, check_n
 from .dsdm import DsDmConfig, DsDmScorer, select_by_weights
+from .dsdm_checks import model_loss, report_overlap, report_proxies, unigram_loss
+from .progress import phase, pool_size
 
 
 @dataclass(frozen=True)
 class DsDmDocsSelector:
-    """Settings: the proxy shape, how many proxies, the tokenizer and window size, TRAK's k and λ."""
+    """DsDm: TRAK scores of proxy GPTs trained on the pool; keeps the documents that most help the target.
+
+    Settings: the proxy shape, how many proxies, their training (tokens per parameter, batch
+    size, learning rate), the tokenizer (vocabulary, bytes of pool text it learns from) and
+    window size, TRAK's k and λ, and where the features go (``work_dir``; default: a
+    temporary directory)."""
 
     name: str = "dsdm"
     d_model: int = 16
@@ -76,7 +84,8 @@ class DsDmDocsSelector:
                                                      dtype=np.int64))
         outs = [work / f"proxy-{m}" for m in range(self.models)]
         seeds = [derive_seed(seed, "dsdm-proxy", m) for m in range(self.models)]
-        train_lm_batched(cfg, train, fns, b.n_steps, outs, seeds)
+        with phase("proxy training", total=self.models * b.n_steps, unit="step") as bar:
+            train_lm_batched(cfg, train, fns, b.n_steps, outs, seeds, progress=_stepper(bar, b.n_steps))
         return outs
 
     def _tokenizer(self, pool: Pool):
@@ -91,7 +100,7 @@ class DsDmDocsSelector:
                 break
         return train_tokenizer(sample, self.vocab_size)
 
-    def _encode_pool(self, tok, pool: Pool, work: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    def _encode_pool(self, tok, pool: Pool, work: Path, bar) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(ids, windows (N, T+1) int32 memmap in ``work``, lengths (N,)): the pool streamed in
         batches, so only its ids and lengths are held in memory."""
         ids: list[str] = []
@@ -99,7 +108,7 @@ class DsDmDocsSelector:
         path = work / "windows.bin"
         with open(path, "wb") as f:
             batch: list = []
-            for d in [*pool(), None]:
+            for d in chain(pool(), [None]):
                 if d is not None:
                     batch.append(d)
                 if batch and (d is None or len(batch) == 4096):
@@ -107,40 +116,74 @@ class DsDmDocsSelector:
                     f.write(w.astype(np.int32).tobytes())
                     ids += [x.id for x in batch]
                     lengths.append(n)
+                    bar.update(len(batch))
                     batch = []
         windows = np.memmap(path, dtype=np.int32, mode="r", shape=(len(ids), self.context + 1))
         return ids, windows, np.concatenate(lengths)
 
     def select(self, pool: Pool, target: Sequence[str], n: int, seed: int) -> Selection:
+        if not target:
+            raise ConfigError(f"{self.name}: the target set is empty; give at least one target example")
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(self.work_dir) if self.work_dir else Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
+            with phase("featurising", total=pool_size()) as bar:  # a BPE on the pool, then every document's window
+                tok = self._tokenizer(pool)
+                t_windows, t_lengths = self._encode(tok, target)
+                ids, windows, lengths = self._encode_pool(tok, pool, work, bar)
+            check_n(n, len(ids), self.name)
+            w = self._weights(windows, lengths, (t_windows, t_lengths), seed, work)
+            del windows
+        settings = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("name", "work_dir")}
+        sel = select_by_weights(ids, w, n, seed, bottom=self.name == "bot-dsdm", settings=settings)
+        report_overlap(sel.ids, sel.chosen, seed)
+        return sel
+
+    def _weights(self, windows: np.ndarray, lengths: np.ndarray, targets: tuple[np.ndarray, np.ndarray], seed: int,
+                 work: Path) -> np.ndarray:
+        """Train the proxies, report their target loss, and return every document's weight (N,)."""
         import torch
 
         from ..models.gpt import load_gpt
         from .dsdm import attributable
 
-        if not target:
-            raise ConfigError(f"{self.name}: the target set is empty; give at least one target example")
-        tok = self._tokenizer(pool)
-        t_windows, t_lengths = self._encode(tok, target)
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(self.work_dir) if self.work_dir else Path(tmp)
-            work.mkdir(parents=True, exist_ok=True)
-            ids, windows, lengths = self._encode_pool(tok, pool, work)
-            check_n(n, len(ids), self.name)
-            runs = self._proxies(windows, seed, work)
-            scorer = DsDmScorer(load_gpt(runs[0]), DsDmConfig(k=self.k, lambda_ratio=self.lambda_ratio,
-                                                               batch_size=self.batch_size, seed=seed), work / "trak")
-            scorer.featurize([load_gpt(r).state_dict() for r in runs], windows, lengths)
-            tt, tm = attributable(t_windows, t_lengths)
+        runs = self._proxies(windows, seed, work)
+        models = [load_gpt(r) for r in runs]
+        report_proxies([model_loss(m, *targets) for m in models],
+                       unigram_loss(windows, lengths, *targets, self.vocab_size))
+        scorer = DsDmScorer(models[0], DsDmConfig(k=self.k, lambda_ratio=self.lambda_ratio,
+                                                  batch_size=self.batch_size, seed=seed), work / "trak")
+        with phase("TRAK featurisation", total=self.models * len(windows)) as bar:
+            scorer.featurize([m.state_dict() for m in models], windows, lengths, progress=bar.update)
+        with phase("scoring", total=len(windows)) as bar:
+            tt, tm = attributable(*targets)
             w = scorer.weights((torch.from_numpy(tt), torch.from_numpy(tm)))
-            del windows
-        settings = {k: getattr(self, k) for k in ("d_model", "n_layers", "n_heads", "models", "context",
-                                                   "vocab_size", "tokens_per_param", "k", "lambda_ratio")}
-        return select_by_weights(ids, w, n, seed, bottom=self.name == "bot-dsdm", settings=settings)
+            bar.update(len(windows))
+        return w
 
 
-def _bottom(**settings) -> DsDmDocsSelector:
-    return DsDmDocsSelector(name="bot-dsdm", **settings)
+def _stepper(bar, n_steps: int):
+    """A training progress callback that moves ``bar`` to the steps done over every proxy (the
+    proxies train together, reporting a shared step, or one after another, each from 0)."""
+    state = {"base": 0, "last": 0}
+
+    def progress(info: dict) -> None:
+        step = int(info["step"])
+        if step < state["last"]:  # the next proxy (trained one after another) started
+            state["base"] += n_steps
+        state["last"] = step
+        k = len(info["loss"]) if isinstance(info.get("loss"), list) else 1  # models reporting this step
+        bar.n = min(bar.total, state["base"] + step * k)
+        bar.refresh()
+    return progress
+
+
+@dataclass(frozen=True)
+class BotDsDmDocsSelector(DsDmDocsSelector):
+    """Bot-DsDm: DsDm's scores, keeping the documents that most hurt the target (a harmful control)."""
+
+    name: str = "bot-dsdm"
 
 
 SELECTORS.add("dsdm", DsDmDocsSelector)
-SELECTORS.add("bot-dsdm", _bottom)
+SELECTORS.add("bot-dsdm", BotDsDmDocsSelector)

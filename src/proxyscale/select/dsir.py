@@ -27,9 +27,7 @@ import hashlib
 import multiprocessing
 import os
 import re
-import shutil
 import sys
-import tempfile
 import uuid
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -43,6 +41,8 @@ from joblib.externals.loky import get_reusable_executor
 
 from ..errors import ConfigError, DataError
 from .base import SELECTORS, Pool, Selection, check_n, gumbel_top_n, top_n
+from .dsir_streams import Streams
+from .progress import phase, pool_size, warn
 
 # nltk's WordPunctTokenizer pattern; a possessive "\s*+" (3.11+) eats the gap before a token in the
 # same match: the same tokens, ~30% faster than failing once per space.
@@ -243,36 +243,6 @@ def _featurised(batches: Iterable[Batch], hasher: NgramHasher, ngrams: int, work
             get_reusable_executor().shutdown(wait=True)
 
 
-class _Streams:
-    """Pass 1's bucket streams, kept for pass 2: in RAM up to a budget, then ``.npy`` files in a
-    scratch folder under ``work_dir`` (read back memory-mapped), else dropped (pass 2 re-hashes)."""
-
-    def __init__(self, budget_bytes: int, work_dir: Optional[str]) -> None:
-        self.budget, self.work_dir = budget_bytes, work_dir
-        self.dir: Optional[str] = None
-        self.items: list[Union[np.ndarray, str, None]] = []
-
-    def put(self, stream: np.ndarray) -> None:
-        if stream.nbytes <= self.budget:
-            self.budget -= stream.nbytes
-            self.items.append(stream)
-        elif self.work_dir is not None:
-            if self.dir is None:
-                os.makedirs(self.work_dir, exist_ok=True)
-                self.dir = tempfile.mkdtemp(prefix="dsir-streams-", dir=self.work_dir)
-            self.items.append(os.path.join(self.dir, f"{len(self.items)}.npy"))
-            np.save(self.items[-1], stream)
-        else:
-            self.items.append(None)
-
-    def get(self, k: int) -> Optional[np.ndarray]:
-        return np.load(self.items[k], mmap_mode="r") if isinstance(self.items[k], str) else self.items[k]
-
-    def close(self) -> None:
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-
 @dataclass(frozen=True)
 class DSIRWeights:
     """What DSIR computes before resampling, for every pool document in pool order."""
@@ -287,7 +257,9 @@ class DSIRWeights:
 
 @dataclass(frozen=True)
 class DSIRSelector:
-    """DSIR (see the module docstring). ``raw_sample_cap``: pool features used to estimate ``p_r``
+    """DSIR (Xie et al. 2023): importance weights of hashed uni+bigrams, target vs pool; resampled.
+
+    See the module docstring. ``raw_sample_cap``: pool features used to estimate ``p_r``
     (``"auto"``: 100,000 × ``num_buckets``, the package's default; ``None``: all); ``workers``:
     processes (0 = all cores); ``work_dir``: where bucket streams spill beyond ``memory_mb``."""
 
@@ -323,23 +295,36 @@ class DSIRSelector:
     def select(self, pool: Pool, target: Sequence[str], n: int, seed: int) -> Selection:
         w = self.weigh(pool, target)
         check_n(n, len(w.ids), self.name)
+        eligible = np.flatnonzero(w.scores > -np.inf)
+        self._check_eligible(n, len(eligible), len(w.ids))
         if self.top_k:
             chosen = top_n(w.scores, n, w.ids, seed)
         else:  # the package adds np.random.gumbel(size=#eligible) to the eligible weights, in pool order, so
             # seed=s picks its set after np.random.seed(s) with num_proc=1 (legacy stream: frozen in NumPy)
-            eligible = np.flatnonzero(w.scores > -np.inf)
             rs = np.random.RandomState(seed % (1 << 32))  # its gumbel() matches the Generator's signature
             chosen = eligible[gumbel_top_n(w.scores[eligible], n, rs)]  # type: ignore[arg-type]
         settings = {k: v for k, v in asdict(self).items() if k in _RESULT_SETTINGS}
         settings.update(raw_sample_cap=self.cap(), raw_docs_fit=w.raw_docs_fit, tokenizer="wordpunct (re)")
         return Selection(self.name, w.ids, w.scores, chosen, settings, {"n_tokens": w.n_tokens})
 
+    def _check_eligible(self, n: int, eligible: int, total: int) -> None:
+        """Say how many documents the length filter excluded; refuse an ``n`` beyond the rest."""
+        short = total - eligible
+        why = (f"{short:,} of {total:,} pool documents are shorter than min_example_length="
+               f"{self.min_example_length} tokens")
+        if n > eligible:
+            raise ConfigError(f"dsir: n={n:,} but only {eligible:,} documents are eligible: {why}; lower n or the "
+                              f"setting min_example_length (--set min_example_length=N; 0 keeps every document)")
+        if short:
+            warn(f"dsir: {why} and were excluded (score -inf, never chosen); --set min_example_length=N "
+                 "lowers the bar (0 keeps every document)")
+
     def weigh(self, pool: Pool, target: Sequence[str]) -> DSIRWeights:
         """Log importance weights of every pool document (the length filter as ``-inf`` scores)."""
         if isinstance(target, str) or len(target) == 0:
             raise DataError("dsir: the target must be a non-empty list of texts")
         feat = partial(_featurised, hasher=NgramHasher(self.num_buckets), ngrams=self.ngrams, workers=self.n_workers())
-        store = _Streams(self.memory_mb << 20, self.work_dir)
+        store = Streams(self.memory_mb << 20, self.work_dir)
         try:
             target_batches = feat(_batches(((str(i), t) for i, t in enumerate(target)), self.batch_chars))
             p_t = distribution(sum(stream_counts(f.stream, self.num_buckets) for _, f in target_batches), "target")
@@ -352,7 +337,7 @@ class DSIRSelector:
         long_enough = example_length(n_tokens, self.ngrams) >= self.min_example_length
         return DSIRWeights(tuple(ids), lw, np.where(long_enough, lw, -np.inf), n_tokens, ld, n_fit)
 
-    def _fit_raw(self, feat: Featuriser, pool: Pool, store: _Streams
+    def _fit_raw(self, feat: Featuriser, pool: Pool, store: Streams
                  ) -> tuple[list[str], list[np.ndarray], np.ndarray, int]:
         """Pass 1: hash every batch once, keep its stream, and count p_r's buckets up to the cap."""
         cap = self.cap()
@@ -360,22 +345,24 @@ class DSIRSelector:
         lens: list[np.ndarray] = []
         total = np.zeros(self.num_buckets, dtype=np.int64)
         seen = n_fit = 0
-        for bids, f in feat(_batches(((d.id, d.text) for d in pool()), self.batch_chars)):
-            ids.extend(bids)
-            lens.append(f.n_tokens)
-            store.put(f.stream)
-            if cap is not None and seen > cap:
-                continue
-            nf = n_features(f.n_tokens, self.ngrams)  # (D,)
-            before = seen + np.cumsum(nf) - nf  # (D,) features counted before each document
-            # The package adds a document's counts, then stops once the total exceeds the cap.
-            keep = len(nf) if cap is None else int(np.count_nonzero(before <= cap))
-            total += stream_counts(f.stream, self.num_buckets, int(f.n_tokens[:keep].sum()))
-            seen += int(nf[:keep].sum())
-            n_fit += keep
+        with phase("featurising", total=pool_size()) as bar:
+            for bids, f in feat(_batches(((d.id, d.text) for d in pool()), self.batch_chars)):
+                bar.update(len(bids))
+                ids.extend(bids)
+                lens.append(f.n_tokens)
+                store.put(f.stream)
+                if cap is not None and seen > cap:
+                    continue
+                nf = n_features(f.n_tokens, self.ngrams)  # (D,)
+                before = seen + np.cumsum(nf) - nf  # (D,) features counted before each document
+                # The package adds a document's counts, then stops once the total exceeds the cap.
+                keep = len(nf) if cap is None else int(np.count_nonzero(before <= cap))
+                total += stream_counts(f.stream, self.num_buckets, int(f.n_tokens[:keep].sum()))
+                seen += int(nf[:keep].sum())
+                n_fit += keep
         return ids, lens, total, n_fit
 
-    def _weights(self, feat: Featuriser, pool: Pool, store: _Streams, ids: list[str],
+    def _weights(self, feat: Featuriser, pool: Pool, store: Streams, ids: list[str],
                  lens: list[np.ndarray], ld: np.ndarray) -> np.ndarray:
         """Pass 2: Σ log_diff over each document's stream (NumPy, ≈ 0.5–1 GB of text per second, so
         serial); batches whose stream was dropped are hashed again."""
@@ -383,16 +370,18 @@ class DSIRSelector:
         redo = feat(b for k, b in enumerate(_batches(((d.id, d.text) for d in pool()), self.batch_chars))
                     if k in dropped)
         out, start = [], 0
-        for k, n_tok in enumerate(lens):
-            stream = store.get(k)
-            if stream is None:
-                bids, f = next(redo)
-                if bids != ids[start:start + len(n_tok)]:
-                    raise DataError("dsir: the pool yielded other documents on a second pass; make it "
-                                    "re-iterable, or set work_dir so that it is read once")
-                stream = f.stream
-            out.append(stream_weights(stream, n_tok, ld))
-            start += len(n_tok)
+        with phase("scoring", total=len(ids)) as bar:
+            for k, n_tok in enumerate(lens):
+                stream = store.get(k)
+                if stream is None:
+                    bids, f = next(redo)
+                    if bids != ids[start:start + len(n_tok)]:
+                        raise DataError("dsir: the pool yielded other documents on a second pass; make it "
+                                        "re-iterable, or set work_dir so that it is read once")
+                    stream = f.stream
+                out.append(stream_weights(stream, n_tok, ld))
+                start += len(n_tok)
+                bar.update(len(n_tok))
         return np.concatenate(out)
 
 

@@ -148,7 +148,9 @@ def _choose_mode(model_cfg: GPTConfig, train_cfg: TrainConfig, K: int, mode: str
         return {"mode": "batched", "reason": f"run shorter than {calibrate.MIN_STEPS_TO_MEASURE} steps, not measured",
                 "K": K}
     amp = choose_precision(model_cfg, train_cfg, device, n_steps)[0]
-    return choose_batching(model_cfg, train_cfg, K, device, amp)
+    rec = choose_batching(model_cfg, train_cfg, K, device, amp)
+    assert rec is not None  # may_measure: always a record
+    return rec
 
 
 def _train_sequential(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fns: list[BatchFn], n_steps: int,
@@ -220,15 +222,39 @@ def _flush(stack: _Stack, opt: AdamW, recs: list[RunRecord], train_cfg: TrainCon
 
 
 def choose_batching(model_cfg: GPTConfig, train_cfg: TrainConfig, K: int, device: torch.device,
-                    amp: torch.dtype | None) -> dict:
-    """``{"mode": "batched" | "sequential", ...timings}`` for training K models of this shape."""
+                    amp: torch.dtype | None, may_measure: bool = True) -> dict | None:
+    """``{"mode": "batched" | "sequential", ...timings}`` for training K models of this shape
+    (None: not measured yet and ``may_measure`` False)."""
     if K < 2:
         return {"mode": "sequential", "reason": "one model"}
-    # Speed only (stacked and separate training compute the same function), so keyed by machine.
+    # Keyed by machine and threads: which is faster depends on them (the bits differ by rounding
+    # only, and the decision is part of each train step's key, see decide_stacking).
     info = calibrate.cpu_info()
     key = {"model": to_dict(model_cfg), "batch_size": train_cfg.batch_size, "K": K, "device": str(device),
            "amp": str(amp), "threads": torch.get_num_threads(), "cpu": info["model"], "flags": info["flags"]}
-    return calibrate.shared_choice("batching", key, lambda: _measure_batching(model_cfg, train_cfg, K, device, amp))
+    return calibrate.shared_choice("batching", key, lambda: _measure_batching(model_cfg, train_cfg, K, device, amp),
+                                   may_measure)
+
+
+def decide_stacking(model_cfg: GPTConfig, train_cfg: TrainConfig, n_steps: int, K: int, threads: int,
+                    measure: bool) -> str:
+    """Whether a group of same-shape models is trained stacked, resolved before the run's step
+    keys are computed: "stacked", "single" (one model at a time, each its own step), or "auto"
+    when it takes a measurement that ``measure`` (False in a dry run) forbids.
+
+    ``train_cfg.precision`` must be resolved already; the probes run at ``threads`` threads, the
+    count the steps will get, for stacks of ``K`` (the plan's largest: a stacked model's bits may
+    depend on its stack's size, so the plan fixes the stacks, see studies/fragments/lm_ladder.py)."""
+    if K < 2:
+        return "single"
+    if n_steps < calibrate.MIN_STEPS_TO_MEASURE:  # the probes would cost more than a wrong choice
+        return "stacked"
+    if train_cfg.precision == "auto":
+        return "auto"
+    amp = torch.bfloat16 if train_cfg.precision == "bf16" else None
+    with calibrate.torch_threads(threads):
+        rec = choose_batching(model_cfg, train_cfg, K, resolve_device(train_cfg.device), amp, measure)
+    return "auto" if rec is None else ("stacked" if rec["mode"] == "batched" else "single")
 
 
 def _measure_batching(model_cfg: GPTConfig, train_cfg: TrainConfig, K: int, device: torch.device,

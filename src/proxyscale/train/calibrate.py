@@ -39,7 +39,7 @@ from ..config import to_dict
 from ..models.gpt import GPT, GPTConfig
 from ..store import read_json, write_json
 from ..store.layout import CALIBRATION_ENV
-from .optim import AdamW, TrainConfig, param_settings
+from .optim import AdamW, TrainConfig, param_settings, resolve_device
 from .step import train_step
 
 BF16_LOSS_RTOL = 0.02  # largest relative gap between bf16 and fp32 losses over the probe run
@@ -154,11 +154,51 @@ def choose_precision(model_cfg: GPTConfig, train_cfg: TrainConfig, device: torch
     if n_steps is not None and n_steps < MIN_STEPS_TO_MEASURE:
         why = f"auto: run shorter than {MIN_STEPS_TO_MEASURE} steps, not measured"
         return None, {"precision": "fp32", "reason": why}
-    # Not keyed by machine or threads: one precision per shape and study, whoever measures it.
-    key = {"model": to_dict(model_cfg), "batch_size": train_cfg.batch_size, "lr": train_cfg.lr,
-           "device": device.type}
-    rec = shared_choice("precision", key, lambda: _measure_precision(model_cfg, train_cfg, device))
+    rec = shared_choice("precision", _precision_key(model_cfg, train_cfg, device),
+                        lambda: _measure_precision(model_cfg, train_cfg, device))
+    assert rec is not None  # may_measure: always a record
     return (torch.bfloat16 if rec["precision"] == "bf16" else None), dict(rec)
+
+
+def _precision_key(model_cfg: GPTConfig, train_cfg: TrainConfig, device: torch.device) -> dict:
+    # Not keyed by machine or threads: one precision per shape and study, whoever measures it.
+    return {"model": to_dict(model_cfg), "batch_size": train_cfg.batch_size, "lr": train_cfg.lr,
+            "device": device.type}
+
+
+def decide_precision(model_cfg: GPTConfig, train_cfg: TrainConfig, n_steps: int, measure: bool) -> str:
+    """``precision: auto`` resolved before a run's step keys are computed: "fp32", "bf16", or
+    "auto" when it takes a measurement that ``measure`` (False in a dry run) forbids.
+
+    Inside a store (``CALIBRATION_ENV`` set) every decision that depends on the machine is
+    recorded there, rules included, so a resumed or inspected store resolves to the same keys on
+    any machine. Short runs are fp32 by rule (the same everywhere, nothing recorded)."""
+    if train_cfg.precision != "auto":
+        return train_cfg.precision
+    if n_steps < MIN_STEPS_TO_MEASURE:
+        return "fp32"
+    device = resolve_device(train_cfg.device)
+
+    def measure_now() -> dict:
+        if device.type == "cuda":
+            return {"precision": "bf16", "reason": "auto on CUDA"}
+        if device.type != "cpu" or not cpu_has_fast_bf16():
+            return {"precision": "fp32", "reason": "auto: no fast bf16 on this device"}
+        return _measure_precision(model_cfg, train_cfg, device)
+
+    rec = shared_choice("precision", _precision_key(model_cfg, train_cfg, device), measure_now, measure)
+    return "auto" if rec is None else str(rec["precision"])
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch threads (probes measured at the threads the steps get)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _measure_precision(model_cfg: GPTConfig, train_cfg: TrainConfig, device: torch.device) -> dict:
@@ -206,23 +246,27 @@ def _read_record(path: Path, key: dict) -> dict | None:
     return rec if isinstance(rec, dict) and rec.get("key") == key and "choice" in rec else None
 
 
-def shared_choice(kind: str, key: dict, measure: Callable[[], dict]) -> dict:
+def shared_choice(kind: str, key: dict, measure: Callable[[], dict], may_measure: bool = True) -> dict | None:
     """The choice ``measure()`` returns for ``key``, measured once per process and, inside a run
-    store (the environment variable ``PROXYSCALE_CALIBRATION_DIR``, which the worker sets), once
-    per store: the record is written to ``<dir>/<kind>-<hash of key>.json`` and reused by every
-    process that asks for the same key. The returned dict is the choice plus where and when it
-    was measured (``measured``)."""
+    store (the environment variable ``PROXYSCALE_CALIBRATION_DIR``, which the worker and the
+    driver set), once per store: the record is written to ``<dir>/<kind>-<hash of key>.json`` and
+    reused by every process that asks for the same key. The returned dict is the choice plus where
+    and when it was measured (``measured``). With ``may_measure`` False nothing is measured or
+    written: the stored record, or None when there is none yet."""
     token = json.dumps(key, sort_keys=True, default=str)
     shared = os.environ.get(CALIBRATION_ENV)
     mem = (kind, shared, token)
     if mem in _cache:
         return dict(_cache[mem])
+    name = f"{kind}-{hashlib.sha256(token.encode()).hexdigest()[:16]}"
+    as_stored = json.loads(token)  # the key as JSON gives it back (tuples become lists)
+    if not may_measure:  # a dry run: read only, no lock file either
+        found = _read_record(Path(shared) / f"{name}.json", as_stored) if shared else None
+        return None if found is None else {**found["choice"], "shared_record": f"{name}.json"}
     if not shared:
         rec = {**measure(), "measured": _where()}
     else:
-        name = f"{kind}-{hashlib.sha256(token.encode()).hexdigest()[:16]}"
         path = Path(shared) / f"{name}.json"
-        as_stored = json.loads(token)  # the key as JSON gives it back (tuples become lists)
         with _locked(Path(shared) / ".locks" / name):
             found = _read_record(path, as_stored)
             if found is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional
 
 from ...config import content_hash, suggest, to_dict
 from ...errors import ConfigError
@@ -94,6 +94,12 @@ class TrainStep:
     n_steps: int
     seed: int
     replicate: int = 0
+    # a model of a same-shape group: "stacked" or "auto" (measured in the worker); absent:
+    # trained alone. A stacked model's bits may depend on its stack, so the plan fixes the stack
+    # (its size, and this model's place in it) and both are part of the key.
+    stacking: Literal["stacked", "auto", "single"] = "single"
+    stack_size: int = 1
+    stack_index: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,27 +110,41 @@ class EvalStep:
 # -- the fragment ------------------------------------------------------------------------------
 def add_lm_ladder(plan: Plan, *, ladder: LadderSpec, distributions: Mapping[str, Mapping[str, float]],
                   train: TrainConfig, vocab_size: int, context: int, seed: int, tokenizer: str,
-                  shard_inputs: Any, test_inputs: dict[str, str], batch_below_params: int,
+                  shard_inputs: Any, test_inputs: dict[str, str], batch_below_params: int, max_batch: int = 8,
                   windows: Optional[Mapping[str, tuple[str, str]]] = None) -> dict[str, str]:
     """Add train + eval steps for every rung × distribution × seed. ``shard_inputs(mixture)``
     gives a mixture's shard roles; a distribution in ``windows`` (name → (pool step, selection
-    step)) trains on the selected pool windows instead. Returns ``{"eval:<dist>:<rung>:<seed>": key}``."""
+    step)) trains on the selected pool windows instead. A rung's models below
+    ``batch_below_params`` are trained in stacks of at most ``max_batch`` that the plan fixes
+    (:func:`_stacks`). Returns ``{"eval:<dist>:<rung>:<seed>": key}``."""
+    from .measured import train_choices
     from .pool import add_window_model
 
     evals: dict[str, str] = {}
-    train_cfg = to_dict(train)
     for rung in ladder.rungs:
         b = ladder.budget(rung, vocab_size, context, train.batch_size)
-        model = {**to_dict(rung.gpt(vocab_size, context, ladder.mup))}
-        bkey = f"train:{content_hash([model, train_cfg, b.n_steps])}" if b.params < batch_below_params else None
+        gpt = rung.gpt(vocab_size, context, ladder.mup)
+        model = {**to_dict(gpt)}
+        members = [(d, rep) for d in sorted(distributions) if not (windows and d in windows)
+                   for rep in ladder.seeds(rung)]
+        place = _stacks(members, max_batch) if b.params < batch_below_params else {}
+        # measured choices resolved into the config, hence the key (see measured.py)
+        rung_train, stacking = train_choices(gpt, train, b.n_steps, max((p[1] for p in place.values()), default=1),
+                                             b.flops)
+        train_cfg = to_dict(rung_train)
         for dname, mix in sorted(distributions.items()):
             for rep in ladder.seeds(rung):
                 cfg = {"distribution": dname, "mixture": dict(mix), "rung": rung.name, "model": model,
                        "train": train_cfg, "n_steps": b.n_steps,
                        "seed": derive_seed(seed, "train", dname, rung.name, rep), "replicate": rep}
+                bkey = None
+                if stacking != "single" and (dname, rep) in place:
+                    j, size, index = place[(dname, rep)]
+                    bkey = f"train:{content_hash([model, train_cfg, b.n_steps])}:{j}"
+                    cfg.update(stacking=stacking, stack_size=size, stack_index=index)
                 if windows and dname in windows:
                     tkey = add_window_model(plan, name=f"{dname}-{rung.name}-s{rep}", pool=windows[dname][0],
-                                            model=rung.gpt(vocab_size, context, ladder.mup), train=train,
+                                            model=gpt, train=train,
                                             n_steps=b.n_steps, seed=cfg["seed"], selection=windows[dname][1],
                                             flops=b.flops)
                 else:
@@ -136,6 +156,25 @@ def add_lm_ladder(plan: Plan, *, ladder: LadderSpec, distributions: Mapping[str,
                                      cost=2 * b.params * 200 * max(1, len(test_inputs)) * context))
                 evals[f"eval:{dname}:{rung.name}:{rep}"] = ekey
     return evals
+
+
+def _stacks(members: list, max_batch: int) -> dict[Any, tuple[int, int, int]]:
+    """``member -> (stack number, stack size, place in the stack)`` for one rung's same-shape
+    models, in order. The sizes follow from the group's size, ``max_batch`` and the cores the
+    store's stacks are sized for (:func:`proxyscale.run.executor.stack_sizes`), never from ``-j``
+    or from what is ready when: the executor runs each stack as one batch, and a resumed stack's
+    unfinished members run together again."""
+    from ...run.executor import stack_sizes
+    from .measured import stack_slots
+
+    if len(members) < 2:
+        return {}
+    out, i = {}, 0
+    for j, size in enumerate(stack_sizes(len(members), max_batch, stack_slots())):
+        for index in range(size):
+            out[members[i]] = (j, size, index)
+            i += 1
+    return out
 
 
 # -- step functions ----------------------------------------------------------------------------
@@ -161,7 +200,12 @@ def train_step(ctx: StepContext) -> None:
     bs = c.train.batch_size
     stream.save_order(ctx.out / "data_order.npy", n_batches=c.n_steps, batch_size=bs)
     fn = ctx.tracked(lambda i: stream.batch(i, bs), c.n_steps, bs * c.model.context)
-    train_lm(c.model, c.train, fn, c.n_steps, ctx.out, c.seed)
+    if c.stacking == "stacked":  # a stack of one: trained by the stacked code, as its key says
+        from ...train.batched import train_lm_batched
+
+        train_lm_batched(c.model, c.train, [fn], c.n_steps, [ctx.out], [c.seed], mode="batched")
+    else:
+        train_lm(c.model, c.train, fn, c.n_steps, ctx.out, c.seed)
 
 
 def train_batch(ctxs: list[StepContext]) -> None:
@@ -175,7 +219,8 @@ def train_batch(ctxs: list[StepContext]) -> None:
         stream = train_stream(c, first.model.context, c.cfg.seed)
         stream.save_order(c.out / "data_order.npy", n_batches=first.n_steps, batch_size=bs)
         fns.append(c.tracked(lambda i, s=stream: s.batch(i, bs), first.n_steps, bs * first.model.context))
-    train_lm_batched(first.model, first.train, fns, first.n_steps, [c.out for c in ctxs], [c.cfg.seed for c in ctxs])
+    train_lm_batched(first.model, first.train, fns, first.n_steps, [c.out for c in ctxs], [c.cfg.seed for c in ctxs],
+                     mode="batched" if first.stacking == "stacked" else "auto")
 
 
 def test_set_paths(ctx: StepContext) -> dict[str, Path]:

@@ -27,6 +27,11 @@ def ladder_table(spec: StudySpec) -> list[dict]:
     return rows
 
 
+def _choice(value: str) -> str:
+    """A measured training choice as the plan shows it (see studies/fragments/measured.py)."""
+    return "auto (not measured yet)" if value == "auto" else value
+
+
 def describe_plan(spec: StudySpec, plan: Plan, store: Store | None = None) -> str:
     """Every step with its parameters, tokens, FLOPs and estimated GPU-hours; then the totals."""
     lines = [f"study '{spec.name}': {len(plan)} steps "
@@ -37,7 +42,9 @@ def describe_plan(spec: StudySpec, plan: Plan, store: Store | None = None) -> st
         if s.kind == "train":
             i = s.info
             extra = (f"  params={i['params']:,} tokens={i['tokens']:,} steps={i['n_steps']:,} "
-                     f"FLOPs={_fmt(i['flops'])} GPU-h={gpu_hours(spec, i['flops']):.3g}")
+                     f"FLOPs={_fmt(i['flops'])} GPU-h={gpu_hours(spec, i['flops']):.3g}"
+                     f" precision={_choice(s.config['train']['precision'])}"
+                     f" stacking={_choice(s.config.get('stacking', 'single'))}")
         lines.append(f"  {state}{s.key}{extra}")
     rows = ladder_table(spec)
     total = sum(r["flops"] * r["runs"] for r in rows)

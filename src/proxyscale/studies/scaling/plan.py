@@ -42,6 +42,7 @@ def build_plan(spec: StudySpec) -> Plan:
                           train=spec.train, vocab_size=spec.tokenizer.vocab_size, context=spec.context,
                           seed=spec.seed, tokenizer=data.tokenizer, shard_inputs=data.shard_inputs,
                           test_inputs=data.test_inputs(), batch_below_params=spec.executor.batch_below_params,
+                          max_batch=spec.executor.max_batch,
                           windows=windows)
     ngrams = _add_ngrams(plan, spec, data, windows)
     counts = {f"count:{t}": k for t, k in data.tests.items()}  # requested vs built, for the report
