@@ -253,6 +253,71 @@ def _two_trained(spec: dict, ws: Path) -> dict:
     return spec
 
 
+def _suite(change: Callable[[dict, Path], Any] = lambda spec, ws: None, *, loss: Any = None) -> Mutation:
+    """A tiny valid suite (3 distributions × 2 scales) over a results table in the workspace, then
+    ``change(spec, ws)``; ``loss`` replaces the first row's loss in the table."""
+    def mutate(spec: dict, ws: Path) -> dict:
+        import pandas as pd
+
+        rows, models = [], []
+        for d, dist in enumerate(("web", "code", "books")):
+            for s, scale in enumerate(("S", "L")):
+                name = f"{dist}-{scale}"
+                rows += [{"model": name, "test_set": "held", "example_id": f"e{i}", "loss": 2.0 + d + s + 0.1 * i}
+                         for i in range(4)]
+                models.append({"name": name, "distribution": dist, "scale": scale, "seed": 0, "params": 10 ** (s + 4),
+                               "train_tokens": 2 * 10 ** (s + 5), "reference": scale == "L",
+                               "results": str(ws / "data" / "results.csv")})
+        table = pd.DataFrame(rows)
+        if loss is not None:
+            table.loc[0, "loss"] = loss
+        table.to_csv(ws / "data" / "results.csv", index=False)
+        suite = {"kind": "suite", "name": "tiny-suite", "models": models, "analysis": {"n_boot": 20}}
+        change(suite, ws)
+        return suite
+    return mutate
+
+
+def _checkpoint(files: Callable[[Path], None]) -> Callable[[dict, Path], None]:
+    """The first model becomes a checkpoint directory holding what ``files`` writes, evaluated on
+    a test set of the workspace's prose."""
+    def change(suite: dict, ws: Path) -> None:
+        d = ws / "data" / "ckpt"
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
+        files(d)
+        suite["models"][0] = {**{k: v for k, v in suite["models"][0].items() if k != "results"}, "checkpoint": str(d)}
+        suite["sources"] = {"prose": {"kind": "local", "path": str(ws / "data" / "prose"), "txt_unit": "file"}}
+        suite["test_sets"] = {"text": {"kind": "lm", "sources": ["prose"], "n_examples": 12}}
+    return change
+
+
+def _lmeval_runs(second: dict) -> Callable[[dict, Path], None]:
+    """The first two models become lm-eval runs of task ``mc``; the second's results differ by ``second``."""
+    def change(suite: dict, ws: Path) -> None:
+        for i, over in enumerate(({}, second)):
+            d = ws / "data" / f"lmeval{i}"
+            d.mkdir()
+            task = over.get("task", "mc")
+            res = {"versions": {task: over.get("version", 1.0)}, "n-shot": {task: 0},
+                   "configs": {task: {"task": task, "output_type": "multiple_choice"}}}
+            (d / "results_2025.json").write_text(json.dumps(res))
+            (d / f"samples_{task}_2025.jsonl").write_text("")
+            suite["models"][i] = {**{k: v for k, v in suite["models"][i].items() if k != "results"},
+                                  "samples": str(d / "results_*.json")}
+        suite["test_sets"] = {"mc": {"task": "mc", "kind": "choice"}}
+        suite["analysis"]["metric"] = "correct_prob"
+    return change
+
+
+def _suite_set(key: str, value: Any, index: int | None = None) -> Callable[[dict, Path], None]:
+    def change(suite: dict, ws: Path) -> None:
+        for i, m in enumerate(suite["models"]):
+            if index is None or i == index:
+                m[key] = value(m) if callable(value) else value
+    return change
+
+
 CASES: tuple[Case, ...] = (
     Case("valid tiny spec (control)", "control", bad=False),
     # -- command line --------------------------------------------------------------------------
@@ -406,6 +471,26 @@ CASES: tuple[Case, ...] = (
          commands=("cli",)),
     Case("select --hub, a dataset not on this machine (offline)", "cli",
          argv=_select_cli("{store}/sel", "--hub", pool="no-such-user/no-such-dataset"), commands=("cli",)),
+    # -- suites: models proxyscale did not train (results tables, checkpoints, lm-eval logs) ----
+    Case("suite: valid results-table suite (control)", "suite", _suite(), bad=False),
+    Case("suite: no reference", "suite", _suite(_suite_set("reference", False))),
+    Case("suite: one distribution only", "suite",
+         _suite(lambda suite, ws: [m.update(distribution="web", seed=i) for i, m in enumerate(suite["models"])])),
+    Case("suite: two models with the same distribution, scale and seed", "suite",
+         _suite(_suite_set("distribution", "web", index=2))),
+    Case("suite: NaN loss in a results table", "suite", _suite(loss=float("nan"))),
+    Case("suite: negative loss in a results table", "suite", _suite(loss=-1.0)),
+    Case("suite: a metric the models lack (bpb)", "suite",
+         _suite(lambda suite, ws: suite["analysis"].update(metric="bpb"))),
+    Case("suite: checkpoint without weights", "suite",
+         _suite(_checkpoint(lambda d: (d / "tokenizer.json").write_text("{}")))),
+    Case("suite: checkpoint without a tokenizer", "suite",
+         _suite(_checkpoint(lambda d: (d / "model.safetensors").write_bytes(b"x")))),
+    Case("suite: weights symlinked outside the checkpoint", "suite",
+         _suite(_checkpoint(lambda d: ((d / "tokenizer.json").write_text("{}"),
+                                       (d / "model.safetensors").symlink_to(d.parent / "doc.jsonl"))))),
+    Case("suite: lm-eval logs of different task versions", "suite", _suite(_lmeval_runs({"version": 2.0}))),
+    Case("suite: lm-eval logs of another task", "suite", _suite(_lmeval_runs({"task": "other"}))),
 )
 
 

@@ -216,6 +216,14 @@ def export_model(step_or_model: str, store: str | Path, out: str | Path, *, over
                      inputs=[("--store", st.root)])
 
 
+def suite_init(folder: str | Path, out: str | Path = "suite.yaml", *, overwrite: bool = False) -> Path:
+    """Write a suite spec skeleton listing the Hugging Face checkpoints and lm-eval runs found
+    under ``folder``, with the fields only the user knows marked ``FILL-ME``."""
+    from .studies.suite.init import write_skeleton
+
+    return write_skeleton(folder, out, overwrite=overwrite)
+
+
 def attribute(model: Any, state_dicts: Sequence[Mapping[str, Any]], train_data: Any, target_data: Any,
               task: Any = "classification", *, out: str | Path | None = None, overwrite: bool = False,
               **settings: Any) -> Any:

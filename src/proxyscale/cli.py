@@ -16,6 +16,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                        "per-example correlation, attribution and data selection.")
 corpus_app = typer.Typer(no_args_is_help=True, help="The embedded corpus of real offline text.")
 app.add_typer(corpus_app, name="corpus")
+suite_app = typer.Typer(no_args_is_help=True, help="Suites: analyse models proxyscale did not train.")
+app.add_typer(suite_app, name="suite")
 
 STORE = typer.Option(Path("runs"), "--store", help="Run store directory (shared by studies; content-hashed).")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace an earlier proxyscale output at --out (only if it "
@@ -231,6 +233,18 @@ def corpus_build(out: Path = typer.Option(Path("corpus"), "--out", help="Output 
     for name, d in sorted(manifest["domains"].items()):
         typer.echo(f"{name:>12} {d['bytes']:>11,} bytes {d['n_docs']:>7,} docs  {d.get('package', '')}")
     typer.echo(f"corpus: {out}")
+
+
+@suite_app.command("init")
+def suite_init(folder: Path = typer.Argument(..., help="Folder holding Hugging Face checkpoints and/or lm-eval "
+                                                     "outputs (results_*.json with samples_*.jsonl)."),
+               out: Path = typer.Option(Path("suite.yaml"), "--out", help="Where to write the spec skeleton."),
+               overwrite: bool = OVERWRITE) -> None:
+    """Write a suite spec listing the checkpoints and lm-eval runs under FOLDER; fill in every FILL-ME
+    (distribution, scale, training tokens, the reference), then `proxyscale run` it."""
+    from .api import suite_init as write_skeleton
+
+    typer.echo(f"suite spec: {write_skeleton(folder, out, overwrite=overwrite)}")
 
 
 def _stop_on_signals() -> None:

@@ -5,7 +5,8 @@ Each writes only inside ``ctx.out``; heavy imports happen inside the functions.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping
 
 from ...run.step import StepContext, step_kind
 from ...store import read_json, read_table, write_table
@@ -98,14 +99,23 @@ def _target_examples(ctx: StepContext, results):
 @step_kind("analyze", version=2, config=AnalyzeStep)
 def analyze_step(ctx: StepContext) -> None:
     """All small-to-large tables of the study (pure analysis over the per-example results)."""
+    results = _gather_results(ctx)
+    write_table(ctx.out / "results.parquet", results)
+    meta = {"compute": _compute_spent(ctx), "test_counts": test_counts(ctx)}
+    write_study_analysis(ctx.out, results, ctx.config, meta)
+
+
+def write_study_analysis(out: Path, results: Any, cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+    """Run :func:`~proxyscale.analyze.correlate.analyze_study` over per-example ``results`` and the
+    models, distributions and test sets of ``cfg`` (an :class:`AnalyzeStep` config as plain data),
+    and write the small-to-large analysis (kind ``scaling``) into ``out``. Every study kind that
+    yields small-to-large results (a native ladder, a suite of others' models) writes through here,
+    so they share one report."""
     import pandas as pd
 
     from ...analyze.correlate import analyze_study
     from ...analyze.io import write_analysis
 
-    cfg = ctx.config
-    results = _gather_results(ctx)
-    write_table(ctx.out / "results.parquet", results)
     models = pd.DataFrame(cfg["models"])
     dists = pd.DataFrame([{"distribution": d, "sources": s, "mixture": _mixture_text(cfg.get("mixtures", {}).get(d))}
                           for d, s in sorted(cfg["distributions"].items())])
@@ -113,9 +123,13 @@ def analyze_step(ctx: StepContext) -> None:
     a = cfg["analysis"]
     analysis = analyze_study(results, models, dists, tests, seed=cfg["seed"], r2_threshold=a["r2_threshold"],
                              decision_threshold=a["decision_threshold"], n_boot=a["n_boot"], loss=a["loss"])
-    counts = {role[6:]: read_json(path / "testset.json") for role, path in sorted(ctx.inputs.items())
-              if role.startswith("count:")}
-    write_analysis(analysis, ctx.out, kind="scaling", meta={"compute": _compute_spent(ctx), "test_counts": counts})
+    write_analysis(analysis, out, kind="scaling", meta=meta)
+
+
+def test_counts(ctx: StepContext) -> dict[str, Any]:
+    """Examples requested and built per test set (inputs ``count:<test set>``)."""
+    return {role[6:]: read_json(path / "testset.json") for role, path in sorted(ctx.inputs.items())
+            if role.startswith("count:")}
 
 
 def _mixture_text(mix: dict[str, float] | None) -> str | None:

@@ -1,0 +1,192 @@
+"""Step functions of the suite: one per model bringing its per-example evidence into the store
+(evaluating a checkpoint, reading lm-eval sample logs, reading a results table), and the
+analysis, which writes the small-to-large analysis the scaling study writes.
+
+Each evidence step writes ``<test set>.parquet`` with the columns of :data:`COLUMNS` (NaN where
+the evidence has no such value) and refuses input files whose sha256 changed since the plan was
+built (the step's key names their content). Heavy imports happen inside the functions.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...errors import DataError
+from ...run.step import StepContext, step_kind
+from ...store import read_table, write_table
+from ..fragments.lm_ladder import test_set_paths
+from ..scaling.steps import test_counts, write_study_analysis
+from .spec import SuiteAnalysisSpec
+
+COLUMNS = ("example_id", "n_pred_tokens", "loss_sum", "loss", "bytes", "bpb", "correct_prob", "accuracy")
+META = "suite"  # the analysis meta record this study adds: metric, evidence per model, dropped test sets
+
+
+@dataclass(frozen=True)
+class SuiteEvalStep:
+    model: str
+    checkpoint: str
+    weights_sha256: str
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class SuiteSamplesStep:
+    model: str
+    runs: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class SuiteTableStep:
+    model: str
+    results: str
+    sha256: str
+    test_sets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SuiteAnalyzeStep:
+    analysis: SuiteAnalysisSpec
+    models: tuple[dict[str, Any], ...]
+    runs: tuple[dict[str, Any], ...]
+    test_sets: dict[str, dict[str, Any]]
+    distributions: dict[str, tuple[str, ...]]
+    seed: int
+    mixtures: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _unchanged(path: Path, sha256: str, what: str) -> None:
+    from ...store.output import sha256_file
+
+    if not path.is_file() or sha256_file(path) != sha256:
+        raise DataError(f"{path}: the {what} changed since the plan was built; run the suite again")
+
+
+def _frame(df: Any) -> Any:
+    """``df`` with every column of :data:`COLUMNS` (NaN where absent), in that order."""
+    for c in COLUMNS:
+        if c not in df.columns:
+            df[c] = math.nan
+    return df[list(COLUMNS)].assign(example_id=df["example_id"].astype(str))
+
+
+@step_kind("suite_eval", config=SuiteEvalStep)
+def suite_eval_step(ctx: StepContext) -> None:
+    """Per-example metrics of one local Hugging Face checkpoint on every text test set."""
+    from ...data.testset import read_test_set
+    from ...evaluate.hf import evaluate_hf, load_hf, weights_sha256
+
+    c: SuiteEvalStep = ctx.cfg
+    if weights_sha256(c.checkpoint) != c.weights_sha256:
+        raise DataError(f"{c.checkpoint}: the weights changed since the plan was built; run the suite again")
+    loaded = load_hf(c.checkpoint)
+    for name, path in sorted(test_set_paths(ctx).items()):
+        df = evaluate_hf(c.checkpoint, read_test_set(path), batch_size=c.batch_size, loaded=loaded)
+        write_table(ctx.out / f"{name}.parquet", _frame(df))
+
+
+@step_kind("suite_samples", config=SuiteSamplesStep)
+def suite_samples_step(ctx: StepContext) -> None:
+    """Per-document metrics of one model's lm-eval runs, one table per task test set."""
+    from ...data.lmeval import read_lmeval
+
+    c: SuiteSamplesStep = ctx.cfg
+    for ts, run in sorted(c.runs.items()):
+        for key, sha in zip(("results", "samples"), run["sha256"]):
+            _unchanged(Path(run[key]), sha, f"lm-eval {key} file")
+        df = read_lmeval({c.model: run["results"]}, run["task"], id_field=run.get("id_field"))
+        write_table(ctx.out / f"{ts}.parquet", _frame(df.drop(columns=["model", "test_set"])))
+
+
+@step_kind("suite_table", config=SuiteTableStep)
+def suite_table_step(ctx: StepContext) -> None:
+    """One model's rows of a per-example results table, one table per test set."""
+    from .evidence import check_results_table, read_results_table
+
+    c: SuiteTableStep = ctx.cfg
+    _unchanged(Path(c.results), c.sha256, "results table")
+    df = read_results_table(Path(c.results), c.model)
+    check_results_table(df, f"{c.results} (model {c.model})")
+    for ts, part in df.groupby(df["test_set"].astype(str), sort=True):
+        write_table(ctx.out / f"{ts}.parquet", _frame(part.reset_index(drop=True)))
+
+
+def gather_results(ctx: StepContext, metric: str) -> tuple[Any, dict[str, str]]:
+    """The per-example results table (``loss`` per token, ``bpb``, ``correct_prob``, ``accuracy``,
+    ``n_tokens`` predicted tokens, ...), and the test sets left out because ``metric`` does not
+    apply to them (all NaN: a per-token text set has no correct-choice probability)."""
+    import pandas as pd
+
+    from ..scaling.plan import NGRAM_NAMES
+
+    runs = {f"eval:{r['distribution']}:{r['scale']}:{r['seed']}": r for r in ctx.config["runs"]}
+    frames = []
+    for role in sorted(runs):  # the order the scaling study gathers its runs in
+        r = runs[role]
+        for f in sorted(ctx.inputs[f"model:{r['name']}"].glob("*.parquet")):
+            df = read_table(f)
+            frames.append(pd.DataFrame({"test_set": f.stem, "example_id": df["example_id"],
+                                        "distribution": r["distribution"], "model": r["scale"], "seed": r["seed"],
+                                        **{c: df[c] for c in COLUMNS[1:]}, "n_tokens": df["n_pred_tokens"]}))
+    for role, path in sorted(ctx.inputs.items()):
+        if role.startswith("ngram:"):
+            _, dist, order = role.split(":")
+            for f in sorted(path.glob("*.parquet")):
+                df = read_table(f)
+                frames.append(pd.DataFrame({"test_set": f.stem, "example_id": df["example_id"], "distribution": dist,
+                                            "model": NGRAM_NAMES.get(int(order), f"{order}gram"), "seed": 0,
+                                            "loss": df["loss"], "n_tokens": df["n_pred_tokens"]}))
+    return _applicable(pd.concat(frames, ignore_index=True), metric)
+
+
+def metric_view(results: Any, metric: str) -> Any:
+    """``results`` as today's analysis reads it: ``loss`` holds ``metric``, and ``n_tokens`` what
+    ``analysis.loss: token_mean`` weighs an example by (its bytes for bits per byte: total bits
+    over total bytes; 1 for correct_prob and accuracy)."""
+    if metric == "loss":
+        return results
+    weight = results["bytes"] if metric == "bpb" else 1.0
+    return results.assign(loss=results[metric], n_tokens=weight)
+
+
+def _applicable(results: Any, metric: str) -> tuple[Any, dict[str, str]]:
+    import numpy as np
+
+    dropped: dict[str, str] = {}
+    finite = np.isfinite(results[metric].to_numpy(dtype=np.float64))
+    for ts, ok in pd_groups(results["test_set"], finite):
+        if not ok.any():
+            dropped[ts] = f"no model has {metric} on it"
+        elif not ok.all():
+            bad = results[(results["test_set"] == ts).to_numpy() & ~finite].iloc[0]
+            raise DataError(f"test set {ts}: {metric} is missing for model {bad['model']} ({bad['distribution']}, "
+                            f"seed {bad['seed']}) on example {bad['example_id']}; give every model the metric on "
+                            "every example, or choose another analysis.metric")
+    keep = ~results["test_set"].isin(list(dropped)).to_numpy()
+    return results[keep].reset_index(drop=True), dropped
+
+
+def pd_groups(keys: Any, values: Any) -> list[tuple[str, Any]]:
+    """(key, values of its rows) per distinct key, sorted."""
+    import numpy as np
+
+    k = np.asarray(keys).astype(str)
+    return [(str(u), values[k == u]) for u in sorted(set(k))]
+
+
+@step_kind("suite_analyze", config=SuiteAnalyzeStep)
+def suite_analyze_step(ctx: StepContext) -> None:
+    """The small-to-large analysis of the suite's per-example results (the scaling study's tables)."""
+    cfg = ctx.config
+    metric = cfg["analysis"]["metric"]
+    results, dropped = gather_results(ctx, metric)
+    if results.empty:
+        raise DataError(f"no test set has {metric} for the suite's models; choose another analysis.metric")
+    write_table(ctx.out / "results.parquet", results)
+    tests = {t: v for t, v in cfg["test_sets"].items() if t in set(results["test_set"])}
+    counts = {t: c for t, c in test_counts(ctx).items() if t in tests}
+    meta = {"test_counts": counts, META: {"metric": metric, "runs": list(cfg["runs"]), "dropped": dropped,
+                                          "ngrams": any(r.startswith("ngram:") for r in ctx.inputs)}}
+    write_study_analysis(ctx.out, metric_view(results, metric), {**cfg, "test_sets": tests}, meta)
