@@ -253,6 +253,21 @@ def _two_trained(spec: dict, ws: Path) -> dict:
     return spec
 
 
+def _selection_target(kind: str) -> Mutation:
+    """A selection spec (target 'words' of ``kind`` over the prose source), built from the tiny
+    spec's sources."""
+    def mutate(spec: dict, ws: Path) -> dict:
+        keep = ("name", "context", "heldout_fraction", "tokenizer", "sources", "train", "executor")
+        out = {k: spec[k] for k in keep}
+        out.update(kind="selection", pool={"sources": {"prose": 1, "doc": 1}, "n_windows": 400},
+                   targets={"words": {"kind": kind, "sources": ["prose"], "n_target": 3, "n_holdout": 4}},
+                   proxies=[{"name": "L1d4", "d_model": 4, "n_layers": 1}],
+                   reference={"name": "L1d8", "d_model": 8, "n_layers": 1}, tokens_per_param=1,
+                   methods=["random", "dsir"], random_budgets=[1.0, 2.0], n_boot=100)
+        return out
+    return mutate
+
+
 CASES: tuple[Case, ...] = (
     Case("valid tiny spec (control)", "control", bad=False),
     # -- command line --------------------------------------------------------------------------
@@ -406,6 +421,9 @@ CASES: tuple[Case, ...] = (
          commands=("cli",)),
     Case("select --hub, a dataset not on this machine (offline)", "cli",
          argv=_select_cli("{store}/sel", "--hub", pool="no-such-user/no-such-dataset"), commands=("cli",)),
+    # -- selection statistics: a qa target over sources without titles -----------------------------
+    Case("qa test set over sources without titles", "spec", _set("test_sets.mixed.kind", "qa")),
+    Case("selection qa target over sources without titles", "spec", _selection_target("qa")),
 )
 
 
