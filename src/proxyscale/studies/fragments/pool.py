@@ -2,8 +2,9 @@
 subsets of it (random subsets for DsDm proxies, a selection for a reference).
 
 A pool "document" is one packed window of ``context + 1`` tokens of the pool sources' training
-shards (held-out documents never enter a shard), with id ``w<index>`` and its decoded text (what
-text-based selectors such as DSIR and the classifier read)::
+shards (held-out documents never enter a shard), with id ``w<index>`` and its decoded text. A
+window packs the end of one document and the start of the next; text-based selectors (DSIR, the
+classifier) read it through :func:`window_texts`, its documents apart::
 
     tokenizer, shards ─► pool_windows ─► window_train (random subset × seed) ─► proxies
                                     └──► window_train (a selection's windows × seed) ─► reference
