@@ -318,6 +318,21 @@ def _suite_set(key: str, value: Any, index: int | None = None) -> Callable[[dict
     return change
 
 
+def _selection_target(kind: str) -> Mutation:
+    """A selection spec (target 'words' of ``kind`` over the prose source), built from the tiny
+    spec's sources."""
+    def mutate(spec: dict, ws: Path) -> dict:
+        keep = ("name", "context", "heldout_fraction", "tokenizer", "sources", "train", "executor")
+        out = {k: spec[k] for k in keep}
+        out.update(kind="selection", pool={"sources": {"prose": 1, "doc": 1}, "n_windows": 400},
+                   targets={"words": {"kind": kind, "sources": ["prose"], "n_target": 3, "n_holdout": 4}},
+                   proxies=[{"name": "L1d4", "d_model": 4, "n_layers": 1}],
+                   reference={"name": "L1d8", "d_model": 8, "n_layers": 1}, tokens_per_param=1,
+                   methods=["random", "dsir"], random_budgets=[1.0, 2.0], n_boot=100)
+        return out
+    return mutate
+
+
 CASES: tuple[Case, ...] = (
     Case("valid tiny spec (control)", "control", bad=False),
     # -- command line --------------------------------------------------------------------------
@@ -491,6 +506,9 @@ CASES: tuple[Case, ...] = (
                                        (d / "model.safetensors").symlink_to(d.parent / "doc.jsonl"))))),
     Case("suite: lm-eval logs of different task versions", "suite", _suite(_lmeval_runs({"version": 2.0}))),
     Case("suite: lm-eval logs of another task", "suite", _suite(_lmeval_runs({"task": "other"}))),
+    # -- selection statistics: a qa target over sources without titles -----------------------------
+    Case("qa test set over sources without titles", "spec", _set("test_sets.mixed.kind", "qa")),
+    Case("selection qa target over sources without titles", "spec", _selection_target("qa")),
 )
 
 

@@ -40,3 +40,26 @@ def test_a_pool_and_target_within_bounds_still_plan(tmp_path):
     write_sources(tmp_path / "data")
     spec = _select({})(tiny_spec(tmp_path / "data"), tmp_path)
     assert "`proxyscale run` would start" in plan_text(spec)
+
+
+@pytest.mark.parametrize("name", ["qa test set over sources without titles",
+                                  "selection qa target over sources without titles"])
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_a_qa_set_over_untitled_sources_is_refused_before_any_step(tmp_path, name, command):
+    case = next(c for c in CASES if c.name == name)
+    ws = make_workspace(tmp_path)
+    out = try_case(case, command, ws, timeout=120)
+    assert out.verdict == "clean", out
+    assert not (ws / "store" / "steps").exists()
+    assert "is kind qa" in out.stderr and "have no titles; use an embedded 'dictionary'" in out.stderr, out.stderr
+    assert out.returncode == (2 if command == "run" else 0)
+
+
+def test_a_cloze_target_over_the_same_sources_still_plans(tmp_path):
+    """The refusal is about titles: the same selection spec with a cloze target is runnable."""
+    from bad_inputs import _selection_target, tiny_spec, write_sources
+    from proxyscale.api import plan_text
+
+    write_sources(tmp_path / "data")
+    spec = _selection_target("cloze")(tiny_spec(tmp_path / "data"), tmp_path)
+    assert "`proxyscale run` would start" in plan_text(spec)

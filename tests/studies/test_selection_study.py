@@ -68,6 +68,9 @@ def test_every_method_is_trained_on_and_reported(finished):
     assert all(len(s) == 2 for s in h["seed_losses"])  # two reference seeds per selection
     html = report.read_text()
     assert "Selection across scale" in html and "bot-dsdm" in html
+    assert "beat random" in html and "training compute" in html  # the verdict leads each target
+    mult = a.tables["multiplier"]
+    assert (mult["multiplier_low"] <= mult["multiplier_high"]).all()
 
 
 def _grams(text: str, n: int = 13) -> tuple[int, set[tuple[str, ...]]]:

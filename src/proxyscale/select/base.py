@@ -19,6 +19,15 @@ from ..errors import ConfigError
 from ..registry import Registry
 
 Pool = Callable[[], Iterator[Document]]  # a re-iterable stream of pool documents
+# Separates documents packed into one pool text (a training window holds the end of one document
+# and the start of the next): featurisers count no n-gram across it. U+001E, "record separator",
+# is whitespace to ``re`` and never occurs in decoded prose.
+DOC_BREAK = "\x1e"
+
+
+def segments(text: str) -> list[str]:
+    """The documents packed in one pool text, split at :data:`DOC_BREAK` (one if it has none)."""
+    return text.split(DOC_BREAK)
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import islice
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from ..errors import ConfigError
 from ..seeding import derive_seed
-from .base import SELECTORS, Pool, Selection, check_n, tie_break, top_n
+from .base import SELECTORS, Pool, Selection, check_n, segments, tie_break, top_n
 from .progress import phase, pool_size
 
 
@@ -43,8 +43,9 @@ class ClassifierSelector:
     def _vectorizer(self):
         from sklearn.feature_extraction.text import HashingVectorizer
 
-        return HashingVectorizer(n_features=self.n_features, ngram_range=(1, 2), alternate_sign=False,
-                                 lowercase=True, norm="l2")
+        words = HashingVectorizer(ngram_range=(1, 2), lowercase=True).build_analyzer()
+        return HashingVectorizer(n_features=self.n_features, analyzer=_Segmented(words), alternate_sign=False,
+                                 norm="l2")
 
     def fit(self, pool: Pool, target: Sequence[str], seed: int):
         """The fitted model: positives = ``target``, negatives = a seeded sample of the pool."""
@@ -94,6 +95,17 @@ class ClassifierSelector:
         draw = np.where(eligible, tie_break(ids, seed ^ 0xD4A3), -np.inf)
         return Selection(self.name, tuple(ids), scores, top_n(draw, n, ids, seed), settings,
                          {"p_target": p, "eligible": eligible})
+
+
+class _Segmented:
+    """scikit-learn's word uni+bigram analyzer run on each document packed in a text, so that no
+    bigram spans a :data:`~proxyscale.select.base.DOC_BREAK`."""
+
+    def __init__(self, words: Callable[[str], list[str]]) -> None:
+        self.words = words
+
+    def __call__(self, text: str) -> list[str]:
+        return [g for part in segments(text) for g in self.words(part)]
 
 
 def _batches(docs: Iterator, size: int) -> Iterator[list]:

@@ -40,7 +40,7 @@ from joblib import Parallel, delayed
 from joblib.externals.loky import get_reusable_executor
 
 from ..errors import ConfigError, DataError
-from .base import SELECTORS, Pool, Selection, check_n, gumbel_top_n, top_n
+from .base import SELECTORS, Pool, Selection, check_n, gumbel_top_n, segments, top_n
 from .dsir_streams import Streams
 from .progress import phase, pool_size, warn
 
@@ -111,7 +111,8 @@ class NgramHasher:
 @dataclass(frozen=True)
 class Features:
     """A featurised batch, its documents' tokens concatenated: ``stream[k, i]`` is the bucket of the
-    (k+1)-gram starting at token i (``num_buckets`` where it would leave its document)."""
+    (k+1)-gram starting at token i (``num_buckets`` where it would leave its document, or cross a
+    :data:`~proxyscale.select.base.DOC_BREAK` inside one)."""
 
     n_tokens: np.ndarray  # (D,) int64
     stream: np.ndarray  # (ngrams, L) uint16 (uint32 above 65,535 buckets)
@@ -119,14 +120,15 @@ class Features:
 
 def featurise(texts: Sequence[str], hasher: NgramHasher, ngrams: int) -> Features:
     """Bucket streams of ``texts`` (see :class:`Features`), hashing each distinct n-gram once."""
-    toks = [tokenize(t) for t in texts]
-    n_tokens = np.fromiter(map(len, toks), dtype=np.int64, count=len(toks))  # (D,)
-    flat = list(chain.from_iterable(toks))
+    parts = [[tokenize(p) for p in segments(t)] for t in texts]  # documents packed in one text stay apart
+    n_tokens = np.fromiter((sum(map(len, ps)) for ps in parts), dtype=np.int64, count=len(parts))  # (D,)
+    seg = np.fromiter((len(p) for ps in parts for p in ps), dtype=np.int64)  # (S,) tokens per segment
+    flat = list(chain.from_iterable(chain.from_iterable(parts)))
     size, nb = len(flat), hasher.num_buckets
     gid = hasher.token_ids(flat)  # (L,)
     stream = np.full((ngrams, size), nb, dtype=np.uint16 if nb < 1 << 16 else np.uint32)
     stream[0] = hasher.uni[gid]
-    end = np.repeat(np.cumsum(n_tokens), n_tokens)  # (L,) one past the last token of each token's document
+    end = np.repeat(np.cumsum(seg), seg)  # (L,) one past the last token of each token's segment
     ids, mult = gid, int(gid.max(initial=0)) + 1  # ids: (L,) number of the (k−1)-gram at each position
     for k in range(2, ngrams + 1):
         m = max(size - k + 1, 0)

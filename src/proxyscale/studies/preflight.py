@@ -193,6 +193,8 @@ def check_plan_bounds(plan: Plan, pending: Iterable[Step]) -> None:
             _check_pool(plan, step)
         elif step.kind == "target_part":
             _check_target(plan, step)
+        elif step.kind == "testset":
+            _check_titles(step)
 
 
 def _check_pool(plan: Plan, step: Step) -> None:
@@ -235,6 +237,32 @@ def _check_target(plan: Plan, step: Step) -> None:
         raise ConfigError(f"n_target={c['n_target']:,}: the target set '{ts['name']}' builds at most {most:,} examples "
                           f"and {need:,} are needed (n_target + 2 holdout); lower n_target to at most "
                           f"{max(most - 2, 0):,} or raise that test set's n_examples")
+
+
+def _titled(spec: Any) -> bool:
+    """Whether a source's documents can carry titles: an embedded dictionary domain, or a
+    ``title_field`` named in the spec."""
+    from ..data.corpus import ALL_DOMAINS
+
+    if spec.kind == "embedded":
+        recipe = ALL_DOMAINS.get(spec.domain)
+        return bool(recipe and recipe.titled)
+    return spec.title_field is not None
+
+
+def _check_titles(step: Step) -> None:
+    """A ``qa`` test set asks "Term: <title>" of dictionary entries: one whose sources can carry
+    no title would build no example, and fail only in its worker."""
+    from .fragments.data import source_spec
+
+    c = step.config
+    if c.get("kind") != "qa" or c.get("hub") is not None:
+        return
+    specs = {n: source_spec(n, raw) for n, raw in sorted(c.get("source_specs", {}).items())}
+    if specs and not any(_titled(s) for s in specs.values()):
+        raise ConfigError(f"test set '{c['name']}' is kind qa (\"Term: <title>\" of dictionary entries), but its "
+                          f"sources ({', '.join(specs)}) have no titles; use an embedded 'dictionary' or 'computing' "
+                          "domain, set title_field on a source, or choose another kind (lm, cloze)")
 
 
 def _sources_of(step: Step) -> Mapping[str, Any]:

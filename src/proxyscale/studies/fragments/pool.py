@@ -2,8 +2,9 @@
 subsets of it (random subsets for DsDm proxies, a selection for a reference).
 
 A pool "document" is one packed window of ``context + 1`` tokens of the pool sources' training
-shards (held-out documents never enter a shard), with id ``w<index>`` and its decoded text (what
-text-based selectors such as DSIR and the classifier read)::
+shards (held-out documents never enter a shard), with id ``w<index>`` and its decoded text. A
+window packs the end of one document and the start of the next; text-based selectors (DSIR, the
+classifier) read it through :func:`window_texts`, its documents apart::
 
     tokenizer, shards ─► pool_windows ─► window_train (random subset × seed) ─► proxies
                                     └──► window_train (a selection's windows × seed) ─► reference
@@ -29,6 +30,7 @@ WINDOWS = "windows.npy"  # (N, T+1) token ids
 TEXTS = "texts.parquet"  # id, text (decoded windows)
 CHOSEN = "chosen.npy"  # (n,) int64 window indices of a selection, best first
 METHODS = ("random", "dsir", "classifier", "dsdm", "bot-dsdm")  # what select_windows can run
+TEXT_METHODS = ("dsir", "classifier")  # those that featurise the windows' text
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,8 @@ def add_selection(plan: Plan, *, name: str, method: str, n: int, seed: int, pool
         inputs["weights"] = weights
     cfg = {"method": method, "n": n, "target": None if target is None else target[0],
            "settings": dict(settings or {}), "seed": seed}
+    if method in TEXT_METHODS and tokenizer is not None:  # only these read text: other keys stay as they were
+        cfg["segments"] = True
     return plan.add(Step("select_windows", name, cfg, inputs, cost=1e9))
 
 
@@ -217,6 +221,24 @@ def pool_texts(pool_dir: Path) -> tuple[list[str], list[str]]:
 
     t = read_table(pool_dir / TEXTS)
     return list(t["id"]), list(t["text"])
+
+
+def window_texts(pool_dir: Path, tokenizer_dir: Path) -> tuple[list[str], list[str]]:
+    """(ids, texts) of a pool step's windows with their documents kept apart: each window's first
+    T tokens split at end-of-text tokens, decoded piece by piece and joined by
+    :data:`~proxyscale.select.base.DOC_BREAK` (which text selectors count no n-gram across)."""
+    from ...data.tokenizer import load_tokenizer
+    from ...select.base import DOC_BREAK
+
+    tok = load_tokenizer(tokenizer_dir / "tokenizer.json")
+    windows = np.load(pool_dir / WINDOWS, mmap_mode="r", allow_pickle=False)
+    texts = []
+    for start in range(0, len(windows), 4096):  # bounded memory, as the pool step cut them
+        for w in np.asarray(windows[start:start + 4096]):
+            cut = np.flatnonzero(w[:-1] == tok.eos_id)
+            pieces = np.split(w[:-1], cut)  # each piece after the first starts with its end-of-text token
+            texts.append(DOC_BREAK.join(tok.decode(p.tolist()) for p in pieces))
+    return [f"w{i}" for i in range(len(texts))], texts
 
 
 def selection_record(out: Path, chosen: np.ndarray, settings: dict[str, Any]) -> None:

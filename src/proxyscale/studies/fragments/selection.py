@@ -14,7 +14,7 @@ import numpy as np
 from ...errors import ConfigError, DataError
 from ...run.step import StepContext, step_kind
 from ...store import write_json, write_npy
-from .pool import WINDOWS, pool_texts, selection_record
+from .pool import WINDOWS, pool_texts, selection_record, window_texts
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class SelectStep:
     seed: int
     target: Optional[str] = None
     settings: dict[str, Any] = field(default_factory=dict)
+    segments: bool = False  # text methods read each window's documents apart (split at end-of-text)
 
     def __post_init__(self) -> None:
         """The method's settings are checked when the plan is built, not when the step runs."""
@@ -144,7 +145,8 @@ def select_windows_step(ctx: StepContext) -> None:
     from ...store import write_table
 
     c: SelectStep = ctx.cfg
-    ids, texts = pool_texts(ctx.inputs["pool"])
+    ids, texts = (window_texts(ctx.inputs["pool"], ctx.inputs["tokenizer"]) if c.segments
+                  else pool_texts(ctx.inputs["pool"]))
     if c.method in ("dsdm", "bot-dsdm"):
         w = np.load(ctx.inputs["weights"] / f"weights-{c.target}.npy", allow_pickle=False)
         sel = select_by_weights(ids, w, c.n, c.seed, bottom=c.method == "bot-dsdm")

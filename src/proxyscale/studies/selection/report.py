@@ -4,6 +4,7 @@ compute spent on selecting beside the reference's training."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
@@ -23,6 +24,10 @@ def _label(r: Any) -> str:
     return f"{r.method} ({r.proxy})" if r.proxy else (r.method if r.budget == 1.0 else f"{r.method} ×{r.budget:g}")
 
 
+def _diff(r: pd.Series) -> str:
+    return f"{_label(SimpleNamespace(**r))} {_ci(r['minus_random'], r['minus_random_low'], r['minus_random_high'])}"
+
+
 def _holdout_table(h: pd.DataFrame, mult: pd.DataFrame, meta: dict[str, Any]) -> Table:
     ref_flops = meta["rungs"][meta["reference"]]["flops"]
     m = {r.selection: r for r in mult.itertuples()} if len(mult) else {}
@@ -30,7 +35,8 @@ def _holdout_table(h: pd.DataFrame, mult: pd.DataFrame, meta: dict[str, Any]) ->
     for r in h.sort_values(["method", "budget", "selection_flops"]).itertuples():
         ratio = ref_flops / meta["rungs"][r.proxy]["flops"] if r.proxy else float("nan")
         mu = m.get(r.selection)
-        mult_s = "—" if mu is None else f"{mu.multiplier:.2f}×" + (" (extrap.)" if mu.extrapolated else "")
+        mult_s = "—" if mu is None else f"{mu.multiplier:.2f}× [{mu.multiplier_low:.2f}, {mu.multiplier_high:.2f}]" + (
+            " (extrap.)" if mu.extrapolated else "")
         rows.append((_label(r), fmt(ratio), f"{r.loss:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]",
                      "0 (baseline)" if r.method == "random" and r.budget == 1.0 else
                      _ci(r.minus_random, r.minus_random_low, r.minus_random_high),
@@ -38,10 +44,12 @@ def _holdout_table(h: pd.DataFrame, mult: pd.DataFrame, meta: dict[str, Any]) ->
     return Table(("selection", "ref/proxy compute", "holdout loss [95% CI]", "− random [95% CI]", "accuracy",
                   "random needs", "selection / reference compute"), tuple(rows),
                  "Loss: nats per predicted token, mean over holdout examples of the reference seeds' mean; CIs: "
-                 "95% bootstrap resampling the reference seeds, then the holdout examples. '− random': the "
-                 "difference from random at the same budget, paired over examples (negative = better). "
-                 "'random needs': the compute random selection needs to match the loss (a fit of loss "
-                 "against log compute over its budgets).")
+                 "95% bootstrap over holdout examples × reference seeds, the seed noise pooled over the "
+                 "target's selections. '− random': the difference from random at the same budget, paired "
+                 "over examples (negative = better). 'random needs': the compute random selection needs to "
+                 "match the loss, as a multiple of this selection's (monotone piecewise-linear in log compute "
+                 "through random's measured budgets, so random at a measured budget needs 1.00×; CI from the "
+                 "same replicates).")
 
 
 def _figure(h: pd.DataFrame, meta: dict[str, Any], target: str) -> bytes:
@@ -83,10 +91,34 @@ def _headline(h: pd.DataFrame, meta: dict[str, Any], target: str) -> str:
     return f"Target '{target}': holdout loss minus random — " + "; ".join(parts) + "."
 
 
+def verdict(h: pd.DataFrame, target: str) -> str:
+    """The first line a reader needs about one target: whether any selection beat random (its
+    difference CI entirely below zero), the best one, and what selecting cost beside training."""
+    sel = h[(h["target"] == target) & (h["method"] != "random")]
+    if not len(sel):
+        return f"Target '{target}': no selection method besides random was run."
+    best = sel.sort_values("minus_random").iloc[0]
+    wins = sel[sel["minus_random_high"] < 0]
+    ratio = sel["selection_flops"] / sel["reference_flops"]
+    top_cost = ", ".join(_label(SimpleNamespace(**r)) for _, r in sel[ratio == ratio.max()].iterrows())
+    spent = (f"Selecting cost up to {ratio.max():.3g}× the reference's training compute ({top_cost})"
+             if ratio.max() > 0 else "Selecting cost no model training")
+    free = ", ".join(sorted(set(sel[ratio == 0]["method"])))
+    spent += f"; {free} {'need' if ', ' in free else 'needs'} no model training." if free and ratio.max() > 0 else "."
+    if not len(wins):
+        return (f"No gain on target '{target}': no method beat random selection (every difference CI reaches 0 "
+                f"or above); the best was {_diff(best)} nats. {spent}")
+    top = wins.sort_values("minus_random").iloc[0]
+    return (f"Target '{target}': {len(wins)} of {len(sel)} selections beat random (difference CI below 0); the "
+            f"best was {_diff(top)} nats. {spent}")
+
+
 def selection_section(analysis_dir: Path, title: str = "Selection across scale") -> Section:
     a = read_analysis(analysis_dir, kind="selection")
     meta, h, b, figs = a.meta, a.tables["holdout"], Body(), []
     ref = meta["rungs"][meta["reference"]]
+    for t in meta["targets"]:
+        b.p(verdict(h, t), cls="lead")
     b.p(f"Pool: {meta['pool_windows']:,} windows of {meta['context']} tokens. Every selection has the "
         f"reference's budget ({ref['tokens']:,} tokens); the reference ({meta['reference']}, {ref['params']:,} "
         f"parameters) is trained on each with seeds {meta['reference_seeds']}.", cls="lead")

@@ -26,7 +26,7 @@ class SelAnalyzeStep:
     selections: tuple[dict[str, Any], ...]
 
 
-@step_kind("sel_analyze", config=SelAnalyzeStep)
+@step_kind("sel_analyze", version=2, config=SelAnalyzeStep)
 def sel_analyze_step(ctx: StepContext) -> None:
     """Holdout loss per method and proxy scale with CIs, gains over random, compute multiplier."""
     from ...analyze.selection import analyze_selection
