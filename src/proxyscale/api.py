@@ -318,13 +318,23 @@ def attribution_scores(spec: SpecLike, store: str | Path = "runs", *, width: Opt
     if out is not None:
         check_output(out, inputs=inputs, overwrite=overwrite, single_file=True)
     sub, trak_key = width_steps(study, s, width)
-    _run(s, sub, store, workers, None, progress)
+    _run(_FixedPlan(sub), s, store, workers, None, progress)
     path = Store(store).final_dir(trak_key) / "scores.npy"
     if out is None:
         return path
     with output_file(out, inputs=inputs, overwrite=overwrite, need_bytes=path.stat().st_size) as tmp:
         tmp.write_bytes(path.read_bytes())
     return Path(out)
+
+
+class _FixedPlan:
+    """A study stand-in whose plan is one already built (``proxyscale attribute``'s sub-plan)."""
+
+    def __init__(self, plan: Plan) -> None:
+        self._plan = plan
+
+    def plan(self, _spec: Any) -> Plan:
+        return self._plan
 
 
 def _attribution_inputs(spec: SpecLike, s: Any, store: str | Path) -> list[tuple[str, Any]]:

@@ -300,6 +300,33 @@ def test_lm_block_reuses_the_lm_studys_data_steps(tmp_path):
         parse_attribution_spec({**to_dict(spec), "lm": {**to_dict(lm), "reference": "L9"}})
 
 
+def test_lm_blocks_measured_choices_are_in_its_train_keys(tmp_path, monkeypatch):
+    """The LM block's stacks (a rung's models, a retrain chunk's models) get their precision and
+    stacking resolved while the plan is built, so stores that measured bf16 and fp32 give those
+    steps different keys (and the same keys to the data steps)."""
+    import dataclasses
+
+    from proxyscale.api import study_plan
+    from proxyscale.train import batched, calibrate
+
+    spec = _lm_spec(tmp_path)
+    spec = dataclasses.replace(spec, lm=dataclasses.replace(spec.lm, epochs=60))  # long enough to measure
+    monkeypatch.setattr(calibrate, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(batched, "_measure_batching", lambda *a: {"mode": "batched"})
+    plans = {}
+    for choice in ("bf16", "fp32"):
+        monkeypatch.setattr(calibrate, "_measure_precision", lambda *a, c=choice: {"precision": c})
+        study, s = load_study(spec)
+        plans[choice] = {(p.kind, p.name): p for p in study_plan(study, s, Store(tmp_path / choice), True)}
+    trains = {k for k in plans["bf16"] if k[0] in ("attr_lm_train", "attr_lm_retrain")}
+    assert len(trains) == 4
+    for choice, plan in plans.items():
+        assert {(plan[k].config["train"]["precision"], plan[k].config["stacking"]) for k in trains} == \
+            {(choice, "stacked")}
+    assert all(plans["bf16"][k].key != plans["fp32"][k].key for k in trains)
+    assert all(plans["bf16"][k].key == plans["fp32"][k].key for k in plans["bf16"] if k[0] in ("corpus", "shard"))
+
+
 @pytest.mark.slow
 def test_lm_block_scores_gpt_targets_against_reference_retraining(tmp_path):
     """The `lm` block end to end (inline): TRAK of GPT test targets, LDS vs retrained references."""

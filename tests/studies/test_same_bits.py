@@ -18,7 +18,8 @@ from bad_inputs import make_workspace, tiny_spec  # noqa: E402
 # analysis.json's meta.compute for the report's "Compute spent"). Files that hold any of them are
 # compared without them. (Which models share a worker is fixed by the plan, so group_size and the
 # batching record are compared too.)
-RAN = {"wall_s", "compute_wall_s", "group_wall_s", "tokens_per_s", "group_tokens_per_s"}
+RAN = {"wall_s", "compute_wall_s", "group_wall_s", "tokens_per_s", "group_tokens_per_s", "windows_per_s",
+       "featurize_s"}
 RAN_FILES = {"train.json", "train_metrics.json", "analysis.json"}
 
 
@@ -40,11 +41,15 @@ def two_stores(tmp_path_factory):
     spec = tiny_spec(ws / "data")
     spec["distributions"]["doc"] = {"doc": 1}  # each rung: a group of 3 same-shape models
     spec["executor"] = {"workers": 1, "max_batch": 2}  # each rung: a stack of two and a stack of one
-    runs = {"j1": (spec, "1"), "j2": (spec, "2")}
-    for name, (s, j) in runs.items():
-        (ws / f"{name}.yaml").write_text(yaml.safe_dump(s))
-        r = subprocess.run([sys.executable, "-m", "proxyscale.cli", "run", str(ws / f"{name}.yaml"), "--store",
-                            str(ws / name), "-j", j, "--no-progress"], capture_output=True, text=True, timeout=300)
+    return _run_twice(ws, spec)
+
+
+def _run_twice(ws: Path, spec: dict) -> tuple[Path, Path]:
+    """``proxyscale run`` of ``spec`` into two stores, with ``-j 1`` and ``-j 2``."""
+    (ws / "spec.yaml").write_text(yaml.safe_dump(spec))
+    for j in ("1", "2"):
+        r = subprocess.run([sys.executable, "-m", "proxyscale.cli", "run", str(ws / "spec.yaml"), "--store",
+                            str(ws / f"j{j}"), "-j", j, "--no-progress"], capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]
     return ws / "j1", ws / "j2"
 
@@ -63,18 +68,26 @@ def test_j1_and_j2_give_the_same_bits_for_every_step(two_stores):
         assert sorted((store[k]["config"]["stack_size"], store[k]["config"]["stack_index"]) for k in trains) == \
             [(1, 0)] * 2 + [(2, 0)] * 2 + [(2, 1)] * 2
     assert {a[k]["threads"] for k in a} == {1} == {b[k]["threads"] for k in b}
-    compared = 0
+    assert _same_files(two_stores) >= 40  # weights, losses, per-example losses, tables ...
+
+
+def _same_files(stores: tuple[Path, Path], ran_files: set[str] = RAN_FILES) -> int:
+    """Asserts that both stores hold the same steps with the same files, byte for byte (the
+    files in RAN_FILES: the same but for the timing fields); returns how many files were
+    compared byte for byte."""
+    (a, b), compared = (_steps(s) for s in stores), 0
+    assert a.keys() == b.keys()
     for key in a:
         fa, fb = a[key]["files"], b[key]["files"]
         assert fa.keys() == fb.keys(), key
         for name in fa:
-            if Path(name).name in RAN_FILES:
-                ja, jb = (json.loads((s / key / name).read_text()) for s in two_stores)
+            if Path(name).name in ran_files:
+                ja, jb = (json.loads((s / key / name).read_text()) for s in stores)
                 assert _without_ran(ja) == _without_ran(jb), f"{key}/{name}"
             else:
                 assert fa[name]["sha256"] == fb[name]["sha256"], f"{key}/{name}"
                 compared += 1
-    assert compared >= 40  # weights, losses, per-example losses, tables ...
+    return compared
 
 
 def test_only_the_listed_files_differ_between_the_stores(two_stores):
@@ -82,6 +95,49 @@ def test_only_the_listed_files_differ_between_the_stores(two_stores):
     a, b = (_steps(s) for s in two_stores)
     differ = {Path(n).name for k in a for n, f in a[k]["files"].items() if f["sha256"] != b[k]["files"][n]["sha256"]}
     assert differ == RAN_FILES
+
+
+@pytest.fixture(scope="module")
+def selection_stores(tmp_path_factory):
+    """A spec with a pool and two selections (DSIR; DsDm on three L1d4 proxies), run with -j 1 and -j 2."""
+    ws = make_workspace(tmp_path_factory.mktemp("selbits"))
+    spec = tiny_spec(ws / "data")
+    spec["distributions"] = {"mix": {"prose": 1, "doc": 1}}
+    spec["ladder"]["proxy_seeds"] = [0, 1]  # L1d4: four window models (two selections × two seeds)
+    spec["pool"] = {"sources": {"prose": 1, "doc": 1}, "n_windows": 200}
+    spec["selections"] = {"dsir": {"method": "dsir", "target": "mixed", "n_target": 5,
+                                   "settings": {"min_example_length": 0}},
+                          "dsdm": {"method": "dsdm", "target": "mixed", "n_target": 5, "proxy": "L1d4"}}
+    spec["dsdm"] = {"models": 3, "k": 16, "batch_size": 8}
+    spec["executor"] = {"workers": 1, "max_batch": 2}
+    return _run_twice(ws, spec)
+
+
+def test_window_models_are_stacked_by_the_plan_and_give_the_same_bits(selection_stores):
+    """The models trained on pool windows (DsDm's proxies, the ladder's models on a selection)
+    follow the train steps' rules: precision and stacking resolved in the config, stacks of at
+    most max_batch fixed by the plan (sized for the store's recorded cores), one batch per stack;
+    with -j 1 and -j 2 every step's every file is the same, byte for byte."""
+    from proxyscale.run.executor import stack_sizes
+
+    a, b = (_steps(s) for s in selection_stores)
+    record = next((selection_stores[0] / ".calibration").glob("stack_slots-*.json"))
+    cores = json.loads(record.read_text())["choice"]["slots"]  # what the plan sized the stacks for
+    windows = {k: v for k, v in a.items() if k.startswith("steps/window_train/")}
+    names = {k.split("/")[-1].rsplit("-", 1)[0]: v for k, v in windows.items()}
+    assert sorted(names) == ["dsdm-L1d4-s0", "dsdm-L1d4-s1", "dsdm-L1d8-s0", "dsir-L1d4-s0", "dsir-L1d4-s1",
+                             "dsir-L1d8-s0", "proxy-L1d4-m0", "proxy-L1d4-m1", "proxy-L1d4-m2"]
+    assert {v["config"]["train"]["precision"] for v in windows.values()} == {"fp32"}  # short runs: fp32 by rule
+    for prefix, n in (("proxy-L1d4", 3), ("L1d4-s", 4), ("L1d8-s", 2)):
+        group = sorted((v["config"].get("stack_size", 1), v["config"].get("stack_index", 0),
+                        v["config"].get("stacking", "single"), v["group_size"])
+                       for k, v in names.items() if prefix in k)
+        want = sorted((size, i, "stacked", size) for size in stack_sizes(n, 2, cores) for i in range(size))
+        if max(stack_sizes(n, 2, cores)) == 1:  # no stack: each model alone, as the ladder's
+            want = [(1, 0, "single", 1)] * n
+        assert group == want, prefix
+    assert {a[k]["threads"] for k in a} == {1} == {b[k]["threads"] for k in b}
+    assert _same_files(selection_stores, RAN_FILES | {"dsdm.json"}) >= 60  # dsdm.json: TRAK's wall time
 
 
 def _plan(spec: dict, store: Path | None = None, measure: bool = False) -> dict[tuple[str, str], object]:

@@ -80,17 +80,19 @@ def lm_schedule(pool: np.ndarray, batch: int, epochs: int, seed: int) -> tuple[i
 
 
 def train_lm_on_subsets(model: Any, train: Any, docs: np.ndarray, pools: Sequence[np.ndarray], seeds: Sequence[int],
-                        epochs: int, outs: Sequence[Path]) -> None:
+                        epochs: int, outs: Sequence[Path], mode: str = "auto") -> None:
     """Train one GPT (``model``: a GPTConfig, ``train``: a TrainConfig) per document pool
     (indices into ``docs`` (n, T+1)) for ``epochs`` epochs, all at once (vmap over stacked
-    parameters); model j uses ``seeds[j]`` and is written to ``outs[j]``."""
+    parameters); model j uses ``seeds[j]`` and is written to ``outs[j]``. ``mode``: stacked
+    ("batched"), one after another ("sequential") or measured here ("auto"), as
+    :func:`proxyscale.train.batched.train_lm_batched` takes it."""
     from ..train.batched import train_lm_batched
 
     fns, n_steps = [], 0
     for pool, seed in zip(pools, seeds):
         n_steps, fn = lm_schedule(pool, train.batch_size, epochs, seed)
         fns.append(lambda i, f=fn: docs[f(i)])
-    train_lm_batched(model, train, fns, n_steps, list(outs), list(seeds))
+    train_lm_batched(model, train, fns, n_steps, list(outs), list(seeds), mode=mode)  # type: ignore[arg-type]
 
 
 def lm_target_outputs(run_dirs: Sequence[Path], tokens: torch.Tensor, mask: torch.Tensor) -> np.ndarray:

@@ -12,11 +12,12 @@ of the mixture of all sources; the output function is the mean per-token log-odd
 """
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -84,6 +85,7 @@ class LMTrainStep:
     train: TrainConfig
     epochs: int
     seeds: tuple[int, ...] = ()
+    stacking: Literal["stacked", "auto", "single"] = "single"  # resolved by the plan (see _choices)
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class LMRetrainStep:
     start: int
     stop: int
     seed: int
+    stacking: Literal["stacked", "auto", "single"] = "single"  # resolved by the plan (see _choices)
 
 
 # -- the fragment ------------------------------------------------------------------------------
@@ -118,15 +121,16 @@ def add_lm_attribution(plan: Plan, lm: LMAttrSpec, seed: int) -> dict[str, str]:
                          {"n_docs": lm.n_docs, "context": lm.context, "mixture": mixture,
                           "seed": derive_seed(seed, "lm-docs")},
                          {"tokenizer": data.tokenizer, **data.shard_inputs(mixture)}, cost=1e8))
-    train, out = lm.train_config(), {}
+    out: dict[str, str] = {}
     tokens = lm.epochs * lm.n_docs * lm.context
     for rung in lm.rungs:
         model = to_dict(lm.gpt(rung))
         p = param_count(lm.gpt(rung))
-        cfg = {"model": model, "train": train, "epochs": lm.epochs,
+        cost = train_flops(p, tokens) * lm.models_per_rung
+        rung_train, stacking = _choices(lm, rung, lm.n_docs, lm.models_per_rung, cost)
+        cfg = {"model": model, "train": rung_train, "epochs": lm.epochs, "stacking": stacking,
                "seeds": [derive_seed(seed, "lm-train", rung.name, m) for m in range(lm.models_per_rung)]}
-        tk = plan.add(Step("attr_lm_train", rung.name, cfg, {"docs": docs},
-                           cost=train_flops(p, tokens) * lm.models_per_rung, info={"params": p}))
+        tk = plan.add(Step("attr_lm_train", rung.name, cfg, {"docs": docs}, cost=cost, info={"params": p}))
         trak_cfg = {"model": model, "trak": to_dict(lm.trak), "is_reference": rung.name == lm.reference,
                     "seed": derive_seed(seed, "lm-trak", rung.name)}
         out[f"lm_trak:{rung.name}"] = plan.add(Step(
@@ -134,7 +138,9 @@ def add_lm_attribution(plan: Plan, lm: LMAttrSpec, seed: int) -> dict[str, str]:
             cost=attribution_flops(p, lm.trak.k, lm.n_docs, lm.n_targets, lm.context) * lm.models_per_rung))
     ref = next(r for r in lm.rungs if r.name == lm.reference)
     per_model = train_flops(param_count(lm.gpt(ref)), lm.epochs * int(lm.lds.alpha * lm.n_docs) * lm.context)
-    retrain = {"model": to_dict(lm.gpt(ref)), "train": train, "epochs": lm.epochs,
+    stack = lm.lds.chunk * lm.lds.seeds_per_subset  # a retrain step's models, trained as one stack
+    ref_train, stacking = _choices(lm, ref, int(lm.lds.alpha * lm.n_docs), stack, per_model * stack)
+    retrain = {"model": to_dict(lm.gpt(ref)), "train": ref_train, "stacking": stacking, "epochs": lm.epochs,
                "n_seeds": lm.lds.seeds_per_subset, "seed": derive_seed(seed, "lm-lds-retrain")}
     out.update(add_lds(plan, lm.lds, n_train=lm.n_docs, subsets_name=f"lm-a{lm.lds.alpha:g}-m{lm.lds.total}",
                        subsets_seed=derive_seed(seed, "lm-lds-subsets"), retrain_kind="attr_lm_retrain",
@@ -142,6 +148,19 @@ def add_lm_attribution(plan: Plan, lm: LMAttrSpec, seed: int) -> dict[str, str]:
                        retrain_config=lambda a, b: {**retrain, "start": a, "stop": b},
                        inputs={"docs": docs, "targets": test}, per_model_flops=per_model, prefix="lm_"))
     return out
+
+
+def _choices(lm: LMAttrSpec, rung: RungSpec, n_docs: int, stack: int, cost: float) -> tuple[dict[str, Any], str]:
+    """(train config with its precision resolved, stacking) for one step's stack of ``stack``
+    models of ``rung`` on ``n_docs`` documents; ``cost``: the step's FLOPs, which fix its threads.
+    Both choices change the models' bits, so they go into the step's config, hence its key
+    (:mod:`.measured`); the step's models are one stack fixed by its config."""
+    from .measured import train_choices
+
+    n_steps = max(1, math.ceil(lm.epochs * n_docs / int(lm.train_config()["batch_size"])))
+    resolved, stacking = train_choices(lm.gpt(rung), from_dict(TrainConfig, lm.train_config(), "lm.train"), n_steps,
+                                       stack, cost)
+    return to_dict(resolved), stacking
 
 
 # -- step functions ----------------------------------------------------------------------------
@@ -164,7 +183,8 @@ def _train_many(ctx: StepContext, pools: list[np.ndarray], seeds: list[int], out
 
     c = ctx.cfg
     docs = np.load(ctx.inputs["docs"] / "docs.npy", allow_pickle=False)
-    train_lm_on_subsets(c.model, c.train, docs, pools, seeds, c.epochs, outs)
+    mode = {"stacked": "batched", "single": "sequential"}.get(c.stacking, "auto")
+    train_lm_on_subsets(c.model, c.train, docs, pools, seeds, c.epochs, outs, mode=mode)
 
 
 @step_kind("attr_lm_train", config=LMTrainStep)

@@ -116,9 +116,8 @@ def add_lm_ladder(plan: Plan, *, ladder: LadderSpec, distributions: Mapping[str,
     gives a mixture's shard roles; a distribution in ``windows`` (name → (pool step, selection
     step)) trains on the selected pool windows instead. A rung's models below
     ``batch_below_params`` are trained in stacks of at most ``max_batch`` that the plan fixes
-    (:func:`_stacks`). Returns ``{"eval:<dist>:<rung>:<seed>": key}``."""
-    from .measured import train_choices
-    from .pool import add_window_model
+    (:func:`.measured.plan_stacks`). Returns ``{"eval:<dist>:<rung>:<seed>": key}``."""
+    from .measured import plan_stacks, train_choices
 
     evals: dict[str, str] = {}
     for rung in ladder.rungs:
@@ -127,11 +126,13 @@ def add_lm_ladder(plan: Plan, *, ladder: LadderSpec, distributions: Mapping[str,
         model = {**to_dict(gpt)}
         members = [(d, rep) for d in sorted(distributions) if not (windows and d in windows)
                    for rep in ladder.seeds(rung)]
-        place = _stacks(members, max_batch) if b.params < batch_below_params else {}
+        place = plan_stacks(members, max_batch) if b.params < batch_below_params else {}
         # measured choices resolved into the config, hence the key (see measured.py)
         rung_train, stacking = train_choices(gpt, train, b.n_steps, max((p[1] for p in place.values()), default=1),
                                              b.flops)
         train_cfg = to_dict(rung_train)
+        selected = _window_models(plan, windows or {}, ladder, rung, gpt, train, b, seed,
+                                  (max_batch, batch_below_params))
         for dname, mix in sorted(distributions.items()):
             for rep in ladder.seeds(rung):
                 cfg = {"distribution": dname, "mixture": dict(mix), "rung": rung.name, "model": model,
@@ -142,11 +143,8 @@ def add_lm_ladder(plan: Plan, *, ladder: LadderSpec, distributions: Mapping[str,
                     j, size, index = place[(dname, rep)]
                     bkey = f"train:{content_hash([model, train_cfg, b.n_steps])}:{j}"
                     cfg.update(stacking=stacking, stack_size=size, stack_index=index)
-                if windows and dname in windows:
-                    tkey = add_window_model(plan, name=f"{dname}-{rung.name}-s{rep}", pool=windows[dname][0],
-                                            model=gpt, train=train,
-                                            n_steps=b.n_steps, seed=cfg["seed"], selection=windows[dname][1],
-                                            flops=b.flops)
+                if (dname, rep) in selected:
+                    tkey = selected[(dname, rep)]
                 else:
                     tkey = plan.add(Step("train", f"{dname}-{rung.name}-s{rep}", cfg,
                                          {"tokenizer": tokenizer, **shard_inputs(mix)}, bkey, b.flops,
@@ -158,23 +156,20 @@ def add_lm_ladder(plan: Plan, *, ladder: LadderSpec, distributions: Mapping[str,
     return evals
 
 
-def _stacks(members: list, max_batch: int) -> dict[Any, tuple[int, int, int]]:
-    """``member -> (stack number, stack size, place in the stack)`` for one rung's same-shape
-    models, in order. The sizes follow from the group's size, ``max_batch`` and the cores the
-    store's stacks are sized for (:func:`proxyscale.run.executor.stack_sizes`), never from ``-j``
-    or from what is ready when: the executor runs each stack as one batch, and a resumed stack's
-    unfinished members run together again."""
-    from ...run.executor import stack_sizes
-    from .measured import stack_slots
+def _window_models(plan: Plan, windows: Mapping[str, tuple[str, str]], ladder: LadderSpec, rung: RungSpec,
+                   gpt: GPTConfig, train: TrainConfig, b: Budget, seed: int,
+                   batching: tuple[int, int]) -> dict[tuple[str, int], str]:
+    """The rung's models on selected pool windows (``windows``: distribution → (pool, selection)):
+    one same-shape group with the rung's budget, in stacks the plan fixes. Returns
+    ``(distribution, seed) -> train key``."""
+    from .pool import WindowModel, add_window_models
 
-    if len(members) < 2:
-        return {}
-    out, i = {}, 0
-    for j, size in enumerate(stack_sizes(len(members), max_batch, stack_slots())):
-        for index in range(size):
-            out[members[i]] = (j, size, index)
-            i += 1
-    return out
+    ids = [(d, rep) for d in sorted(windows) for rep in ladder.seeds(rung)]
+    members = [WindowModel(f"{d}-{rung.name}-s{rep}", derive_seed(seed, "train", d, rung.name, rep), windows[d][0],
+                           selection=windows[d][1]) for d, rep in ids]
+    keys = add_window_models(plan, model=gpt, train=train, n_steps=b.n_steps, flops=b.flops, members=members,
+                             max_batch=batching[0], batch_below_params=batching[1])
+    return dict(zip(ids, keys))
 
 
 # -- step functions ----------------------------------------------------------------------------

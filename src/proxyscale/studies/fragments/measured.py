@@ -19,7 +19,7 @@ import contextlib
 import os
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from typing import Iterator, Optional
+from typing import Hashable, Iterator, Optional, Sequence
 
 from ...models.gpt import GPTConfig
 from ...run.executor import available_cores, step_threads
@@ -93,3 +93,21 @@ def train_choices(model: GPTConfig, train: TrainConfig, n_steps: int, stack: int
         resolved = replace(train, precision=decide_precision(model, train, n_steps, ctx.measure))
         stacking = decide_stacking(model, resolved, n_steps, stack, threads, ctx.measure)
     return resolved, stacking
+
+
+def plan_stacks(members: Sequence[Hashable], max_batch: int) -> dict[Hashable, tuple[int, int, int]]:
+    """``member -> (stack number, stack size, place in the stack)`` for a group of same-shape
+    models with one budget, in order. The sizes follow from the group's size, ``max_batch`` and
+    the cores the store's stacks are sized for (:func:`stack_slots`), never from ``-j`` or from
+    what is ready when: the executor runs each stack as one batch, and a resumed stack's
+    unfinished members run together again. A group of one is no stack (``{}``)."""
+    from ...run.executor import stack_sizes
+
+    if len(members) < 2:
+        return {}
+    out, i = {}, 0
+    for j, size in enumerate(stack_sizes(len(members), max_batch, stack_slots())):
+        for index in range(size):
+            out[members[i]] = (j, size, index)
+            i += 1
+    return out

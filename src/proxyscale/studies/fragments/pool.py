@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -84,6 +84,11 @@ class WindowTrainStep:
     seed: int
     subset_size: Optional[int] = None
     subset_seed: int = 0
+    # as the LM ladder's TrainStep: a stacked model's bits may depend on its stack, so the plan
+    # fixes the stack and both its size and this model's place are in the key
+    stacking: Literal["stacked", "auto", "single"] = "single"
+    stack_size: int = 1
+    stack_index: int = 0
 
     def __post_init__(self) -> None:
         if self.n_steps < 1 or (self.subset_size is not None and self.subset_size < 1):
@@ -98,30 +103,67 @@ def add_pool(plan: Plan, *, tokenizer: str, shard_inputs: Mapping[str, str], mix
                          {"tokenizer": tokenizer, **shard_inputs}, cost=1e8))
 
 
-def add_window_model(plan: Plan, *, name: str, pool: str, model: GPTConfig, train: TrainConfig, n_steps: int,
-                     seed: int, selection: Optional[str] = None, subset_size: Optional[int] = None,
-                     subset_seed: int = 0, flops: float = 1.0) -> str:
-    """One GPT on pool windows (a random subset, or ``selection``'s windows); same-shape models
-    with the same budget train together in one worker."""
-    cfg = {"model": to_dict(model), "train": to_dict(train), "n_steps": n_steps, "seed": seed,
-           "subset_size": subset_size, "subset_seed": subset_seed}
-    inputs = {"pool": pool, **({"selection": selection} if selection else {})}
-    bkey = f"window_train:{content_hash([cfg['model'], cfg['train'], n_steps])}"
-    return plan.add(Step("window_train", name, cfg, inputs, bkey, flops))
+@dataclass(frozen=True)
+class WindowModel:
+    """One model of a group of same-shape window models: its step name, training seed, pool
+    step, and either a selection step or a random subset (``subset_size`` windows)."""
+
+    name: str
+    seed: int
+    pool: str
+    selection: Optional[str] = None
+    subset_size: Optional[int] = None
+    subset_seed: int = 0
+
+
+def add_window_models(plan: Plan, *, model: GPTConfig, train: TrainConfig, n_steps: int, flops: float,
+                      members: Sequence[WindowModel], max_batch: int = 8,
+                      batch_below_params: int = 500_000) -> list[str]:
+    """One ``window_train`` step per member, all of one shape and budget (``flops``: one run's).
+
+    As for the LM ladder's train steps, the bits may depend on everything the step does not
+    choose itself, so the plan fixes it: precision and stacking are resolved into the config
+    (:func:`.measured.train_choices`), and models below ``batch_below_params`` train in stacks
+    of at most ``max_batch`` (:func:`.measured.plan_stacks`) whose size and place are in the
+    config, one batch key per stack. Returns the members' keys, in order."""
+    from ...models.ladder import param_count
+    from .measured import plan_stacks, train_choices
+
+    if not members:
+        return []
+    names = [m.name for m in members]
+    place = plan_stacks(names, max_batch) if param_count(model) < batch_below_params else {}
+    resolved, stacking = train_choices(model, train, n_steps, max((p[1] for p in place.values()), default=1),
+                                       flops)
+    base = {"model": to_dict(model), "train": to_dict(resolved), "n_steps": n_steps}
+    keys = []
+    for m in members:
+        cfg = {**base, "seed": m.seed, "subset_size": m.subset_size, "subset_seed": m.subset_seed}
+        bkey = None
+        if stacking != "single" and m.name in place:
+            j, size, index = place[m.name]
+            # one key per stack: two groups of one shape and budget never share a batch
+            bkey = f"window_train:{content_hash([base, [n for n in names if place[n][0] == j]])}"
+            cfg.update(stacking=stacking, stack_size=size, stack_index=index)
+        inputs = {"pool": m.pool, **({"selection": m.selection} if m.selection else {})}
+        keys.append(plan.add(Step("window_train", m.name, cfg, inputs, bkey, flops)))
+    return keys
 
 
 def add_dsdm_scores(plan: Plan, *, name: str, pool: str, model: GPTConfig, train: TrainConfig, n_steps: int,
                     windows: int, flops: float, trak: Mapping[str, Any], targets: Mapping[str, str], seed: int,
-                    cost: float) -> str:
+                    cost: float, batching: tuple[int, int] = (8, 500_000)) -> str:
     """DsDm at one proxy scale: ``trak["models"]`` GPTs, each on its own random pool subset of
     ``windows`` windows (the scale's Chinchilla size), then their TRAK weights toward every target
-    (``targets``: target name → target-part step). Returns the ``dsdm_scores`` step's key."""
+    (``targets``: target name → target-part step). ``batching``: the executor's ``(max_batch,
+    batch_below_params)``, which fix the proxies' stacks. Returns the ``dsdm_scores`` step's key."""
     from ...seeding import derive_seed
 
-    models = {f"model:{m}": add_window_model(
-        plan, name=f"proxy-{name}-m{m}", pool=pool, model=model, train=train, n_steps=n_steps,
-        seed=derive_seed(seed, "proxy", name, m), subset_size=windows,
-        subset_seed=derive_seed(seed, "proxy-subset", name, m), flops=flops) for m in range(int(trak["models"]))}
+    members = [WindowModel(f"proxy-{name}-m{m}", derive_seed(seed, "proxy", name, m), pool, subset_size=windows,
+                           subset_seed=derive_seed(seed, "proxy-subset", name, m)) for m in range(int(trak["models"]))]
+    keys = add_window_models(plan, model=model, train=train, n_steps=n_steps, flops=flops, members=members,
+                             max_batch=batching[0], batch_below_params=batching[1])
+    models = {f"model:{m}": k for m, k in enumerate(keys)}
     return plan.add(Step("dsdm_scores", name, {**trak, "seed": derive_seed(seed, "trak", name)},
                          {"pool": pool, **models, **{f"target:{t}": k for t, k in targets.items()}}, cost=cost))
 
@@ -203,16 +245,23 @@ def window_train_step(ctx: StepContext) -> None:
     from ...train.loop import train_lm
 
     c: WindowTrainStep = ctx.cfg
-    train_lm(c.model, c.train, _batch_fn(ctx), c.n_steps, ctx.out, c.seed)
+    if c.stacking == "stacked":  # a stack of one: trained by the stacked code, as its key says
+        from ...train.batched import train_lm_batched
+
+        train_lm_batched(c.model, c.train, [_batch_fn(ctx)], c.n_steps, [ctx.out], [c.seed], mode="batched")
+    else:
+        train_lm(c.model, c.train, _batch_fn(ctx), c.n_steps, ctx.out, c.seed)
 
 
 def window_train_batch(ctxs: list[StepContext]) -> None:
-    """Several same-shape GPTs with one budget at once (vmap over stacked parameters)."""
+    """One stack the plan fixed: same-shape GPTs with one budget at once (vmap over stacked
+    parameters)."""
     from ...train.batched import train_lm_batched
 
     first: WindowTrainStep = ctxs[0].cfg
     train_lm_batched(first.model, first.train, [_batch_fn(c) for c in ctxs], first.n_steps,
-                     [c.out for c in ctxs], [c.cfg.seed for c in ctxs])
+                     [c.out for c in ctxs], [c.cfg.seed for c in ctxs],
+                     mode="batched" if first.stacking == "stacked" else "auto")
 
 
 def pool_texts(pool_dir: Path) -> tuple[list[str], list[str]]:

@@ -95,7 +95,8 @@ def _dsdm_for_selections(plan: Plan, spec: StudySpec, pool: str, parts: dict[str
         cost = attribution_flops(b.params, spec.dsdm.k, spec.pool.n_windows, 1, spec.context) * spec.dsdm.models
         out[rung] = add_dsdm_scores(plan, name=rung, pool=pool, model=r.gpt(spec.tokenizer.vocab_size, spec.context),
                                     train=spec.train, n_steps=b.n_steps, windows=windows, flops=b.flops,
-                                    trak=to_dict(spec.dsdm), targets=parts, seed=spec.seed, cost=cost)
+                                    trak=to_dict(spec.dsdm), targets=parts, seed=spec.seed, cost=cost,
+                                    batching=(spec.executor.max_batch, spec.executor.batch_below_params))
     return out
 
 

@@ -15,7 +15,7 @@ from ...models.ladder import attribution_flops, lm_budget, train_flops
 from ...run.plan import Plan, Step
 from ...seeding import derive_seed
 from ..fragments.data import add_data
-from ..fragments.pool import add_dsdm_scores, add_pool, add_selection, add_window_model
+from ..fragments.pool import WindowModel, add_dsdm_scores, add_pool, add_selection, add_window_models
 from .spec import SelectionSpec
 
 
@@ -74,7 +74,8 @@ def _add_dsdm(plan: Plan, spec: SelectionSpec, pool: str, parts: dict[str, dict[
         out[r.name] = add_dsdm_scores(plan, name=r.name, pool=pool, model=model, train=spec.train,
                                       n_steps=b["n_steps"], windows=b["windows"], flops=b["flops"],
                                       trak=to_dict(spec.dsdm), targets={t: p["target"] for t, p in parts.items()},
-                                      seed=spec.seed, cost=cost)
+                                      seed=spec.seed, cost=cost,
+                                      batching=(spec.executor.max_batch, spec.executor.batch_below_params))
     return out
 
 
@@ -123,14 +124,23 @@ def _add_references(plan: Plan, spec: SelectionSpec, pool: str, selections: list
     tests = {**{f"test:holdout-{t}": p["holdout"] for t, p in parts.items()},
              **{k: v for k, v in test_inputs.items() if not k.startswith("test:target-")}}
     model = spec.reference.gpt(spec.tokenizer.vocab_size, spec.context)
+    trained: dict[tuple[str, int], str] = {}
+    # the references of one budget are one same-shape group, in stacks the plan fixes
+    for n_steps in sorted({s["n_steps"] for s in selections}):
+        group = [(s, rep) for s in selections if s["n_steps"] == n_steps for rep in spec.reference_seeds]
+        members = [WindowModel(f"ref-{s['name']}-s{rep}", derive_seed(spec.seed, "reference", s["name"], rep), pool,
+                               selection=s["key"]) for s, rep in group]
+        keys = add_window_models(plan, model=model, train=spec.train, n_steps=n_steps, members=members,
+                                 flops=train_flops(ref["params"], group[0][0]["n"] * spec.context),
+                                 max_batch=spec.executor.max_batch,
+                                 batch_below_params=spec.executor.batch_below_params)
+        trained.update({(s["name"], rep): k for (s, rep), k in zip(group, keys)})
     evals = {}
     for s in selections:
         for rep in spec.reference_seeds:
             name = f"{s['name']}-s{rep}"
-            tk = add_window_model(plan, name=f"ref-{name}", pool=pool, model=model, train=spec.train,
-                                  n_steps=s["n_steps"], seed=derive_seed(spec.seed, "reference", s["name"], rep),
-                                  selection=s["key"], flops=train_flops(ref["params"], s["n"] * spec.context))
-            evals[f"eval:{s['name']}:{rep}"] = plan.add(Step("eval", name, {"batch_size": 64}, {"model": tk, **tests},
+            evals[f"eval:{s['name']}:{rep}"] = plan.add(Step("eval", name, {"batch_size": 64},
+                                                              {"model": trained[(s["name"], rep)], **tests},
                                                               cost=2 * ref["params"] * 200 * len(tests) * spec.context))
             evals[f"sel:{s['name']}"] = s["key"]
     return evals
