@@ -40,7 +40,10 @@ def _ci(vals: np.ndarray, est: float, level: float, bounds: tuple[float, float])
 def metric_decisions(test_set: str, run_means: Mapping[str, pd.DataFrame], reps: Mapping[str, bs.Replicates],
                      reference: str, proxies: list[str], chosen: str, level: float) -> list[dict[str, Any]]:
     """Rows (test_set, model, metric, target_metric, decision accuracy and CI, difference from
-    accuracy and its paired CI) for every proxy × metric available on one test set."""
+    accuracy and its paired CI) for every proxy × metric available on one test set; none when
+    the test set carries one metric only."""
+    if len(run_means) < 2:  # one metric: the summary's decision accuracy says it all
+        return []
     target = "accuracy" if "accuracy" in run_means else chosen
     ref_m = run_means[target]
     ref_d = sorted(set(ref_m.loc[ref_m["model"] == reference, "distribution"]))

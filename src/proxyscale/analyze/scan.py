@@ -51,7 +51,7 @@ def check_rows(frame: pd.DataFrame, ts: str, names: dict[str, pd.Index]) -> None
         raise DataError(f"the results table lacks column(s) {missing}; it has {list(frame.columns)}")
     if frame.empty:
         raise DataError(f"the results of test set '{ts}' are empty; run the study's evaluation steps first")
-    if (frame["test_set"].astype(str) != ts).any():
+    if set(map(str, frame["test_set"].unique())) != {ts}:
         raise DataError(f"the results given for test set '{ts}' hold rows of other test sets; pass one per test set")
     if not np.isfinite(pd.to_numeric(frame["loss"], errors="coerce").to_numpy(dtype=np.float64)).all():
         raise DataError("the results table has non-finite losses; a diverged run must be excluded, not analyzed")
