@@ -95,7 +95,7 @@ def _target_examples(ctx: StepContext, results):
     return drop
 
 
-@step_kind("analyze", version=2, config=AnalyzeStep)
+@step_kind("analyze", version=3, config=AnalyzeStep)
 def analyze_step(ctx: StepContext) -> None:
     """All small-to-large tables of the study (pure analysis over the per-example results)."""
     import pandas as pd
@@ -112,7 +112,8 @@ def analyze_step(ctx: StepContext) -> None:
     tests = pd.DataFrame([{"test_set": t, **v} for t, v in sorted(cfg["test_sets"].items())])
     a = cfg["analysis"]
     analysis = analyze_study(results, models, dists, tests, seed=cfg["seed"], r2_threshold=a["r2_threshold"],
-                             decision_threshold=a["decision_threshold"], n_boot=a["n_boot"], loss=a["loss"])
+                             decision_threshold=a["decision_threshold"], n_boot=a["n_boot"], loss=a["loss"],
+                             metric=a.get("metric", "loss"))
     counts = {role[6:]: read_json(path / "testset.json") for role, path in sorted(ctx.inputs.items())
               if role.startswith("count:")}
     write_analysis(analysis, ctx.out, kind="scaling", meta={"compute": _compute_spent(ctx), "test_counts": counts})
