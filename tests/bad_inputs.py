@@ -367,6 +367,14 @@ CASES: tuple[Case, ...] = (
          mutate=_finished_then(_record_files(lambda f: {k: {"bytes": v["bytes"]} for k, v in f.items()}))),
     Case("store record not an object", "store", bad=False, commands=("run",),
          mutate=_finished_then(lambda step: (step / "_step.json").write_text("[]"))),
+    # analysis metric (loss, bpb, correct_prob, accuracy)
+    Case("analysis.metric: bpb (not recorded by this study)", "types", _set("analysis.metric", "bpb")),
+    Case("analysis.metric: correct_prob (not recorded by this study)", "types",
+         _set("analysis.metric", "correct_prob")),
+    Case("analysis.metric: acc (not a metric)", "types", _set("analysis.metric", "acc")),
+    Case("analysis.metric: accuracy without a choice test set", "types", _set("analysis.metric", "accuracy")),
+    Case("analysis.metric: accuracy with loss: token_mean", "types",
+         lambda s, ws: _set("analysis.loss", "token_mean")(_set("analysis.metric", "accuracy")(s, ws), ws)),
 )
 
 

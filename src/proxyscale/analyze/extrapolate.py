@@ -25,6 +25,7 @@ from . import stats
 from .bootstrap import robust_ci
 
 _ALPHA_GRID = np.geomspace(0.005, 4.0, 160)
+_FINE_GRID = np.geomspace(0.005, 4.0, 1200)  # predict_many: no refinement, so α steps of 0.6%
 
 
 @dataclass(frozen=True)
@@ -185,8 +186,8 @@ def predict_many(compute: np.ndarray, losses: np.ndarray, target: float) -> np.n
 
     ``losses`` (N, K) over the K rungs of ``compute`` (K,), e.g. bootstrap replicates of every
     distribution's rung losses. The power law's α is taken from the grid without the golden-section
-    refinement (for a replicate the grid's spacing moves the prediction far less than the
-    resampling does). Rows with a non-finite loss give ``nan``."""
+    refinement, on a grid fine enough (steps of 0.6% in α) that 15× beyond the largest rung the
+    prediction moves by a few 10⁻³ of a loss. Rows with a non-finite loss give ``nan``."""
     c = np.asarray(compute, dtype=np.float64)
     y = np.asarray(losses, dtype=np.float64)
     out = np.full(len(y), np.nan)
@@ -211,7 +212,7 @@ def _power_law_many(x: np.ndarray, y: np.ndarray, xt: float) -> np.ndarray:
     sy, syy = y.sum(axis=1), (y * y).sum(axis=1)
     best = np.full(len(y), np.inf)
     pred = np.zeros(len(y))
-    for alpha in _ALPHA_GRID:
+    for alpha in _FINE_GRID:
         u = x ** (-alpha)
         su, suu = float(u.sum()), float(u @ u)
         suy = y @ u  # (N,)

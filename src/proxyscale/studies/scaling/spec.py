@@ -121,6 +121,9 @@ class StudySpec:
             raise ConfigError(f"analysis.metric: {self.analysis.metric} is not recorded by this study's evaluation "
                               f"(it records per-token loss and, on multiple-choice test sets, accuracy); use loss "
                               f"or accuracy")
+        if self.analysis.metric == "accuracy" and not any(t.kind == "choice" for t in self.test_sets.values()):
+            raise ConfigError("analysis.metric: accuracy needs a multiple-choice test set (kind: choice); the others "
+                              "have one candidate per example and no accuracy. Add one, or use metric: loss")
 
     def _check_selection(self, sname: str, sel: SelectedSpec) -> None:
         where = f"selections.{sname}"
