@@ -25,7 +25,8 @@ def test_streamed_suite_recovers_the_known_truth():
     assert len(pts) == 2 * 3 * 8
     assert (pts["x"] - truth.reindex(pts.index)).abs().max() < 0.05
     for (ts, m), g in a["points"].groupby(["test_set", "model"]):
-        want = stats.r2_linear(truth.loc[ts, m].reindex(g["distribution"]), truth.loc[ts, "s03"].reindex(g["distribution"]))
+        tx, ty = (truth.loc[ts, name].reindex(g["distribution"]) for name in (m, "s03"))
+        want = stats.r2_linear(tx, ty)
         got = a["summary"].query("test_set == @ts and model == @m").iloc[0]
         assert got["r2"] == pytest.approx(want, abs=0.05)
         assert got["r2_lo"] <= got["r2"] <= got["r2_hi"]
@@ -75,6 +76,9 @@ def test_higher_is_better_metrics_are_flipped_to_lower_is_better():
     acc = analyze_study(*tabs, seed=0, n_boot=50, metric="accuracy")
     np.testing.assert_allclose(acc["points"].query("model == 'P'").sort_values("distribution")["x"],
                                [0.0, 0.5, 1.0, 1.0])  # the error rate
+    renamed = analyze_study(tabs[0].rename(columns={"correct": "accuracy"}), *tabs[1:], seed=0, n_boot=50,
+                            metric="accuracy")  # the lm-eval and Hugging Face readers' column name
+    pd.testing.assert_frame_equal(renamed["points"], acc["points"])
 
 
 def test_a_metric_some_models_lack_is_one_clear_error_and_a_test_set_without_it_is_left_out():
@@ -163,5 +167,5 @@ def test_vectorised_ladder_fit_matches_the_single_fit_on_its_grid():
         want.append(e + amp * (1e18 / c[-1]) ** -alpha)
     np.testing.assert_allclose(got, want, rtol=1e-9)
     exact = predict_many(c, (2.0 + 1.5 * x ** -0.3)[None], 1e18)[0]
-    assert exact == pytest.approx(2.0 + 1.5 * (1e18 / c[-1]) ** -0.3, abs=5e-3)  # noise-free: the planted law, up to the grid
+    assert exact == pytest.approx(2.0 + 1.5 * (1e18 / c[-1]) ** -0.3, abs=5e-3)  # the planted law, up to the grid
     assert np.isnan(predict_many(c, np.array([[1.0, np.nan, 1.0, 1.0]]), 1e18)[0])

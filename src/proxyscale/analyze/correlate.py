@@ -328,6 +328,15 @@ def _stack(scans: dict[str, TestSetScan], metric: str) -> pd.DataFrame:
     return pd.concat([sc.run_means[metric].assign(test_set=ts) for ts, sc in scans.items()], ignore_index=True)
 
 
+def _check_options(metric: str, loss: str) -> None:
+    mt.metric(metric)
+    if loss not in bs.LOSS_DEFINITIONS:
+        raise DataError(f"loss definition '{loss}' is not one of {list(bs.LOSS_DEFINITIONS)}")
+    if loss == "token_mean" and metric != "loss":
+        raise DataError(f"loss 'token_mean' weighs the tokens of the per-token loss; with metric '{metric}' "
+                        "set analysis.loss to example_mean")
+
+
 def analyze_study(results: ResultSource, models: pd.DataFrame, distributions: pd.DataFrame,
                   test_sets: pd.DataFrame, *, seed: int, r2_threshold: float = 0.9,
                   decision_threshold: float = 0.9, n_boot: int = 1000, loss: str = "example_mean",
@@ -344,12 +353,7 @@ def analyze_study(results: ResultSource, models: pd.DataFrame, distributions: pd
     distributions (:mod:`proxyscale.analyze.metrics`; test sets that lack it are skipped and
     named in the settings). ``seed`` roots every bootstrap / Monte Carlo stream.
     """
-    mt.metric(metric)
-    if loss not in bs.LOSS_DEFINITIONS:
-        raise DataError(f"loss definition '{loss}' is not one of {list(bs.LOSS_DEFINITIONS)}")
-    if loss == "token_mean" and metric != "loss":
-        raise DataError(f"loss 'token_mean' weighs the tokens of the per-token loss; with metric '{metric}' "
-                        "set analysis.loss to example_mean")
+    _check_options(metric, loss)
     tables = check_tables(models, distributions, test_sets)
     opts: dict[str, Any] = {"r2_threshold": r2_threshold, "decision_threshold": decision_threshold,
                             "n_boot": n_boot, "loss": loss, "ci_level": ci_level, "metric": metric}
@@ -371,15 +375,21 @@ def analyze_study(results: ResultSource, models: pd.DataFrame, distributions: pd
     smallest = _smallest(summary, "r2", r2_threshold) + _smallest(summary, "decision_accuracy", decision_threshold)
     extra, extra_summary = _extrapolation(study, points, summary, reps, ci_level)
     n_tests = int(np.isfinite(summary["partial_p"]).sum()) if len(summary) else 0
-    checks = sanity.sanity_models(_stack(scans, "loss"), study.models)
     return {
         "summary": summary, "summary_loso": _adjust(pd.DataFrame(loso_rows)),
         "noise_ceiling": pd.DataFrame([_noise_ceiling(study, ts, best.get(ts)) for ts in names]),
         "points": points,
         "per_example": pd.concat(per_ex, ignore_index=True) if any(len(p) for p in per_ex) else pd.DataFrame(),
         "smallest_proxy": pd.DataFrame(smallest), "extrapolation": extra, "extrapolation_summary": extra_summary,
-        "metric_decisions": pd.DataFrame([r for ts in names for r in dec.metric_decisions(
-            ts, scans[ts].run_means, scans[ts].reps, study.reference, study.proxies(), metric, ci_level)]),
-        "sanity_models": checks, "sanity_reference": sanity.sanity_reference(study, checks),
-        **_context_tables(study), "settings": _settings(study, seed, opts, n_tests),
+        **_suite_tables(study, scans, opts), **_context_tables(study),
+        "settings": _settings(study, seed, opts, n_tests),
     }
+
+
+def _suite_tables(study: Study, scans: dict[str, TestSetScan], opts: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """Decision accuracy under every available metric, and the sanity checks."""
+    checks = sanity.sanity_models(_stack(scans, "loss"), study.models)
+    decisions = [r for ts, sc in scans.items() for r in dec.metric_decisions(
+        ts, sc.run_means, sc.reps, study.reference, study.proxies(), opts["metric"], opts["ci_level"])]
+    return {"metric_decisions": pd.DataFrame(decisions), "sanity_models": checks,
+            "sanity_reference": sanity.sanity_reference(study, checks)}

@@ -2,7 +2,8 @@
 
 A results table always carries ``loss`` (per-token loss of the gold continuation, nats) and may
 carry ``bpb`` (bits per byte), ``correct_prob`` (the gold choice's share of the choices'
-probability) and ``correct`` (accuracy: 1 if the gold choice scores best). SPEC §9 defines them.
+probability) and ``accuracy`` (1 if the gold choice scores best; the scaling study's evaluator
+calls it ``correct``, the lm-eval and Hugging Face readers ``accuracy``). SPEC §9 defines them.
 
 Every statistic of the analysis (R², decision accuracy, the ladder fit) reads a metric as
 "lower is better", like a loss. Loss and bpb already are; the two higher-is-better metrics are
@@ -25,17 +26,17 @@ class Metric:
     """One per-example metric: its results column, direction and how the report names it."""
 
     name: str
-    column: str
+    columns: tuple[str, ...]  # the results column, first present wins
     higher_is_better: bool
     label: str          # what the analysed (lower-is-better) value is
     continuous: bool
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
-    Metric("loss", "loss", False, "per-token loss (nats)", True),
-    Metric("bpb", "bpb", False, "bits per byte", True),
-    Metric("correct_prob", "correct_prob", True, "1 − correct-choice probability", True),
-    Metric("accuracy", "correct", True, "error rate (1 − accuracy)", False),
+    Metric("loss", ("loss",), False, "per-token loss (nats)", True),
+    Metric("bpb", ("bpb",), False, "bits per byte", True),
+    Metric("correct_prob", ("correct_prob",), True, "1 − correct-choice probability", True),
+    Metric("accuracy", ("accuracy", "correct"), True, "error rate (1 − accuracy)", False),
 )}
 
 
@@ -49,9 +50,10 @@ def metric(name: str) -> Metric:
 def oriented(frame: pd.DataFrame, name: str) -> np.ndarray:
     """The metric's per-row values as "lower is better" (float64; nan where the row has none)."""
     m = metric(name)
-    if m.column not in frame.columns:
+    col = next((c for c in m.columns if c in frame.columns), None)
+    if col is None:
         return np.full(len(frame), np.nan)
-    v = pd.to_numeric(frame[m.column], errors="coerce").to_numpy(dtype=np.float64)
+    v = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64)
     return 1.0 - v if m.higher_is_better else v
 
 
