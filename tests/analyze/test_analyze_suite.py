@@ -34,6 +34,8 @@ def test_streamed_suite_recovers_the_known_truth():
     b = analyze_study(whole, s["models"], s["distributions"], s["test_sets"], seed=0, n_boot=50)
     pd.testing.assert_frame_equal(a["summary"], b["summary"])
     assert a["sanity_reference"]["trust"].all()
+    es = a["extrapolation_summary"]
+    assert np.isfinite(es["r2_diff_lo"]).all() and (es["beats_best_r2"] == (es["r2_diff_lo"] > 0)).all()
     np.testing.assert_allclose(a["sanity_models"]["uniform_loss"], math.log(50_000))
 
 
@@ -169,3 +171,19 @@ def test_vectorised_ladder_fit_matches_the_single_fit_on_its_grid():
     exact = predict_many(c, (2.0 + 1.5 * x ** -0.3)[None], 1e18)[0]
     assert exact == pytest.approx(2.0 + 1.5 * (1e18 / c[-1]) ** -0.3, abs=5e-3)  # the planted law, up to the grid
     assert np.isnan(predict_many(c, np.array([[1.0, np.nan, 1.0, 1.0]]), 1e18)[0])
+
+
+def test_extrapolation_beats_the_best_proxy_only_when_the_interval_says_so():
+    """R² 0.616 against 0.614 with an interval of the difference that includes 0 is no win."""
+    from proxyscale.analyze.extrapolate import extrapolation_summary
+
+    extra = pd.DataFrame({"test_set": "t", "distribution": DISTS, "method": "power_law",
+                          "predicted": [1.0, 2.0, 3.5, 4.0], "reference": [1.0, 2.1, 3.0, 4.2]})
+    summary = pd.DataFrame({"test_set": "t", "model": ["P"], "r2": [0.614], "decision_accuracy": [1.0]})
+    points = pd.DataFrame({"test_set": "t", "model": "P", "x": [1.0, 2.0, 3.0, 4.0], "y": [1.0, 2.0, 3.0, 4.0]})
+    straddles = {"t": {"r2_diff_lo": -0.01, "r2_diff_hi": 0.02, "decision_diff_lo": -0.2, "decision_diff_hi": 0.1}}
+    es = extrapolation_summary(extra, summary, points, ["P"], straddles).iloc[0]
+    assert es["r2_diff"] == pytest.approx(es["r2"] - 0.614) and es["r2_diff"] > 0
+    assert not es["beats_best_r2"] and not es["beats_best_decision"]
+    above = {"t": {**straddles["t"], "r2_diff_lo": 0.001}}
+    assert extrapolation_summary(extra, summary, points, ["P"], above).iloc[0]["beats_best_r2"]
