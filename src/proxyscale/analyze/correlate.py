@@ -23,8 +23,15 @@ loss over total predicted tokens (``"token_mean"``); the settings table records 
 - ``points``: the scatter data, with each point's R² when it is left out and its Cook's
   distance; ``per_example``: per test example, Pearson r across distributions between proxy
   and reference losses.
-- ``smallest_proxy``: the least-compute neural proxy reaching each threshold.
-- ``extrapolation`` / ``extrapolation_summary``: see :mod:`proxyscale.analyze.extrapolate`.
+- ``smallest_proxy``: per metric (R², decision accuracy), the least-compute neural proxy from
+  which every larger one reaches the threshold, the least-compute one reaching it at all and
+  the larger ones that fail; each metric's row is flagged by its own leave-one-out test
+  (``one_point_carries`` for R², ``da_one_point_carries`` for decision accuracy).
+- ``extrapolation`` / ``extrapolation_summary``: see :mod:`proxyscale.analyze.extrapolate`;
+  "beats the best proxy" needs the paired bootstrap interval of the difference above 0.
+- ``metric_decisions``: decision accuracy under every metric a test set carries
+  (:mod:`proxyscale.analyze.decisions`); ``sanity_models`` / ``sanity_reference``: the checks
+  the report reads before any finding (:mod:`proxyscale.analyze.sanity`).
 - ``summary_loso``: for per-source test sets, the summary again without the distributions
   that contain that source (such a distribution is an outlier that flatters every proxy).
 - ``models``, ``distributions``, ``test_sets`` (with ``framing`` and ``lead``) and
