@@ -23,10 +23,8 @@ loss over total predicted tokens (``"token_mean"``); the settings table records 
 - ``points``: the scatter data, with each point's R² when it is left out and its Cook's
   distance; ``per_example``: per test example, Pearson r across distributions between proxy
   and reference losses.
-- ``smallest_proxy``: per metric (R², decision accuracy), the least-compute neural proxy from
-  which every larger one reaches the threshold, the least-compute one reaching it at all and
-  the larger ones that fail; each metric's row is flagged by its own leave-one-out test
-  (``one_point_carries`` for R², ``da_one_point_carries`` for decision accuracy).
+- ``smallest_proxy``: per metric, the least-compute neural proxy from which every larger one
+  reaches the threshold (see :func:`_smallest`), flagged by that metric's own leave-one-out test.
 - ``extrapolation`` / ``extrapolation_summary``: see :mod:`proxyscale.analyze.extrapolate`;
   "beats the best proxy" needs the paired bootstrap interval of the difference above 0.
 - ``metric_decisions``: decision accuracy under every metric a test set carries
