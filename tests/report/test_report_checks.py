@@ -43,6 +43,7 @@ def test_a_reference_that_has_not_learned_is_flagged_not_concluded():
     assert "R² ≥" not in line and "add signal" not in line  # no conclusion drawn from it
     assert "Read with care: on 1 of 1 test sets (t)" in _md(sections, "Overview")
     assert "its loss" in _md(sections, "Sanity checks") and "(!)" in _md(sections, "Sanity checks")
+    assert _md(sections, "Summary").startswith("> Not findings: the t column(s)")
     titles = [s.title for s in sections]
     assert titles[:3] == ["Overview", "Sanity checks", "Key findings"] and titles[-1] == "Methods and inputs"
 

@@ -32,6 +32,14 @@ def distrust(a: Mapping[str, pd.DataFrame]) -> dict[str, str]:
     return out
 
 
+def flag_untrusted(b: Body, a: Mapping[str, pd.DataFrame], test_sets: list[str]) -> None:
+    """A lead line over a results table: which of its columns are not findings, and why."""
+    bad = [t for t in test_sets if t in distrust(a)]
+    if bad:
+        b.p(f"Not findings: the {', '.join(bad)} column(s) — the sanity checks fail there (see Sanity checks), so "
+            "these rank correlations, R² and partial r describe noise or an untrained reference.", cls="lead")
+
+
 def overview_warning(a: Mapping[str, pd.DataFrame], test_sets: list[str]) -> str:
     """One sentence for the top of the report: which test sets fail the sanity checks, or none."""
     bad = distrust(a)

@@ -21,7 +21,7 @@ from ...report.body import Body
 from ...report.section import ReportFigure, Section
 from ...report.tables import Table, fmt, from_frame, pivot, with_ci, with_p
 from . import figures as plots
-from .checks import distrust, metric_finding, metrics_section, overview_warning, sanity_section
+from .checks import distrust, flag_untrusted, metric_finding, metrics_section, overview_warning, sanity_section
 from .compute import compute_records, compute_section
 from .ladder_sections import extrapolation_section, smallest_section
 from .robustness import methods_text, robustness_section
@@ -244,6 +244,7 @@ def _fig2_caption(c: _Ctx) -> str:
 
 def _summary(c: _Ctx) -> Section:
     b = Body()
+    flag_untrusted(b, c.a, c.test_sets)
     rows = c.neural + c.ngrams
     ceil = c.a.get("noise_ceiling", pd.DataFrame())
 
@@ -277,6 +278,7 @@ def _summary(c: _Ctx) -> Section:
 
 def _signal(c: _Ctx) -> Section:
     b = Body()
+    flag_untrusted(b, c.a, c.test_sets)
     b.p("Partial correlation of each proxy's losses with the reference's, given the best n-gram baseline on that "
         "test set, with a one-sided permutation p over distributions (exact when there are ≤ 8) and the same p "
         "Holm-adjusted over every test in this table (one family: the test sets share distributions and models, "
