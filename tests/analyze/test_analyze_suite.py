@@ -187,3 +187,14 @@ def test_extrapolation_beats_the_best_proxy_only_when_the_interval_says_so():
     assert not es["beats_best_r2"] and not es["beats_best_decision"]
     above = {"t": {**straddles["t"], "r2_diff_lo": 0.001}}
     assert extrapolation_summary(extra, summary, points, ["P"], above).iloc[0]["beats_best_r2"]
+
+
+def test_decision_accuracy_has_its_own_leave_one_out_rule():
+    from proxyscale.analyze.robust import carried_past_threshold, loo_decision_accuracy
+
+    x, y = np.array([0.0, 1.0, 2.0, 3.0, -1.0]), np.arange(5.0)  # the last point is out of order
+    assert stats.decision_accuracy(x, y) == pytest.approx(0.6)
+    np.testing.assert_allclose(loo_decision_accuracy(x, y), [0.5, 0.5, 0.5, 0.5, 1.0])
+    assert carried_past_threshold(0.95, 0.85, 0.9)
+    assert not carried_past_threshold(0.92, 0.89, 0.9)  # a drop of 0.03 is noise
+    assert not carried_past_threshold(0.85, 0.5, 0.9)  # not passing: nothing to carry
