@@ -509,6 +509,14 @@ CASES: tuple[Case, ...] = (
     # -- selection statistics: a qa target over sources without titles -----------------------------
     Case("qa test set over sources without titles", "spec", _set("test_sets.mixed.kind", "qa")),
     Case("selection qa target over sources without titles", "spec", _selection_target("qa")),
+    # analysis metric (loss, bpb, correct_prob, accuracy)
+    Case("analysis.metric: bpb (not recorded by this study)", "types", _set("analysis.metric", "bpb")),
+    Case("analysis.metric: correct_prob (not recorded by this study)", "types",
+         _set("analysis.metric", "correct_prob")),
+    Case("analysis.metric: acc (not a metric)", "types", _set("analysis.metric", "acc")),
+    Case("analysis.metric: accuracy without a choice test set", "types", _set("analysis.metric", "accuracy")),
+    Case("analysis.metric: accuracy with loss: token_mean", "types",
+         lambda s, ws: _set("analysis.loss", "token_mean")(_set("analysis.metric", "accuracy")(s, ws), ws)),
 )
 
 

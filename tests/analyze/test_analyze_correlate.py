@@ -127,7 +127,9 @@ def test_leave_source_out_removes_the_flattering_outlier():
     assert ts["framing"] == "per_source" and not ts["lead"]
 
 
-def test_smallest_proxy_is_least_compute_not_first_listed():
+def test_smallest_proxy_requires_every_larger_proxy_to_pass():
+    """tiny passes, mid (larger) fails, big passes: the stable answer is big; tiny is named only
+    as the first that passes, with mid as the larger proxy that fails."""
     rng = np.random.default_rng(6)
     D = 30
     ref = rng.normal(size=D)
@@ -136,7 +138,8 @@ def test_smallest_proxy_is_least_compute_not_first_listed():
     flops = {"R": 1000.0, "big": 100.0, "tiny": 1.0, "mid": 10.0}
     a = analyze_study(*build(losses, flops, "R"), seed=0)
     sp = a["smallest_proxy"].set_index("metric")
-    assert sp.loc["r2", "model"] == "tiny" and sp.loc["r2", "compute_ratio"] == pytest.approx(1000.0)
+    assert sp.loc["r2", "model"] == "big" and sp.loc["r2", "compute_ratio"] == pytest.approx(10.0)
+    assert sp.loc["r2", "first_passing"] == "tiny" and sp.loc["r2", "fails_above"] == "mid"
     assert not sp.loc["r2", "all_larger_pass"]  # "mid" fails in between
     nothing = analyze_study(*build({"R": ref[None], "mid": losses["mid"]}, flops, "R"), seed=0)["smallest_proxy"]
     assert nothing["model"].isna().all() and nothing["all_larger_pass"].isna().all()  # shown '—', not 'no'

@@ -58,7 +58,7 @@ def test_html_is_self_contained(report):
 def test_sections_order_and_lead_test_sets_first(report):
     _, html, md = report
     titles = re.findall(r"<h2>(.*?)</h2>", html)
-    assert titles[:3] == ["Overview", "Key findings", "Proxy vs reference losses (Figure 1)"]
+    assert titles[:4] == ["Overview", "Sanity checks", "Key findings", "Proxy vs reference losses (Figure 1)"]
     assert "Signal beyond n-grams" in titles and "Leave-source-out" in titles
     assert titles[-2:] == ["Attribution", "Attribution figures"]
     assert "<b>0.42</b>" in html and "LDS **0.42**" in md

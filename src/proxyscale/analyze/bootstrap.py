@@ -89,6 +89,41 @@ def _pooled_seed_var(run_means: np.ndarray, runs: pd.MultiIndex) -> dict[str, tu
     return {m: (float(per[m]) / int(dof[m]) if dof[m] > 0 else 0.0, int(dof[m])) for m in per.index}
 
 
+@dataclass(frozen=True)
+class Wide:
+    """One test set's results as dense (examples × runs) arrays, built once and shared by every
+    metric: ``weights`` is each example's weight in its run's mean (0 where the run has no result)."""
+
+    examples: np.ndarray   # (E,) example ids, sorted
+    runs: pd.MultiIndex    # (model, distribution, seed), sorted
+    flat: np.ndarray       # (rows,) example code × R + run code of each results row
+    weights: np.ndarray    # (E, R)
+    present: np.ndarray    # (E, R) bool
+
+    def sums(self, row_values: np.ndarray, row_weights: np.ndarray) -> np.ndarray:
+        """Σ value·weight per (example, run): (E, R)."""
+        n = len(self.examples) * len(self.runs)
+        return np.bincount(self.flat, weights=row_values * row_weights, minlength=n).reshape(self.weights.shape)
+
+
+def widen(results: pd.DataFrame, row_weights: np.ndarray) -> Wide:
+    """Factorise example ids and runs (no pivot: a suite's test set has millions of rows)."""
+    ex_codes, ex_ids = pd.factorize(results["example_id"], sort=True)
+    parts = [pd.factorize(results[c], sort=True) for c in ("model", "distribution", "seed")]
+    sizes = [len(names) for _, names in parts]
+    key = (parts[0][0].astype(np.int64) * sizes[1] + parts[1][0]) * sizes[2] + parts[2][0]
+    run_keys, run_codes = np.unique(key, return_inverse=True)
+    md, s = np.divmod(run_keys, sizes[2])
+    m, d = np.divmod(md, sizes[1])
+    runs = pd.MultiIndex.from_arrays([np.asarray(parts[0][1])[m], np.asarray(parts[1][1])[d],
+                                      np.asarray(parts[2][1])[s]], names=["model", "distribution", "seed"])
+    n_e, n_r = len(ex_ids), len(runs)
+    flat = ex_codes.astype(np.int64) * n_r + run_codes
+    weights = np.bincount(flat, weights=row_weights, minlength=n_e * n_r).reshape(n_e, n_r)
+    present = np.bincount(flat, minlength=n_e * n_r).reshape(n_e, n_r) > 0
+    return Wide(np.asarray(ex_ids), runs, flat, weights, present)
+
+
 def hierarchical_replicates(results: pd.DataFrame, *, loss: str, rng: np.random.Generator,
                             n_boot: int) -> Replicates:
     """Replicates of every (model, distribution) cell mean of one test set's ``results``.
@@ -97,14 +132,19 @@ def hierarchical_replicates(results: pd.DataFrame, *, loss: str, rng: np.random.
     n_tokens for ``token_mean``). See the module docstring for the scheme.
     """
     num, den = run_weights(results, loss)
-    keys = ["example_id", "model", "distribution", "seed"]
-    frame = results[keys].assign(_num=num.to_numpy(), _den=den.to_numpy())
-    wide = frame.pivot_table(index="example_id", columns=["model", "distribution", "seed"],
-                             values=["_num", "_den"], aggfunc="sum", sort=True)
-    runs = wide["_num"].columns
-    nums = wide["_num"].reindex(columns=runs).to_numpy(dtype=np.float64)  # (E, R)
-    dens = wide["_den"].reindex(columns=runs).to_numpy(dtype=np.float64)  # (E, R)
-    present = np.isfinite(nums) & np.isfinite(dens)
+    wide = widen(results, den.to_numpy())
+    values = num.to_numpy() / np.where(den.to_numpy() > 0, den.to_numpy(), 1.0)
+    return wide_replicates(wide.sums(values, den.to_numpy()), wide.weights, wide.runs, rng=rng, n_boot=n_boot)
+
+
+def wide_replicates(nums: np.ndarray, dens: np.ndarray, runs: pd.MultiIndex, *, rng: np.random.Generator,
+                    n_boot: int) -> Replicates:
+    """Replicates from (examples × runs) sums of value·weight (``nums``) and weight (``dens``).
+
+    Two calls with generators seeded alike draw the same example resamples and seed terms, so
+    replicates of two metrics of one test set are paired (their differences have intervals).
+    """
+    present = dens > 0
     nums, dens = np.where(present, nums, 0.0), np.where(present, dens, 0.0)
     n_ex = len(nums)
     w = rng.multinomial(n_ex, np.full(n_ex, 1.0 / n_ex), size=n_boot).astype(np.float64)  # (B, E)
@@ -122,7 +162,7 @@ def hierarchical_replicates(results: pd.DataFrame, *, loss: str, rng: np.random.
     point_runs = nums.sum(axis=0) / np.maximum(dens.sum(axis=0), 1e-300)
     pooled = _pooled_seed_var(point_runs, runs)
     for m, (var, dof) in pooled.items():
-        if dof == 0 or var <= 0:
+        if dof == 0:  # no seed term; a zero variance still draws, so metrics' streams stay paired
             continue
         cols = np.flatnonzero(cells.get_level_values(0) == m)
         var_b = var * dof / rng.chisquare(dof, size=(n_boot, 1))  # (B, 1)

@@ -2,10 +2,9 @@
 
 :func:`analyze_study` turns per-example results into the tables the report draws (SPEC §4).
 For each test set, one point per training distribution: x = a proxy's mean test loss
-(averaged over its seeds), y = the reference's (averaged over its seeds). The tables:
-
-A run's mean test loss is the mean of per-example losses (``loss="example_mean"``) or total
-loss over total predicted tokens (``"token_mean"``); the settings table records which.
+(averaged over its seeds), y = the reference's (averaged over its seeds). A run's mean test loss
+is the mean of per-example losses (``loss="example_mean"``) or total loss over total predicted
+tokens (``"token_mean"``); the settings table records which. The tables:
 
 - ``summary``: per test set × proxy, R² of the linear fit, Pearson, Spearman, Kendall τ-b,
   decision accuracy, bootstrap CIs over test examples × seeds
@@ -23,8 +22,13 @@ loss over total predicted tokens (``"token_mean"``); the settings table records 
 - ``points``: the scatter data, with each point's R² when it is left out and its Cook's
   distance; ``per_example``: per test example, Pearson r across distributions between proxy
   and reference losses.
-- ``smallest_proxy``: the least-compute neural proxy reaching each threshold.
-- ``extrapolation`` / ``extrapolation_summary``: see :mod:`proxyscale.analyze.extrapolate`.
+- ``smallest_proxy``: per metric, the least-compute neural proxy from which every larger one
+  reaches the threshold (see :func:`_smallest`), flagged by that metric's own leave-one-out test.
+- ``extrapolation`` / ``extrapolation_summary``: see :mod:`proxyscale.analyze.extrapolate`;
+  "beats the best proxy" needs the paired bootstrap interval of the difference above 0.
+- ``metric_decisions``: decision accuracy under every metric a test set carries
+  (:mod:`proxyscale.analyze.decisions`); ``sanity_models`` / ``sanity_reference``: the checks
+  the report reads before any finding (:mod:`proxyscale.analyze.sanity`).
 - ``summary_loso``: for per-source test sets, the summary again without the distributions
   that contain that source (such a distribution is an outlier that flatters every proxy).
 - ``models``, ``distributions``, ``test_sets`` (with ``framing`` and ``lead``) and
@@ -39,13 +43,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import DataError
 from ..seeding import np_rng
 from . import bootstrap as bs
+from . import decisions as dec
 from . import extrapolate as ex
-from . import robust, stats
+from . import metrics as mt
+from . import robust, sanity, stats
 from .bootstrap import Replicates
-from .inputs import Study, complete_rows, load_study, seed_mean, shared_distributions
+from .inputs import Study, build_study, check_tables, complete_rows, seed_mean, shared_distributions
 from .io import FORMAT_VERSION, read_analysis, write_analysis
+from .scan import ResultSource, TestSetScan, check_rows, scan_test_set, split_source
 
 __all__ = ["analyze_study", "write_analysis", "read_analysis"]
 _ALTERNATIVE = "greater"
@@ -59,7 +67,7 @@ def _point_stats(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 
 def _compare(study: Study, ts: str, model: str, dists: list[str], reps: Replicates | None, level: float,
-             r2_threshold: float) -> dict[str, Any]:
+             r2_threshold: float, da_threshold: float) -> dict[str, Any]:
     """Statistics of one proxy against the reference on ``dists``: point values, intervals from
     the example × seed bootstrap, and how much the fit leans on one distribution."""
     xm, ym = study.matrix(ts, model), study.matrix(ts, study.reference)
@@ -83,6 +91,12 @@ def _compare(study: Study, ts: str, model: str, dists: list[str], reps: Replicat
     row["cooks_max"] = float(cook[i_cook]) if i_cook is not None else math.nan
     row["cooks_max_dist"] = dists[i_cook] if i_cook is not None else None
     row["one_point_carries"] = robust.carried_by_one(row["r2"], row["r2_loo_min"], r2_threshold)
+    da_loo = robust.loo_decision_accuracy(x, y)
+    i_da = int(np.nanargmin(da_loo)) if np.isfinite(da_loo).any() else None
+    row["da_loo_min"] = float(da_loo[i_da]) if i_da is not None else math.nan
+    row["da_loo_min_dist"] = dists[i_da] if i_da is not None else None
+    row["da_one_point_carries"] = robust.carried_past_threshold(row["decision_accuracy"], row["da_loo_min"],
+                                                                da_threshold)
     return row
 
 
@@ -113,7 +127,8 @@ def _summary_for(study: Study, ts: str, keep: list[str] | None, seed: int, reps:
         row = {"test_set": ts, "model": m, "kind": info["kind"], "params": int(info["params"]),
                "train_tokens": int(info["train_tokens"]), "flops": flops,
                "compute_ratio": ref_flops / flops if flops > 0 else math.inf}
-        row.update(_compare(study, ts, m, dists, reps, opts["ci_level"], opts["r2_threshold"]))
+        row.update(_compare(study, ts, m, dists, reps, opts["ci_level"], opts["r2_threshold"],
+                            opts["decision_threshold"]))
         rows.append(row)
     ngram_rows = [r for r in rows if r["kind"] == "ngram" and np.isfinite(r["r2"])]
     best = max(ngram_rows, key=lambda r: r["r2"])["model"] if ngram_rows else None
@@ -173,50 +188,37 @@ def _points(study: Study, ts: str) -> list[dict]:
     return rows
 
 
-def _per_example(study: Study, ts: str) -> pd.DataFrame:
-    """Per test example: Pearson r across distributions of proxy vs reference loss (seed means)."""
-    res = study.results[study.results["test_set"] == ts]
-    wide = res.groupby(["model", "example_id", "distribution"], sort=True)["loss"].mean().unstack("distribution")
-    ref = study.reference
-    if ref not in wide.index.get_level_values(0):
-        return pd.DataFrame()
-    ref_block = wide.loc[ref]
-    out = []
-    for m in study.proxies():
-        if m not in wide.index.get_level_values(0):
-            continue
-        block = wide.loc[m]
-        ids = block.index.intersection(ref_block.index)
-        dists = [d for d in wide.columns if block[d].notna().any() and ref_block[d].notna().any()]
-        xa = block.loc[ids, dists].to_numpy(dtype=np.float64)  # (E, D)
-        ya = ref_block.loc[ids, dists].to_numpy(dtype=np.float64)  # (E, D)
-        ok = np.isfinite(xa).all(axis=1) & np.isfinite(ya).all(axis=1)
-        r = np.full(len(ids), np.nan)
-        if ok.any() and len(dists) >= 2:
-            r[ok] = stats.pearson(xa[ok], ya[ok])
-        out.append(pd.DataFrame({"test_set": ts, "model": m, "example_id": ids.astype(str), "r": r,
-                                 "n_dist": len(dists)}))
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+_CARRIED_COLUMN = {"r2": "one_point_carries", "decision_accuracy": "da_one_point_carries"}
 
 
 def _smallest(summary: pd.DataFrame, metric: str, threshold: float) -> list[dict]:
-    """Least-compute neural proxy per test set reaching ``threshold`` on ``metric``."""
+    """Per test set: the least-compute neural proxy from which every larger one reaches
+    ``threshold`` on ``metric`` (``model``), and the least-compute one that reaches it at all
+    (``first_passing``). They differ when a smaller proxy passes but a larger one fails: then
+    ``fails_above`` names the larger proxies that fail and ``first_passing`` is no safe choice.
+    Each metric's row carries its own leave-one-distribution-out flag."""
     rows = []
     for ts, g in summary.groupby("test_set", sort=True):
         neural = g[g["kind"] == "neural"].sort_values(["flops", "params"], kind="mergesort")
         grams = g[g["kind"] == "ngram"]
-        passing = neural[neural[metric] >= threshold]
-        pick = passing.iloc[0] if len(passing) else None
-        larger = neural[neural["flops"] >= pick["flops"]] if pick is not None else neural.iloc[:0]
+        ok = (neural[metric] >= threshold).to_numpy()
+        first = int(np.argmax(ok)) if ok.any() else None
+        tail_ok = np.logical_and.accumulate(ok[::-1])[::-1]  # i: proxy i and every larger one pass
+        stable = int(np.argmax(tail_ok)) if tail_ok.any() else None
+        pick = neural.iloc[stable] if stable is not None else None
+        fails = [] if first is None else list(neural["model"].iloc[first:][~ok[first:]])
         best_gram = grams.loc[grams[metric].idxmax()] if grams[metric].notna().any() else None
+        carried = _CARRIED_COLUMN.get(metric, "one_point_carries")
         rows.append({
             "test_set": ts, "metric": metric, "threshold": threshold,
             "model": None if pick is None else pick["model"],
             "compute_ratio": math.nan if pick is None else float(pick["compute_ratio"]),
             "value": math.nan if pick is None else float(pick[metric]),
+            "first_passing": None if first is None else neural["model"].iloc[first],
             # None (shown '—') when no proxy passes: there is nothing larger to ask about
-            "all_larger_pass": None if pick is None else bool((larger[metric] >= threshold).all()),
-            "carried_by_one": None if pick is None else bool(pick.get("one_point_carries", False)),
+            "all_larger_pass": None if first is None else not fails,
+            "fails_above": ", ".join(fails),
+            "carried_by_one": None if pick is None else bool(pick.get(carried, False)),
             "best_ngram": None if best_gram is None else best_gram["model"],
             "best_ngram_value": math.nan if best_gram is None else float(best_gram[metric]),
             "ngram_reaches": bool(best_gram is not None and best_gram[metric] >= threshold),
@@ -233,14 +235,36 @@ def _loso_scopes(study: Study) -> dict[str, list[str]]:
     return out
 
 
-def _extrapolation(study: Study, points: pd.DataFrame, summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _extrapolation(study: Study, points: pd.DataFrame, summary: pd.DataFrame, reps: dict[str, Replicates],
+                   level: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     rungs = [m for m in study.proxies() if study.models.at[m, "kind"] == "neural" and study.models.at[m, "flops"] > 0]
     ref_flops = float(study.models.at[study.reference, "flops"])
     if not rungs or not ref_flops > 0:
         return pd.DataFrame(), pd.DataFrame()
     rung_table = study.models.loc[rungs, ["flops"]].reset_index()
     extra = ex.extrapolate(points, rung_table, ref_flops)
-    return extra, ex.extrapolation_summary(extra, summary, points, rungs)
+    first = ex.extrapolation_summary(extra, summary, points, rungs)
+    diffs = {ts: _extrapolation_diff(study, extra, r, reps.get(ts), rungs, level) for ts, r in
+             first.set_index("test_set").iterrows()} if len(first) else {}
+    return extra, ex.extrapolation_summary(extra, summary, points, rungs, diffs)
+
+
+def _extrapolation_diff(study: Study, extra: pd.DataFrame, r: pd.Series, reps: Replicates | None, rungs: list[str],
+                        level: float) -> dict[str, float]:
+    """The extrapolation against the best proxy on the same replicates (paired differences)."""
+    g = extra[(extra["test_set"] == r.name) & (extra["n_rungs"] == len(rungs))]
+    dists = list(g["distribution"])
+    if reps is None or r["best_proxy"] is None or len(dists) < 3 or len(dists) != int(r["n_dist"]):
+        return {}
+    try:
+        rung_b = np.stack([reps.take(m, dists) for m in rungs], axis=-1)  # (B, D, K)
+        best_b, ref_b = reps.take(r["best_proxy"], dists), reps.take(study.reference, dists)
+    except DataError:  # a rung without replicates on some distribution: no interval
+        return {}
+    flops = study.models.loc[rungs, "flops"].to_numpy(dtype=np.float64)
+    pred_b = ex.predict_many(flops, rung_b.reshape(-1, len(rungs)), float(study.models.at[study.reference, "flops"]))
+    point = (float(r["r2"] - r["best_proxy_r2"]), float(r["decision_accuracy"] - r["best_proxy_decision_accuracy"]))
+    return ex.paired_difference(pred_b.reshape(rung_b.shape[:2]), best_b, ref_b, point, level)
 
 
 def _settings(study: Study, seed: int, opts: dict[str, Any], n_tests: int) -> pd.DataFrame:
@@ -248,6 +272,9 @@ def _settings(study: Study, seed: int, opts: dict[str, Any], n_tests: int) -> pd
                           "r2_threshold": float(opts["r2_threshold"]),
                           "decision_threshold": float(opts["decision_threshold"]), "n_boot": int(opts["n_boot"]),
                           "ci_level": float(opts["ci_level"]), "ci_method": CI_METHOD, "loss": opts["loss"],
+                          "metric": opts["metric"], "metric_label": mt.METRICS[opts["metric"]].label,
+                          "metric_flipped": mt.METRICS[opts["metric"]].higher_is_better,
+                          "skipped_test_sets": ",".join(opts.get("skipped", [])),
                           "permutation_alternative": _ALTERNATIVE, "p_adjust": "holm", "n_tests": int(n_tests)}])
 
 
@@ -264,14 +291,6 @@ def _context_tables(study: Study) -> dict[str, pd.DataFrame]:
             "test_sets": ts[["test_set", "kind", "source", "framing", "lead"]]}
 
 
-def _replicates(study: Study, names: list[str], seed: int, loss: str, n_boot: int) -> dict[str, Replicates]:
-    out = {}
-    for ts in names:
-        res = study.results[study.results["test_set"] == ts]
-        out[ts] = bs.hierarchical_replicates(res, loss=loss, rng=np_rng(seed, "bootstrap", ts), n_boot=n_boot)
-    return out
-
-
 def _adjust(rows: pd.DataFrame) -> pd.DataFrame:
     """Holm over every partial-r test of the table: one family of proxy × test-set tests."""
     if rows.empty:
@@ -279,24 +298,75 @@ def _adjust(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.assign(partial_p_holm=robust.holm(rows["partial_p"].to_numpy(dtype=np.float64)))
 
 
-def analyze_study(results: pd.DataFrame, models: pd.DataFrame, distributions: pd.DataFrame,
+def _scan_all(results: ResultSource, study_tables: tuple, opts: dict[str, Any], seed: int
+              ) -> tuple[dict[str, TestSetScan], list[str]]:
+    """Read one test set at a time and keep what :func:`scan_test_set` leaves; the rows are dropped."""
+    mods, dists, ts_table, ref = study_tables
+    sources = split_source(results)
+    unknown = sorted(set(sources) - set(map(str, ts_table.index)))
+    if unknown:
+        raise DataError(f"results name test_set(s) {unknown[:5]} missing from the test_sets table; add them there")
+    if not sources:
+        raise DataError("the results table is empty; run the study's evaluation steps first")
+    names = {"model": mods.index.astype(str), "distribution": dists.index.astype(str),
+             "test_set": ts_table.index.astype(str)}
+    proxies = [str(m) for m in mods.index if m != ref]
+    scans, skipped = {}, []
+    for ts in sorted(sources):
+        frame = sources[ts]()
+        check_rows(frame, ts, names, opts["metric"])
+        sc = scan_test_set(frame, ts, chosen=opts["metric"], loss=opts["loss"], reference=ref, proxies=proxies,
+                           seed=seed, n_boot=opts["n_boot"])
+        del frame
+        if sc is None:
+            skipped.append(ts)
+        else:
+            scans[ts] = sc
+    if not scans:
+        raise DataError(f"no test set's results carry metric '{opts['metric']}' on every row; set analysis.metric "
+                        f"to one they carry (loss always is)")
+    return scans, skipped
+
+
+def _stack(scans: dict[str, TestSetScan], metric: str) -> pd.DataFrame:  # test sets without it left out
+    got = [sc.run_means[metric].assign(test_set=ts) for ts, sc in scans.items() if metric in sc.run_means]
+    return pd.concat(got, ignore_index=True) if got else pd.DataFrame(columns=["model", "distribution", "seed",
+                                                                              "value", "test_set"])
+
+
+def _check_options(metric: str, loss: str) -> None:
+    mt.metric(metric)
+    if loss not in bs.LOSS_DEFINITIONS:
+        raise DataError(f"loss definition '{loss}' is not one of {list(bs.LOSS_DEFINITIONS)}")
+    if loss == "token_mean" and metric != "loss":
+        raise DataError(f"loss 'token_mean' weighs the tokens of the per-token loss; with metric '{metric}' "
+                        "set analysis.loss to example_mean")
+
+
+def analyze_study(results: ResultSource, models: pd.DataFrame, distributions: pd.DataFrame,
                   test_sets: pd.DataFrame, *, seed: int, r2_threshold: float = 0.9,
                   decision_threshold: float = 0.9, n_boot: int = 1000, loss: str = "example_mean",
-                  ci_level: float = 0.95) -> dict[str, pd.DataFrame]:
+                  ci_level: float = 0.95, metric: str = "loss") -> dict[str, pd.DataFrame]:
     """Every small-to-large table for one study (pure: reads nothing, writes nothing).
 
-    Inputs are the runner's ``results`` (one row per test_set, example_id, distribution,
-    model, seed with ``loss``, and ``n_tokens`` for ``loss="token_mean"``), ``models`` (model,
-    kind, params, train_tokens, flops, is_reference), ``distributions`` (distribution, sources;
-    an optional ``mixture`` column is passed through to the report) and ``test_sets``
-    (test_set, kind, source). ``seed`` roots every bootstrap / Monte Carlo stream. See the
-    module docstring.
+    ``results`` is the runner's per-example table (one row per test_set, example_id,
+    distribution, model, seed with ``loss``; ``n_tokens`` for ``loss="token_mean"``; optionally
+    ``bpb``, ``correct_prob`` and ``correct``), or a mapping from test set to a function
+    returning that test set's rows, so a suite's results are read one test set at a time.
+    ``models`` (model, kind, params, train_tokens, flops, is_reference; optional vocab_size),
+    ``distributions`` (distribution, sources; an optional ``mixture`` column is passed through to
+    the report) and ``test_sets`` (test_set, kind, source). ``metric`` is what ranks
+    distributions (:mod:`proxyscale.analyze.metrics`; test sets that lack it are skipped and
+    named in the settings). ``seed`` roots every bootstrap / Monte Carlo stream.
     """
-    study = load_study(results, models, distributions, test_sets, loss)
-    opts = {"r2_threshold": r2_threshold, "decision_threshold": decision_threshold, "n_boot": n_boot,
-            "loss": loss, "ci_level": ci_level}
-    names = sorted(set(study.run_means["test_set"]))
-    reps = _replicates(study, names, seed, loss, n_boot)
+    _check_options(metric, loss)
+    tables = check_tables(models, distributions, test_sets)
+    opts: dict[str, Any] = {"r2_threshold": r2_threshold, "decision_threshold": decision_threshold,
+                            "n_boot": n_boot, "loss": loss, "ci_level": ci_level, "metric": metric}
+    scans, opts["skipped"] = _scan_all(results, tables, opts, seed)
+    study = build_study(*tables, _stack(scans, metric).rename(columns={"value": "loss"}))
+    names = sorted(scans)
+    reps = {ts: scans[ts].reps[metric] for ts in names}
     summary = _adjust(pd.DataFrame([r for ts in names
                                     for r in _summary_for(study, ts, None, seed, reps[ts], opts, "all")]))
     loso_rows = []
@@ -307,15 +377,24 @@ def analyze_study(results: pd.DataFrame, models: pd.DataFrame, distributions: pd
                           for r in _summary_for(study, ts, keep, seed, reps[ts], opts, "loso")]
     best = summary.groupby("test_set")["best_ngram"].first().to_dict() if len(summary) else {}
     points = pd.DataFrame([r for ts in names for r in _points(study, ts)])
-    per_ex = [_per_example(study, ts) for ts in names]
+    per_ex = [scans[ts].per_example for ts in names]
     smallest = _smallest(summary, "r2", r2_threshold) + _smallest(summary, "decision_accuracy", decision_threshold)
-    extra, extra_summary = _extrapolation(study, points, summary)
+    extra, extra_summary = _extrapolation(study, points, summary, reps, ci_level)
     n_tests = int(np.isfinite(summary["partial_p"]).sum()) if len(summary) else 0
     return {
         "summary": summary, "summary_loso": _adjust(pd.DataFrame(loso_rows)),
-        "noise_ceiling": pd.DataFrame([_noise_ceiling(study, ts, best.get(ts)) for ts in names]),
-        "points": points,
+        "noise_ceiling": pd.DataFrame([_noise_ceiling(study, ts, best.get(ts)) for ts in names]), "points": points,
         "per_example": pd.concat(per_ex, ignore_index=True) if any(len(p) for p in per_ex) else pd.DataFrame(),
         "smallest_proxy": pd.DataFrame(smallest), "extrapolation": extra, "extrapolation_summary": extra_summary,
-        **_context_tables(study), "settings": _settings(study, seed, opts, n_tests),
+        **_suite_tables(study, scans, opts), **_context_tables(study),
+        "settings": _settings(study, seed, opts, n_tests),
     }
+
+
+def _suite_tables(study: Study, scans: dict[str, TestSetScan], opts: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """Decision accuracy under every available metric, and the sanity checks."""
+    checks = sanity.sanity_models(_stack(scans, "loss"), study.models)
+    decisions = [r for ts, sc in scans.items() for r in dec.metric_decisions(
+        ts, sc.run_means, sc.reps, study.reference, study.proxies(), opts["metric"], opts["ci_level"])]
+    return {"metric_decisions": pd.DataFrame(decisions), "sanity_models": checks,
+            "sanity_reference": sanity.sanity_reference(study, checks)}

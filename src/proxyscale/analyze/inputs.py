@@ -14,9 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from .bootstrap import run_weights
 
-RESULT_COLUMNS = ("test_set", "example_id", "distribution", "model", "seed", "loss")
 MODEL_COLUMNS = ("model", "kind", "params", "train_tokens", "flops", "is_reference")
 DIST_COLUMNS = ("distribution", "sources")
 TEST_SET_COLUMNS = ("test_set", "kind", "source")
@@ -32,12 +30,11 @@ def _require(df: pd.DataFrame, cols: tuple[str, ...], name: str) -> None:
 class Study:
     """Validated inputs plus the per-(test set, distribution, model, seed) mean losses."""
 
-    results: pd.DataFrame
     models: pd.DataFrame        # indexed by model name
     distributions: pd.DataFrame  # indexed by distribution name
     test_sets: pd.DataFrame     # indexed by test-set name, with a "framing" column
     reference: str
-    run_means: pd.DataFrame     # columns test_set, distribution, model, seed, loss
+    run_means: pd.DataFrame     # columns test_set, distribution, model, seed, loss (the analysed metric)
 
     matrices: dict[tuple[str, str], pd.DataFrame]  # (test_set, model) -> seeds × distributions
 
@@ -68,20 +65,12 @@ def _framing(test_sets: pd.DataFrame, distributions: pd.DataFrame) -> pd.Series:
     return test_sets["source"].map(one)
 
 
-def load_study(results: pd.DataFrame, models: pd.DataFrame, distributions: pd.DataFrame,
-               test_sets: pd.DataFrame, loss: str = "example_mean") -> Study:
-    """Check the four input tables against each other and compute run means.
-
-    ``loss`` says what a run's mean test loss is: ``example_mean`` (the mean of per-example
-    mean losses) or ``token_mean`` (total loss over total predicted tokens, from n_tokens).
-    """
-    for df, cols, name in ((results, RESULT_COLUMNS, "results"), (models, MODEL_COLUMNS, "models"),
-                           (distributions, DIST_COLUMNS, "distributions"), (test_sets, TEST_SET_COLUMNS, "test_sets")):
+def check_tables(models: pd.DataFrame, distributions: pd.DataFrame,
+                 test_sets: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str]:
+    """Check the models, distributions and test-set tables; return them indexed, and the reference."""
+    for df, cols, name in ((models, MODEL_COLUMNS, "models"), (distributions, DIST_COLUMNS, "distributions"),
+                           (test_sets, TEST_SET_COLUMNS, "test_sets")):
         _require(df, cols, name)
-    if results.empty:
-        raise DataError("the results table is empty; run the study's evaluation steps first")
-    if not np.isfinite(results["loss"].to_numpy(dtype=np.float64)).all():
-        raise DataError("the results table has non-finite losses; a diverged run must be excluded, not analyzed")
     mods = models.drop_duplicates("model").set_index("model")
     refs = list(mods.index[mods["is_reference"].astype(bool)])
     if len(refs) != 1:
@@ -89,24 +78,23 @@ def load_study(results: pd.DataFrame, models: pd.DataFrame, distributions: pd.Da
     bad_kind = sorted(set(mods["kind"]) - {"neural", "ngram"})
     if bad_kind:
         raise DataError(f"model kind must be 'neural' or 'ngram', got {bad_kind}")
-    for col, table, name in (("model", mods, "models"),
-                             ("distribution", distributions.set_index("distribution"), "distributions"),
-                             ("test_set", test_sets.set_index("test_set"), "test_sets")):
-        unknown = sorted(set(results[col]) - set(table.index))
-        if unknown:
-            raise DataError(f"results name {col}(s) {unknown[:5]} missing from the {name} table; add them there")
     ts = test_sets.drop_duplicates("test_set").set_index("test_set").copy()
     dists = distributions.drop_duplicates("distribution").set_index("distribution").copy()
     dists["sources"] = dists["sources"].map(lambda s: [str(v) for v in s])
     ts["framing"] = _framing(ts, dists)
-    num, den = run_weights(results, loss)
-    keys = ["test_set", "distribution", "model", "seed"]
-    parts = results[keys].assign(_num=num.to_numpy(), _den=den.to_numpy())
-    sums = parts.groupby(keys, sort=True)[["_num", "_den"]].sum()
-    run_means = (sums["_num"] / sums["_den"]).rename("loss").reset_index()
+    return mods, dists, ts, refs[0]
+
+
+def build_study(models: pd.DataFrame, distributions: pd.DataFrame, test_sets: pd.DataFrame, reference: str,
+                run_means: pd.DataFrame) -> Study:
+    """The study over ``run_means`` (test_set, distribution, model, seed, loss: the analysed
+    metric's run mean, lower is better), from tables :func:`check_tables` returned."""
+    if run_means.empty:
+        raise DataError("the results table is empty; run the study's evaluation steps first")
+    run_means = run_means.sort_values(["test_set", "distribution", "model", "seed"]).reset_index(drop=True)
     matrices = {k: g.pivot(index="seed", columns="distribution", values="loss")
                 for k, g in run_means.groupby(["test_set", "model"], sort=True)}
-    return Study(results, mods, dists, ts, refs[0], run_means, matrices)
+    return Study(models, distributions, test_sets, reference, run_means, matrices)
 
 
 def complete_rows(mat: pd.DataFrame, dists: list[str]) -> np.ndarray:

@@ -95,3 +95,24 @@ def carried_by_one(r2: float, r2_loo_min: float, threshold: float, min_drop: flo
         return False
     halved = r2 >= min_r2 and r2_loo_min < 0.5 * r2
     return bool(halved or (r2 >= threshold > r2_loo_min and r2 - r2_loo_min >= min_drop))
+
+
+def loo_decision_accuracy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Decision accuracy without point i, for each i: shape (n,). ``nan`` for n < 4."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    n = len(x)
+    if n < 4:
+        return np.full(n, np.nan)
+    keep = ~np.eye(n, dtype=bool)
+    xs = np.broadcast_to(x, (n, n))[keep].reshape(n, n - 1)
+    ys = np.broadcast_to(y, (n, n))[keep].reshape(n, n - 1)
+    return np.asarray(stats.decision_accuracy(xs, ys), dtype=np.float64)
+
+
+def carried_past_threshold(value: float, loo_min: float, threshold: float, min_drop: float = 0.05) -> bool:
+    """True when a passing score falls below ``threshold`` by at least ``min_drop`` without one
+    distribution: the decision-accuracy test (halving means nothing for a score whose chance
+    level is 0.5; leaving one of 8 distributions out removes a quarter of the pairs)."""
+    if not (math.isfinite(value) and math.isfinite(loo_min)):
+        return False
+    return bool(value >= threshold > loo_min and value - loo_min >= min_drop)

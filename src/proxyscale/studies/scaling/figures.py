@@ -150,9 +150,22 @@ def _r2_floor(ax) -> float:
     return max(lo - 0.1 * (1.0 - lo), -0.05)
 
 
+def _label_points(ax, frac: np.ndarray, r2: np.ndarray, names: Iterable[str]) -> None:
+    """Name each proxy's point; the rightmost label sits to its left, so the axes never clip it."""
+    last = int(np.argmax(frac)) if len(frac) else -1
+    for i, (f, v, m) in enumerate(zip(frac, r2, names)):
+        right = i != last or len(frac) == 1
+        ax.annotate(m, (f, v), fontsize=7, xytext=(4 if right else -4, -11), textcoords="offset points",
+                    ha="left" if right else "right")
+
+
 def r2_compute_png(summary: pd.DataFrame, noise: pd.DataFrame, test_sets: list[str]) -> bytes:
-    """Figure 2: R² against proxy compute / reference compute (log x), with seed-bootstrap CIs."""
-    fig, axes = _grid(len(test_sets))
+    """Figure 2: R² against proxy compute / reference compute (log x), with bootstrap CIs.
+
+    The legend sits below each panel, outside the data, so it never covers a proxy's point."""
+    fig, axes = _grid(len(test_sets), panel=(4.2, 4.6))
+    rows = math.ceil(max(len(test_sets), 1) / min(3, max(1, len(test_sets))))
+    fig.subplots_adjust(bottom=0.25 / rows, hspace=0.85)
     colours = _colours(summary["model"].unique() if len(summary) else [])
     for ax, ts in zip(axes, test_sets):
         s = summary[summary["test_set"] == ts] if len(summary) else summary
@@ -167,8 +180,7 @@ def r2_compute_png(summary: pd.DataFrame, noise: pd.DataFrame, test_sets: list[s
         hi = np.where(np.isfinite(neural["r2_hi"]), neural["r2_hi"] - r2, 0)
         ax.errorbar(frac, r2, yerr=[np.maximum(lo, 0), np.maximum(hi, 0)], fmt="o-", color=OKABE_ITO[4], capsize=3,
                     label="neural proxies")
-        for f, v, m in zip(frac, r2, neural["model"]):
-            ax.annotate(m, (f, v), fontsize=7, xytext=(3, -10), textcoords="offset points")
+        _label_points(ax, frac, r2, neural["model"])
         _ngram_lines(ax, s, "r2", colours)
         ceil = noise[noise["test_set"] == ts] if len(noise) else noise
         col = "ceiling_r2" if "ceiling_r2" in ceil.columns else "r2"
@@ -176,11 +188,12 @@ def r2_compute_png(summary: pd.DataFrame, noise: pd.DataFrame, test_sets: list[s
             ax.axhline(float(ceil[col].iloc[0]), ls=(0, (1, 1)), color=OKABE_ITO[5], lw=1.4,
                        label="reference ceiling (seed reliability)")
         ax.set_xscale("log")
+        ax.set_xlim(float(np.nanmin(frac)) / 3, float(np.nanmax(frac)) * 3)  # room for the end labels
         ax.set_ylim(_r2_floor(ax), 1.0 + 0.02)
         ax.set_title(ts)
         ax.set_xlabel("proxy compute / reference compute")
         ax.set_ylabel("R² (proxy vs reference)")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     return png_bytes(fig)
 
 

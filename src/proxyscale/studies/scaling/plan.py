@@ -121,11 +121,13 @@ def _analysis_config(spec: StudySpec) -> dict[str, Any]:
     for rung in spec.ladder.rungs:
         b = rung_budget(spec, rung)
         models.append({"model": rung.name, "kind": "neural", "params": b.params, "train_tokens": b.tokens,
-                       "flops": b.flops, "is_reference": rung.name == spec.ladder.reference})
+                       "flops": b.flops, "is_reference": rung.name == spec.ladder.reference,
+                       "vocab_size": spec.tokenizer.vocab_size})
     ref_tokens = rung_budget(spec, spec.rung(spec.ladder.reference)).tokens
     for order in spec.analysis.ngram_orders:
         models.append({"model": NGRAM_NAMES.get(order, f"{order}gram"), "kind": "ngram", "params": 0,
-                       "train_tokens": ref_tokens, "flops": 0.0, "is_reference": False})
+                       "train_tokens": ref_tokens, "flops": 0.0, "is_reference": False,
+                       "vocab_size": spec.tokenizer.vocab_size})
     test_sets = {t: {"kind": ts.kind, "source": ts.sources[0] if len(ts.sources) == 1 and ts.hub is None else None}
                  for t, ts in spec.test_sets.items()}
     dists = {d: sorted(s for s, w in mix.items() if w > 0) for d, mix in spec.distributions.items()}

@@ -21,7 +21,9 @@ from ...report.body import Body
 from ...report.section import ReportFigure, Section
 from ...report.tables import Table, fmt, from_frame, pivot, with_ci, with_p
 from . import figures as plots
+from .checks import distrust, flag_untrusted, metric_finding, metrics_section, overview_warning, sanity_section
 from .compute import compute_records, compute_section
+from .ladder_sections import extrapolation_section, smallest_section
 from .robustness import methods_text, robustness_section
 
 KIND = "scaling"  # the study kind of the analyses this module reads
@@ -70,14 +72,27 @@ def _overview(c: _Ctx) -> Section:
     a, b = c.a, Body()
     st = a["settings"].iloc[0]
     m = a["models"].set_index("model")
-    b.p(f"Reference model: {c.reference} ({fmt(int(m.at[c.reference, 'params']))} parameters, "
-        f"{fmt(float(m.at[c.reference, 'flops']))} training FLOPs). Training distributions: {len(a['distributions'])}; "
-        f"neural proxies: {len(c.neural)}; n-gram baselines: {len(c.ngrams)}; test sets: {len(c.test_sets)}; "
-        f"analysis seed {int(st['seed'])}.")
-    b.p(methods_text(st))
+    b.p(f"Do {len(c.neural)} neural proxies and {len(c.ngrams)} n-gram baselines rank {len(a['distributions'])} "
+        f"training distributions as the reference {c.reference} ({fmt(int(m.at[c.reference, 'params']))} "
+        f"parameters, {fmt(float(m.at[c.reference, 'flops']))} training FLOPs) does, on {len(c.test_sets)} test "
+        f"sets, by {st.get('metric_label', 'mean test loss')}? The findings come next; how every number is made is "
+        "in 'Methods and inputs' at the end.")
+    warn = overview_warning(a, c.test_sets)
+    if warn:
+        b.p(warn, cls="lead")
     b.p("Test sets are ordered with mixed and never-trained-on sets first. On a per-source test set, the "
         "distributions trained on that source are outliers that flatter every proxy; such sets come last and "
-        "are re-scored without those distributions (leave-source-out).", cls="lead")
+        "are re-scored without those distributions (leave-source-out).")
+    return b.section("Overview")
+
+
+def _methods(c: _Ctx) -> Section:
+    a, b = c.a, Body()
+    st = a["settings"].iloc[0]
+    b.p(methods_text(st) + f" Analysis seed {int(st['seed'])}.")
+    skipped = str(st.get("skipped_test_sets", "") or "")
+    if skipped:
+        b.p(f"Left out: test set(s) {skipped}, whose results do not carry the analysed metric.")
     ladder = a["models"].assign(role=np.where(a["models"]["is_reference"], "reference", a["models"]["kind"]))
     b.table("Models", from_frame(ladder, {"model": "model", "role": "role", "params": "params",
                                           "train_tokens": "train tokens", "flops": "FLOPs",
@@ -92,7 +107,7 @@ def _overview(c: _Ctx) -> Section:
     b.table("Test sets", from_frame(ts, {"test_set": "test set", "kind": "kind", "source": "source",
                                          "framing": "framing", "lead": "leads the report",
                                          "examples": "examples built / requested"}))
-    return b.section("Overview")
+    return b.section("Methods and inputs")
 
 
 def _mixture_note(d: pd.DataFrame) -> str:
@@ -108,19 +123,37 @@ def _built(c: Mapping | None) -> str:
     return f"{built} / {asked}" + (" (short)" if built < asked else "")
 
 
+def _smallest_text(c: _Ctx, ts: str) -> str:
+    """The smallest-proxy finding: a proxy is named only if every larger proxy passes too."""
+    sp = c.a.get("smallest_proxy", pd.DataFrame())
+    thr = float(c.a["settings"]["r2_threshold"].iloc[0])
+    row = sp[(sp["test_set"] == ts) & (sp["metric"] == "r2")] if len(sp) else sp
+    if row.empty or ("first_passing" not in row.columns) or row.iloc[0]["first_passing"] is None:
+        return f"no proxy reaches R² ≥ {thr:g}"
+    r = row.iloc[0]
+    if r["model"] is None:
+        return (f"no proxy can be named for R² ≥ {thr:g}: {r['first_passing']} reaches it but the larger "
+                f"{r['fails_above']} do(es) not")
+    text = (f"smallest proxy with R² ≥ {thr:g} whose larger siblings all pass too: {r['model']} "
+            f"({fmt(float(r['compute_ratio']), 1)}× less compute)")
+    if r["first_passing"] != r["model"]:
+        text += (f"; {r['first_passing']} also reaches it, but the larger {r['fails_above']} do(es) not, so it "
+                 "is no safe choice")
+    if bool(r.get("carried_by_one", False)):
+        s = c.summary[(c.summary["test_set"] == ts) & (c.summary["model"] == r["model"])].iloc[0]
+        text += (f", but carried by one distribution: without {s['r2_loo_min_dist']} R² = "
+                 f"{fmt(float(s['r2_loo_min']))}")
+    return text
+
+
 def _finding(c: _Ctx, ts: str) -> str:
+    why = distrust(c.a).get(ts)
+    if why:
+        return (f"{ts} ({'lead' if c.lead(ts) else 'per-source'}): not a finding — {why}; its R², rank "
+                "correlations and partial r are shown below but say nothing about the proxies.")
     s = c.summary[c.summary["test_set"] == ts]
     neural = s[s["kind"] == "neural"].sort_values("flops")
-    thr = float(c.a["settings"]["r2_threshold"].iloc[0])
-    passing = neural[neural["r2"] >= thr]
-    small = (f"smallest proxy with R² ≥ {thr:g}: {passing.iloc[0]['model']} "
-             f"({fmt(float(passing.iloc[0]['compute_ratio']), 1)}× less compute)") if len(passing) else \
-        f"no proxy reaches R² ≥ {thr:g}"
-    if len(passing) and bool(passing.iloc[0].get("one_point_carries", False)):
-        p0 = passing.iloc[0]
-        small += (f", but carried by one distribution: without {p0['r2_loo_min_dist']} R² = "
-                  f"{fmt(float(p0['r2_loo_min']))}")
-    parts = [f"{ts} ({'lead' if c.lead(ts) else 'per-source'}): {small}"]
+    parts = [f"{ts} ({'lead' if c.lead(ts) else 'per-source'}): {_smallest_text(c, ts)}"]
     grams = s[s["kind"] == "ngram"]
     if len(grams) and grams["r2"].notna().any():
         g = grams.loc[grams["r2"].idxmax()]
@@ -166,8 +199,12 @@ def _carried(c: _Ctx) -> list[str]:
 
 def _findings(c: _Ctx) -> Section:
     b = Body()
-    b.p("Generated from the tables below; lead test sets first.")
+    b.p("Generated from the tables below; lead test sets first. Test sets that fail the sanity checks are "
+        "flagged, not summarised.")
     b.bullets([_finding(c, ts) for ts in c.test_sets])
+    metric_text = metric_finding(c.a, c.neural)
+    if metric_text:
+        b.p(metric_text)
     carried = _carried(c)
     if carried:
         b.p(f"Results carried by one distribution ({len(carried)}): read these R² values as one point against "
@@ -185,9 +222,7 @@ def _figures(c: _Ctx) -> list[Section]:
                            "distribution carries the result. Grey panels: n-gram baselines.")
     r2 = ReportFigure(FIGURE_NAMES[1], plots.r2_compute_png(c.summary, a.get("noise_ceiling", pd.DataFrame()),
                                                                  c.test_sets),
-                      "R² of the linear fit against proxy/reference compute; bars: 95% bootstrap CI over test "
-                      "examples × seeds; dashed/dash-dot: n-gram baselines; dotted: reference ceiling (reliability "
-                      "of the seed-averaged reference).")
+                      _fig2_caption(c))
     b1, b2 = Body(), Body()
     b1.p("Each row is one test set and each panel one proxy, on its own axes; colours (Okabe–Ito, colour-blind "
          "safe) and labels name the training distribution.")
@@ -196,8 +231,20 @@ def _figures(c: _Ctx) -> list[Section]:
             b2.section("R² against compute (Figure 2)", (r2,))]
 
 
+def _fig2_caption(c: _Ctx) -> str:
+    """Figure 2's caption names only what is drawn: the ceiling line needs ≥ 2 reference seeds."""
+    ceil = c.a.get("noise_ceiling", pd.DataFrame())
+    drawn = "ceiling_r2" in ceil.columns and np.isfinite(ceil["ceiling_r2"].to_numpy(dtype=float)).any()
+    text = ("R² of the linear fit against proxy/reference compute; bars: 95% bootstrap CI over test examples × "
+            "seeds; dashed/dash-dot: n-gram baselines")
+    if drawn:
+        return text + "; dotted: reference ceiling (reliability of the seed-averaged reference)."
+    return text + ". No ceiling line: with one reference seed its own noise is unknown."
+
+
 def _summary(c: _Ctx) -> Section:
     b = Body()
+    flag_untrusted(b, c.a, c.test_sets)
     rows = c.neural + c.ngrams
     ceil = c.a.get("noise_ceiling", pd.DataFrame())
 
@@ -231,12 +278,15 @@ def _summary(c: _Ctx) -> Section:
 
 def _signal(c: _Ctx) -> Section:
     b = Body()
+    flag_untrusted(b, c.a, c.test_sets)
     b.p("Partial correlation of each proxy's losses with the reference's, given the best n-gram baseline on that "
         "test set, with a one-sided permutation p over distributions (exact when there are ≤ 8) and the same p "
         "Holm-adjusted over every test in this table (one family: the test sets share distributions and models, "
-        "so the tests are dependent; Holm holds under any dependence). A proxy near zero adds nothing a "
-        "zero-compute count model does not already say. The last row is the same quantity between two reference "
-        "seeds: the most a proxy could add.")
+        "so the tests are dependent; Holm holds under any dependence). The family includes the rows of the other "
+        "n-gram baselines tested against the best one: they are p-values on show in this table like the "
+        "proxies', and a reader scanning it for p < 0.05 would pick among all of them. A proxy near zero adds "
+        "nothing a zero-compute count model does not already say. The last row is the same quantity between two "
+        "reference seeds: the most a proxy could add.")
     if not c.ngrams:
         b.p("This study has no n-gram baselines, so there is nothing to control for. Fit unigram/bigram/trigram "
             "count models on each training distribution to make this check.")
@@ -280,44 +330,6 @@ def _per_example(c: _Ctx) -> Section:
     return b.section("Per-example correlation", (fig,))
 
 
-def _smallest(c: _Ctx) -> Section:
-    b = Body()
-    sp = c.a.get("smallest_proxy", pd.DataFrame())
-    b.p("The least-compute neural proxy whose score reaches the threshold; 'all larger pass' says whether every "
-        "bigger proxy does too (if not, the answer is fragile; '—' when no proxy passes). The n-gram columns show "
-        "whether a zero-compute baseline already reaches it.")
-    if not sp.empty:
-        order = {t: i for i, t in enumerate(c.test_sets)}
-        sp = sp.assign(_o=sp["test_set"].map(order)).sort_values(["metric", "_o"], ascending=[False, True])
-        sp = sp.assign(metric=sp["metric"].map({"r2": "R²", "decision_accuracy": "decision accuracy"}))
-        b.table("How small can I go?", from_frame(sp, {
-            "test_set": "test set", "metric": "metric", "threshold": "threshold", "model": "smallest proxy",
-            "compute_ratio": "compute saving (×)", "value": "value", "all_larger_pass": "all larger pass",
-            "carried_by_one": "carried by one distribution",
-            "best_ngram": "best n-gram", "best_ngram_value": "n-gram value", "ngram_reaches": "n-gram reaches"}))
-    return b.section("Smallest sufficient proxy")
-
-
-def _extrapolation(c: _Ctx) -> Section:
-    b = Body()
-    es = c.a.get("extrapolation_summary", pd.DataFrame())
-    b.p("Per distribution, loss is fitted against training compute across the neural rungs (a saturating power "
-        "law E + A·C^−α with ≥ 3 rungs, a line in log C with 2) and evaluated at the reference's compute. "
-        "R² and decision accuracy compare those predictions with the reference across distributions, beside "
-        "the best single proxy; MAE measures absolute error, beside using the largest proxy's loss as is.")
-    if es.empty:
-        b.p("Not available: the study has no neural proxy rungs with positive compute.")
-    else:
-        order = {t: i for i, t in enumerate(c.test_sets)}
-        es = es.assign(_o=es["test_set"].map(order)).sort_values("_o")
-        b.table("Extrapolated reference loss", from_frame(es, {
-            "test_set": "test set", "method": "fit", "r2": "R²", "decision_accuracy": "decision acc.",
-            "mae": "MAE", "best_proxy": "best proxy", "best_proxy_r2": "its R²",
-            "best_proxy_decision_accuracy": "its decision acc.", "beats_best_r2": "beats it (R²)",
-            "largest_proxy_mae": "largest proxy MAE"}))
-    return b.section("Ladder extrapolation")
-
-
 def _loso(c: _Ctx) -> Section:
     b = Body()
     lo = c.a.get("summary_loso", pd.DataFrame())
@@ -344,9 +356,10 @@ def _loso(c: _Ctx) -> Section:
 def study_sections(a: Mapping[str, pd.DataFrame]) -> list[Section]:
     """Every built-in section of the report, in reading order."""
     c = _context(a)
-    return [_overview(c), _findings(c), *_figures(c), _summary(c),
+    return [_overview(c), sanity_section(a, c.test_sets, [c.reference] + c.neural + c.ngrams), _findings(c),
+            *_figures(c), _summary(c), metrics_section(a, c.test_sets, c.neural),
             robustness_section(c.summary, c.a["points"], c.test_sets, c.neural + c.ngrams), _signal(c), _per_example(c),
-            _smallest(c), _extrapolation(c), _loso(c)]
+            smallest_section(a, c.test_sets), extrapolation_section(a, c.test_sets), _loso(c), _methods(c)]
 
 
 def summary_csv(analysis: Mapping[str, pd.DataFrame]) -> str:

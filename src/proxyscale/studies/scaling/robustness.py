@@ -26,12 +26,17 @@ def methods_text(st: pd.Series) -> str:
     n_tests = st.get("n_tests", math.nan)
     # The family is every partial-r test of the summary: each proxy, the n-grams other than the best
     # one included, against the reference given the best n-gram, on each test set.
-    adjust = (f"Holm-adjusted over the {int(n_tests)} partial-r tests of the summary (every proxy, n-gram "
-              f"baselines included, against the reference given the best n-gram, on every test set; "
-              f"family-wise error)"
+    adjust = (f"Holm-adjusted over the {int(n_tests)} partial-r tests of the summary (every proxy against the "
+              f"reference given the best n-gram, on every test set; family-wise error). The family includes the "
+              f"tests of the other n-gram baselines against the best n-gram: the report shows them in the same "
+              f"table, so a reader could pick any of them, and leaving them out would make the adjustment "
+              f"smaller than the number of p-values on show"
               if str(st.get("p_adjust", "")) == "holm" and np.isfinite(n_tests) else "not adjusted")
-    return (f"Mean test loss is {_LOSS_TEXT.get(loss, loss)} [analysis.loss: {loss}]. "
-            f"Intervals: {level:.0%}, {ci}, {int(st['n_boot'])} resamples; a seed term needs ≥ 2 seeds of "
+    metric = str(st.get("metric", "loss"))
+    what = (f"Mean test loss is {_LOSS_TEXT.get(loss, loss)} [analysis.loss: {loss}]. " if metric == "loss" else
+            f"Distributions are ranked by the mean over test examples of {st.get('metric_label', metric)} "
+            f"[analysis.metric: {metric}]; lower is better. ")
+    return (what + f"Intervals: {level:.0%}, {ci}, {int(st['n_boot'])} resamples; a seed term needs ≥ 2 seeds of "
             f"both models, otherwise the interval covers test-example sampling only. Permutation p-values are "
             f"one-sided and exact over distributions (≤ 8), {adjust}; findings use the adjusted p. "
             f"Leave-one-distribution-out: each R² is refitted with every distribution left out in turn; a result "

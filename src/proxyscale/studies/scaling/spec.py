@@ -38,17 +38,24 @@ class GpuSpec:
 
 @dataclass(frozen=True)
 class AnalysisSpec:
-    """How the study's results are compared. ``loss`` defines a model's mean test loss:
-    ``example_mean`` (mean over examples of each example's mean per-token loss) or
-    ``token_mean`` (total loss over total predicted tokens: long examples weigh more)."""
+    """How the study's results are compared. ``metric`` ranks the distributions: ``loss``
+    (per-token loss), ``bpb`` (bits per byte), ``correct_prob`` (correct-choice probability) or
+    ``accuracy``; the last two are higher-is-better and read as 1 − value. ``loss`` defines a
+    model's mean test loss: ``example_mean`` (mean over examples of each example's mean
+    per-token loss) or ``token_mean`` (total loss over total predicted tokens: long examples
+    weigh more; loss metric only)."""
 
     r2_threshold: float = 0.9
     decision_threshold: float = 0.9
     n_boot: int = 1000
     ngram_orders: tuple[int, ...] = (1, 2, 3)
     loss: Literal["example_mean", "token_mean"] = "example_mean"
+    metric: Literal["loss", "bpb", "correct_prob", "accuracy"] = "loss"
 
     def __post_init__(self) -> None:
+        if self.loss == "token_mean" and self.metric != "loss":
+            raise ConfigError(f"analysis.loss: token_mean weighs the tokens of the per-token loss; with "
+                              f"analysis.metric: {self.metric} use loss: example_mean")
         if not (0 < self.r2_threshold <= 1 and 0 < self.decision_threshold <= 1):
             raise ConfigError("analysis: r2_threshold and decision_threshold must lie in (0, 1]")
         if self.n_boot < 20:
@@ -110,6 +117,13 @@ class StudySpec:
             _check_mixture(dname, mix, self.sources)
         for sname, sel in self.selections.items():
             self._check_selection(sname, sel)
+        if self.analysis.metric in _NOT_RECORDED:
+            raise ConfigError(f"analysis.metric: {self.analysis.metric} is not recorded by this study's evaluation "
+                              f"(it records per-token loss and, on multiple-choice test sets, accuracy); use loss "
+                              f"or accuracy")
+        if self.analysis.metric == "accuracy" and not any(t.kind == "choice" for t in self.test_sets.values()):
+            raise ConfigError("analysis.metric: accuracy needs a multiple-choice test set (kind: choice); the others "
+                              "have one candidate per example and no accuracy. Add one, or use metric: loss")
 
     def _check_selection(self, sname: str, sel: SelectedSpec) -> None:
         where = f"selections.{sname}"
@@ -138,6 +152,9 @@ class StudySpec:
     def test_context(self) -> int:
         """Test sequences must fit every rung: the shortest training context."""
         return min(self.rung_context(r) for r in self.ladder.rungs)
+
+
+_NOT_RECORDED = ("bpb", "correct_prob")  # suites of existing models carry these; this evaluator does not
 
 
 def _check_mixture(dname: str, mix: dict[str, float], sources: dict[str, Any]) -> None:

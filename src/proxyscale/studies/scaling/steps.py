@@ -96,7 +96,7 @@ def _target_examples(ctx: StepContext, results):
     return drop
 
 
-@step_kind("analyze", version=2, config=AnalyzeStep)
+@step_kind("analyze", version=3, config=AnalyzeStep)
 def analyze_step(ctx: StepContext) -> None:
     """All small-to-large tables of the study (pure analysis over the per-example results)."""
     results = _gather_results(ctx)
@@ -122,7 +122,8 @@ def write_study_analysis(out: Path, results: Any, cfg: Mapping[str, Any], meta: 
     tests = pd.DataFrame([{"test_set": t, **v} for t, v in sorted(cfg["test_sets"].items())])
     a = cfg["analysis"]
     analysis = analyze_study(results, models, dists, tests, seed=cfg["seed"], r2_threshold=a["r2_threshold"],
-                             decision_threshold=a["decision_threshold"], n_boot=a["n_boot"], loss=a["loss"])
+                             decision_threshold=a["decision_threshold"], n_boot=a["n_boot"], loss=a["loss"],
+                             metric=a.get("metric", "loss"))
     write_analysis(analysis, out, kind="scaling", meta=meta)
 
 

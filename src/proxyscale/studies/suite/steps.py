@@ -141,16 +141,6 @@ def gather_results(ctx: StepContext, metric: str) -> tuple[Any, dict[str, str]]:
     return _applicable(pd.concat(frames, ignore_index=True), metric)
 
 
-def metric_view(results: Any, metric: str) -> Any:
-    """``results`` as today's analysis reads it: ``loss`` holds ``metric``, and ``n_tokens`` what
-    ``analysis.loss: token_mean`` weighs an example by (its bytes for bits per byte: total bits
-    over total bytes; 1 for correct_prob and accuracy)."""
-    if metric == "loss":
-        return results
-    weight = results["bytes"] if metric == "bpb" else 1.0
-    return results.assign(loss=results[metric], n_tokens=weight)
-
-
 def _applicable(results: Any, metric: str) -> tuple[Any, dict[str, str]]:
     import numpy as np
 
@@ -189,4 +179,4 @@ def suite_analyze_step(ctx: StepContext) -> None:
     counts = {t: c for t, c in test_counts(ctx).items() if t in tests}
     meta = {"test_counts": counts, META: {"metric": metric, "runs": list(cfg["runs"]), "dropped": dropped,
                                           "ngrams": any(r.startswith("ngram:") for r in ctx.inputs)}}
-    write_study_analysis(ctx.out, metric_view(results, metric), {**cfg, "test_sets": tests}, meta)
+    write_study_analysis(ctx.out, results, {**cfg, "test_sets": tests}, meta)  # analysis.metric picks the column
