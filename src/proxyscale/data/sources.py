@@ -168,13 +168,19 @@ def _embedded(corpus_dir: Path, domain: str) -> Iterator[Document]:
 
 def _local(spec: SourceSpec) -> Iterator[Document]:
     for f, prefix in local_files(spec):
-        fmt = data_format(f)
-        if fmt == ".txt":
-            yield from _txt(f, prefix, spec.txt_unit)
-        elif fmt == ".jsonl":
-            yield from _jsonl(f, spec.text_field, spec.id_field, spec.title_field, prefix)
-        else:
-            yield from _parquet(f, spec.text_field, spec.id_field, spec.title_field, prefix)
+        yield from iter_file(f, prefix, spec)
+
+
+def iter_file(f: Path, prefix: str, spec: SourceSpec) -> Iterator[Document]:
+    """The documents of one file of a local source (ids prefixed by ``prefix``), read with
+    ``spec``'s fields; a shard of a sharded pool is read this way."""
+    fmt = data_format(f)
+    if fmt == ".txt":
+        yield from _txt(f, prefix, spec.txt_unit)
+    elif fmt == ".jsonl":
+        yield from _jsonl(f, spec.text_field, spec.id_field, spec.title_field, prefix)
+    else:
+        yield from _parquet(f, spec.text_field, spec.id_field, spec.title_field, prefix)
 
 
 def local_files(spec: SourceSpec) -> list[tuple[Path, str]]:

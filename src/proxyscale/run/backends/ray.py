@@ -238,3 +238,25 @@ class RayBackend:
         if self._owns and self._ray.is_initialized():
             self._ray.shutdown()
 
+
+
+def ray_map(address: str | None = None, workers: int = 0) -> Any:
+    """A mapper for sharded selection (:mod:`proxyscale.select.shards`): runs ``fn(job)`` for each
+    JSON job as one Ray task (one CPU each, on the cluster at ``address`` or a private loopback
+    node) and yields the results in job order. A task's own error (a bad shard) is re-raised as
+    itself, so the user sees its one line."""
+    def run(fn: Any, jobs: list[str]) -> Any:
+        backend = RayBackend(workers, address)
+        ray = backend._ray
+        try:
+            remote = ray.remote(fn).options(num_cpus=1, max_retries=0)
+            refs = [remote.remote(j) for j in jobs]
+            for ref in refs:
+                try:
+                    yield ray.get(ref)
+                except ray.exceptions.RayTaskError as e:
+                    cause = getattr(e, "cause", None)
+                    raise (cause if isinstance(cause, Exception) else e) from None
+        finally:
+            backend.shutdown(cancel=True)
+    return run
