@@ -253,6 +253,23 @@ def _two_trained(spec: dict, ws: Path) -> dict:
     return spec
 
 
+def _shards(bad: str) -> Mutation:
+    """A sharded pool in data/shards (two JSONL shards) with one bad shard of kind ``bad``."""
+    def mutate(spec: dict, ws: Path) -> dict:
+        d = ws / "data" / "shards"
+        d.mkdir()
+        for k in range(2):
+            (d / f"s{k}.jsonl").write_text('{"text": "a shard document"}\n')
+        if bad == "mixed":
+            (d / "s2.txt").write_text("a text shard\n")
+        elif bad == "field":
+            (d / "s2.jsonl").write_text('{"body": "no text"}\n')
+        else:
+            (d / "s2.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd not a zstd frame")
+        return spec
+    return mutate
+
+
 CASES: tuple[Case, ...] = (
     Case("valid tiny spec (control)", "control", bad=False),
     # -- command line --------------------------------------------------------------------------
@@ -406,6 +423,15 @@ CASES: tuple[Case, ...] = (
          commands=("cli",)),
     Case("select --hub, a dataset not on this machine (offline)", "cli",
          argv=_select_cli("{store}/sel", "--hub", pool="no-such-user/no-such-dataset"), commands=("cli",)),
+    # sharded pools (select --workers/--backend)
+    Case("select shards of mixed formats", "outputs", _shards("mixed"), commands=("cli",),
+         argv=_select_cli("{ws}/sel", "--workers", "1", pool="{ws}/data/shards")),
+    Case("select a shard without the text field", "outputs", _shards("field"), commands=("cli",),
+         argv=_select_cli("{ws}/sel", "--workers", "1", pool="{ws}/data/shards")),
+    Case("select a corrupt .zst shard", "outputs", _shards("zst"), commands=("cli",),
+         argv=_select_cli("{ws}/sel", "--workers", "1", pool="{ws}/data/shards")),
+    Case("select an empty glob", "outputs", commands=("cli",),
+         argv=_select_cli("{ws}/sel", "--workers", "1", pool="{ws}/data/none-*.jsonl")),
 )
 
 
