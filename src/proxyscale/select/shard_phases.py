@@ -52,7 +52,7 @@ def _raw_counts(selector: Any, fits: Sequence[str]) -> tuple[np.ndarray, int]:
         nf = n_features(n_tokens, selector.ngrams)
         before = seen + np.cumsum(nf) - nf
         keep = len(nf) if cap is None else int(np.count_nonzero(before <= cap))
-        if True:  # BREAK
+        if keep == len(nf):
             total += load(path, "counts")[0]
         else:  # the cap falls inside this shard: count the prefix from its stream
             total += stream_counts(load(path, "stream")[0], selector.num_buckets, int(n_tokens[:keep].sum()))
