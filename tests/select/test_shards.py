@@ -105,7 +105,7 @@ def test_finished_shards_are_not_run_again(tmp_path, monkeypatch):
     from proxyscale.data.sources import SourceSpec
     from proxyscale.select import make_selector
     from proxyscale.select import shard_phases as ph
-    from proxyscale.select.shards import sharded_select
+    from proxyscale.select.shard_phases import sharded_select
 
     _pool(tmp_path, shards=3)
     calls = []

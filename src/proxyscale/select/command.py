@@ -110,7 +110,7 @@ def _select(req: Request, selector: Any, docs: Pool, psrc: SourceSpec, texts: li
     if req.mapper is None:
         return selector.select(docs, texts, n, req.seed), None
     from ..errors import ConfigError
-    from .shards import sharded_select
+    from .shard_phases import sharded_select
 
     if req.hub is not None or req.max_docs is not None:
         raise ConfigError("--workers/--backend read local shards whole; leave out --hub and --max-docs, or run "

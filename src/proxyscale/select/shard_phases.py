@@ -2,16 +2,31 @@
 (run by the driver). A phase reads one shard's documents and returns named arrays."""
 from __future__ import annotations
 
+import json
 import pickle
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from ..data.sources import Document
+from ..data.sources import Document, SourceSpec, iter_file
+from ..errors import ConfigError
 from .base import Selection, top_n
-from .shards import Mapper, WorkDir, load, run_phase, save_arg, shard_ids
+from .progress import phase
+from .shards import (
+    METHODS,
+    Mapper,
+    WorkDir,
+    digest,
+    file_sha256,
+    inline_map,
+    load,
+    save_arg,
+    save_atomic,
+    shard_ids,
+    shards_of,
+)
 
 
 def _dsir_fit(docs: Iterator[Document], job: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -136,3 +151,45 @@ def _random(selector: Any, shards: Sequence[tuple[Path, str]], source: dict[str,
 PHASES: dict[str, Callable[..., dict[str, np.ndarray]]] = {
     "dsir-fit": _dsir_fit, "dsir-score": _dsir_score, "clf-sample": _clf_sample, "clf-score": _clf_score, "ids": _ids}
 MERGERS = {"dsir": _dsir, "classifier": _classifier, "random": _random}
+
+
+def shard_task(job_json: str) -> str:
+    """One shard's phase (a module-level function: Ray and process pools import it by name).
+    Skips the work when its result file exists; returns the result file's path."""
+    job = json.loads(job_json)
+    path = Path(job["path"])
+    key = digest([file_sha256(path), job["prefix"], job["phase"], job["settings"]])
+    out = Path(job["work"]) / f"res-{job['phase']}-{key[:40]}.npz"
+    if out.is_file():
+        return str(out)
+    spec = SourceSpec("local", path=str(path), **job["source"])
+    docs = iter_file(path, job["prefix"], spec)
+    arrays = PHASES[job["phase"]](docs, job)
+    save_atomic(out, lambda f: np.savez(f, **arrays))
+    return str(out)
+
+def run_phase(name: str, shards: Sequence[tuple[Path, str]], settings: dict[str, Any], source: dict[str, Any],
+              work: WorkDir, mapper: Mapper, inputs: Optional[Sequence[str]] = None) -> list[str]:
+    """Run phase ``name`` over every shard (skipping finished ones); result paths in shard order.
+    ``settings`` key the results; ``inputs``: each shard's earlier result (named by its own key)."""
+    jobs = [json.dumps({"path": str(p), "prefix": pre, "phase": name, "settings": settings, "source": source,
+                        "work": str(work.path), "input": inputs[k] if inputs else None})
+            for k, (p, pre) in enumerate(shards)]
+    out = []
+    label = "featurising" if name.endswith(("fit", "sample")) else "scoring"
+    with phase(label, total=len(jobs), unit="shard") as bar:
+        for res in mapper(shard_task, jobs):
+            out.append(res)
+            bar.update(1)
+    return out
+
+def sharded_select(selector: Any, spec: SourceSpec, target: list[str], n: int, seed: int, out: str,
+                   mapper: Optional[Mapper] = None) -> tuple[Selection, WorkDir]:
+    """``selector``'s selection of the sharded pool ``spec`` (the same as ``selector.select``)."""
+    if selector.name not in METHODS:
+        raise ConfigError(f"--workers/--backend run {', '.join(METHODS)} per shard; run {selector.name} without them")
+    shards = shards_of(spec)
+    source = {"text_field": spec.text_field, "id_field": spec.id_field, "txt_unit": spec.txt_unit}
+    work = WorkDir(out)
+    sel = MERGERS[selector.name](selector, shards, source, target, n, seed, work, mapper or inline_map)
+    return sel, work

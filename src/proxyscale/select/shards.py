@@ -25,15 +25,13 @@ import os
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from ..data.compressed import data_format
-from ..data.sources import SourceSpec, iter_file, local_files
+from ..data.sources import SourceSpec, local_files
 from ..errors import ConfigError, DataError
-from .base import Selection
-from .progress import phase
 
 MARKER = ".proxyscale-work.json"
 METHODS = ("dsir", "classifier", "random")
@@ -116,22 +114,6 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def shard_task(job_json: str) -> str:
-    """One shard's phase (a module-level function: Ray and process pools import it by name).
-    Skips the work when its result file exists; returns the result file's path."""
-    from .shard_phases import PHASES
-
-    job = json.loads(job_json)
-    path = Path(job["path"])
-    key = digest([file_sha256(path), job["prefix"], job["phase"], job["settings"]])
-    out = Path(job["work"]) / f"res-{job['phase']}-{key[:40]}.npz"
-    if out.is_file():
-        return str(out)
-    spec = SourceSpec("local", path=str(path), **job["source"])
-    docs = iter_file(path, job["prefix"], spec)
-    arrays = PHASES[job["phase"]](docs, job)
-    save_atomic(out, lambda f: np.savez(f, **arrays))
-    return str(out)
 
 
 def save_arg(work: WorkDir, obj: Any) -> str:
@@ -143,34 +125,8 @@ def save_arg(work: WorkDir, obj: Any) -> str:
     return str(path)
 
 
-def run_phase(name: str, shards: Sequence[tuple[Path, str]], settings: dict[str, Any], source: dict[str, Any],
-              work: WorkDir, mapper: Mapper, inputs: Optional[Sequence[str]] = None) -> list[str]:
-    """Run phase ``name`` over every shard (skipping finished ones); result paths in shard order.
-    ``settings`` key the results; ``inputs``: each shard's earlier result (named by its own key)."""
-    jobs = [json.dumps({"path": str(p), "prefix": pre, "phase": name, "settings": settings, "source": source,
-                        "work": str(work.path), "input": inputs[k] if inputs else None})
-            for k, (p, pre) in enumerate(shards)]
-    out = []
-    label = "featurising" if name.endswith(("fit", "sample")) else "scoring"
-    with phase(label, total=len(jobs), unit="shard") as bar:
-        for res in mapper(shard_task, jobs):
-            out.append(res)
-            bar.update(1)
-    return out
 
 
-def sharded_select(selector: Any, spec: SourceSpec, target: list[str], n: int, seed: int, out: str,
-                   mapper: Optional[Mapper] = None) -> tuple[Selection, WorkDir]:
-    """``selector``'s selection of the sharded pool ``spec`` (the same as ``selector.select``)."""
-    from .shard_phases import MERGERS
-
-    if selector.name not in METHODS:
-        raise ConfigError(f"--workers/--backend run {', '.join(METHODS)} per shard; run {selector.name} without them")
-    shards = shards_of(spec)
-    source = {"text_field": spec.text_field, "id_field": spec.id_field, "txt_unit": spec.txt_unit}
-    work = WorkDir(out)
-    sel = MERGERS[selector.name](selector, shards, source, target, n, seed, work, mapper or inline_map)
-    return sel, work
 
 
 def load(path: str, *keys: str) -> list[np.ndarray]:
