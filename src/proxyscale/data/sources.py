@@ -44,6 +44,7 @@ from .hub import hf_records
 
 SourceKind = Literal["embedded", "local", "hf"]
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet", ".txt.gz", ".jsonl.gz", ".txt.zst", ".jsonl.zst")
+KINDS = ".txt, .jsonl, .parquet files (.txt and .jsonl may end in .gz or .zst)"
 # How the user changes a source setting: a command's flag (e.g. text_field → --text-field) while
 # the command reads, else the key of the source spec.
 _FLAGS: ContextVar[Optional[Mapping[str, str]]] = ContextVar("source_setting_flags", default=None)
@@ -216,13 +217,13 @@ def local_files(spec: SourceSpec) -> list[tuple[Path, str]]:
                                 "a directory source reads only files inside it — copy the file in")
             files.append((p, p.relative_to(root).as_posix()))
         if not files:
-            raise DataError(f"{root}: no {', '.join(LOCAL_SUFFIXES)} files in this directory")
+            raise DataError(f"{root}: no {KINDS} in this directory")
         return files
     if not stat.S_ISREG(real.stat().st_mode):
         raise DataError(f"{root}: not a regular file (a device, FIFO or socket); point the source at text files")
     if data_format(root) is None:
-        kind = "".join(root.suffixes[-2:])
-        raise DataError(f"{root}: unsupported file type '{kind}'; use {', '.join(LOCAL_SUFFIXES)}")
+        kind = "".join(root.suffixes[-2:]) if root.suffix in (".gz", ".zst") else root.suffix
+        raise DataError(f"{root}: unsupported file type '{kind}'; use {KINDS}")
     return [(root, root.name)]
 
 
@@ -237,7 +238,7 @@ def _glob_files(pattern: str) -> list[tuple[Path, str]]:
     matches = [Path(p) for p in sorted(glob(pattern, recursive=True))]
     files = [p for p in matches if data_format(p) is not None and p.is_file()]
     if not files:
-        raise DataError(f"{pattern}: no {', '.join(LOCAL_SUFFIXES)} files match this pattern; check the pattern "
+        raise DataError(f"{pattern}: no {KINDS} match this pattern; check the pattern "
                         "(quote it so the shell does not expand it)")
     out = []
     for p in files:
