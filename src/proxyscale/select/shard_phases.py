@@ -158,7 +158,7 @@ def shard_task(job_json: str) -> str:
     Skips the work when its result file exists; returns the result file's path."""
     job = json.loads(job_json)
     path = Path(job["path"])
-    key = digest([file_sha256(path), job["prefix"], job["phase"], job["settings"]])
+    key = digest([file_sha256(path), job["prefix"], job["phase"], job["settings"], job["source"]])
     out = Path(job["work"]) / f"res-{job['phase']}-{key[:40]}.npz"
     if out.is_file():
         return str(out)

@@ -244,10 +244,16 @@ def ray_map(address: str | None = None, workers: int = 0) -> Any:
     """A mapper for sharded selection (:mod:`proxyscale.select.shards`): runs ``fn(job)`` for each
     JSON job as one Ray task (one CPU each, on the cluster at ``address`` or a private loopback
     node) and yields the results in job order. A task's own error (a bad shard) is re-raised as
-    itself, so the user sees its one line."""
+    itself, so the user sees its one line. One Ray serves every phase of the selection (started on
+    the first call); a private one stops with the process, an error stops it at once."""
+    held: list[RayBackend] = []
+
     def run(fn: Any, jobs: list[str]) -> Any:
-        backend = RayBackend(workers, address)
+        if not held:
+            held.append(RayBackend(workers, address))
+        backend = held[0]
         ray = backend._ray
+        refs = []
         try:
             remote = ray.remote(fn).options(num_cpus=1, max_retries=0)
             refs = [remote.remote(j) for j in jobs]
@@ -257,6 +263,8 @@ def ray_map(address: str | None = None, workers: int = 0) -> Any:
                 except ray.exceptions.RayTaskError as e:
                     cause = getattr(e, "cause", None)
                     raise (cause if isinstance(cause, Exception) else e) from None
-        finally:
+        except BaseException:
+            held.clear()
             backend.shutdown(cancel=True)
+            raise
     return run
