@@ -24,7 +24,8 @@ from proxyscale.select import make_selector
 from proxyscale.select.shard_phases import sharded_select
 from proxyscale.select.pool import read_texts, source_of
 target = read_texts(source_of(sys.argv[2]))
-sel, work = sharded_select(make_selector("dsir", "--set"), source_of(sys.argv[1]), target, 10, 0, sys.argv[3])
+sel, work = sharded_select(make_selector("dsir", "--set"), source_of(sys.argv[1], id_field="id"), target, 10, 0,
+                           sys.argv[3])
 work.remove()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
@@ -47,7 +48,7 @@ def timed(method: str, pool: Path, target: Path, out: Path, workers: int | None)
     from proxyscale.select.shards import inline_map, process_map
 
     t0 = time.perf_counter()
-    spec, texts = source_of(str(pool)), read_texts(source_of(str(target)))
+    spec, texts = source_of(str(pool), id_field="id"), read_texts(source_of(str(target)))  # ids: the same both ways
     sel_ = make_selector(method, "--set", **({"workers": 1} if method == "dsir" else {}))
     if workers is None:
         sel = sel_.select(open_pool(spec), texts, 100, 0)
