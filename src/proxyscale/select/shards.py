@@ -44,13 +44,22 @@ def inline_map(fn: Callable[[str], str], jobs: list[str]) -> Iterator[str]:
 
 
 def process_map(workers: int) -> Mapper:
-    """Run the tasks on a local pool of ``workers`` processes, results in job order."""
+    """Run the tasks on a local pool of ``workers`` processes, results in job order. One pool
+    serves every phase (started on the first call: spawned processes import proxyscale once);
+    it stops when the process ends, or at once when a task fails."""
+    held: list[Any] = []
+
     def run(fn: Callable[[str], str], jobs: list[str]) -> Iterator[str]:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as ex:
-            yield from ex.map(fn, jobs)
+        if not held:
+            held.append(ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")))
+        try:
+            yield from held[0].map(fn, jobs)
+        except BaseException:
+            held.pop().shutdown(wait=False, cancel_futures=True)
+            raise
     return run
 
 
