@@ -330,6 +330,20 @@ def _selection_target(kind: str) -> Mutation:
                    reference={"name": "L1d8", "d_model": 8, "n_layers": 1}, tokens_per_param=1,
                    methods=["random", "dsir"], random_budgets=[1.0, 2.0], n_boot=100)
         return out
+def _shards(bad: str) -> Mutation:
+    """A sharded pool in data/shards (two JSONL shards) with one bad shard of kind ``bad``."""
+    def mutate(spec: dict, ws: Path) -> dict:
+        d = ws / "data" / "shards"
+        d.mkdir()
+        for k in range(2):
+            (d / f"s{k}.jsonl").write_text('{"text": "a shard document"}\n')
+        if bad == "mixed":
+            (d / "s2.txt").write_text("a text shard\n")
+        elif bad == "field":
+            (d / "s2.jsonl").write_text('{"body": "no text"}\n')
+        else:
+            (d / "s2.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd not a zstd frame")
+        return spec
     return mutate
 
 
@@ -517,6 +531,15 @@ CASES: tuple[Case, ...] = (
     Case("analysis.metric: accuracy without a choice test set", "types", _set("analysis.metric", "accuracy")),
     Case("analysis.metric: accuracy with loss: token_mean", "types",
          lambda s, ws: _set("analysis.loss", "token_mean")(_set("analysis.metric", "accuracy")(s, ws), ws)),
+    # sharded pools (select --workers/--backend)
+    Case("select shards of mixed formats", "outputs", _shards("mixed"), commands=("cli",),
+         argv=_select_cli("{ws}/sel", "--workers", "1", pool="{ws}/data/shards")),
+    Case("select a shard without the text field", "outputs", _shards("field"), commands=("cli",),
+         argv=_select_cli("{ws}/sel", "--workers", "1", pool="{ws}/data/shards")),
+    Case("select a corrupt .zst shard", "outputs", _shards("zst"), commands=("cli",),
+         argv=_select_cli("{ws}/sel", "--workers", "1", pool="{ws}/data/shards")),
+    Case("select an empty glob", "outputs", commands=("cli",),
+         argv=_select_cli("{ws}/sel", "--workers", "1", pool="{ws}/data/none-*.jsonl")),
 )
 
 

@@ -5,6 +5,7 @@ kind up in the study registry (:mod:`proxyscale.studies`); nothing here names a 
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -353,7 +354,8 @@ def select(method: str, pool: str | Path, target: str | Path, n: int | float | s
            target_text_field: Optional[str] = None, settings: Optional[Mapping[str, Any]] = None,
            overwrite: bool = False, write: Optional[str] = None, hub_name: Optional[str] = None,
            split: str = "train", revision: Optional[str] = None, max_docs: Optional[int] = None,
-           streaming: bool = True, progress: Optional[bool] = None) -> Path:
+           streaming: bool = True, progress: Optional[bool] = None, workers: Optional[int] = None,
+           backend: Optional[str] = None, ray_address: Optional[str] = None) -> Path:
     """Pick documents of ``pool`` toward ``target`` with a registered method (random, dsir,
     classifier, dsdm, bot-dsdm; :func:`proxyscale.select.describe_methods` lists their settings);
     write the chosen ids, every document's score and a manifest (every setting, input hashes,
@@ -369,7 +371,12 @@ def select(method: str, pool: str | Path, target: str | Path, n: int | float | s
     stderr (``None``: when stderr is a terminal); warnings are one stderr line each regardless.
     ``out`` follows the output policy (:mod:`proxyscale.store.output`): never an input, never a
     directory proxyscale did not write; an earlier selection is replaced only with
-    ``overwrite``. Same inputs and seed give a byte-identical selection."""
+    ``overwrite``. Same inputs and seed give a byte-identical selection.
+
+    ``workers`` or ``backend`` (``"local"``: a process pool of ``workers``; ``"ray"``: Ray tasks
+    on ``ray_address`` or a private loopback node) treat the pool's files (a directory or a glob)
+    as shards, featurised and scored per shard, resumable from ``<out>.work/``
+    (:mod:`proxyscale.select.shards`); the selection is the same as without them."""
     from .select.command import Hub, Request, run
 
     hub_at = Hub(name=hub_name, split=split, revision=revision, streaming=streaming) if hub else None
@@ -378,7 +385,28 @@ def select(method: str, pool: str | Path, target: str | Path, n: int | float | s
                           "--hub, or leave them out for local files")
     return run(Request(method, str(pool), str(target), n, str(out), seed=seed, hub=hub_at, text_field=text_field,
                        id_field=id_field, target_text_field=target_text_field, settings=dict(settings or {}),
-                       overwrite=overwrite, write=write, max_docs=max_docs, progress=progress))
+                       overwrite=overwrite, write=write, max_docs=max_docs, progress=progress,
+                       mapper=_shard_mapper(workers, backend, ray_address)))
+
+
+def _shard_mapper(workers: Optional[int], backend: Optional[str], ray_address: Optional[str]) -> Any:
+    """How ``select`` runs per-shard tasks (None: the whole pool in this process)."""
+    if backend not in (None, "local", "ray"):
+        raise ConfigError(f"--backend {backend!r}: use local or ray")
+    if workers is not None and workers < 0:
+        raise ConfigError(f"--workers {workers}: give a number of processes ≥ 1 (0: one per core)")
+    if ray_address is not None and backend != "ray":
+        raise ConfigError("--ray-address is for --backend ray; add it or leave --ray-address out")
+    if backend == "ray":
+        from .run.backends.ray import ray_map
+
+        return ray_map(ray_address, workers or 0)
+    if workers is None and backend is None:
+        return None
+    from .select.shards import inline_map, process_map
+
+    n = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return inline_map if n == 1 else process_map(n)
 
 
 __all__ = ["Study", "attribute", "attribution_options_spec", "attribution_scores", "plan_text", "run_demo",

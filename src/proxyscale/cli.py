@@ -176,6 +176,12 @@ def select(method: str = typer.Option(..., "--method", help="A registered method
            progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars with ETA on "
                                                    "stderr (default: when stderr is a terminal)."),
            overwrite: bool = OVERWRITE,
+           workers: Optional[int] = typer.Option(None, "--workers", help="Run per shard (each file of --pool) on "
+                                                 "N local processes (0: one per core); resumable, same selection."),
+           backend: Optional[str] = typer.Option(None, "--backend", help="local | ray: run per shard on a process "
+                                                 "pool or as Ray tasks."),
+           ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --backend ray: a cluster's "
+                                                     "HOST:PORT (default: a private local Ray)."),
            list_methods: bool = typer.Option(False, "--list-methods", is_eager=True, callback=_list_methods,
                                              help="List every method with its settings, types and defaults; exit.")
            ) -> None:
@@ -188,7 +194,8 @@ def select(method: str = typer.Option(..., "--method", help="A registered method
 
     path = run_select(method, pool, target, n, out, seed=seed, hub=hub, text_field=text_field, id_field=id_field,
                       settings=_settings(setting), overwrite=overwrite, write=write, hub_name=hub_name, split=split,
-                      revision=revision, max_docs=max_docs, streaming=streaming, progress=progress)
+                      revision=revision, max_docs=max_docs, streaming=streaming, progress=progress,
+                      workers=workers, backend=backend, ray_address=ray_address)
     typer.echo(f"selection: {path}")
 
 

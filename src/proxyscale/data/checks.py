@@ -19,6 +19,7 @@ from typing import Any, Mapping, Optional
 
 from ..config import suggest
 from ..errors import DataError
+from .compressed import data_format, open_binary
 from .sources import SourceSpec, _record, check_text_bytes, how_to_set, jsonl_record, local_files
 
 CHECK_BYTES = 8 << 20  # per file
@@ -57,13 +58,13 @@ def _check_local(spec: SourceSpec) -> None:
         if budget <= 0:
             complete = False
             break
-        if path.suffix == ".parquet":
+        if data_format(path) == ".parquet":
             n_docs += _check_parquet(path, spec.text_field)
             continue
         head, whole = _head(path, min(CHECK_BYTES, budget))
         budget -= len(head)
         complete &= whole
-        if path.suffix == ".txt":
+        if data_format(path) == ".txt":
             n_docs += _check_txt(path, head, whole)
         else:
             n_docs += _check_jsonl(path, head, whole, spec)
@@ -77,7 +78,7 @@ def _check_local(spec: SourceSpec) -> None:
 def _head(path: Path, limit: int) -> tuple[bytes, bool]:
     """The first ``limit`` bytes of ``path``, and whether that is the whole file."""
     try:
-        with open(path, "rb") as f:
+        with open_binary(path) as f:  # decompressed: a damaged .gz or .zst head is refused here
             head = f.read(limit + 1)
     except OSError as e:
         raise DataError(f"{path}: cannot be read ({e.strerror}); check its permissions") from None

@@ -11,6 +11,9 @@ Local files:
 - ``.jsonl``: one JSON object per line; ``text_field`` (default ``"text"``) holds the text,
   ``id_field`` (optional) the id, else ``<file>:<line number>``; ``title_field`` optional.
 - ``.parquet``: the same fields as columns.
+- ``.txt`` and ``.jsonl`` may be compressed: ``.txt.gz``, ``.jsonl.zst`` ... (:mod:`.compressed`).
+
+A path with ``*``, ``?`` or ``[`` is a glob: every matching file, in sorted order (a sharded pool).
 
 Text files are UTF-8, with or without a byte-order mark; a ``.txt`` file with a NUL byte is
 binary and refused (by the steps, by ``select`` and by the plan-time checks alike).
@@ -36,10 +39,12 @@ from typing import Iterator, Literal, Mapping, Optional
 from ..errors import ConfigError, DataError
 from ..store.paths import SYSTEM_DIRS
 from ..store.paths import system_dir as _system_dir
+from .compressed import data_format, is_glob, open_binary
 from .hub import hf_records
 
 SourceKind = Literal["embedded", "local", "hf"]
-LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
+LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet", ".txt.gz", ".jsonl.gz", ".txt.zst", ".jsonl.zst")
+KINDS = ".txt, .jsonl, .parquet files (.txt and .jsonl may end in .gz or .zst)"
 # How the user changes a source setting: a command's flag (e.g. text_field → --text-field) while
 # the command reads, else the key of the source spec.
 _FLAGS: ContextVar[Optional[Mapping[str, str]]] = ContextVar("source_setting_flags", default=None)
@@ -164,12 +169,19 @@ def _embedded(corpus_dir: Path, domain: str) -> Iterator[Document]:
 
 def _local(spec: SourceSpec) -> Iterator[Document]:
     for f, prefix in local_files(spec):
-        if f.suffix == ".txt":
-            yield from _txt(f, prefix, spec.txt_unit)
-        elif f.suffix == ".jsonl":
-            yield from _jsonl(f, spec.text_field, spec.id_field, spec.title_field, prefix)
-        else:
-            yield from _parquet(f, spec.text_field, spec.id_field, spec.title_field, prefix)
+        yield from iter_file(f, prefix, spec)
+
+
+def iter_file(f: Path, prefix: str, spec: SourceSpec) -> Iterator[Document]:
+    """The documents of one file of a local source (ids prefixed by ``prefix``), read with
+    ``spec``'s fields; a shard of a sharded pool is read this way."""
+    fmt = data_format(f)
+    if fmt == ".txt":
+        yield from _txt(f, prefix, spec.txt_unit)
+    elif fmt == ".jsonl":
+        yield from _jsonl(f, spec.text_field, spec.id_field, spec.title_field, prefix)
+    else:
+        yield from _parquet(f, spec.text_field, spec.id_field, spec.title_field, prefix)
 
 
 def local_files(spec: SourceSpec) -> list[tuple[Path, str]]:
@@ -185,6 +197,8 @@ def local_files(spec: SourceSpec) -> list[tuple[Path, str]]:
     A breach is a :class:`DataError` naming the path; the same rule holds at plan time
     (:func:`proxyscale.data.checks.check_source`) and when a step reads the source."""
     root = Path(spec.path)
+    if is_glob(spec.path) and not root.exists():
+        return _glob_files(spec.path)
     if not root.exists():
         link = f" (a symlink to {os.readlink(root)}, which does not exist)" if root.is_symlink() else ""
         raise DataError(f"{root}: local source path does not exist{link}; check 'path' in the source spec")
@@ -196,20 +210,40 @@ def local_files(spec: SourceSpec) -> list[tuple[Path, str]]:
     if real.is_dir():
         files = []
         for p in sorted(root.rglob("*")):
-            if p.suffix not in LOCAL_SUFFIXES or not p.is_file():
+            if data_format(p) is None or not p.is_file():
                 continue
             if not p.resolve().is_relative_to(real):
                 raise DataError(f"{p}: a symlink to {p.resolve()}, outside the source directory {real}; "
                                 "a directory source reads only files inside it — copy the file in")
             files.append((p, p.relative_to(root).as_posix()))
         if not files:
-            raise DataError(f"{root}: no {', '.join(LOCAL_SUFFIXES)} files in this directory")
+            raise DataError(f"{root}: no {KINDS} in this directory")
         return files
     if not stat.S_ISREG(real.stat().st_mode):
         raise DataError(f"{root}: not a regular file (a device, FIFO or socket); point the source at text files")
-    if root.suffix not in LOCAL_SUFFIXES:
-        raise DataError(f"{root}: unsupported file type '{root.suffix}'; use {', '.join(LOCAL_SUFFIXES)}")
+    if data_format(root) is None:
+        kind = "".join(root.suffixes[-2:]) if root.suffix in (".gz", ".zst") else root.suffix
+        raise DataError(f"{root}: unsupported file type '{kind}'; use {KINDS}")
     return [(root, root.name)]
+
+
+def _glob_files(pattern: str) -> list[tuple[Path, str]]:
+    """The files a glob source reads (sorted; each under the single-file rules), ids prefixed by
+    their path relative to the pattern's fixed leading folders."""
+    from glob import glob
+
+    head = Path(pattern)
+    while is_glob(str(head)) and head != head.parent:
+        head = head.parent
+    matches = [Path(p) for p in sorted(glob(pattern, recursive=True))]
+    files = [p for p in matches if data_format(p) is not None and p.is_file()]
+    if not files:
+        raise DataError(f"{pattern}: no {KINDS} match this pattern; check the pattern "
+                        "(quote it so the shell does not expand it)")
+    out = []
+    for p in files:
+        out.extend((f, p.relative_to(head).as_posix()) for f, _ in local_files(SourceSpec("local", path=str(p))))
+    return out
 
 
 def check_text_bytes(path: Path, raw: bytes) -> None:
@@ -222,7 +256,8 @@ def check_text_bytes(path: Path, raw: bytes) -> None:
 
 def _read_utf8(path: Path) -> str:
     """A .txt file's text: UTF-8, with or without a byte-order mark, and no NUL bytes."""
-    raw = path.read_bytes()
+    with open_binary(path) as f:
+        raw = f.read()
     check_text_bytes(path, raw)
     try:
         return raw.decode("utf-8-sig")
@@ -244,7 +279,7 @@ def _txt(path: Path, prefix: str, unit: str) -> Iterator[Document]:
 def _jsonl(path: Path, text_field: str, id_field: Optional[str], title_field: Optional[str],
            prefix: Optional[str] = None) -> Iterator[Document]:
     prefix = prefix if prefix is not None else path.name
-    with open(path, "rb") as f:
+    with open_binary(path) as f:
         for lineno, raw in enumerate(f, 1):
             rec = jsonl_record(path, lineno, raw)
             if rec is not None:

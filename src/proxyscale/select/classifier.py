@@ -49,13 +49,11 @@ class ClassifierSelector:
 
     def fit(self, pool: Pool, target: Sequence[str], seed: int):
         """The fitted model: positives = ``target``, negatives = a seeded sample of the pool."""
-        from sklearn.linear_model import LogisticRegression
-
         if not target:
             raise ConfigError("classifier: the target set is empty; give at least one target example")
         with phase("featurising", total=pool_size()) as bar:  # the ids, the negatives' text, then the fit
             ids = [d.id for d in pool()]
-            keep = set(np.asarray(ids)[top_n(tie_break(ids, seed ^ 0xC1A55), min(self.max_negatives, len(ids)),
+            keep = set(np.asarray(ids)[top_n(self.negative_keys(ids, seed), min(self.max_negatives, len(ids)),
                                               ids, seed)].tolist())
             bar.total = 2 * len(ids)
             bar.update(len(ids))
@@ -64,12 +62,24 @@ class ClassifierSelector:
                 bar.update(1)
                 if d.id in keep:
                     negatives.append(d.text)
-            vec = self._vectorizer()
-            x = vec.transform(list(target) + negatives)
-            y = np.r_[np.ones(len(target)), np.zeros(len(negatives))]
-            model = LogisticRegression(C=self.C, class_weight="balanced", max_iter=1000,
-                                       random_state=derive_seed(seed, "classifier") % 2 ** 32)
-            return vec, model.fit(x, y)
+            return self.fit_texts(target, negatives, seed)
+
+    def negative_keys(self, ids: Sequence[str], seed: int) -> np.ndarray:
+        """Each id's seeded key: the ``max_negatives`` highest train the model (sharding-free)."""
+        return tie_break(ids, seed ^ 0xC1A55)
+
+    def fit_texts(self, target: Sequence[str], negatives: list[str], seed: int):
+        """The fitted (vectoriser, model): ``target`` positives, ``negatives`` in pool order."""
+        from sklearn.linear_model import LogisticRegression
+
+        if not target:
+            raise ConfigError("classifier: the target set is empty; give at least one target example")
+        vec = self._vectorizer()
+        x = vec.transform(list(target) + negatives)
+        y = np.r_[np.ones(len(target)), np.zeros(len(negatives))]
+        model = LogisticRegression(C=self.C, class_weight="balanced", max_iter=1000,
+                                   random_state=derive_seed(seed, "classifier") % 2 ** 32)
+        return vec, model.fit(x, y)
 
     def select(self, pool: Pool, target: Sequence[str], n: int, seed: int) -> Selection:
         vec, model = self.fit(pool, target, seed)
@@ -80,7 +90,10 @@ class ClassifierSelector:
                 ids += [d.id for d in batch]
                 probs.append(model.predict_proba(vec.transform([d.text for d in batch]))[:, 1])
                 bar.update(len(batch))
-        p = np.concatenate(probs) if probs else np.zeros(0)
+        return self.choose(ids, np.concatenate(probs) if probs else np.zeros(0), n, seed)
+
+    def choose(self, ids: Sequence[str], p: np.ndarray, n: int, seed: int) -> Selection:
+        """The selection from every pool document's P(target) ``p`` (pool order)."""
         check_n(n, len(ids), self.name)
         scores = np.log(np.clip(p, 1e-300, None))  # log P(target): higher = more target-like
         settings = {"n_features": self.n_features, "C": self.C, "max_negatives": self.max_negatives,

@@ -57,6 +57,7 @@ class Request:
     write: Optional[str] = None
     max_docs: Optional[int] = None  # read at most this many documents of the pool
     progress: Optional[bool] = None  # None: when stderr is a terminal
+    mapper: Optional[Any] = None  # set: the pool's files are shards, run per shard by it (select/shards.py)
 
 
 def run(req: Request) -> Path:
@@ -88,7 +89,7 @@ def run(req: Request) -> Path:
             bar.update(len(texts))
         n = resolve_n(wanted, len(ids))
         tracker.pool_size = len(ids)
-        sel = selector.select(docs, texts, n, req.seed)
+        sel, work = _select(req, selector, docs, psrc, texts, n)
         if tuple(ids) != sel.ids:
             raise RuntimeError(f"{req.method} returned its documents out of pool order")  # a bug, not a user error
         from .checks import check_length_bias
@@ -96,8 +97,25 @@ def run(req: Request) -> Path:
         check_length_bias(req.method, sel.scores, lengths)
         record = _record(req, selector, sel, wanted, n, pool_sha, texts, tracker)
         tracker.seconds["before writing"] = round(time.perf_counter() - t0, 3)
-        return write_selection(sel, req.out, record, inputs=inputs, overwrite=req.overwrite,
+        path = write_selection(sel, req.out, record, inputs=inputs, overwrite=req.overwrite,
                                documents=(req.write, docs) if req.write else None)
+        if work is not None:
+            work.remove()  # the selection is written: the per-shard results have served
+        return path
+
+
+def _select(req: Request, selector: Any, docs: Pool, psrc: SourceSpec, texts: list[str], n: int) -> tuple[Any, Any]:
+    """The method's selection: in this process, or per shard through ``req.mapper`` (and the
+    work directory that holds the per-shard results until the selection is written)."""
+    if req.mapper is None:
+        return selector.select(docs, texts, n, req.seed), None
+    from ..errors import ConfigError
+    from .shard_phases import sharded_select
+
+    if req.hub is not None or req.max_docs is not None:
+        raise ConfigError("--workers/--backend read local shards whole; leave out --hub and --max-docs, or run "
+                          "without --workers/--backend")
+    return sharded_select(selector, psrc, texts, n, req.seed, req.out, req.mapper)
 
 
 def _quiet_datasets() -> None:

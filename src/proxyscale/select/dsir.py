@@ -295,7 +295,10 @@ class DSIRSelector:
         return self.workers or cores
 
     def select(self, pool: Pool, target: Sequence[str], n: int, seed: int) -> Selection:
-        w = self.weigh(pool, target)
+        return self.choose(self.weigh(pool, target), n, seed)
+
+    def choose(self, w: DSIRWeights, n: int, seed: int) -> Selection:
+        """The selection from the weights of every pool document (pool order)."""
         check_n(n, len(w.ids), self.name)
         eligible = np.flatnonzero(w.scores > -np.inf)
         self._check_eligible(n, len(eligible), len(w.ids))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from ..config import from_dict
+from ..data.compressed import is_glob
 from ..data.sources import Document, SourceSpec, iter_documents, iter_hf_documents
 from ..errors import DataError
 from .base import Pool
@@ -23,7 +24,7 @@ def source_of(path: str, *, hub: bool = False, text_field: str = "text", id_fiel
     data: dict[str, Any] = {"kind": "hf" if hub else "local", "path": path, "text_field": text_field,
                             "id_field": id_field, "split": split, "name": name, "max_docs": max_docs,
                             "txt_unit": txt_unit, "streaming": streaming, "label": Path(path).name or "pool"}
-    if not hub and not Path(path).exists():
+    if not hub and not Path(path).exists() and not is_glob(path):
         raise DataError(f"{path}: no such file or directory; pass a text directory, a .jsonl or a .parquet file")
     return from_dict(SourceSpec, data, "pool")
 

@@ -238,3 +238,33 @@ class RayBackend:
         if self._owns and self._ray.is_initialized():
             self._ray.shutdown()
 
+
+
+def ray_map(address: str | None = None, workers: int = 0) -> Any:
+    """A mapper for sharded selection (:mod:`proxyscale.select.shards`): runs ``fn(job)`` for each
+    JSON job as one Ray task (one CPU each, on the cluster at ``address`` or a private loopback
+    node) and yields the results in job order. A task's own error (a bad shard) is re-raised as
+    itself, so the user sees its one line. One Ray serves every phase of the selection (started on
+    the first call); a private one stops with the process, an error stops it at once."""
+    held: list[RayBackend] = []
+
+    def run(fn: Any, jobs: list[str]) -> Any:
+        if not held:
+            held.append(RayBackend(workers, address))
+        backend = held[0]
+        ray = backend._ray
+        refs = []
+        try:
+            remote = ray.remote(fn).options(num_cpus=1, max_retries=0)
+            refs = [remote.remote(j) for j in jobs]
+            for ref in refs:
+                try:
+                    yield ray.get(ref)
+                except ray.exceptions.RayTaskError as e:
+                    cause = getattr(e, "cause", None)
+                    raise (cause if isinstance(cause, Exception) else e) from None
+        except BaseException:
+            held.clear()
+            backend.shutdown(cancel=True)
+            raise
+    return run
