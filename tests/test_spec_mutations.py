@@ -223,7 +223,7 @@ def test_mutated_studies_run_to_the_end_or_fail_in_one_line(pristine, change, se
 
 
 CLI_CASES = ["unknown option", "--workers -1", "repeated nested key", "train.lr: .nan", "source named ../x",
-             "context: 100000", "source: symlink to /etc", "source: bad JSONL line"]
+             "d_model: 1e9", "source: symlink to /etc", "source: bad JSONL line"]
 
 
 @pytest.mark.parametrize("name", CLI_CASES)
