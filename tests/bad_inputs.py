@@ -330,6 +330,9 @@ def _selection_target(kind: str) -> Mutation:
                    reference={"name": "L1d8", "d_model": 8, "n_layers": 1}, tokens_per_param=1,
                    methods=["random", "dsir"], random_budgets=[1.0, 2.0], n_boot=100)
         return out
+    return mutate
+
+
 def _shards(bad: str) -> Mutation:
     """A sharded pool in data/shards (two JSONL shards) with one bad shard of kind ``bad``."""
     def mutate(spec: dict, ws: Path) -> dict:
