@@ -1,12 +1,21 @@
 """Run-start calibration: precision 'auto' on CPU and its record; kept across a resume."""
 from __future__ import annotations
 
+import pytest
 import torch
 from test_train_loop import MODEL, _cfg, cyclic_batches
 
 from proxyscale.store import read_json
+from proxyscale.store.layout import CALIBRATION_ENV
 from proxyscale.train import calibrate
 from proxyscale.train.loop import train_lm
+
+
+@pytest.fixture(autouse=True)
+def _no_store(monkeypatch):
+    """These runs train outside any store: a store's shared records (another test's, pointed at
+    by the environment) must not answer for the probes these tests fake."""
+    monkeypatch.delenv(CALIBRATION_ENV, raising=False)
 
 
 def test_cpu_without_fast_bf16_trains_fp32(monkeypatch):
