@@ -79,8 +79,8 @@ def default_workers() -> int:
 # save on such small matrices, and one thread each lets several small steps share the cores.
 # Since a step's thread count is fixed (its bits depend on it), a step above this runs alone on
 # every core: at 1e11 the demo's reference models (2.5e11 FLOPs, d_model 32) trained one at a
-# time on 2 threads, 12-22 s each, against about 10 s per model-worker for stacks at 1 thread
-# two at a time the day before (docs/LOG.md, 2026-12-03), hence 1e12.
+# time on 2 threads, 12-22 s each (docs/LOG.md, 2026-12-03), where stacks of 8 at 1 thread, two
+# side by side, took 77-82 s (about 10 s a model per worker; docs/LOG.md, 2026-12-02); hence 1e12.
 SMALL_STEP_FLOPS = 1e12
 
 
