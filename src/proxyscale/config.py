@@ -127,9 +127,13 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
 
 
 def to_dict(obj: Any) -> Any:
-    """Plain JSON-able data (dicts, lists, scalars) from a dataclass tree."""
+    """Plain JSON-able data (dicts, lists, scalars) from a dataclass tree.
+
+    A field marked ``metadata={"omit_default": True}`` is left out while it holds its default,
+    so adding such a field keeps the content hashes (and stores) of existing specs valid."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not (f.metadata.get("omit_default") and getattr(obj, f.name) == f.default)}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, Mapping):

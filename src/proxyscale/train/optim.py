@@ -13,7 +13,7 @@ Under μP, hidden matrices get lr/width_mult (the decay, being lr·wd, scales wi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from ..errors import ConfigError
@@ -33,6 +33,8 @@ class TrainConfig:
     the start of a run (``calibrate.choose_precision``) and recorded in ``train.json``. ``checkpoint_every`` is in
     optimiser steps (0: no periodic checkpoints). ``snapshot_steps`` lists steps after which
     model-only weights are kept (e.g. for attribution ensembles).
+    ``micro_batch_size`` splits each optimiser step's batch into passes whose gradients are
+    accumulated (SPEC §10); ``activation_checkpointing`` trades recomputation for memory.
     """
 
     lr: float = 6e-4
@@ -51,6 +53,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 50
     snapshot_steps: tuple[int, ...] = ()
+    # rows per forward/backward pass (0: the whole batch at once); left out of hashes at default
+    micro_batch_size: int = field(default=0, metadata={"omit_default": True})
+    activation_checkpointing: bool = field(default=False, metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -64,6 +69,9 @@ class TrainConfig:
         if self.batch_size < 1 or self.log_every < 1 or self.checkpoint_every < 0 or self.keep_checkpoints < 1:
             raise ConfigError("TrainConfig: batch_size, log_every, keep_checkpoints must be >= 1 and "
                               "checkpoint_every >= 0")
+        if self.micro_batch_size < 0 or (self.micro_batch_size and self.batch_size % self.micro_batch_size):
+            raise ConfigError(f"TrainConfig.micro_batch_size must be 0 (whole batch) or divide batch_size "
+                              f"{self.batch_size}; got {self.micro_batch_size}")
 
 
 def lr_at(cfg: TrainConfig, step: int, n_steps: int) -> float:
