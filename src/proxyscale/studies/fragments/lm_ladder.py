@@ -6,7 +6,7 @@ Each rung's budget (params, tokens, optimiser steps, FLOPs) comes from the one t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional
 
@@ -29,8 +29,12 @@ class RungSpec:
     n_layers: int
     n_heads: int = 1
     context: Optional[int] = None  # training context of this rung (default: the study's)
+    # data-parallel processes per model (GPUs on CUDA, gloo processes on CPU); SPEC §10
+    ranks: int = field(default=1, metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
+        if not isinstance(self.ranks, int) or self.ranks < 1:
+            raise ConfigError(f"rung '{self.name}': ranks must be a whole number >= 1, got {self.ranks!r}")
         if self.d_model <= 0 or self.n_layers <= 0 or self.n_heads <= 0:
             raise ConfigError(f"rung '{self.name}': d_model, n_layers and n_heads must be positive")
         if self.d_model % self.n_heads:
