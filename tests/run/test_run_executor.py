@@ -143,6 +143,39 @@ def test_stack_sizes_spread_a_group_over_the_cores():
                for n in range(1, 30) for m in (1, 3, 8) for w in (1, 2, 3))
 
 
+def test_a_stack_gets_the_threads_of_its_whole_cost():
+    """A member of a plan-made stack counts as its whole stack (stack_size × its cost), whatever
+    part of the stack a resumed batch still holds; other steps count alone."""
+    from proxyscale.run.executor import SMALL_STEP_FLOPS, threads_for
+
+    one = SMALL_STEP_FLOPS / 4  # a run under the threshold: one thread alone
+    member = {"stacking": "stacked", "stack_size": 8, "stack_index": 0}
+    assert threads_for([Step(kind="train", name="a", config={}, cost=one)], 2) == 1
+    assert threads_for([Step(kind="train", name="a", config=member, cost=one)], 2) == 2
+    assert threads_for([Step(kind="train", name="a", config={**member, "stack_size": 3}, cost=one)], 2) == 1
+    assert threads_for([Step(kind="train", name="a", config={**member, "stacking": "single"}, cost=one)], 2) == 1
+    # a resumed batch holding one unfinished member of the stack of 8 keeps the stack's threads
+    assert threads_for([Step(kind="train", name="b", config={**member, "stack_index": 5}, cost=one)], 2) == 2
+
+
+def test_stacks_that_earn_every_core_are_planned_one_at_a_time(monkeypatch):
+    """Stacks sized for 2 slots (20 models → 4 of 5) whose cost earns both threads run one after
+    another, so the plan makes the fewest stacks instead (7, 7, 6); cheap ones stay 5 × 4."""
+    import proxyscale.studies.fragments.measured as measured
+    from proxyscale.run.executor import SMALL_STEP_FLOPS
+
+    monkeypatch.setattr(measured, "available_cores", lambda: 2)
+    members = [f"m{i}" for i in range(20)]
+
+    def sizes(flops: float) -> list[int]:
+        place = measured.plan_stacks(members, 8, flops)
+        return [sum(1 for p in place.values() if p[0] == j) for j in range(1 + max(p[0] for p in place.values()))]
+
+    assert sizes(SMALL_STEP_FLOPS / 100) == [5, 5, 5, 5]  # 5 × 1e10: one thread each, two side by side
+    assert sizes(SMALL_STEP_FLOPS / 4) == [7, 7, 6]  # 5 × 2.5e11 ≥ 1e12: both threads per stack
+    assert measured.plan_stacks(["only"], 8, SMALL_STEP_FLOPS) == {}
+
+
 def test_a_group_is_one_batch_whatever_the_free_workers():
     """The plan fixes the stacks (one batch key each): the executor never re-splits one for
     idle workers; max_batch only caps a group above it (the fewest even batches)."""

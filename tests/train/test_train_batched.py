@@ -132,3 +132,28 @@ def test_auto_mode_measures_and_records_its_choice(tmp_path):
 def test_auto_mode_does_not_measure_for_a_short_run(tmp_path):
     out = train_lm_batched(MODEL, _cfg(checkpoint_every=0), _fns(), 6, [tmp_path / f"a{k}" for k in range(3)], SEEDS)
     assert all(m["batching"]["mode"] == "batched" and "not measured" in m["batching"]["reason"] for m in out)
+
+
+def test_the_stacking_probe_compares_core_seconds_at_each_ones_threads(monkeypatch):
+    """One model is timed at its own thread count and the stack at the stack's; the speed-up is
+    K·t_one·threads_one / (t_stack·threads_stack): 8 models at 0.1 s on 1 thread (two side by
+    side on 2 cores) against a stack step of 0.5 s on both threads is 0.8, so one at a time."""
+    seen: list[tuple[str, int]] = []
+
+    def fake_medians(fns, steps=0):
+        for name, fn in zip(("one", "stack"), fns):
+            fn(0)
+            seen.append((name, torch.get_num_threads()))
+        return [0.1, 0.5]
+
+    monkeypatch.setattr(batched.calibrate, "interleaved_medians", fake_medians)
+    cfg = _cfg(checkpoint_every=0)
+    before = torch.get_num_threads()
+    rec = batched._measure_batching(MODEL, cfg, 8, torch.device("cpu"), None, (1, 2))
+    assert seen == [("one", 1), ("stack", 2)] and torch.get_num_threads() == 1
+    assert rec["batched_speedup"] == pytest.approx(0.8) and rec["mode"] == "sequential"
+    assert (rec["one_model_threads"], rec["batched_threads"]) == (1, 2)
+    seen.clear()
+    rec = batched._measure_batching(MODEL, cfg, 8, torch.device("cpu"), None, (2, 2))
+    assert rec["batched_speedup"] == pytest.approx(1.6) and rec["mode"] == "batched"
+    torch.set_num_threads(before)

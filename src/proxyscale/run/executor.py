@@ -93,9 +93,15 @@ def step_threads(cost: float, cores: int) -> int:
 
 
 def threads_for(batch: list[Step], cores: int) -> int:
-    """Threads for a batch: what its costliest step gets alone (a batch of same-shape models
-    runs at the thread count each of them would)."""
-    return step_threads(max(s.cost for s in batch), cores)
+    """Threads for a batch: what its costliest step gets alone, where a member of a stack the
+    plan made counts as its whole stack (``stack_size`` models trained as one, whatever part of
+    the stack a resumed batch still holds, so a member's threads never depend on that)."""
+    return step_threads(max(s.cost * _stack_size(s) for s in batch), cores)
+
+
+def _stack_size(step: Step) -> int:
+    c = step.config
+    return int(c.get("stack_size", 1)) if c.get("stacking") in ("stacked", "auto") else 1
 
 
 def stack_sizes(n: int, max_batch: int, slots: int) -> list[int]:

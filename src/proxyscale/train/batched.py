@@ -222,29 +222,37 @@ def _flush(stack: _Stack, opt: AdamW, recs: list[RunRecord], train_cfg: TrainCon
 
 
 def choose_batching(model_cfg: GPTConfig, train_cfg: TrainConfig, K: int, device: torch.device,
-                    amp: torch.dtype | None, may_measure: bool = True) -> dict | None:
+                    amp: torch.dtype | None, may_measure: bool = True,
+                    stack_threads: int | None = None) -> dict | None:
     """``{"mode": "batched" | "sequential", ...timings}`` for training K models of this shape
-    (None: not measured yet and ``may_measure`` False)."""
+    (None: not measured yet and ``may_measure`` False). One model is timed at the current torch
+    threads and the stack at ``stack_threads`` (default: the same), the counts each would run at."""
     if K < 2:
         return {"mode": "sequential", "reason": "one model"}
+    threads = torch.get_num_threads()
+    stack_threads = stack_threads or threads
     # Keyed by machine and threads: which is faster depends on them (the bits differ by rounding
     # only, and the decision is part of each train step's key, see decide_stacking).
     info = calibrate.cpu_info()
     key = {"model": to_dict(model_cfg), "batch_size": train_cfg.batch_size, "K": K, "device": str(device),
-           "amp": str(amp), "threads": torch.get_num_threads(), "cpu": info["model"], "flags": info["flags"]}
-    return calibrate.shared_choice("batching", key, lambda: _measure_batching(model_cfg, train_cfg, K, device, amp),
-                                   may_measure)
+           "amp": str(amp), "threads": threads, "cpu": info["model"], "flags": info["flags"]}
+    if stack_threads != threads:  # (absent when equal, so records measured before stay valid)
+        key["stack_threads"] = stack_threads
+    return calibrate.shared_choice(
+        "batching", key, lambda: _measure_batching(model_cfg, train_cfg, K, device, amp, (threads, stack_threads)),
+        may_measure)
 
 
 def decide_stacking(model_cfg: GPTConfig, train_cfg: TrainConfig, n_steps: int, K: int, threads: int,
-                    measure: bool) -> str:
+                    measure: bool, stack_threads: int | None = None) -> str:
     """Whether a group of same-shape models is trained stacked, resolved before the run's step
     keys are computed: "stacked", "single" (one model at a time, each its own step), or "auto"
     when it takes a measurement that ``measure`` (False in a dry run) forbids.
 
-    ``train_cfg.precision`` must be resolved already; the probes run at ``threads`` threads, the
-    count the steps will get, for stacks of ``K`` (the plan's largest: a stacked model's bits may
-    depend on its stack's size, so the plan fixes the stacks, see studies/fragments/lm_ladder.py)."""
+    ``train_cfg.precision`` must be resolved already. The probes run at the thread counts the
+    steps will get: ``threads`` for one model alone, ``stack_threads`` (default: the same) for a
+    stack of ``K`` (the plan's largest: a stacked model's bits may depend on its stack's size,
+    so the plan fixes the stacks, see studies/fragments/lm_ladder.py)."""
     if K < 2:
         return "single"
     if n_steps < calibrate.MIN_STEPS_TO_MEASURE:  # the probes would cost more than a wrong choice
@@ -253,22 +261,36 @@ def decide_stacking(model_cfg: GPTConfig, train_cfg: TrainConfig, n_steps: int, 
         return "auto"
     amp = torch.bfloat16 if train_cfg.precision == "bf16" else None
     with calibrate.torch_threads(threads):
-        rec = choose_batching(model_cfg, train_cfg, K, resolve_device(train_cfg.device), amp, measure)
+        rec = choose_batching(model_cfg, train_cfg, K, resolve_device(train_cfg.device), amp, measure, stack_threads)
     return "auto" if rec is None else ("stacked" if rec["mode"] == "batched" else "single")
 
 
 def _measure_batching(model_cfg: GPTConfig, train_cfg: TrainConfig, K: int, device: torch.device,
-                      amp: torch.dtype | None) -> dict:
+                      amp: torch.dtype | None, threads: tuple[int, int] | None = None) -> dict:
+    """Time one model's step at ``threads[0]`` and the K-stack's at ``threads[1]``, interleaved.
+
+    The speed-up compares core-seconds per model step, ``K·t_one·threads[0] / (t_stack·threads[1])``:
+    models trained alone at fewer threads than the machine's cores run side by side, so what
+    counts is the work each core does, not one step's latency."""
+    t_single, t_stack = threads or (torch.get_num_threads(),) * 2
     single = calibrate._single_stepper(model_cfg, train_cfg, device, amp)
     stack = _Stack(model_cfg, list(range(K)), device)
     opt = AdamW(stack.params, stack.settings, train_cfg)
 
+    def one(i: int) -> None:
+        torch.set_num_threads(t_single)
+        single(i)
+
     def batched(i: int) -> None:
+        torch.set_num_threads(t_stack)
         _step(stack, opt, calibrate._probe_batch(model_cfg, train_cfg.batch_size, i, (K,)).to(device), train_cfg.lr,
               train_cfg.grad_clip, amp)
 
-    t_one, t_bat = calibrate.interleaved_medians([single, batched])
-    speedup = K * t_one / t_bat
+    try:
+        t_one, t_bat = calibrate.interleaved_medians([one, batched])
+    finally:
+        torch.set_num_threads(t_single)
+    speedup = K * t_one * t_single / (t_bat * t_stack)
     return {"mode": "batched" if speedup >= 1.0 else "sequential", "reason": "measured", "K": K,
             "one_model_step_s": t_one, "batched_step_s": t_bat, "batched_speedup": speedup,
-            "probe_steps": calibrate.PROBE_STEPS}
+            "one_model_threads": t_single, "batched_threads": t_stack, "probe_steps": calibrate.PROBE_STEPS}

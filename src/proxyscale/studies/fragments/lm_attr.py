@@ -159,7 +159,7 @@ def _choices(lm: LMAttrSpec, rung: RungSpec, n_docs: int, stack: int, cost: floa
 
     n_steps = max(1, math.ceil(lm.epochs * n_docs / int(lm.train_config()["batch_size"])))
     resolved, stacking = train_choices(lm.gpt(rung), from_dict(TrainConfig, lm.train_config(), "lm.train"), n_steps,
-                                       stack, cost)
+                                       stack, cost, one_step=True)
     return to_dict(resolved), stacking
 
 

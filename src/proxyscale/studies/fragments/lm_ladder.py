@@ -130,7 +130,7 @@ def add_lm_ladder(plan: Plan, *, ladder: LadderSpec, distributions: Mapping[str,
         model = {**to_dict(gpt)}
         members = [(d, rep) for d in sorted(distributions) if not (windows and d in windows)
                    for rep in ladder.seeds(rung)]
-        place = plan_stacks(members, max_batch) if b.params < batch_below_params else {}
+        place = plan_stacks(members, max_batch, b.flops) if b.params < batch_below_params else {}
         # measured choices resolved into the config, hence the key (see measured.py)
         rung_train, stacking = train_choices(gpt, train, b.n_steps, max((p[1] for p in place.values()), default=1),
                                              b.flops)

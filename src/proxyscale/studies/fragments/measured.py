@@ -78,12 +78,15 @@ def stack_slots() -> int:
 
 
 def train_choices(model: GPTConfig, train: TrainConfig, n_steps: int, stack: int,
-                  flops: float) -> tuple[TrainConfig, str]:
+                  flops: float, one_step: bool = False) -> tuple[TrainConfig, str]:
     """``(train config with its precision resolved, stacking)`` for one rung's training runs.
 
-    ``stack``: the largest stack of same-shape models (1: none); ``flops``: one run's cost
-    (its thread count, at which the probes run, follows from it). ``stacking`` is "stacked",
-    "single" or "auto" (not measured yet); a precision not measured yet stays "auto"."""
+    ``stack``: the largest stack of same-shape models (1: none); ``flops``: one run's cost. A
+    model alone runs at the threads its cost gets, a stack at those of its K-fold cost
+    (:func:`stack_threads`); the probes run at those counts. ``one_step``: ``flops`` is the cost
+    of one step that trains all its models, stacked or not, at its threads (LM attribution).
+    ``stacking`` is "stacked", "single" or "auto" (not measured yet); a precision not measured
+    yet stays "auto"."""
     from ...train.batched import decide_stacking
     from ...train.calibrate import decide_precision, torch_threads
 
@@ -91,22 +94,37 @@ def train_choices(model: GPTConfig, train: TrainConfig, n_steps: int, stack: int
     threads = step_threads(flops, available_cores())
     with _calibration_env(ctx.calibration), torch_threads(threads):
         resolved = replace(train, precision=decide_precision(model, train, n_steps, ctx.measure))
-        stacking = decide_stacking(model, resolved, n_steps, stack, threads, ctx.measure)
+        stacking = decide_stacking(model, resolved, n_steps, stack, threads, ctx.measure,
+                                   threads if one_step else stack_threads(flops, stack))
     return resolved, stacking
 
 
-def plan_stacks(members: Sequence[Hashable], max_batch: int) -> dict[Hashable, tuple[int, int, int]]:
+def stack_threads(flops: float, size: int) -> int:
+    """Threads of a stack of ``size`` models of ``flops`` each: those of its total cost, as the
+    executor gives them (:func:`proxyscale.run.executor.threads_for`)."""
+    return step_threads(flops * max(1, size), available_cores())
+
+
+def plan_stacks(members: Sequence[Hashable], max_batch: int,
+                flops: float = 0.0) -> dict[Hashable, tuple[int, int, int]]:
     """``member -> (stack number, stack size, place in the stack)`` for a group of same-shape
-    models with one budget, in order. The sizes follow from the group's size, ``max_batch`` and
-    the cores the store's stacks are sized for (:func:`stack_slots`), never from ``-j`` or from
-    what is ready when: the executor runs each stack as one batch, and a resumed stack's
-    unfinished members run together again. A group of one is no stack (``{}``)."""
+    models with one budget (``flops`` each), in order. The sizes follow from the group's size,
+    ``max_batch`` and the cores the store's stacks are sized for (:func:`stack_slots`), never
+    from ``-j`` or from what is ready when: the executor runs each stack as one batch, and a
+    resumed stack's unfinished members run together again. Stacks whose cost earns them several
+    threads are sized for the fewer stacks that then run side by side. A group of one is no
+    stack (``{}``)."""
     from ...run.executor import stack_sizes
 
     if len(members) < 2:
         return {}
+    slots = stack_slots()
+    sizes = stack_sizes(len(members), max_batch, slots)
+    threads = stack_threads(flops, max(sizes))
+    if threads > 1:
+        sizes = stack_sizes(len(members), max_batch, max(1, slots // threads))
     out, i = {}, 0
-    for j, size in enumerate(stack_sizes(len(members), max_batch, stack_slots())):
+    for j, size in enumerate(sizes):
         for index in range(size):
             out[members[i]] = (j, size, index)
             i += 1

@@ -132,7 +132,7 @@ def add_window_models(plan: Plan, *, model: GPTConfig, train: TrainConfig, n_ste
     if not members:
         return []
     names = [m.name for m in members]
-    place = plan_stacks(names, max_batch) if param_count(model) < batch_below_params else {}
+    place = plan_stacks(names, max_batch, flops) if param_count(model) < batch_below_params else {}
     resolved, stacking = train_choices(model, train, n_steps, max((p[1] for p in place.values()), default=1),
                                        flops)
     base = {"model": to_dict(model), "train": to_dict(resolved), "n_steps": n_steps}
