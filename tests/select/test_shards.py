@@ -61,7 +61,8 @@ def _select(root: Path, method: str, out: str, *extra: str, pool: str = "pool") 
     return (root / out / "chosen.txt").read_bytes()
 
 
-@pytest.mark.parametrize("method", ["dsir", "classifier", "random"])
+# the classifier's shards go through the same shard phases as DSIR's and random's (~36 s): slow
+@pytest.mark.parametrize("method", ["dsir", pytest.param("classifier", marks=pytest.mark.slow), "random"])
 def test_sharded_runs_choose_what_one_process_chooses(tmp_path, method):
     _pool(tmp_path)
     single = _select(tmp_path, method, "single")

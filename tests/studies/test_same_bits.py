@@ -231,3 +231,31 @@ def test_plan_on_an_unmeasured_store_shows_auto_and_writes_nothing(tmp_path, lon
     assert len(trains) == 4
     assert all("precision=auto (not measured yet) stacking=auto (not measured yet)" in ln for ln in trains)
     assert sorted(p.relative_to(store) for p in store.rglob("*")) == before
+
+
+def test_selections_join_the_ladder_as_distributions(selection_stores):
+    """Selections as training distributions (the paper's 4 of 10): the analysis treats them like
+    natural ones, their 5 target examples are never evaluated, and each selection holds the
+    reference's token budget of pool windows."""
+    import numpy as np
+
+    from proxyscale.store import Store, read_table
+
+    root = selection_stores[0]
+    plan = _plan(yaml.safe_load((root.parent / "spec.yaml").read_text()), root)
+    store = Store(root)
+
+    def one(kind: str, name: str | None = None):
+        found = [s for (k, n), s in plan.items() if k == kind and name in (None, n)]
+        assert len(found) == 1, (kind, name, len(found))
+        return store.final_dir(found[0].key)
+
+    results = read_table(one("analyze") / "results.parquet")
+    assert set(results["distribution"]) == {"mix", "dsir", "dsdm"}
+    used = set(read_table(one("target_part") / "test.parquet")["example_id"])
+    mixed = results[results["test_set"] == "mixed"]
+    assert len(used) == 5 and mixed["example_id"].nunique() == 12 - 5 and not mixed["example_id"].isin(used).any()
+    ref = next(s for (k, n), s in plan.items() if k == "window_train" and n == "dsdm-L1d8-s0")
+    for name in ("dsir", "dsdm"):
+        chosen = np.load(one("select_windows", name) / "chosen.npy")
+        assert len(chosen) == ref.config["n_steps"] * ref.config["train"]["batch_size"], name

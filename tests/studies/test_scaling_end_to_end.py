@@ -152,6 +152,7 @@ selections:
 """
 
 
+@pytest.mark.slow  # the fast form: test_same_bits.py::test_selections_join_the_ladder_as_distributions
 def test_selection_induced_distributions_join_the_ladder(tmp_path, text_sources):
     """Selections as training distributions (the paper's 4 of 10): every rung trains on them, the
     analysis treats them like natural ones, and their target examples are never evaluated."""
@@ -183,6 +184,7 @@ def _cli(*args):
                           text=True, timeout=600)
 
 
+@pytest.mark.slow  # verify, report and re-run on hostile records: tests/store/test_store_faults.py
 def test_damaged_store_is_found_reported_in_one_line_and_mended(finished_study, tmp_path):
     """Fault drills on a real study: a truncated model and a truncated analysis table. `verify`
     names both, `report` refuses in one line, `run` re-runs exactly them with the same results."""
