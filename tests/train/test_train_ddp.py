@@ -1,0 +1,125 @@
+"""Data-parallel training of one model: 2 gloo ranks under torchrun on the CPU (SPEC §10)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _ddp_fns import batches, train_tiny
+
+from proxyscale.config import to_dict
+from proxyscale.errors import ConfigError, StoreError
+from proxyscale.models.gpt import GPTConfig
+from proxyscale.run.ddp import failure_line, launch_ranks
+from proxyscale.run.step import StepContext
+from proxyscale.store import load_weights, read_json
+from proxyscale.train.distributed import FAULT_ENV, TIMEOUT_ENV, check_split
+from proxyscale.train.loop import train_lm
+from proxyscale.train.optim import TrainConfig
+
+torch.set_num_threads(1)
+MODEL = GPTConfig(vocab_size=32, context=16, d_model=32, n_layers=2, n_heads=4)
+TRAIN = TrainConfig(lr=3e-3, batch_size=8, checkpoint_every=2, log_every=2, warmup_frac=0.1, device="cpu",
+                    precision="fp32", micro_batch_size=2)
+STEPS = 6
+
+
+@pytest.fixture(autouse=True)
+def _ranks_env(monkeypatch):
+    """The ranks import this directory's helpers; a dead peer is noticed within seconds."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), *sys.path]))
+    monkeypatch.setenv(TIMEOUT_ENV, "60")
+
+
+def _ranks(out: Path, ranks: int = 2, **extra) -> None:
+    cfg = {"model": to_dict(MODEL), "train": to_dict(TRAIN), "n_steps": STEPS, "seed": 1, **extra}
+    launch_ranks(StepContext("k", "t", "n", cfg, {}, out, threads=2), train_tiny, ranks, "cpu")
+
+
+def _weights(d: Path) -> dict:
+    return load_weights(d / "model.safetensors")
+
+
+def _same(a: Path, b: Path) -> None:
+    """Equal within float32 tolerance: the ranks' gradients are summed in another order (DDP
+    all-reduces two partial sums), ~1e-7 relative; AdamW carries that into updates of size lr
+    (3e-3), so 6 steps stay well under 1e-5 (as for micro-batches)."""
+    wa, wb = _weights(a), _weights(b)
+    for n in wa:
+        torch.testing.assert_close(wb[n], wa[n], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.load(b / "losses.npy"), np.load(a / "losses.npy"), rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("single") / "run"
+    train_lm(MODEL, TRAIN, batches(8), STEPS, out, seed=1)
+    return out
+
+
+def test_two_ranks_equal_one_rank_and_only_rank_0_writes(tmp_path, single):
+    _ranks(tmp_path / "run")
+    _same(single, tmp_path / "run")
+    meta = read_json(tmp_path / "run" / "train.json")
+    assert meta["ranks"] == 2 and meta["train_mode"] == "ddp" and meta["tokens"] == STEPS * 8 * 16
+    assert meta["run_hash"] == read_json(single / "train.json")["run_hash"]  # R is not in the run's hash
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["losses.npy", "model.json",
+                                                                     "model.safetensors", "train.json"]
+
+
+def test_a_two_rank_checkpoint_resumes_on_one_rank(tmp_path, single):
+    _ranks(tmp_path / "run", stop_after=4)
+    assert not (tmp_path / "run" / "train.json").exists()
+    assert (tmp_path / "run" / "checkpoint" / "step-000004" / "state.json").is_file()
+    train_lm(MODEL, TRAIN, batches(8), STEPS, tmp_path / "run", seed=1)
+    _same(single, tmp_path / "run")
+
+
+def test_a_one_rank_checkpoint_resumes_on_two_ranks(tmp_path, single):
+    assert train_lm(MODEL, TRAIN, batches(8), STEPS, tmp_path / "run", seed=1, stop_after=4) == {"stopped_at": 4}
+    _ranks(tmp_path / "run")
+    _same(single, tmp_path / "run")
+
+
+def test_a_dead_rank_fails_in_one_line_and_leaves_no_process_or_half_file(tmp_path, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, "1:3")  # rank 1 is SIGKILLed when it reaches step 3
+    with pytest.raises(StoreError) as err:
+        _ranks(tmp_path / "run")
+    line = str(err.value)
+    assert "\n" not in line and "rank 1 died (killed by SIGKILL" in line, line
+    assert "ChildFailedError" in str(err.value.__cause__)  # torchrun's own report, kept for the traceback
+    run = tmp_path / "run"
+    assert not (run / "train.json").exists() and not (run / "model.safetensors").exists()
+    assert [p.name for p in (run / "checkpoint").iterdir()] == ["step-000002"]  # whole checkpoints only
+    assert not _children_named("proxyscale.run.ddp")
+
+
+def _children_named(text: str) -> list[str]:
+    """Command lines of live processes whose command line contains ``text`` (ours or orphaned)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if d.name.isdigit() and text in cmd and int(d.name) != os.getpid():
+            found.append(cmd)
+    return found
+
+
+def test_a_batch_that_does_not_split_over_the_ranks_is_one_line():
+    with pytest.raises(ConfigError, match="batch_size 8 cannot be split over 3 rank"):
+        check_split(8, 3, 0)
+    with pytest.raises(ConfigError, match="multiple of ranks × micro_batch_size"):
+        check_split(8, 2, 3)
+    check_split(8, 2, 2)
+
+
+def test_failure_lines_name_the_rank():
+    out = "...\nRoot Cause (first observed failure):\n[0]:\n  rank      : 1 (local_rank: 1)\n  exitcode  : -9 (pid: 5)\n"
+    assert "rank 1 died (killed by SIGKILL" in failure_line(out, 2, 1)
+    assert failure_line("x\nproxyscale-rank-error: rank 0: diverged at step 3\n", 2, 1) == \
+        "data-parallel training (2 ranks) failed: rank 0: diverged at step 3"
