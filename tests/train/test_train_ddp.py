@@ -78,6 +78,7 @@ def test_a_two_rank_checkpoint_resumes_on_one_rank(tmp_path, single):
     _same(single, tmp_path / "run")
 
 
+@pytest.mark.slow  # 14 s; the other direction runs by default
 def test_a_one_rank_checkpoint_resumes_on_two_ranks(tmp_path, single):
     assert train_lm(MODEL, TRAIN, batches(8), STEPS, tmp_path / "run", seed=1, stop_after=4) == {"stopped_at": 4}
     _ranks(tmp_path / "run")
@@ -95,6 +96,7 @@ def test_a_dead_rank_fails_in_one_line_and_leaves_no_process_or_half_file(tmp_pa
     assert not (run / "train.json").exists() and not (run / "model.safetensors").exists()
     assert [p.name for p in (run / "checkpoint").iterdir()] == ["step-000002"]  # whole checkpoints only
     assert not _children_named("proxyscale.run.ddp")
+    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("proxyscale-ranks-*"))
 
 
 def _children_named(text: str) -> list[str]:

@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +81,11 @@ def launch_ranks(ctx: StepContext, fn: Any, ranks: int, device: str = "auto") ->
     """Run ``fn(ctx)`` in ``ranks`` processes under torchrun and wait; one-line StoreError if
     any rank fails (the full output is kept as the error's cause, in the step's traceback)."""
     check_gpus(ranks, device)
-    proc = subprocess.run(torchrun_command(ranks, _free_port()), env=rank_env(ctx, ref(fn), ranks),
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, start_new_session=True,
-                          preexec_fn=die_with_parent)
+    env = rank_env(ctx, ref(fn), ranks)
+    with tempfile.TemporaryDirectory(prefix="proxyscale-ranks-") as tmp:
+        env["TMPDIR"] = tmp  # torchrun keeps per-run folders in the temp dir: removed with it
+        proc = subprocess.run(torchrun_command(ranks, _free_port()), env=env, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, start_new_session=True, preexec_fn=die_with_parent)
     if proc.returncode != 0:
         raise StoreError(failure_line(proc.stdout + proc.stderr, ranks, proc.returncode)) \
             from RuntimeError(_tail(proc.stdout + proc.stderr))
