@@ -121,7 +121,8 @@ def test_a_batch_that_does_not_split_over_the_ranks_is_one_line():
 
 
 def test_failure_lines_name_the_rank():
-    out = "...\nRoot Cause (first observed failure):\n[0]:\n  rank      : 1 (local_rank: 1)\n  exitcode  : -9 (pid: 5)\n"
+    out = ("...\nRoot Cause (first observed failure):\n[0]:\n  rank      : 1 (local_rank: 1)\n"
+           "  exitcode  : -9 (pid: 5)\n")
     assert "rank 1 died (killed by SIGKILL" in failure_line(out, 2, 1)
     assert failure_line("x\nproxyscale-rank-error: rank 0: diverged at step 3\n", 2, 1) == \
         "data-parallel training (2 ranks) failed: rank 0: diverged at step 3"

@@ -67,8 +67,8 @@ class SlurmBackend:
         with self._lock:
             if self._cancelled:
                 return _cancelled(payloads)
-            proc = subprocess.Popen(self.command(job, threads, job_gpus(payloads)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True)
+            proc = subprocess.Popen(self.command(job, threads, job_gpus(payloads)), stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
             self._running[proc] = ""
         first = proc.stdout.readline() if proc.stdout is not None else ""  # --parsable: the id, at submission
         with self._lock:
