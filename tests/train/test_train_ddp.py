@@ -13,7 +13,7 @@ from _ddp_fns import batches, train_tiny
 from proxyscale.config import to_dict
 from proxyscale.errors import ConfigError, StoreError
 from proxyscale.models.gpt import GPTConfig
-from proxyscale.run.ddp import failure_line, launch_ranks
+from proxyscale.run.ddp import check_gpus, failure_line, launch_ranks
 from proxyscale.run.step import StepContext
 from proxyscale.store import load_weights, read_json
 from proxyscale.train.distributed import FAULT_ENV, TIMEOUT_ENV, check_split
@@ -113,11 +113,18 @@ def _children_named(text: str) -> list[str]:
 
 
 def test_a_batch_that_does_not_split_over_the_ranks_is_one_line():
-    with pytest.raises(ConfigError, match="batch_size 8 cannot be split over 3 rank"):
+    with pytest.raises(ConfigError, match="batch_size 8 cannot be split evenly over 3 ranks"):
         check_split(8, 3, 0)
-    with pytest.raises(ConfigError, match="multiple of ranks × micro_batch_size"):
+    with pytest.raises(ConfigError, match="is 4 rows per rank, not a multiple of micro_batch_size 3"):
         check_split(8, 2, 3)
     check_split(8, 2, 2)
+
+
+def test_more_ranks_than_visible_gpus_is_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match="2 data-parallel ranks need 2 GPUs but 1 are visible"):
+        check_gpus(2, "cuda")
+    assert check_gpus(2, "cpu") is False
 
 
 def test_failure_lines_name_the_rank():

@@ -76,10 +76,13 @@ class Ranks:
 
 def check_split(batch_size: int, world: int, micro: int) -> None:
     """Each of ``world`` ranks gets ``batch_size / world`` rows, split into passes of ``micro``."""
-    if batch_size % world or (micro and (batch_size // world) % micro):
-        raise ConfigError(f"batch_size {batch_size} cannot be split over {world} rank(s) in micro-batches of "
-                          f"{micro or batch_size // max(1, world)}: batch_size must be a multiple of "
-                          "ranks × micro_batch_size; change one of them")
+    if batch_size % world:
+        raise ConfigError(f"batch_size {batch_size} cannot be split evenly over {world} ranks; make batch_size a "
+                          "multiple of the ranks or change the ranks")
+    if micro and (batch_size // world) % micro:
+        raise ConfigError(f"batch_size {batch_size} over {world} rank(s) is {batch_size // world} rows per rank, not "
+                          f"a multiple of micro_batch_size {micro}; make batch_size a multiple of ranks × "
+                          "micro_batch_size")
 
 
 @contextmanager
