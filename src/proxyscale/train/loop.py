@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import closing
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from .calibrate import choose_precision, cpu_info, keep_freed_memory
 from .checkpoint import latest_common_step, load_checkpoint, remove_checkpoints, save_checkpoint
 from .optim import AdamW, TrainConfig, lr_at, param_settings, resolve_device
 from .step import accumulate_step, lm_loss, train_step
+from .throughput import mfu, peak_tflops, prefetched
 
 if TYPE_CHECKING:
     from .distributed import Ranks
@@ -57,9 +59,9 @@ def init_model(model_cfg: GPTConfig, seed: int) -> GPT:
 
 
 def to_batch(arr: np.ndarray, train_cfg: TrainConfig, model_cfg: GPTConfig, step: int,
-             device: torch.device, ranks: Ranks | None = None) -> torch.Tensor:
+             device: torch.device, ranks: Ranks | None = None, pin: bool = False) -> torch.Tensor:
     """Validate ``batch_fn``'s output and move it (this rank's rows of it) to ``device`` as
-    int64 (B, T+1)."""
+    int64 (B, T+1); ``pin``: through page-locked memory, so the copy to a GPU is asynchronous."""
     a = np.asarray(arr)
     if a.ndim != 2 or a.shape[0] != train_cfg.batch_size or not 2 <= a.shape[1] <= model_cfg.context + 1:
         raise DataError(f"batch_fn({step}) returned shape {a.shape}; expected ({train_cfg.batch_size}, T+1) "
@@ -69,7 +71,8 @@ def to_batch(arr: np.ndarray, train_cfg: TrainConfig, model_cfg: GPTConfig, step
                         f"got dtype {a.dtype}, range [{a.min()}, {a.max()}] — check the tokenizer's vocab size")
     if ranks is not None:
         a = ranks.rows(a)
-    return torch.from_numpy(a.astype(np.int64, copy=False)).to(device, non_blocking=True)
+    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
+    return (t.pin_memory() if pin else t).to(device, non_blocking=True)
 
 
 def final_window(n_steps: int) -> int:
@@ -203,26 +206,47 @@ def train_lm(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fn: BatchFn, n_
     pending: list[torch.Tensor] = []
     tokens = call_tokens = 0
     t0 = time.perf_counter()
-    for step in range(start, n_steps):
-        if ranks is not None:
-            ranks.fault(step)
-        batch = to_batch(batch_fn(step), train_cfg, model_cfg, step, device, ranks)
-        pending.append(one_step(batch, lr_at(train_cfg, step, n_steps)))
-        tokens += train_cfg.batch_size * (batch.shape[1] - 1)
-        flush, ckpt = _checks_due(train_cfg, step + 1, n_steps)
-        if flush:  # one device sync (and one all-reduce of the losses) per flush, not per step
-            values = torch.stack(pending)
-            rec.add((values if ranks is None else ranks.all_sum(values)).tolist(), step + 1 - len(pending),
-                    train_cfg.lr, tokens)
-            call_tokens += tokens
-            pending, tokens = [], 0
-            _after_flush(rec, train_cfg, step + 1, model, opt, time.perf_counter() - t0, ckpt, progress)
-        if stop_after is not None and step + 1 >= stop_after and step + 1 < n_steps:
-            return {"stopped_at": step + 1}
+    with closing(_batches(batch_fn, train_cfg, model_cfg, device, ranks, start, n_steps)) as batches:
+        for step, batch in zip(range(start, n_steps), batches):
+            if ranks is not None:
+                ranks.fault(step)
+            pending.append(one_step(batch, lr_at(train_cfg, step, n_steps)))
+            tokens += train_cfg.batch_size * (batch.shape[1] - 1)
+            flush, ckpt = _checks_due(train_cfg, step + 1, n_steps)
+            if flush:  # one device sync (and one all-reduce of the losses) per flush, not per step
+                values = torch.stack(pending)
+                rec.add((values if ranks is None else ranks.all_sum(values)).tolist(), step + 1 - len(pending),
+                        train_cfg.lr, tokens)
+                call_tokens += tokens
+                pending, tokens = [], 0
+                _after_flush(rec, train_cfg, step + 1, model, opt, time.perf_counter() - t0, ckpt, progress)
+            if stop_after is not None and step + 1 >= stop_after and step + 1 < n_steps:
+                return {"stopped_at": step + 1}
     wall = time.perf_counter() - t0
-    extra = {"tokens_per_s": call_tokens / max(wall, 1e-9), "train_mode": "single" if ranks is None else "ddp",
-             "ranks": 1 if ranks is None else ranks.world, "micro_batch_size": train_cfg.micro_batch_size}
-    return rec.finish(model_cfg, train_cfg, model.state_dict(), wall, device, extra)
+    return rec.finish(model_cfg, train_cfg, model.state_dict(), wall, device,
+                      _speed(model_cfg, train_cfg, call_tokens / max(wall, 1e-9), device, ranks))
+
+
+def _batches(batch_fn: BatchFn, train_cfg: TrainConfig, model_cfg: GPTConfig, device: torch.device,
+             ranks: Ranks | None, start: int, stop: int) -> Iterator[torch.Tensor]:
+    """The steps' batches on ``device``; on CUDA read, pinned and copied by a background thread
+    while the step before trains (the same batches, in the same order)."""
+    def fetch(step: int) -> torch.Tensor:
+        return to_batch(batch_fn(step), train_cfg, model_cfg, step, device, ranks, pin=device.type == "cuda")
+
+    if device.type == "cuda":
+        return prefetched(fetch, start, stop)
+    return (fetch(step) for step in range(start, stop))
+
+
+def _speed(model_cfg: GPTConfig, train_cfg: TrainConfig, tokens_per_s: float, device: torch.device,
+           ranks: Ranks | None) -> dict:
+    """Throughput fields of train.json: tokens/s over all ranks and MFU (see throughput.py)."""
+    world = 1 if ranks is None else ranks.world
+    return {"tokens_per_s": tokens_per_s, "train_mode": "single" if ranks is None else "ddp", "ranks": world,
+            "micro_batch_size": train_cfg.micro_batch_size,
+            "mfu": mfu(param_count(model_cfg), tokens_per_s, peak_tflops(device), world),
+            "mfu_flops": "6·params per token (no attention or recomputation FLOPs); bf16 dense peak"}
 
 
 def _stepper(model: GPT, opt: AdamW, train_cfg: TrainConfig, amp: torch.dtype | None,
