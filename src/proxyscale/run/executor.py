@@ -94,8 +94,9 @@ def step_threads(cost: float, cores: int) -> int:
 
 def threads_for(batch: list[Step], cores: int) -> int:
     """Threads for a batch: what its costliest step gets alone (a batch of same-shape models
-    runs at the thread count each of them would)."""
-    return step_threads(max(s.cost for s in batch), cores)
+    runs at the thread count each of them would), and at least one per data-parallel rank
+    (a step of ``ranks`` R starts R processes, which share its threads)."""
+    return max(step_threads(max(s.cost for s in batch), cores), max(getattr(s, "ranks", 1) for s in batch))
 
 
 def stack_sizes(n: int, max_batch: int, slots: int) -> list[int]:
