@@ -22,3 +22,14 @@ def train_tiny(ctx) -> None:
     with process_group("cpu") as ranks:
         train_lm(model, train, batches(train.batch_size), c["n_steps"], ctx.out, c["seed"], ranks=ranks,
                  stop_after=c.get("stop_after"))
+
+
+def sleep_forever(ctx) -> None:
+    """Join the job, say so, and wait to be stopped."""
+    import time
+
+    with process_group("cpu") as ranks:
+        with open(ctx.config["marker"] + f".{ranks.rank}", "w") as f:
+            f.write("up")
+        while True:
+            time.sleep(0.5)

@@ -86,7 +86,12 @@ def test_a_one_rank_checkpoint_resumes_on_two_ranks(tmp_path, single):
 
 
 def test_a_dead_rank_fails_in_one_line_and_leaves_no_process_or_half_file(tmp_path, monkeypatch):
+    import tempfile
+
     monkeypatch.setenv(FAULT_ENV, "1:3")  # rank 1 is SIGKILLed when it reaches step 3
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp" / "proxyscale-ranks-999999999-x").mkdir()  # left by a launch that was killed
     with pytest.raises(StoreError) as err:
         _ranks(tmp_path / "run")
     line = str(err.value)
@@ -95,8 +100,8 @@ def test_a_dead_rank_fails_in_one_line_and_leaves_no_process_or_half_file(tmp_pa
     run = tmp_path / "run"
     assert not (run / "train.json").exists() and not (run / "model.safetensors").exists()
     assert [p.name for p in (run / "checkpoint").iterdir()] == ["step-000002"]  # whole checkpoints only
-    assert not _children_named("proxyscale.run.ddp")
-    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("proxyscale-ranks-*"))
+    assert not _children_named("-m proxyscale.run.ddp")
+    assert not list((tmp_path / "tmp").iterdir())  # its own temp folder, and the stale one, removed
 
 
 def _children_named(text: str) -> list[str]:
@@ -133,3 +138,40 @@ def test_failure_lines_name_the_rank():
     assert "rank 1 died (killed by SIGKILL" in failure_line(out, 2, 1)
     assert failure_line("x\nproxyscale-rank-error: rank 0: diverged at step 3\n", 2, 1) == \
         "data-parallel training (2 ranks) failed: rank 0: diverged at step 3"
+
+
+LAUNCHER = """
+import sys
+from pathlib import Path
+from _ddp_fns import sleep_forever
+from proxyscale.run.ddp import launch_ranks
+from proxyscale.run.step import StepContext
+launch_ranks(StepContext("k", "t", "n", {"marker": sys.argv[1]}, {}, Path(sys.argv[1]).parent, 2), sleep_forever, 2,
+             "cpu")
+"""
+
+
+@pytest.mark.slow  # 17 s; the dead-rank test checks for leftovers by default
+def test_killing_the_launching_worker_leaves_no_rank_behind(tmp_path):
+    """The driver stops a worker with SIGTERM, then SIGKILL: torchrun and its ranks go with it."""
+    import signal
+    import subprocess
+    import time
+
+    marker = tmp_path / "up"
+    (tmp_path / "tmp").mkdir()  # a killed launch leaves its temp folder (the next launch removes it)
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(marker)],
+                            env={**os.environ, "TMPDIR": str(tmp_path / "tmp")})
+    try:
+        deadline = time.monotonic() + 120
+        while not all(Path(f"{marker}.{r}").exists() for r in (0, 1)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert all(Path(f"{marker}.{r}").exists() for r in (0, 1)), "the ranks did not start"
+        assert len(_children_named("-m proxyscale.run.ddp")) == 3  # torchrun and 2 ranks
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while _children_named("-m proxyscale.run.ddp") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _children_named("-m proxyscale.run.ddp")

@@ -18,6 +18,7 @@ import ctypes
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,10 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, ProxyscaleError, StoreError
+from ..store.layout import pid_alive
 from .step import StepContext, ref, resolve
 
 JOB_ENV = "PROXYSCALE_DDP_JOB"  # the step context, as JSON, for the ranks
+TORCHRUN_FLAG = "--torchrun"  # `python -m proxyscale.run.ddp --torchrun ARGS`: torchrun ARGS
 _ERROR_PREFIX = "proxyscale-rank-error: "
+_TEMP_PREFIX = "proxyscale-ranks-"
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
@@ -60,8 +64,9 @@ def check_gpus(ranks: int, device: str) -> bool:
 
 
 def torchrun_command(ranks: int, port: int) -> list[str]:
-    """The command starting ``ranks`` processes of :func:`main` (this interpreter's torch)."""
-    return [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--node-rank=0",
+    """The command starting ``ranks`` processes of :func:`main`: torchrun (``torch.distributed.run``
+    of this interpreter's torch), entered through :func:`main` so that it dies with its parent."""
+    return [sys.executable, "-m", "proxyscale.run.ddp", TORCHRUN_FLAG, "--nnodes=1", "--node-rank=0",
             f"--nproc-per-node={ranks}", "--master-addr=127.0.0.1", f"--master-port={port}",
             "--max-restarts=0", "--monitor-interval=0.2", "-m", "proxyscale.run.ddp"]
 
@@ -82,13 +87,22 @@ def launch_ranks(ctx: StepContext, fn: Any, ranks: int, device: str = "auto") ->
     any rank fails (the full output is kept as the error's cause, in the step's traceback)."""
     check_gpus(ranks, device)
     env = rank_env(ctx, ref(fn), ranks)
-    with tempfile.TemporaryDirectory(prefix="proxyscale-ranks-") as tmp:
+    _remove_stale_temp()
+    with tempfile.TemporaryDirectory(prefix=f"{_TEMP_PREFIX}{os.getpid()}-") as tmp:
         env["TMPDIR"] = tmp  # torchrun keeps per-run folders in the temp dir: removed with it
         proc = subprocess.run(torchrun_command(ranks, _free_port()), env=env, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, start_new_session=True, preexec_fn=die_with_parent)
+                              capture_output=True, text=True, start_new_session=True)
     if proc.returncode != 0:
         raise StoreError(failure_line(proc.stdout + proc.stderr, ranks, proc.returncode)) \
             from RuntimeError(_tail(proc.stdout + proc.stderr))
+
+
+def _remove_stale_temp() -> None:
+    """Remove the temp folders of launches whose process was killed (its pid is in the name)."""
+    for d in Path(tempfile.gettempdir()).glob(f"{_TEMP_PREFIX}*-*"):
+        pid = d.name[len(_TEMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def failure_line(output: str, ranks: int, code: int) -> str:
@@ -120,9 +134,16 @@ def _context(job: dict[str, Any]) -> StepContext:
 
 
 def main() -> int:
-    """One rank: rebuild the step context from :data:`JOB_ENV` and run its function."""
+    """One rank: rebuild the step context from :data:`JOB_ENV` and run its function. With
+    :data:`TORCHRUN_FLAG` first: torchrun itself (its SIGTERM handler stops the ranks)."""
     from .worker import set_threads
 
+    if sys.argv[1:2] == [TORCHRUN_FLAG]:
+        die_with_parent(signal.SIGTERM)
+        from torch.distributed.run import main as torchrun
+
+        torchrun(sys.argv[2:])
+        return 0
     die_with_parent(signal.SIGKILL)
     job = json.loads(os.environ[JOB_ENV])
     set_threads(int(job["threads"]))
