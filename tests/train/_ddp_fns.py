@@ -33,3 +33,13 @@ def sleep_forever(ctx) -> None:
             f.write("up")
         while True:
             time.sleep(0.5)
+
+
+def train_cuda(ctx) -> None:
+    """train_tiny on CUDA (NCCL, one GPU per rank) with test_train_loop's batches."""
+    from test_train_batched import _fns
+
+    c = ctx.config
+    model, train = from_dict(GPTConfig, c["model"]), from_dict(TrainConfig, c["train"])
+    with process_group(train.device) as ranks:
+        train_lm(model, train, _fns()[0], c["n_steps"], ctx.out, c["seed"], ranks=ranks)
