@@ -9,8 +9,11 @@ into the step's partial directory; every store write of a training run is rank 0
 
 torchrun, and each rank, die with their parent (``PR_SET_PDEATHSIG``), so a worker stopped by the
 driver, or killed, leaves no process behind. A rank that fails (an error, a kill) makes torchrun
-stop the others (``--max-restarts 0``); the step then fails with one line naming the rank, and the
-executor's retry rules apply. Processes talk over the loopback interface only.
+stop the others (``--max-restarts 0``); the step then fails with one line naming the rank (a
+failed step, as any step that raises: a re-run resumes it from its last checkpoint). The ranks'
+gloo/NCCL traffic stays on the loopback interface; torchrun's rendezvous store (torch's
+TCPStore, on a random port for the job's lifetime) listens on every interface, which torch
+offers no setting to narrow.
 """
 from __future__ import annotations
 
@@ -118,7 +121,7 @@ def failure_line(output: str, ranks: int, code: int) -> str:
         c = int(exit_code.group(1))
         how = f"killed by {signal.Signals(-c).name}" if c < 0 and -c in signal.valid_signals() else f"exit {c}"
         return (f"{where}: rank {rank.group(1)} died ({how}; out of memory or killed?); "
-                "the step is retried from its last checkpoint")
+                "re-run to resume it from its last checkpoint")
     return f"{where}: torchrun exited with {code}; see the step's traceback for its output"
 
 
