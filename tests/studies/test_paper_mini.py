@@ -77,3 +77,13 @@ def test_paper_mini_on_two_ranks_gives_the_one_rank_analysis(tmp_path):
     assert (two.loc[two["kind"] == "neural", "r2"] > 0.3).all()  # a real signal, not noise that matches
     trained = [read_json(p) for p in (store / "steps" / "train").glob("*/train.json")]
     assert sorted(m.get("ranks") for m in trained) == [1] * 6 + [2] * 6
+
+
+def test_ranks_outside_the_ladder_are_refused_in_one_line():
+    from proxyscale.errors import ConfigError
+    from proxyscale.studies.fragments.lm_ladder import RungSpec, check_rungs
+
+    rungs = (RungSpec("a", 8, 1, ranks=2), RungSpec("b", 16, 1))
+    check_rungs(rungs, "b")  # the scaling study's ladder
+    with pytest.raises(ConfigError, match=r"proxies: rung\(s\) \['a'\] set ranks > 1"):
+        check_rungs(rungs, "b", "proxies")

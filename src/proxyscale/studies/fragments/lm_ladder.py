@@ -56,6 +56,10 @@ def check_rungs(rungs: tuple[RungSpec, ...], reference: str, where: str = "ladde
         raise ConfigError(f"{where}.rungs: duplicate rung names in {names}")
     if reference not in names:
         raise ConfigError(f"{where}.reference: '{reference}' is not a rung{suggest(reference, names)}")
+    ranked = [r.name for r in rungs if r.ranks > 1]
+    if ranked and where != "ladder":  # only the LM ladder's train steps start data-parallel jobs
+        raise ConfigError(f"{where}: rung(s) {ranked} set ranks > 1, which only a scaling study's ladder "
+                          "trains data-parallel; remove ranks here")
 
 
 @dataclass(frozen=True)
