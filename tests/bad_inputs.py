@@ -350,6 +350,14 @@ def _shards(bad: str) -> Mutation:
     return mutate
 
 
+def _rung_ranks(value: Any) -> Mutation:
+    """The reference rung trained as ``value`` data-parallel processes."""
+    def mutate(spec: dict, ws: Path) -> dict:
+        spec["ladder"]["rungs"][1]["ranks"] = value
+        return spec
+    return mutate
+
+
 CASES: tuple[Case, ...] = (
     Case("valid tiny spec (control)", "control", bad=False),
     # -- command line --------------------------------------------------------------------------
@@ -547,6 +555,14 @@ CASES: tuple[Case, ...] = (
          argv=_select_cli("{ws}/sel", "--workers", "1", pool="{ws}/data/shards")),
     Case("select an empty glob", "outputs", commands=("cli",),
          argv=_select_cli("{ws}/sel", "--workers", "1", pool="{ws}/data/none-*.jsonl")),
+    # -- micro-batches and data-parallel ranks (SPEC §10) ------------------------------------------
+    Case("train.micro_batch_size 3 (does not divide batch_size 4)", "types", _set("train.micro_batch_size", 3)),
+    Case("train.micro_batch_size -1", "types", _set("train.micro_batch_size", -1)),
+    Case("rung ranks 0", "types", _rung_ranks(0)),
+    Case("rung ranks 1.5", "types", _rung_ranks(1.5)),
+    Case("rung ranks 3 (does not divide batch_size 4)", "types", _rung_ranks(3)),
+    Case("rung ranks 2 with micro_batch_size 4 (2 rows per rank)", "types",
+         lambda s, ws: _set("train.micro_batch_size", 4)(_rung_ranks(2)(s, ws), ws)),
 )
 
 

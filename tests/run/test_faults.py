@@ -148,6 +148,9 @@ def test_threads_follow_the_step_not_what_runs_beside_it():
     assert threads_for(big, cores=8) == 8  # every core, whatever runs beside it (the executor waits for them)
     assert threads_for(big, cores=2) == 2
     assert threads_for(small * 40, cores=8) == 1  # small steps: one thread each, however many are stacked
+    ranked = [Step("t", "ranked", {}, cost=SMALL_STEP_FLOPS / 10, ranks=2)]
+    assert threads_for(ranked, cores=8) == 2  # a thread for each data-parallel rank it starts
+    assert threads_for([Step("t", "r", {}, cost=SMALL_STEP_FLOPS * 10, ranks=2)], cores=8) == 8  # 4 each
 
 
 KILLER, STACKED = "_fault_steps:die_then_add", "_fault_steps:stacked"

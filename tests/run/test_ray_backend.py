@@ -25,7 +25,7 @@ from test_run_executor import FN, diamond, runs, value  # noqa: E402
 import proxyscale  # noqa: E402
 from proxyscale.errors import ConfigError  # noqa: E402
 from proxyscale.run.backends import make_backend  # noqa: E402
-from proxyscale.run.backends.ray import SINGLE_NODE_ENV, RayBackend, is_loopback  # noqa: E402
+from proxyscale.run.backends.ray import SINGLE_NODE_ENV, RayBackend, is_loopback, task_options  # noqa: E402
 from proxyscale.run.executor import ExecutorSpec, run_plan  # noqa: E402
 from proxyscale.run.plan import Plan, Step  # noqa: E402
 from proxyscale.store import Store, read_json  # noqa: E402
@@ -304,3 +304,11 @@ def test_a_real_study_on_a_private_ray_equals_the_local_backend(tmp_path, text_s
         run_study(spec, tmp_path / backend, workers=2, backend=backend, progress=False)
     local, on_ray = _step_files(tmp_path / "local"), _step_files(tmp_path / "ray")
     assert len(local) > 300 and local == on_ray
+
+
+def test_a_data_parallel_step_is_one_task_holding_its_gpus():
+    """A batch with a step of ``ranks: 2`` on CUDA (Step.gpus = 2) asks Ray for both GPUs in one
+    task (whose worker starts torchrun on that node); its threads become CPUs, capped by a node's."""
+    opts = task_options([{"gpus": 2, "ranks": 2}, {"gpus": 0}], threads=8, max_cpus=4)
+    assert opts == {"num_cpus": 4, "num_gpus": 2.0, "max_retries": 0, "retry_exceptions": False}
+    assert task_options([{}], threads=1, max_cpus=16)["num_gpus"] == 0.0

@@ -137,3 +137,22 @@ def test_cancel_scancels_the_jobs_and_returns_at_once(tmp_path, sbatch):
         assert store.state(a.key) == "running" and store.failure(a.key) is None  # the job's own claim
     finally:
         os.kill(int(log.read_text().split()[1]), signal.SIGKILL)  # the stand-in "job" scancel did not stop
+
+
+def test_a_data_parallel_step_asks_for_its_gpus_on_one_node(tmp_path, sbatch):
+    """A train step of a rung with ``ranks: 2`` on CUDA (Step.gpus = 2): one job, one node, one
+    task holding both GPUs; its worker starts torchrun there (run/ddp.py)."""
+    from proxyscale.run.backends.slurm import SlurmBackend, job_gpus
+
+    backend = SlurmBackend(2, job_dir=tmp_path / "jobs", extra_args=("--partition=gpu",))
+    try:
+        argv = backend.command(tmp_path / "jobs" / "job-1.json", 8, job_gpus([{"gpus": 2, "ranks": 2}, {"gpus": 0}]))
+        plain = backend.command(tmp_path / "jobs" / "job-2.json", 1, job_gpus([{"gpus": 0}, {}]))
+    finally:
+        backend.shutdown()
+    at = argv.index(str(tmp_path / "jobs" / "run-job.sh"))
+    assert argv[:at] == ["sbatch", "--wait", "--parsable", "--cpus-per-task=8", "--job-name=proxyscale",
+                         "--gpus-per-node=2", "--nodes=1", "--ntasks=1",
+                         f"--output={tmp_path / 'jobs' / 'job-1.log'}", "--partition=gpu"]
+    assert argv[at + 1:at + 4] == [sys.executable, "-m", "proxyscale.run.worker"]
+    assert not any(a.startswith("--gpus") for a in plain)

@@ -18,7 +18,7 @@ from bad_inputs import make_workspace, tiny_spec  # noqa: E402
 # analysis.json's meta.compute for the report's "Compute spent"). Files that hold any of them are
 # compared without them. (Which models share a worker is fixed by the plan, so group_size and the
 # batching record are compared too.)
-RAN = {"wall_s", "compute_wall_s", "group_wall_s", "tokens_per_s", "group_tokens_per_s", "windows_per_s",
+RAN = {"wall_s", "compute_wall_s", "group_wall_s", "tokens_per_s", "group_tokens_per_s", "windows_per_s", "mfu",
        "featurize_s"}
 RAN_FILES = {"train.json", "train_metrics.json", "analysis.json"}
 

@@ -27,6 +27,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from ..errors import ConfigError, StoreError
@@ -74,7 +75,14 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """Decoder-only LM: ``forward(idx (B, T)) -> logits (B, T, V)``."""
+    """Decoder-only LM: ``forward(idx (B, T)) -> logits (B, T, V)``.
+
+    ``checkpoint_blocks = True`` (TrainConfig.activation_checkpointing) keeps only each block's
+    input during a training forward and recomputes the block's activations in backward
+    (``torch.utils.checkpoint``, non-reentrant): less memory, about one more forward of compute,
+    the same gradients."""
+
+    checkpoint_blocks: bool = False
 
     def __init__(self, cfg: GPTConfig, generator: torch.Generator | None = None) -> None:
         super().__init__()
@@ -123,8 +131,12 @@ class GPT(nn.Module):
                               "shorten the inputs or build the model with a larger context")
         pos = torch.arange(T, device=idx.device)
         x = self.wte(idx) + self.wpe(pos)  # (B, T, d)
+        remat = self.checkpoint_blocks and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x, fused_attention)
+            if remat:
+                x = torch.utils.checkpoint.checkpoint(block, x, fused_attention, use_reentrant=False)
+            else:
+                x = block(x, fused_attention)
         x = self.ln_f(x)
         if self.cfg.output_mult != 1.0:  # scale the (B, T, d) input, not the V-wide logits: cheaper
             x = x * self.cfg.output_mult

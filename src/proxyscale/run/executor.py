@@ -95,8 +95,11 @@ def step_threads(cost: float, cores: int) -> int:
 def threads_for(batch: list[Step], cores: int) -> int:
     """Threads for a batch: what its costliest step gets alone, where a member of a stack the
     plan made counts as its whole stack (``stack_size`` models trained as one, whatever part of
-    the stack a resumed batch still holds, so a member's threads never depend on that)."""
-    return step_threads(max(s.cost * _stack_size(s) for s in batch), cores)
+    the stack a resumed batch still holds, so a member's threads never depend on that), and at
+    least one per data-parallel rank (a step of ``ranks`` R starts R processes, which share its
+    threads)."""
+    return max(step_threads(max(s.cost * _stack_size(s) for s in batch), cores),
+               max(getattr(s, "ranks", 1) for s in batch))
 
 
 def _stack_size(step: Step) -> int:

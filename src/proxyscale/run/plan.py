@@ -40,6 +40,7 @@ class Step:
     cost: float = 1.0  # relative cost estimate, for progress and scheduling (FLOPs where known)
     info: dict[str, Any] = field(default_factory=dict)  # not hashed: what `plan` prints
     gpus: float = 0.0  # not hashed: GPUs one run of the step asks the ray backend for
+    ranks: int = 1  # not hashed: processes one run of the step starts (data-parallel training)
     # Filled from the step kind when the step is added to a plan (see :meth:`Plan.add`):
     fn: str | None = None  # "module:function" the worker runs
     batch_fn: str | None = None  # "module:function" running several steps of this kind at once
@@ -58,7 +59,7 @@ class Step:
     def to_payload(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, "config": self.config, "inputs": self.inputs,
                 "key": self.key, "fn": self.fn, "batch_fn": self.batch_fn, "config_type": self.config_type,
-                "gpus": self.gpus}
+                "gpus": self.gpus, "ranks": self.ranks}
 
 
 def bind(step: Step) -> Step:

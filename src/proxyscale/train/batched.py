@@ -65,7 +65,11 @@ class _Stack:
         return {n: t[k] for n, t in opt.state_tensors().items()}
 
 
-def _check_args(batch_fns: list, out_dirs: list, seeds: list) -> None:
+def _check_args(batch_fns: list, out_dirs: list, seeds: list, train_cfg: TrainConfig | None = None) -> None:
+    if train_cfg is not None and (train_cfg.micro_batch_size not in (0, train_cfg.batch_size)
+                                  or train_cfg.activation_checkpointing):
+        raise ConfigError("stacked training runs each step's whole batch at once: set micro_batch_size: 0 and "
+                          "activation_checkpointing: false, or train the models one at a time")
     if not (len(batch_fns) == len(out_dirs) == len(seeds)) or not seeds:
         raise ConfigError(f"train_lm_batched needs equally many batch_fns, out_dirs and seeds (>= 1); got "
                           f"{len(batch_fns)}, {len(out_dirs)}, {len(seeds)}")
@@ -119,7 +123,7 @@ def train_lm_batched(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fns: li
     ``mode``: "batched" stacks them, "sequential" trains them one after another, "auto"
     measures which is faster here (see the module doc).
     """
-    _check_args(batch_fns, out_dirs, seeds)
+    _check_args(batch_fns, out_dirs, seeds, train_cfg)
     if n_steps < 1:
         raise DataError(f"n_steps must be >= 1, got {n_steps}")
     recs = [RunRecord(Path(d), run_hash(model_cfg, train_cfg, n_steps, s), s) for d, s in zip(out_dirs, seeds)]

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import closing
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
@@ -33,7 +34,11 @@ from ..store import FORMAT_VERSION, read_json, save_weights, write_json, write_n
 from .calibrate import choose_precision, cpu_info, keep_freed_memory
 from .checkpoint import latest_common_step, load_checkpoint, remove_checkpoints, save_checkpoint
 from .optim import AdamW, TrainConfig, lr_at, param_settings, resolve_device
-from .step import lm_loss, train_step
+from .step import accumulate_step, lm_loss, train_step
+from .throughput import mfu, peak_tflops, prefetched
+
+if TYPE_CHECKING:
+    from .distributed import Ranks
 
 __all__ = ["BatchFn", "RunRecord", "lm_loss", "train_lm", "train_step"]  # lm_loss/train_step: from step.py
 
@@ -54,8 +59,9 @@ def init_model(model_cfg: GPTConfig, seed: int) -> GPT:
 
 
 def to_batch(arr: np.ndarray, train_cfg: TrainConfig, model_cfg: GPTConfig, step: int,
-             device: torch.device) -> torch.Tensor:
-    """Validate ``batch_fn``'s output and move it to ``device`` as int64 (B, T+1)."""
+             device: torch.device, ranks: Ranks | None = None, pin: bool = False) -> torch.Tensor:
+    """Validate ``batch_fn``'s output and move it (this rank's rows of it) to ``device`` as
+    int64 (B, T+1); ``pin``: through page-locked memory, so the copy to a GPU is asynchronous."""
     a = np.asarray(arr)
     if a.ndim != 2 or a.shape[0] != train_cfg.batch_size or not 2 <= a.shape[1] <= model_cfg.context + 1:
         raise DataError(f"batch_fn({step}) returned shape {a.shape}; expected ({train_cfg.batch_size}, T+1) "
@@ -63,7 +69,10 @@ def to_batch(arr: np.ndarray, train_cfg: TrainConfig, model_cfg: GPTConfig, step
     if not np.issubdtype(a.dtype, np.integer) or a.min() < 0 or a.max() >= model_cfg.vocab_size:
         raise DataError(f"batch_fn({step}) must return integer token ids in [0, {model_cfg.vocab_size}); "
                         f"got dtype {a.dtype}, range [{a.min()}, {a.max()}] — check the tokenizer's vocab size")
-    return torch.from_numpy(a.astype(np.int64, copy=False)).to(device, non_blocking=True)
+    if ranks is not None:
+        a = ranks.rows(a)
+    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
+    return (t.pin_memory() if pin else t).to(device, non_blocking=True)
 
 
 def final_window(n_steps: int) -> int:
@@ -74,8 +83,9 @@ def final_window(n_steps: int) -> int:
 class RunRecord:
     """Bookkeeping of one run directory: losses so far, tokens, wall time, and its files."""
 
-    def __init__(self, out_dir: Path, rhash: str, seed: int) -> None:
+    def __init__(self, out_dir: Path, rhash: str, seed: int, writer: bool = True) -> None:
         self.out, self.rhash, self.seed = Path(out_dir), rhash, seed
+        self.writer = writer  # False on data-parallel ranks other than 0: they write nothing
         self.losses: list[float] = []
         self.tokens = 0
         self.wall_before = 0.0
@@ -113,11 +123,14 @@ class RunRecord:
     def fail(self, step: int, value: float, lr: float) -> None:
         msg = (f"diverged at step {step}: loss={value}; lower the learning rate (peak lr={lr:g}), "
                "lengthen the warm-up or tighten grad_clip")
-        write_json(self.out / "diverged.json", {"format_version": FORMAT_VERSION, "step": step,
-                                                 "loss": str(value), "run_hash": self.rhash, "reason": msg})
+        if self.writer:
+            write_json(self.out / "diverged.json", {"format_version": FORMAT_VERSION, "step": step,
+                                                     "loss": str(value), "run_hash": self.rhash, "reason": msg})
         raise DivergedError(f"{self.out}: {msg}")
 
     def checkpoint(self, step: int, model: dict, optim: dict, wall: float, keep: int) -> None:
+        if not self.writer:
+            return
         save_checkpoint(self.ckpt_root, step, model, optim, {
             "run_hash": self.rhash, "seed": self.seed, "losses": self.losses, "tokens": self.tokens,
             "wall_s": self.wall_before + wall,
@@ -147,6 +160,8 @@ class RunRecord:
         }
         if device.type == "cpu":
             metrics["cpu"] = cpu_info()
+        if not self.writer:
+            return metrics
         save_weights(self.out / "model.safetensors", weights)
         write_json(self.out / "model.json", model_config_dict(model_cfg))
         write_npy(self.out / "losses.npy", arr)
@@ -164,51 +179,105 @@ def _checks_due(train_cfg: TrainConfig, done: int, n_steps: int) -> tuple[bool, 
 
 
 def train_lm(model_cfg: GPTConfig, train_cfg: TrainConfig, batch_fn: BatchFn, n_steps: int, out_dir: str | Path,
-             seed: int, progress: Callable[[dict], None] | None = None, stop_after: int | None = None) -> dict:
+             seed: int, progress: Callable[[dict], None] | None = None, stop_after: int | None = None,
+             ranks: Ranks | None = None) -> dict:
     """Train a GPT for ``n_steps`` AdamW steps on ``batch_fn(step)`` batches; see the module doc.
 
     Returns the metrics also written to ``train.json`` (final_loss, loss_curve, tokens, params,
     flops = 6·P·D, wall_s, tokens_per_s, ...). ``stop_after`` stops after that many steps
     without finishing (what a kill leaves behind) and returns ``{"stopped_at": step}``.
+    ``train_cfg.micro_batch_size`` accumulates gradients over passes of that many rows;
+    ``ranks`` (from :func:`.distributed.process_group`) trains data-parallel, rank 0 writing.
     """
-    rec = RunRecord(Path(out_dir), run_hash(model_cfg, train_cfg, n_steps, seed), seed)
+    rec = RunRecord(Path(out_dir), run_hash(model_cfg, train_cfg, n_steps, seed), seed,
+                    writer=ranks is None or ranks.writer)
     if n_steps < 1:
         raise DataError(f"n_steps must be >= 1, got {n_steps}")
     if (done := rec.finished()) is not None:
         return done
-    device = resolve_device(train_cfg.device)
+    device = ranks.device if ranks is not None else resolve_device(train_cfg.device)
     keep_freed_memory()
     model = init_model(model_cfg, seed).to(device)
+    model.checkpoint_blocks = train_cfg.activation_checkpointing
     opt = AdamW(dict(model.named_parameters()), param_settings(model), train_cfg)
     start = _resume(rec, model, opt)
-    amp = resolve_precision(rec, model_cfg, train_cfg, device, n_steps)
-    forward = torch.compile(model) if train_cfg.compile else model
+    amp = resolve_precision(rec, model_cfg, train_cfg, device, n_steps, ranks)
+    one_step = _stepper(model, opt, train_cfg, amp, ranks)
     pending: list[torch.Tensor] = []
     tokens = call_tokens = 0
     t0 = time.perf_counter()
-    for step in range(start, n_steps):
-        batch = to_batch(batch_fn(step), train_cfg, model_cfg, step, device)
-        pending.append(train_step(forward, opt, batch, lr_at(train_cfg, step, n_steps), train_cfg.grad_clip, amp))
-        tokens += batch.shape[0] * (batch.shape[1] - 1)
-        flush, ckpt = _checks_due(train_cfg, step + 1, n_steps)
-        if flush:  # one device sync per flush, not per step
-            rec.add(torch.stack(pending).tolist(), step + 1 - len(pending), train_cfg.lr, tokens)
-            call_tokens += tokens
-            pending, tokens = [], 0
-            _after_flush(rec, train_cfg, step + 1, model, opt, time.perf_counter() - t0, ckpt, progress)
-        if stop_after is not None and step + 1 >= stop_after and step + 1 < n_steps:
-            return {"stopped_at": step + 1}
+    with closing(_batches(batch_fn, train_cfg, model_cfg, device, ranks, start, n_steps)) as batches:
+        for step, batch in zip(range(start, n_steps), batches):
+            if ranks is not None:
+                ranks.fault(step)
+            pending.append(one_step(batch, lr_at(train_cfg, step, n_steps)))
+            tokens += train_cfg.batch_size * (batch.shape[1] - 1)
+            flush, ckpt = _checks_due(train_cfg, step + 1, n_steps)
+            if flush:  # one device sync (and one all-reduce of the losses) per flush, not per step
+                values = torch.stack(pending)
+                rec.add((values if ranks is None else ranks.all_sum(values)).tolist(), step + 1 - len(pending),
+                        train_cfg.lr, tokens)
+                call_tokens += tokens
+                pending, tokens = [], 0
+                _after_flush(rec, train_cfg, step + 1, model, opt, time.perf_counter() - t0, ckpt, progress)
+            if stop_after is not None and step + 1 >= stop_after and step + 1 < n_steps:
+                return {"stopped_at": step + 1}
     wall = time.perf_counter() - t0
     return rec.finish(model_cfg, train_cfg, model.state_dict(), wall, device,
-                      {"tokens_per_s": call_tokens / max(wall, 1e-9), "train_mode": "single"})
+                      _speed(model_cfg, train_cfg, call_tokens / max(wall, 1e-9), device, ranks))
+
+
+def _batches(batch_fn: BatchFn, train_cfg: TrainConfig, model_cfg: GPTConfig, device: torch.device,
+             ranks: Ranks | None, start: int, stop: int) -> Iterator[torch.Tensor]:
+    """The steps' batches on ``device``; on CUDA read, pinned and copied by a background thread
+    while the step before trains (the same batches, in the same order)."""
+    def fetch(step: int) -> torch.Tensor:
+        return to_batch(batch_fn(step), train_cfg, model_cfg, step, device, ranks, pin=device.type == "cuda")
+
+    if device.type == "cuda":
+        return prefetched(fetch, start, stop)
+    return (fetch(step) for step in range(start, stop))
+
+
+def _speed(model_cfg: GPTConfig, train_cfg: TrainConfig, tokens_per_s: float, device: torch.device,
+           ranks: Ranks | None) -> dict:
+    """Throughput fields of train.json: tokens/s over all ranks and MFU (see throughput.py)."""
+    world = 1 if ranks is None else ranks.world
+    return {"tokens_per_s": tokens_per_s, "train_mode": "single" if ranks is None else "ddp", "ranks": world,
+            "micro_batch_size": train_cfg.micro_batch_size,
+            "mfu": mfu(param_count(model_cfg), tokens_per_s, peak_tflops(device), world),
+            "mfu_flops": "6·params per token (no attention or recomputation FLOPs); bf16 dense peak"}
+
+
+def _stepper(model: GPT, opt: AdamW, train_cfg: TrainConfig, amp: torch.dtype | None,
+             ranks: Ranks | None) -> Callable[[torch.Tensor, float], torch.Tensor]:
+    """``(batch, lr) -> loss``: one optimiser step, whole-batch (the original path, whose bits
+    existing stores hold) or in micro-batches and/or over data-parallel ranks (SPEC §10)."""
+    if ranks is None and not train_cfg.micro_batch_size:
+        forward = torch.compile(model) if train_cfg.compile else model
+        return lambda batch, lr: train_step(forward, opt, batch, lr, train_cfg.grad_clip, amp)
+    from .distributed import check_split
+
+    world = 1 if ranks is None else ranks.world
+    check_split(train_cfg.batch_size, world, train_cfg.micro_batch_size)
+    micro = train_cfg.micro_batch_size or train_cfg.batch_size // world
+    wrapped = model if ranks is None else ranks.wrap(model)
+    forward = torch.compile(wrapped) if train_cfg.compile else wrapped
+    no_sync = getattr(wrapped, "no_sync", None)  # DDP: all-reduce only on the last pass
+    return lambda batch, lr: accumulate_step(forward, opt, batch, lr, train_cfg.grad_clip, amp, micro,
+                                             train_cfg.batch_size, world, no_sync)
 
 
 def resolve_precision(rec: RunRecord, model_cfg: GPTConfig, train_cfg: TrainConfig,
-                      device: torch.device, n_steps: int) -> torch.dtype | None:
+                      device: torch.device, n_steps: int, ranks: Ranks | None = None) -> torch.dtype | None:
     """The run's autocast dtype: the one recorded in its checkpoint when resuming, else chosen
-    now (``precision: auto`` is measured on CPU, see calibrate.py) and recorded in ``rec``."""
+    now (``precision: auto`` is measured on CPU, see calibrate.py) and recorded in ``rec``;
+    data-parallel ranks all take rank 0's choice."""
     if rec.precision is None:
-        rec.precision = choose_precision(model_cfg, train_cfg, device, n_steps)[1]
+        if ranks is None or ranks.writer:
+            rec.precision = choose_precision(model_cfg, train_cfg, device, n_steps)[1]
+        if ranks is not None:
+            rec.precision = ranks.broadcast(rec.precision)
     return torch.bfloat16 if rec.precision["precision"] == "bf16" else None
 
 
@@ -225,7 +294,7 @@ def _resume(rec: RunRecord, model: GPT, opt: AdamW) -> int:
 
 def _after_flush(rec: RunRecord, train_cfg: TrainConfig, done: int, model: GPT, opt: AdamW, wall: float,
                  ckpt: bool, progress: Callable[[dict], None] | None) -> None:
-    if done in train_cfg.snapshot_steps:
+    if done in train_cfg.snapshot_steps and rec.writer:
         save_weights(rec.out / "snapshots" / f"step-{done:06d}.safetensors", model.state_dict())
     if ckpt:
         rec.checkpoint(done, model.state_dict(), opt.state_tensors(), wall, train_cfg.keep_checkpoints)

@@ -146,6 +146,20 @@ def _exposed(ray: Any, started_here: bool) -> str:
     return ", ".join(bad)
 
 
+def task_options(payloads: list[dict[str, Any]], threads: int, max_cpus: int) -> dict[str, Any]:
+    """Ray options of the task running one batch: its threads as CPUs, the GPUs its steps need.
+
+    A data-parallel step (``ranks`` R on CUDA, so ``gpus`` R) is one task asking for R GPUs, not a
+    placement group of R one-GPU bundles nor Ray Train's TorchTrainer: the task's worker starts
+    torchrun, which runs the R ranks on the task's node (run/ddp.py) exactly as the local and
+    Slurm backends do, and a Ray task gets all its GPUs on one node (Ray sets
+    ``CUDA_VISIBLE_DEVICES`` to them), which is what a STRICT_PACK group of R bundles would
+    reserve. Only ranks spread over several nodes would need one task per rank."""
+    gpus = max((float(p.get("gpus") or 0) for p in payloads), default=0.0)
+    return {"num_cpus": min(max(1, threads), max_cpus), "num_gpus": gpus, "max_retries": 0,
+            "retry_exceptions": False}
+
+
 class RayBackend:
     """Batches as Ray tasks. ``address``: see the module docstring; ``job_dir``: where attempts are
     counted (on the shared file system); ``retries``: checked here; the driver retries (see above)."""
@@ -186,8 +200,7 @@ class RayBackend:
         tries = self.job_dir / f"ray-{uuid.uuid4().hex[:12]}" if self.job_dir is not None else None
         job = json.dumps({"payloads": payloads, "store": store_root, "threads": threads,
                           "attempts_dir": str(tries) if tries else None})
-        ref = self._remote.options(num_cpus=min(max(1, threads), self._max_cpus), num_gpus=gpus,
-                                   max_retries=0, retry_exceptions=False).remote(job)
+        ref = self._remote.options(**task_options(payloads, threads, self._max_cpus)).remote(job)
         self._refs[out] = ref
         ref.future().add_done_callback(lambda f: self._settle(f, out, payloads, store_root, tries))
         return out

@@ -12,6 +12,7 @@ and nothing here is unpickled; a JSON job file and a JSON result file need no mo
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -48,12 +49,15 @@ class SlurmBackend:
         self._running: dict[subprocess.Popen, str] = {}  # sbatch --wait -> its job id ("" until printed)
         self._cancelled = False
 
-    def command(self, job: Path, threads: int) -> list[str]:
-        """The sbatch argument list for one job file (what :meth:`submit` runs)."""
+    def command(self, job: Path, threads: int, gpus: int = 0) -> list[str]:
+        """The sbatch argument list for one job file (what :meth:`submit` runs). ``gpus``: GPUs
+        on the job's one node; a data-parallel step's worker starts torchrun there, one rank per
+        GPU (``run/ddp.py``), so the job is one task holding them all."""
         script = self.job_dir / "run-job.sh"
         if not script.is_file() or script.read_text() != JOB_SCRIPT:
             write_text(script, JOB_SCRIPT)
         return ["sbatch", "--wait", "--parsable", f"--cpus-per-task={threads}", "--job-name=proxyscale",
+                *([f"--gpus-per-node={gpus}", "--nodes=1", "--ntasks=1"] if gpus else []),
                 f"--output={slurm_filename(job.with_suffix('.log'))}", *self.extra_args,
                 str(script), sys.executable, "-m", "proxyscale.run.worker", str(job)]
 
@@ -63,8 +67,8 @@ class SlurmBackend:
         with self._lock:
             if self._cancelled:
                 return _cancelled(payloads)
-            proc = subprocess.Popen(self.command(job, threads), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True)
+            proc = subprocess.Popen(self.command(job, threads, job_gpus(payloads)), stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
             self._running[proc] = ""
         first = proc.stdout.readline() if proc.stdout is not None else ""  # --parsable: the id, at submission
         with self._lock:
@@ -102,6 +106,11 @@ class SlurmBackend:
             for proc in running:
                 proc.terminate()
         self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+def job_gpus(payloads: list[dict[str, Any]]) -> int:
+    """Whole GPUs a batch's job asks for: the most any of its steps needs (0: none)."""
+    return math.ceil(max((float(p.get("gpus") or 0) for p in payloads), default=0.0))
 
 
 def _cancelled(payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:

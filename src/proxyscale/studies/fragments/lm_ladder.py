@@ -56,6 +56,10 @@ def check_rungs(rungs: tuple[RungSpec, ...], reference: str, where: str = "ladde
         raise ConfigError(f"{where}.rungs: duplicate rung names in {names}")
     if reference not in names:
         raise ConfigError(f"{where}.reference: '{reference}' is not a rung{suggest(reference, names)}")
+    ranked = [r.name for r in rungs if r.ranks > 1]
+    if ranked and where != "ladder":  # only the LM ladder's train steps start data-parallel jobs
+        raise ConfigError(f"{where}: rung(s) {ranked} set ranks > 1, which only a scaling study's ladder "
+                          "trains data-parallel; remove ranks here")
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,9 @@ class TrainStep:
     stacking: Literal["stacked", "auto", "single"] = "single"
     stack_size: int = 1
     stack_index: int = 0
+    # data-parallel processes (RungSpec.ranks); in the key when > 1, but not in the training run's
+    # hash, so the run's checkpoints resume under any number of ranks
+    ranks: int = field(default=1, metadata={"omit_default": True})
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,7 @@ def add_lm_ladder(plan: Plan, *, ladder: LadderSpec, distributions: Mapping[str,
     (:func:`.measured.plan_stacks`). Returns ``{"eval:<dist>:<rung>:<seed>": key}``."""
     from .measured import plan_stacks, train_choices
 
+    check_ranks(ladder, train)
     evals: dict[str, str] = {}
     for rung in ladder.rungs:
         b = ladder.budget(rung, vocab_size, context, train.batch_size)
@@ -130,7 +138,8 @@ def add_lm_ladder(plan: Plan, *, ladder: LadderSpec, distributions: Mapping[str,
         model = {**to_dict(gpt)}
         members = [(d, rep) for d in sorted(distributions) if not (windows and d in windows)
                    for rep in ladder.seeds(rung)]
-        place = plan_stacks(members, max_batch, b.flops) if b.params < batch_below_params else {}
+        stackable = b.params < batch_below_params and rung.ranks == 1 and not _splits(train)
+        place = plan_stacks(members, max_batch, b.flops) if stackable else {}
         # measured choices resolved into the config, hence the key (see measured.py)
         rung_train, stacking = train_choices(gpt, train, b.n_steps, max((p[1] for p in place.values()), default=1),
                                              b.flops)
@@ -141,7 +150,8 @@ def add_lm_ladder(plan: Plan, *, ladder: LadderSpec, distributions: Mapping[str,
             for rep in ladder.seeds(rung):
                 cfg = {"distribution": dname, "mixture": dict(mix), "rung": rung.name, "model": model,
                        "train": train_cfg, "n_steps": b.n_steps,
-                       "seed": derive_seed(seed, "train", dname, rung.name, rep), "replicate": rep}
+                       "seed": derive_seed(seed, "train", dname, rung.name, rep), "replicate": rep,
+                       **({"ranks": rung.ranks} if rung.ranks > 1 else {})}
                 bkey = None
                 if stacking != "single" and (dname, rep) in place:
                     j, size, index = place[(dname, rep)]
@@ -152,12 +162,37 @@ def add_lm_ladder(plan: Plan, *, ladder: LadderSpec, distributions: Mapping[str,
                 else:
                     tkey = plan.add(Step("train", f"{dname}-{rung.name}-s{rep}", cfg,
                                          {"tokenizer": tokenizer, **shard_inputs(mix)}, bkey, b.flops,
-                                         info={**b.as_dict(), "rung": rung.name, "distribution": dname}))
+                                         info={**b.as_dict(), "rung": rung.name, "distribution": dname},
+                                         ranks=rung.ranks, gpus=rung.ranks if _on_cuda(train) else 0.0))
                 ekey = plan.add(Step("eval", f"{dname}-{rung.name}-s{rep}", {"batch_size": 64},
                                      {"model": tkey, **test_inputs},
                                      cost=2 * b.params * 200 * max(1, len(test_inputs)) * context))
                 evals[f"eval:{dname}:{rung.name}:{rep}"] = ekey
     return evals
+
+
+def _splits(train: TrainConfig) -> bool:
+    """Whether the batch runs in several passes (micro-batches) or with activation checkpointing:
+    the stacked path does neither."""
+    return train.micro_batch_size not in (0, train.batch_size) or train.activation_checkpointing
+
+
+def _on_cuda(train: TrainConfig) -> bool:
+    """Whether a train step asks its backend for GPUs: only when its device says CUDA (a plan
+    made on a login node without GPUs cannot tell what ``auto`` will find)."""
+    return train.device.startswith("cuda")
+
+
+def check_ranks(ladder: LadderSpec, train: TrainConfig) -> None:
+    """Each rung's ranks split the global batch evenly into whole micro-batches."""
+    from ...train.distributed import check_split
+
+    for rung in ladder.rungs:
+        if rung.ranks > 1:
+            try:
+                check_split(train.batch_size, rung.ranks, train.micro_batch_size)
+            except ConfigError as e:
+                raise ConfigError(f"rung '{rung.name}' (ranks {rung.ranks}): {e}") from None
 
 
 def _window_models(plan: Plan, windows: Mapping[str, tuple[str, str]], ladder: LadderSpec, rung: RungSpec,
@@ -172,7 +207,7 @@ def _window_models(plan: Plan, windows: Mapping[str, tuple[str, str]], ladder: L
     members = [WindowModel(f"{d}-{rung.name}-s{rep}", derive_seed(seed, "train", d, rung.name, rep), windows[d][0],
                            selection=windows[d][1]) for d, rep in ids]
     keys = add_window_models(plan, model=gpt, train=train, n_steps=b.n_steps, flops=b.flops, members=members,
-                             max_batch=batching[0], batch_below_params=batching[1])
+                             max_batch=batching[0], batch_below_params=batching[1], ranks=rung.ranks)
     return dict(zip(ids, keys))
 
 
@@ -198,6 +233,11 @@ def train_step(ctx: StepContext) -> None:
     stream = train_stream(ctx, c.model.context, c.seed)
     bs = c.train.batch_size
     stream.save_order(ctx.out / "data_order.npy", n_batches=c.n_steps, batch_size=bs)
+    if c.ranks > 1:
+        from ...run.ddp import launch_ranks
+
+        launch_ranks(ctx, train_rank, c.ranks, c.train.device)
+        return
     fn = ctx.tracked(lambda i: stream.batch(i, bs), c.n_steps, bs * c.model.context)
     if c.stacking == "stacked":  # a stack of one: trained by the stacked code, as its key says
         from ...train.batched import train_lm_batched
@@ -205,6 +245,19 @@ def train_step(ctx: StepContext) -> None:
         train_lm_batched(c.model, c.train, [fn], c.n_steps, [ctx.out], [c.seed], mode="batched")
     else:
         train_lm(c.model, c.train, fn, c.n_steps, ctx.out, c.seed)
+
+
+def train_rank(ctx: StepContext) -> None:
+    """One data-parallel rank of a train step (run under torchrun by :func:`train_step`)."""
+    from ...train.distributed import process_group
+    from ...train.loop import train_lm
+
+    c: TrainStep = ctx.cfg
+    stream = train_stream(ctx, c.model.context, c.seed)
+    bs = c.train.batch_size
+    fn = ctx.tracked(lambda i: stream.batch(i, bs), c.n_steps, bs * c.model.context)
+    with process_group(c.train.device) as ranks:
+        train_lm(c.model, c.train, fn, c.n_steps, ctx.out, c.seed, ranks=ranks)
 
 
 def train_batch(ctxs: list[StepContext]) -> None:

@@ -11,7 +11,7 @@ classifier) read it through :func:`window_texts`, its documents apart::
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Sequence
 
@@ -89,6 +89,7 @@ class WindowTrainStep:
     stacking: Literal["stacked", "auto", "single"] = "single"
     stack_size: int = 1
     stack_index: int = 0
+    ranks: int = field(default=1, metadata={"omit_default": True})  # data-parallel processes, as TrainStep's
 
     def __post_init__(self) -> None:
         if self.n_steps < 1 or (self.subset_size is not None and self.subset_size < 1):
@@ -118,24 +119,28 @@ class WindowModel:
 
 def add_window_models(plan: Plan, *, model: GPTConfig, train: TrainConfig, n_steps: int, flops: float,
                       members: Sequence[WindowModel], max_batch: int = 8,
-                      batch_below_params: int = 500_000) -> list[str]:
+                      batch_below_params: int = 500_000, ranks: int = 1) -> list[str]:
     """One ``window_train`` step per member, all of one shape and budget (``flops``: one run's).
 
     As for the LM ladder's train steps, the bits may depend on everything the step does not
     choose itself, so the plan fixes it: precision and stacking are resolved into the config
     (:func:`.measured.train_choices`), and models below ``batch_below_params`` train in stacks
     of at most ``max_batch`` (:func:`.measured.plan_stacks`) whose size and place are in the
-    config, one batch key per stack. Returns the members' keys, in order."""
+    config, one batch key per stack. ``ranks > 1`` trains each model alone as that many
+    data-parallel processes. Returns the members' keys, in order."""
     from ...models.ladder import param_count
     from .measured import plan_stacks, train_choices
 
     if not members:
         return []
     names = [m.name for m in members]
-    place = plan_stacks(names, max_batch, flops) if param_count(model) < batch_below_params else {}
+    stackable = param_count(model) < batch_below_params and ranks == 1 and train.micro_batch_size in (
+        0, train.batch_size) and not train.activation_checkpointing
+    place = plan_stacks(names, max_batch, flops) if stackable else {}
     resolved, stacking = train_choices(model, train, n_steps, max((p[1] for p in place.values()), default=1),
                                        flops)
-    base = {"model": to_dict(model), "train": to_dict(resolved), "n_steps": n_steps}
+    base = {"model": to_dict(model), "train": to_dict(resolved), "n_steps": n_steps,
+            **({"ranks": ranks} if ranks > 1 else {})}
     keys = []
     for m in members:
         cfg = {**base, "seed": m.seed, "subset_size": m.subset_size, "subset_seed": m.subset_seed}
@@ -146,7 +151,8 @@ def add_window_models(plan: Plan, *, model: GPTConfig, train: TrainConfig, n_ste
             bkey = f"window_train:{content_hash([base, [n for n in names if place[n][0] == j]])}"
             cfg.update(stacking=stacking, stack_size=size, stack_index=index)
         inputs = {"pool": m.pool, **({"selection": m.selection} if m.selection else {})}
-        keys.append(plan.add(Step("window_train", m.name, cfg, inputs, bkey, flops)))
+        keys.append(plan.add(Step("window_train", m.name, cfg, inputs, bkey, flops, ranks=ranks,
+                                  gpus=ranks if train.device.startswith("cuda") and ranks > 1 else 0.0)))
     return keys
 
 
@@ -228,12 +234,14 @@ def _items(ctx: StepContext, n_pool: int) -> np.ndarray:
     return np.sort(np_rng(c.subset_seed, "window-subset").permutation(n_pool)[:c.subset_size])
 
 
-def _batch_fn(ctx: StepContext):
+def _batch_fn(ctx: StepContext, record: bool = True):
+    """The step's batches; ``record`` writes their order (the launching process does, ranks not)."""
     c: WindowTrainStep = ctx.cfg
     windows = np.load(ctx.inputs["pool"] / WINDOWS, mmap_mode="r", allow_pickle=False)
     items = _items(ctx, len(windows))
     order = epoch_order(items, c.n_steps * c.train.batch_size, c.seed, "window-epoch")
-    write_npy(ctx.out / "data_order.npy", order.reshape(c.n_steps, c.train.batch_size))
+    if record:
+        write_npy(ctx.out / "data_order.npy", order.reshape(c.n_steps, c.train.batch_size))
     b = c.train.batch_size
     return ctx.tracked(lambda i: np.asarray(windows[np.sort(order[i * b:(i + 1) * b])]).astype(np.int64),
                        c.n_steps, b * c.model.context)
@@ -245,12 +253,29 @@ def window_train_step(ctx: StepContext) -> None:
     from ...train.loop import train_lm
 
     c: WindowTrainStep = ctx.cfg
+    if c.ranks > 1:
+        from ...run.ddp import launch_ranks
+
+        _batch_fn(ctx)  # checks the inputs and records the order before the ranks start
+        launch_ranks(ctx, window_train_rank, c.ranks, c.train.device)
+        return
     if c.stacking == "stacked":  # a stack of one: trained by the stacked code, as its key says
         from ...train.batched import train_lm_batched
 
         train_lm_batched(c.model, c.train, [_batch_fn(ctx)], c.n_steps, [ctx.out], [c.seed], mode="batched")
     else:
         train_lm(c.model, c.train, _batch_fn(ctx), c.n_steps, ctx.out, c.seed)
+
+
+def window_train_rank(ctx: StepContext) -> None:
+    """One data-parallel rank of a window_train step (run under torchrun)."""
+    from ...train.distributed import process_group
+    from ...train.loop import train_lm
+
+    c: WindowTrainStep = ctx.cfg
+    fn = _batch_fn(ctx, record=False)
+    with process_group(c.train.device) as ranks:
+        train_lm(c.model, c.train, fn, c.n_steps, ctx.out, c.seed, ranks=ranks)
 
 
 def window_train_batch(ctxs: list[StepContext]) -> None:

@@ -1,0 +1,166 @@
+"""Run one step's function as R data-parallel processes under ``torchrun`` on this machine.
+
+:func:`launch_ranks` is called by a step function inside its worker (any backend: the local pool,
+a Slurm job, a Ray task): it starts ``python -m torch.distributed.run --nproc-per-node R -m
+proxyscale.run.ddp`` with the step's context in an environment variable (no file is written) and
+waits. Each rank rebuilds the context and calls the function named in it, which joins the
+process group (``train.distributed.process_group``) and trains. Rank 0 alone reports progress
+into the step's partial directory; every store write of a training run is rank 0's.
+
+torchrun, and each rank, die with their parent (``PR_SET_PDEATHSIG``), so a worker stopped by the
+driver, or killed, leaves no process behind. A rank that fails (an error, a kill) makes torchrun
+stop the others (``--max-restarts 0``); the step then fails with one line naming the rank (a
+failed step, as any step that raises: a re-run resumes it from its last checkpoint). The ranks'
+gloo/NCCL traffic stays on the loopback interface; torchrun's rendezvous store (torch's
+TCPStore, on a random port for the job's lifetime) listens on every interface, which torch
+offers no setting to narrow.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, ProxyscaleError, StoreError
+from ..store.layout import pid_alive
+from .step import StepContext, ref, resolve
+
+JOB_ENV = "PROXYSCALE_DDP_JOB"  # the step context, as JSON, for the ranks
+TORCHRUN_FLAG = "--torchrun"  # `python -m proxyscale.run.ddp --torchrun ARGS`: torchrun ARGS
+_ERROR_PREFIX = "proxyscale-rank-error: "
+_TEMP_PREFIX = "proxyscale-ranks-"
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Ask Linux to send ``sig`` to this process when its parent exits (no-op elsewhere)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_gpus(ranks: int, device: str) -> bool:
+    """Whether the ranks run on CUDA (one GPU each); a ConfigError when fewer GPUs are visible."""
+    import torch
+
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if cuda and torch.cuda.device_count() < ranks:
+        raise ConfigError(f"{ranks} data-parallel ranks need {ranks} GPUs but {torch.cuda.device_count()} are "
+                          "visible (CUDA_VISIBLE_DEVICES); lower the rung's ranks or run where more GPUs are free")
+    return cuda
+
+
+def torchrun_command(ranks: int, port: int) -> list[str]:
+    """The command starting ``ranks`` processes of :func:`main`: torchrun (``torch.distributed.run``
+    of this interpreter's torch), entered through :func:`main` so that it dies with its parent."""
+    return [sys.executable, "-m", "proxyscale.run.ddp", TORCHRUN_FLAG, "--nnodes=1", "--node-rank=0",
+            f"--nproc-per-node={ranks}", "--master-addr=127.0.0.1", f"--master-port={port}",
+            "--max-restarts=0", "--monitor-interval=0.2", "-m", "proxyscale.run.ddp"]
+
+
+def rank_env(ctx: StepContext, fn: str, ranks: int) -> dict[str, str]:
+    """The environment of torchrun: the job, each rank's thread share, loopback networking."""
+    job = {"fn": fn, "key": ctx.key, "kind": ctx.kind, "name": ctx.name, "config": ctx.config,
+           "inputs": {k: str(v) for k, v in ctx.inputs.items()}, "out": str(ctx.out),
+           "threads": max(1, ctx.threads // ranks),
+           "config_type": ref(ctx.config_type) if ctx.config_type is not None else None}
+    threads = str(job["threads"])
+    return {**os.environ, JOB_ENV: json.dumps(job), "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+            "GLOO_SOCKET_IFNAME": "lo", "NCCL_SOCKET_IFNAME": "lo", "PYTHONUNBUFFERED": "1"}
+
+
+def launch_ranks(ctx: StepContext, fn: Any, ranks: int, device: str = "auto") -> None:
+    """Run ``fn(ctx)`` in ``ranks`` processes under torchrun and wait; one-line StoreError if
+    any rank fails (the full output is kept as the error's cause, in the step's traceback)."""
+    check_gpus(ranks, device)
+    env = rank_env(ctx, ref(fn), ranks)
+    _remove_stale_temp()
+    with tempfile.TemporaryDirectory(prefix=f"{_TEMP_PREFIX}{os.getpid()}-") as tmp:
+        env["TMPDIR"] = tmp  # torchrun keeps per-run folders in the temp dir: removed with it
+        proc = subprocess.run(torchrun_command(ranks, _free_port()), env=env, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, start_new_session=True)
+    if proc.returncode != 0:
+        raise StoreError(failure_line(proc.stdout + proc.stderr, ranks, proc.returncode)) \
+            from RuntimeError(_tail(proc.stdout + proc.stderr))
+
+
+def _remove_stale_temp() -> None:
+    """Remove the temp folders of launches whose process was killed (its pid is in the name)."""
+    for d in Path(tempfile.gettempdir()).glob(f"{_TEMP_PREFIX}*-*"):
+        pid = d.name[len(_TEMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def failure_line(output: str, ranks: int, code: int) -> str:
+    """One line saying which rank failed and why, from torchrun's output."""
+    where = f"data-parallel training ({ranks} ranks) failed"
+    for line in output.splitlines():
+        if line.startswith(_ERROR_PREFIX):
+            return f"{where}: {line[len(_ERROR_PREFIX):]}"
+    cause = output[output.find("Root Cause"):]  # torchrun's summary: the first rank that failed
+    rank = re.search(r"^\s*rank\s*:\s*(\d+)", cause, re.M)
+    exit_code = re.search(r"^\s*exitcode\s*:\s*(-?\d+)", cause, re.M)
+    if rank and exit_code:
+        c = int(exit_code.group(1))
+        how = f"killed by {signal.Signals(-c).name}" if c < 0 and -c in signal.valid_signals() else f"exit {c}"
+        return (f"{where}: rank {rank.group(1)} died ({how}; out of memory or killed?); "
+                "re-run to resume it from its last checkpoint")
+    return f"{where}: torchrun exited with {code}; see the step's traceback for its output"
+
+
+def _tail(text: str, n: int = 60) -> str:
+    return "torchrun output (last lines):\n" + "\n".join(text.splitlines()[-n:])
+
+
+def _context(job: dict[str, Any]) -> StepContext:
+    ctype = resolve(job["config_type"]) if job.get("config_type") else None
+    inputs = {k: Path(v) for k, v in job["inputs"].items()}
+    return StepContext(job["key"], job["kind"], job["name"], job["config"], inputs, Path(job["out"]),
+                       int(job["threads"]), ctype)
+
+
+def main() -> int:
+    """One rank: rebuild the step context from :data:`JOB_ENV` and run its function. With
+    :data:`TORCHRUN_FLAG` first: torchrun itself (its SIGTERM handler stops the ranks)."""
+    from .worker import set_threads
+
+    if sys.argv[1:2] == [TORCHRUN_FLAG]:
+        die_with_parent(signal.SIGTERM)
+        from torch.distributed.run import main as torchrun
+
+        torchrun(sys.argv[2:])
+        return 0
+    die_with_parent(signal.SIGKILL)
+    job = json.loads(os.environ[JOB_ENV])
+    set_threads(int(job["threads"]))
+    ctx = _context(job)
+    rank = int(os.environ.get("RANK", "0"))
+    if rank != 0:
+        ctx.progress = lambda *a, **k: None  # type: ignore[method-assign]  # rank 0 reports for all
+    try:
+        resolve(job["fn"])(ctx)
+    except ProxyscaleError as e:
+        print(f"{_ERROR_PREFIX}rank {rank}: {e}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
