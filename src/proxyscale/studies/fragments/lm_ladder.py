@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional, Union
 
 from ...config import content_hash, suggest, to_dict
 from ...errors import ConfigError
@@ -29,12 +29,13 @@ class RungSpec:
     n_layers: int
     n_heads: int = 1
     context: Optional[int] = None  # training context of this rung (default: the study's)
-    # data-parallel processes per model (GPUs on CUDA, gloo processes on CPU); SPEC §10
-    ranks: int = field(default=1, metadata={"omit_default": True})
+    # data-parallel processes per model (GPUs on CUDA, gloo processes on CPU); SPEC §10. "auto":
+    # chosen for the study's GPU (models/memory.choose_ranks); None: the ladder's `ranks`. The
+    # planner resolves it to a whole number before any step is built.
+    ranks: Union[int, Literal["auto"], None] = field(default=None, metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
-        if not isinstance(self.ranks, int) or self.ranks < 1:
-            raise ConfigError(f"rung '{self.name}': ranks must be a whole number >= 1, got {self.ranks!r}")
+        check_ranks(self.ranks, f"rung '{self.name}'")
         if self.d_model <= 0 or self.n_layers <= 0 or self.n_heads <= 0:
             raise ConfigError(f"rung '{self.name}': d_model, n_layers and n_heads must be positive")
         if self.d_model % self.n_heads:
@@ -45,6 +46,14 @@ class RungSpec:
         """The model of this rung (``context``: the study's, unless the rung fixes its own)."""
         return GPTConfig(vocab_size=vocab_size, context=self.context or context, d_model=self.d_model,
                          n_layers=self.n_layers, n_heads=self.n_heads, mup=mup)
+
+
+def check_ranks(ranks: Any, where: str) -> None:
+    """``ranks`` is None, "auto" or a whole number ≥ 1 (a ConfigError naming ``where`` if not)."""
+    if ranks is None or ranks == "auto":
+        return
+    if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
+        raise ConfigError(f"{where}: ranks must be a whole number >= 1 or auto, got {ranks!r}")
 
 
 def check_rungs(rungs: tuple[RungSpec, ...], reference: str, where: str = "ladder") -> None:
@@ -68,9 +77,11 @@ class LadderSpec:
     proxy_seeds: tuple[int, ...] = (0,)
     reference_seeds: tuple[int, ...] = (0,)
     mup: bool = False
+    ranks: Union[int, Literal["auto"]] = 1  # the default of rungs that give no `ranks`
 
     def __post_init__(self) -> None:
         check_rungs(self.rungs, self.reference)
+        check_ranks(self.ranks, "ladder")
         if self.tokens_per_param <= 0:
             raise ConfigError("ladder.tokens_per_param must be positive (the paper uses about 20)")
         if not self.proxy_seeds or not self.reference_seeds:
@@ -104,6 +115,8 @@ class TrainStep:
     stacking: Literal["stacked", "auto", "single"] = "single"
     stack_size: int = 1
     stack_index: int = 0
+    # data-parallel processes training this model (SPEC §10); left out of the key at 1
+    ranks: int = field(default=1, metadata={"omit_default": True})
 
 
 @dataclass(frozen=True)
@@ -115,12 +128,15 @@ class EvalStep:
 def add_lm_ladder(plan: Plan, *, ladder: LadderSpec, distributions: Mapping[str, Mapping[str, float]],
                   train: TrainConfig, vocab_size: int, context: int, seed: int, tokenizer: str,
                   shard_inputs: Any, test_inputs: dict[str, str], batch_below_params: int, max_batch: int = 8,
-                  windows: Optional[Mapping[str, tuple[str, str]]] = None) -> dict[str, str]:
+                  windows: Optional[Mapping[str, tuple[str, str]]] = None,
+                  setups: Optional[Mapping[str, tuple[int, TrainConfig]]] = None) -> dict[str, str]:
     """Add train + eval steps for every rung × distribution × seed. ``shard_inputs(mixture)``
     gives a mixture's shard roles; a distribution in ``windows`` (name → (pool step, selection
     step)) trains on the selected pool windows instead. A rung's models below
     ``batch_below_params`` are trained in stacks of at most ``max_batch`` that the plan fixes
-    (:func:`.measured.plan_stacks`). Returns ``{"eval:<dist>:<rung>:<seed>": key}``."""
+    (:func:`.measured.plan_stacks`). ``setups``: rung → (ranks, train config with its
+    micro-batch) as the planner resolved them for the GPU (:mod:`.gpu_plan`); a rung not in it
+    trains on one rank with ``train``. Returns ``{"eval:<dist>:<rung>:<seed>": key}``."""
     from .measured import plan_stacks, train_choices
 
     evals: dict[str, str] = {}
@@ -128,20 +144,22 @@ def add_lm_ladder(plan: Plan, *, ladder: LadderSpec, distributions: Mapping[str,
         b = ladder.budget(rung, vocab_size, context, train.batch_size)
         gpt = rung.gpt(vocab_size, context, ladder.mup)
         model = {**to_dict(gpt)}
+        ranks, base_train = (setups or {}).get(rung.name, (1, train))
         members = [(d, rep) for d in sorted(distributions) if not (windows and d in windows)
                    for rep in ladder.seeds(rung)]
         place = plan_stacks(members, max_batch) if b.params < batch_below_params else {}
         # measured choices resolved into the config, hence the key (see measured.py)
-        rung_train, stacking = train_choices(gpt, train, b.n_steps, max((p[1] for p in place.values()), default=1),
-                                             b.flops)
+        rung_train, stacking = train_choices(gpt, base_train, b.n_steps,
+                                             max((p[1] for p in place.values()), default=1), b.flops)
         train_cfg = to_dict(rung_train)
-        selected = _window_models(plan, windows or {}, ladder, rung, gpt, train, b, seed,
+        selected = _window_models(plan, windows or {}, ladder, rung, gpt, base_train, b, seed,
                                   (max_batch, batch_below_params))
         for dname, mix in sorted(distributions.items()):
             for rep in ladder.seeds(rung):
                 cfg = {"distribution": dname, "mixture": dict(mix), "rung": rung.name, "model": model,
                        "train": train_cfg, "n_steps": b.n_steps,
-                       "seed": derive_seed(seed, "train", dname, rung.name, rep), "replicate": rep}
+                       "seed": derive_seed(seed, "train", dname, rung.name, rep), "replicate": rep,
+                       **({"ranks": ranks} if ranks != 1 else {})}
                 bkey = None
                 if stacking != "single" and (dname, rep) in place:
                     j, size, index = place[(dname, rep)]

@@ -19,6 +19,14 @@ class ScalingStudy(Study):
     analysis_kind = "analyze"
     title = "proxyscale study"
 
+    def parse(self, raw: Any, where: str = "study") -> StudySpec:
+        """As :meth:`Study.parse`, reading ``train.micro_batch_size: auto`` (each rung's
+        micro-batch sized for the GPU by the planner) into ``auto_micro_batch``."""
+        train = raw.get("train") if isinstance(raw, dict) else None
+        if isinstance(train, dict) and train.get("micro_batch_size") == "auto":
+            raw = {**raw, "train": {**train, "micro_batch_size": 0}, "auto_micro_batch": True}
+        return super().parse(raw, where)
+
     def plan(self, spec: StudySpec) -> Plan:
         return build_plan(spec)
 
