@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ...models.memory import GpuType
 from ...run.plan import Plan
 from ..base import Study, register_study
 from ..fragments import data, lm_ladder, pool, selection  # noqa: F401  (registers the fragments' step kinds)
@@ -34,6 +35,14 @@ class ScalingStudy(Study):
         from .describe import describe_plan
 
         return describe_plan(spec, plan, store)
+
+    def gpu_of(self, spec: StudySpec) -> GpuType:
+        return spec.gpu.type
+
+    def step_resources(self, spec: StudySpec, plan: Plan) -> tuple[dict[str, float], dict[str, int]]:
+        from .gpus import step_resources
+
+        return step_resources(spec, plan)
 
     def report_parts(self, analysis_dir: Path) -> tuple[list[Any], dict[str, Any]]:
         from .report import report_parts
