@@ -18,7 +18,8 @@ from .executor import step_threads
 from .plan import Plan, Step
 
 
-def slurm_command(job_dir: Path, threads: int | str, extra_args: Sequence[str] = (), job: str = "job-<id>") -> list[str]:
+def slurm_command(job_dir: Path, threads: int | str, extra_args: Sequence[str] = (),
+                  job: str = "job-<id>") -> list[str]:
     """The sbatch argument list the Slurm backend runs for one job file (see the module docstring)."""
     job_file = job_dir / f"{job}.json"
     return ["sbatch", "--wait", "--parsable", f"--cpus-per-task={threads}", "--job-name=proxyscale",

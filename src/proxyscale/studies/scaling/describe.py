@@ -19,11 +19,12 @@ def gpu_hours(spec: StudySpec, flops: float) -> float:
 def ladder_table(spec: StudySpec) -> list[dict]:
     """One row per rung: params, tokens, FLOPs, compute ratio to the reference, GPU-hours per run."""
     ref = rung_budget(spec, spec.rung(spec.ladder.reference))
+    n_dists = len(spec.distributions) + len(spec.selections)
     rows = []
     for r in spec.ladder.rungs:
         b = rung_budget(spec, r)
         rows.append({"rung": r.name, "d_model": r.d_model, "n_layers": r.n_layers, **b.as_dict(),
-                     "ratio": ref.flops / b.flops, "runs": len(spec.ladder.seeds(r)) * (len(spec.distributions) + len(spec.selections)),
+                     "ratio": ref.flops / b.flops, "runs": len(spec.ladder.seeds(r)) * n_dists,
                      "gpu_h_per_run": gpu_hours(spec, b.flops)})
     return rows
 
@@ -46,7 +47,8 @@ def describe_plan(spec: StudySpec, plan: Plan, store: Store | None = None) -> st
                      f"FLOPs={_fmt(i['flops'])} GPU-h={gpu_hours(spec, i['flops']):.3g}"
                      f" precision={_choice(s.config['train']['precision'])}"
                      f" stacking={_choice(s.config.get('stacking', 'single'))}"
-                     f" ranks={s.config.get('ranks', 1)} micro_batch={s.config['train'].get('micro_batch_size') or 'all'}")
+                     f" ranks={s.config.get('ranks', 1)}"
+                     f" micro_batch={s.config['train'].get('micro_batch_size') or 'all'}")
         lines.append(f"  {state}{s.key}{extra}")
     rows = ladder_table(spec)
     total = sum(r["flops"] * r["runs"] for r in rows)
