@@ -547,6 +547,14 @@ CASES: tuple[Case, ...] = (
          argv=_select_cli("{ws}/sel", "--workers", "1", pool="{ws}/data/shards")),
     Case("select an empty glob", "outputs", commands=("cli",),
          argv=_select_cli("{ws}/sel", "--workers", "1", pool="{ws}/data/none-*.jsonl")),
+    # -- GPU planning: the gpu block, micro-batches, ranks, steps that do not fit the GPU -------------
+    Case("gpu.name unknown (H100)", "spec", _set("gpu", {"name": "H100"})),
+    Case("gpu custom without memory_gb", "spec", _set("gpu", {"name": "mine", "peak_tflops": 100})),
+    Case("train.micro_batch_size 3 (does not divide batch 4)", "spec", _set("train.micro_batch_size", 3)),
+    Case("ladder.ranks 3 (does not divide batch 4)", "spec", _set("ladder.ranks", 3)),
+    Case("a rung that cannot fit the GPU (100 kB)", "spec",
+         _set("gpu", {"name": "toy", "memory_gb": 0.0001, "peak_tflops": 1})),
+    Case("plan --gpus 0", "cli", commands=("cli",), argv=("plan", "{spec}", "--gpus", "0")),
 )
 
 
