@@ -5,7 +5,7 @@ import pytest
 
 from proxyscale.errors import ConfigError
 from proxyscale.models.ladder import GPTConfig, param_count
-from proxyscale.models.memory import (GPUS, choose_ranks, largest_micro_batch, lookup_gpu, rank_memory)
+from proxyscale.models.memory import GPUS, choose_ranks, largest_micro_batch, lookup_gpu, rank_memory
 
 SMALL = GPTConfig(vocab_size=1000, context=128, d_model=64, n_layers=2, n_heads=4)
 P760 = GPTConfig(vocab_size=50368, context=2048, d_model=1536, n_layers=24, n_heads=12)

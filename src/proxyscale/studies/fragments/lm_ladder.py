@@ -134,23 +134,22 @@ def add_lm_ladder(plan: Plan, *, ladder: LadderSpec, distributions: Mapping[str,
     gives a mixture's shard roles; a distribution in ``windows`` (name → (pool step, selection
     step)) trains on the selected pool windows instead. A rung's models below
     ``batch_below_params`` are trained in stacks of at most ``max_batch`` that the plan fixes
-    (:func:`.measured.plan_stacks`). ``setups``: rung → (ranks, train config with its
-    micro-batch) as the planner resolved them for the GPU (:mod:`.gpu_plan`); a rung not in it
-    trains on one rank with ``train``. Returns ``{"eval:<dist>:<rung>:<seed>": key}``."""
+    (:func:`.measured.plan_stacks`). ``setups``: rung → (ranks, train config with micro-batch)
+    resolved for the GPU (:mod:`.gpu_plan`; default: one rank, ``train``). Returns
+    ``{"eval:<dist>:<rung>:<seed>": key}``."""
     from .measured import plan_stacks, train_choices
 
     evals: dict[str, str] = {}
     for rung in ladder.rungs:
         b = ladder.budget(rung, vocab_size, context, train.batch_size)
         gpt = rung.gpt(vocab_size, context, ladder.mup)
-        model = {**to_dict(gpt)}
-        ranks, base_train = (setups or {}).get(rung.name, (1, train))
+        model, (ranks, base_train) = {**to_dict(gpt)}, (setups or {}).get(rung.name, (1, train))
         members = [(d, rep) for d in sorted(distributions) if not (windows and d in windows)
                    for rep in ladder.seeds(rung)]
         place = plan_stacks(members, max_batch) if b.params < batch_below_params else {}
         # measured choices resolved into the config, hence the key (see measured.py)
-        rung_train, stacking = train_choices(gpt, base_train, b.n_steps,
-                                             max((p[1] for p in place.values()), default=1), b.flops)
+        rung_train, stacking = train_choices(gpt, base_train, b.n_steps, max((p[1] for p in place.values()), default=1),
+                                             b.flops)
         train_cfg = to_dict(rung_train)
         selected = _window_models(plan, windows or {}, ladder, rung, gpt, base_train, b, seed,
                                   (max_batch, batch_below_params))

@@ -1,0 +1,98 @@
+"""GPU planning of a small-to-large study: each rung's ranks and micro-batch resolved into the
+steps, the paper spec planned as written and refused here for the hub and GPUs only, the
+submission lines matching the Slurm backend's, and specs without `auto` keeping their keys."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from proxyscale.run.submit import slurm_command
+from proxyscale.studies import load_study
+from proxyscale.studies.scaling.plan import build_plan, rung_setups
+
+CONFIGS = Path(__file__).resolve().parents[2] / "src" / "proxyscale" / "configs"
+PAPER = CONFIGS / "paper-lm.yaml"
+
+
+def cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "proxyscale.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **(env or {})})
+
+
+def paper(**gpu) -> dict:
+    data = yaml.safe_load(PAPER.read_text())
+    data["gpu"].update(gpu)
+    return data
+
+
+def test_paper_rungs_on_h100_and_l4():
+    h100 = rung_setups(load_study(paper())[1])
+    assert [(s.ranks, s.micro_batch, s.accumulation) for s in h100.values()] == \
+        [(2, 128, 1), (2, 128, 1), (8, 32, 1), (8, 16, 2), (8, 16, 2)]
+    big = h100["760M"]
+    assert round(big.memory.total / 2**30, 1) == 58.8 and big.fits
+    assert round(big.hours, 2) == 6.09  # 69.4 EFLOPs / (8 · 989 TFLOP/s · 0.4)
+    l4 = rung_setups(load_study(paper(name="L4-24GB"))[1])["760M"]
+    assert (l4.ranks, l4.micro_batch, l4.accumulation) == (8, 2, 16)
+
+
+def test_resolved_choices_are_in_the_train_steps():
+    plan = build_plan(load_study(paper())[1])
+    step = next(s for s in plan if s.kind == "train" and s.name == "c4-760M-s0")
+    assert step.config["ranks"] == 8 and step.config["train"]["micro_batch_size"] == 16
+    sel = [s for s in plan if s.kind == "select_windows"]
+    assert sorted(s.config["method"] for s in sel) == ["bot-dsdm", "classifier", "dsdm", "dsir"]
+    assert {s.config["target"] for s in sel} == {"lambada:1000", "squad:1000"}
+
+
+def test_paper_spec_plans_and_run_refuses_for_hub_and_gpus_only(tmp_path):
+    r = cli("plan", str(PAPER), "--gpus", "64", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "    760M    8    16     2    2.83    2.83    5.67    38.2    9.22    58.8  yes     6.09" in r.stdout
+    assert "on 64 GPUs: about 125.8 h wall-clock" in r.stdout and "critical path (9 steps, 125.7 h" in r.stdout
+    assert "    train ×36: --cpus-per-task=" in r.stdout and ", 8 ranks per model" in r.stdout
+    r = cli("run", str(PAPER), "--store", str(tmp_path / "store"), cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: refusing to start: this plan needs the Hugging Face hub (6 sources and 6 "
+                               "test sets stream from it; HF_HUB_OFFLINE is set)")
+    if not Path("/dev/nvidiactl").exists():
+        assert " and GPUs (no CUDA device here; its 175 pending steps sized for H100-80GB" in lines[0]
+    assert not (tmp_path / "store").exists()
+
+
+def test_submission_line_is_the_slurm_backends(tmp_path, monkeypatch):
+    from proxyscale.run.backends.slurm import SlurmBackend
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "sbatch").write_text("#!/bin/sh\nexit 0\n")
+    (bindir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    jobs = tmp_path / "runs" / "paper-lm" / "jobs"
+    backend = SlurmBackend(1, jobs, ("--partition=gpu",))
+    try:
+        assert slurm_command(jobs, 16, ("--partition=gpu",), job="job-1") == backend.command(jobs / "job-1.json", 16)
+    finally:
+        backend.shutdown()
+    assert slurm_command(jobs, 16, ("--partition=gpu",), job="job-1") == [
+        "sbatch", "--wait", "--parsable", "--cpus-per-task=16", "--job-name=proxyscale",
+        f"--output={jobs}/job-1.log", "--partition=gpu", f"{jobs}/run-job.sh", sys.executable, "-m",
+        "proxyscale.run.worker", f"{jobs}/job-1.json"]
+
+
+def test_specs_without_auto_keep_their_keys():
+    """A spec without `auto` resolves to one rank and its own train config on every rung, so its
+    steps are built exactly as before GPU planning existed (no `ranks`, no micro-batch in a key)."""
+    from proxyscale.studies.fragments.gpu_plan import setups_for_steps
+
+    spec = load_study(CONFIGS / "demo.yaml")[1]
+    assert setups_for_steps(rung_setups(spec)) == {r.name: (1, spec.train) for r in spec.ladder.rungs}
+    plan = build_plan(spec)
+    models = [s for s in plan if s.kind in ("train", "window_train")]
+    assert len(models) == 82 and not any("ranks" in s.config or "micro_batch_size" in s.config["train"]
+                                         for s in models)
