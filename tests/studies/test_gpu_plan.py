@@ -32,9 +32,9 @@ def paper(**gpu) -> dict:
 def test_paper_rungs_on_h100_and_l4():
     h100 = rung_setups(load_study(paper())[1])
     assert [(s.ranks, s.micro_batch, s.accumulation) for s in h100.values()] == \
-        [(2, 128, 1), (2, 128, 1), (8, 32, 1), (8, 16, 2), (8, 16, 2)]
+        [(4, 64, 1), (4, 64, 1), (8, 32, 1), (8, 16, 2), (8, 8, 4)]
     big = h100["760M"]
-    assert round(big.memory.total / 2**30, 1) == 58.8 and big.fits
+    assert round(big.memory.total / 2**30, 1) == 41.2 and big.fits
     assert round(big.hours, 2) == 6.09  # 69.4 EFLOPs / (8 · 989 TFLOP/s · 0.4)
     l4 = rung_setups(load_study(paper(name="L4-24GB"))[1])["760M"]
     assert (l4.ranks, l4.micro_batch, l4.accumulation) == (8, 2, 16)
@@ -43,7 +43,7 @@ def test_paper_rungs_on_h100_and_l4():
 def test_resolved_choices_are_in_the_train_steps():
     plan = build_plan(load_study(paper())[1])
     step = next(s for s in plan if s.kind == "train" and s.name == "c4-760M-s0")
-    assert step.config["ranks"] == 8 and step.config["train"]["micro_batch_size"] == 16
+    assert step.config["ranks"] == 8 and step.config["train"]["micro_batch_size"] == 8
     sel = [s for s in plan if s.kind == "select_windows"]
     assert sorted(s.config["method"] for s in sel) == ["bot-dsdm", "classifier", "dsdm", "dsir"]
     assert {s.config["target"] for s in sel} == {"lambada:1000", "squad:1000"}
@@ -52,7 +52,7 @@ def test_resolved_choices_are_in_the_train_steps():
 def test_paper_spec_plans_and_run_refuses_for_hub_and_gpus_only(tmp_path):
     r = cli("plan", str(PAPER), "--gpus", "64", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "    760M    8    16     2    2.83    2.83    5.67    38.2    9.22    58.8  yes     6.09" in r.stdout
+    assert "    760M    8     8     4    2.83    2.83    5.67    19.1    10.8    41.2  yes     6.09" in r.stdout
     assert "on 64 GPUs: about 125.8 h wall-clock" in r.stdout and "critical path (9 steps, 125.7 h" in r.stdout
     assert "    train ×36: --cpus-per-task=" in r.stdout and ", 8 ranks per model" in r.stdout
     r = cli("run", str(PAPER), "--store", str(tmp_path / "store"), cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
