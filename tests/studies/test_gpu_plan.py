@@ -96,3 +96,31 @@ def test_specs_without_auto_keep_their_keys():
     models = [s for s in plan if s.kind in ("train", "window_train")]
     assert len(models) == 82 and not any("ranks" in s.config or "micro_batch_size" in s.config["train"]
                                          for s in models)
+
+
+TINY = """
+name: t
+sources: {a: {kind: embedded, domain: fortunes}, b: {kind: embedded, domain: bible}}
+distributions: {a: {a: 1}, ab: {a: 1, b: 1}}
+test_sets: {mixed: {kind: lm, sources: [a, b]}}
+ladder:
+  reference: big
+  rungs: [{name: small, d_model: 8, n_layers: 1}, {name: big, d_model: 16, n_layers: 1, n_heads: 2}]
+gpu: {name: toy, memory_gb: 0.01, peak_tflops: 1}
+"""
+
+
+def test_run_refuses_a_step_that_does_not_fit_the_gpu_before_anything_runs(tmp_path):
+    (tmp_path / "spec.yaml").write_text(TINY)
+    r = cli("run", "spec.yaml", "--store", "st", cwd=tmp_path)
+    # logits alone: 32 sequences × 128 tokens × V 512 × (2 + 12) bytes = 29,360,128 B = 0.0273 GiB
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stdout == ""
+    assert r.stderr.startswith("error: refusing to start: rung small (train/a-small-s0) needs about 0.0285 GiB per "
+                               "rank at micro-batch 32 (")
+    assert ("+ logits 0.0273 = 0.0285 GiB) but toy has 0.00931 GiB (0.00838 usable); set train.micro_batch_size: "
+            "auto (or a smaller divisor), give the rung more ranks, or set train.activation_checkpointing: true"
+            ) in r.stderr
+    assert not (tmp_path / "st").exists()
+    r = cli("plan", "spec.yaml", cwd=tmp_path)
+    assert r.returncode == 0 and "`proxyscale run` would refuse: rung small (train/a-small-s0)" in r.stdout
+    assert "   small    1    32     1 2.24e-05 2.24e-05 4.48e-05 0.00104  0.0273  0.0285   NO" in r.stdout
