@@ -81,10 +81,11 @@ def hub_unreachable() -> Optional[str]:
         return f"{HUB_HOST[0]} is not reachable ({type(e).__name__})"
 
 
-def availability_refusal(plan: Plan, pending: list[Step], est: Any, gpu: Optional[GpuType]) -> Optional[str]:
+def availability_refusal(plan: Plan, pending: list[Step], est: Any, gpu: Optional[GpuType],
+                         gpus_too: bool = True) -> Optional[str]:
     """One line naming the hub and/or GPUs this plan needs and this machine lacks, or None.
     ``est``: the plan's :class:`~proxyscale.studies.preflight.Estimate` on this machine (a plan
-    it refuses on a CPU machine is one that needs GPUs)."""
+    it refuses on a CPU machine is one that needs GPUs); ``gpus_too=False``: the hub only."""
     missing = []
     sources, tests = hub_steps(plan, pending)
     if sources or tests:
@@ -92,7 +93,7 @@ def availability_refusal(plan: Plan, pending: list[Step], est: Any, gpu: Optiona
         if why:
             missing.append(f"the Hugging Face hub ({len(sources)} sources and {len(tests)} test sets stream from it; "
                            f"{why})")
-    if not est.device.startswith("cuda") and est.refusal() is not None:
+    if gpus_too and not est.device.startswith("cuda") and est.refusal() is not None:
         sized = f" sized for {gpu.name}" if gpu is not None else ""
         missing.append(f"GPUs (no CUDA device here; its {est.n_steps} pending steps{sized} need {est.flops:.3g} "
                        f"FLOPs, beyond this CPU)")

@@ -285,15 +285,15 @@ def preflight(plan: Plan, store: Any = None, *, max_batch: int = 8, force: bool 
     overrides the GPU parts, not the hub), check the sources (a DataError, whatever ``force``
     says) and the resource estimate of the steps not yet done in ``store`` (a ConfigError with
     the estimate when the plan does not fit, unless ``force``)."""
-    from .gpu_check import availability_refusal, gpu_fit_refusal, hub_unreachable
+    from .gpu_check import availability_refusal, gpu_fit_refusal
 
     pending = pending_steps(plan, store)
     why = gpu_fit_refusal(pending, gpu) if gpu is not None and not force else None
     if why:
         raise ConfigError(f"refusing to start: {why}")
     est = estimate(plan, pending, max_batch=max_batch, device=device)
-    why = availability_refusal(plan, pending, est, gpu)
-    if why and (not force or ("hub" in why and hub_unreachable())):
+    why = availability_refusal(plan, pending, est, gpu, gpus_too=not force)
+    if why:
         raise ConfigError(f"refusing to start: {why}")
     check_plan_sources(plan, pending)
     check_plan_bounds(plan, pending)
