@@ -142,10 +142,11 @@ def plan_text(spec: SpecLike, store: str | Path | None = None, gpus: Optional[in
         check_directory(st.root)
         st.check_format()
     plan = study_plan(study, s, st)
-    parts = [study.describe(s, plan, st), preflight_text(plan, st, max_batch=s.executor.max_batch, gpu=study.gpu_of(s)),
-             _submission(s, plan, st)]
+    parts = [study.describe(s, plan, st), _submission(s, plan, st)]
     if gpus is not None:
         parts.append(_schedule(study, s, plan, gpus))
+    # last: what `run` would do (its final line is the verdict)
+    parts.append(preflight_text(plan, st, max_batch=s.executor.max_batch, gpu=study.gpu_of(s)))
     return "\n\n".join(parts)
 
 

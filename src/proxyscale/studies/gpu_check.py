@@ -4,9 +4,8 @@
   (the memory model of :mod:`proxyscale.models.memory`, at the step's micro-batch) is refused in
   one line naming its rung, the estimate, the GPU's memory and what to change.
 - :func:`availability_refusal`: a plan that streams from the Hugging Face hub where the hub
-  cannot be reached, or that only a GPU can run (it does not fit this CPU machine) where torch
-  sees none, is refused in one line naming what is missing, rather than with the first error a
-  step or a source check would meet.
+  cannot be reached is refused in one line naming it — and GPUs, when the plan also does not
+  fit this CPU machine — rather than with the first error a step or a source check would meet.
 """
 from __future__ import annotations
 
@@ -83,21 +82,19 @@ def hub_unreachable() -> Optional[str]:
 
 def availability_refusal(plan: Plan, pending: list[Step], est: Any, gpu: Optional[GpuType],
                          gpus_too: bool = True) -> Optional[str]:
-    """One line naming the hub and/or GPUs this plan needs and this machine lacks, or None.
-    ``est``: the plan's :class:`~proxyscale.studies.preflight.Estimate` on this machine (a plan
-    it refuses on a CPU machine is one that needs GPUs); ``gpus_too=False``: the hub only."""
-    missing = []
+    """One line naming the hub (and GPUs) a plan needs and this machine lacks, or None when its
+    pending steps read no hub data or the hub can be reached (a plan too big for this machine is
+    then refused by its estimate, which names it). ``est``: the plan's
+    :class:`~proxyscale.studies.preflight.Estimate` here (one it refuses on a CPU machine needs
+    GPUs); ``gpus_too=False`` (``--force``): the hub only."""
     sources, tests = hub_steps(plan, pending)
-    if sources or tests:
-        why = hub_unreachable()
-        if why:
-            missing.append(f"the Hugging Face hub ({len(sources)} sources and {len(tests)} test sets stream from it; "
-                           f"{why})")
+    why = hub_unreachable() if sources or tests else None
+    if why is None:
+        return None
+    missing = [f"the Hugging Face hub ({len(sources)} sources and {len(tests)} test sets stream from it; {why})"]
     if gpus_too and not est.device.startswith("cuda") and est.refusal() is not None:
         sized = f" sized for {gpu.name}" if gpu is not None else ""
         missing.append(f"GPUs (no CUDA device here; its {est.n_steps} pending steps{sized} need {est.flops:.3g} "
                        f"FLOPs, beyond this CPU)")
-    if not missing:
-        return None
     return (f"this plan needs {' and '.join(missing)}; run it on a GPU machine or cluster with that access "
             f"(`proxyscale plan` shows its GPUs, hours and submission)")

@@ -316,11 +316,12 @@ def preflight_text(plan: Plan, store: Any = None, *, max_batch: int = 8, device:
     if why:
         return f"{est.describe()}\n`proxyscale run` would refuse: {why}"
     sources, tests = hub_steps(plan, pending)
-    needs = [f"the Hugging Face hub ({len(sources)} sources, {len(tests)} test sets)"] if sources or tests else []
-    needs += ["GPUs (it does not fit this CPU machine)"] if est.refusal() and not est.device.startswith("cuda") else []
-    if needs:
+    if sources or tests:  # not contacted here: `run` refuses where the hub cannot be reached
+        needs = [f"the Hugging Face hub ({len(sources)} sources, {len(tests)} test sets)"]
+        needs += ["GPUs (it does not fit this CPU machine)"] if est.refusal() and not est.device.startswith("cuda") \
+            else []
         return (f"{est.describe()}\n`proxyscale run` needs {' and '.join(needs)}; it refuses where they are "
-                "missing, then checks the sources")
+                "missing")
     try:
         check_plan_sources(plan, pending)
         check_plan_bounds(plan, pending)
