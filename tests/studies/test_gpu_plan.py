@@ -124,3 +124,28 @@ def test_run_refuses_a_step_that_does_not_fit_the_gpu_before_anything_runs(tmp_p
     r = cli("plan", "spec.yaml", cwd=tmp_path)
     assert r.returncode == 0 and "`proxyscale run` would refuse: rung small (train/a-small-s0)" in r.stdout
     assert "   small    1    32     1 2.24e-05 2.24e-05 4.48e-05 0.00104  0.0273  0.0285   NO" in r.stdout
+
+
+MIXED = TINY.replace("gpu: {name: toy, memory_gb: 0.01, peak_tflops: 1}\n", "") \
+    .replace("{name: small, d_model: 8, n_layers: 1}", "{name: small, d_model: 8, n_layers: 1, context: 32}") \
+    .replace("n_layers: 1, n_heads: 2}", "n_layers: 1, n_heads: 2, context: 64}") + """
+context: 32
+pool: {sources: {a: 1, b: 1}, n_windows: 3000}
+selections: {sel: {method: dsir, target: mixed, n_target: 10}}
+"""
+
+
+def test_a_pool_serves_rungs_of_different_contexts():
+    """Pool windows have the longest rung context (64); the 32-token rung reads their first tokens.
+    DsDm's proxies read whole windows, so a proxy rung must have the pool's context."""
+    import pytest
+
+    from proxyscale.errors import ConfigError
+
+    plan = build_plan(load_study(yaml.safe_load(MIXED))[1])
+    assert [s.config["context"] for s in plan if s.kind == "pool_windows"] == [64]
+    assert sorted(s.config["model"]["context"] for s in plan if s.kind == "window_train") == [32, 64]
+    dsdm = MIXED.replace("{method: dsir, target: mixed, n_target: 10}",
+                         "{method: dsdm, target: mixed, proxy: small, n_target: 10}")
+    with pytest.raises(ConfigError, match="selections.sel.proxy: DsDm's proxies read whole pool windows of 64 tokens"):
+        load_study(yaml.safe_load(dsdm))
