@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ...errors import ConfigError
 from ...models.memory import GpuType
 from ...run.plan import Plan
 from ..base import Study, register_study
@@ -26,6 +27,7 @@ class ScalingStudy(Study):
         train = raw.get("train") if isinstance(raw, dict) else None
         if isinstance(train, dict) and train.get("micro_batch_size") == "auto":
             raw = {**raw, "train": {**train, "micro_batch_size": 0}, "auto_micro_batch": True}
+        _check_auto_words(raw)
         return super().parse(raw, where)
 
     def plan(self, spec: StudySpec) -> Plan:
@@ -51,3 +53,19 @@ class ScalingStudy(Study):
 
 
 SCALING = register_study(ScalingStudy())
+
+
+def _check_auto_words(raw: Any) -> None:
+    """A word other than ``auto`` where a whole number or ``auto`` goes is one line saying so
+    (the generic converter would only say "expected an integer")."""
+    if not isinstance(raw, dict):
+        return
+    ladder = raw.get("ladder") if isinstance(raw.get("ladder"), dict) else {}
+    rungs = ladder.get("rungs") if isinstance(ladder.get("rungs"), list) else []
+    found = [("train.micro_batch_size", (raw.get("train") or {}).get("micro_batch_size")
+              if isinstance(raw.get("train"), dict) else None), ("ladder.ranks", ladder.get("ranks"))]
+    found += [(f"ladder.rungs[{i}].ranks", r.get("ranks")) for i, r in enumerate(rungs) if isinstance(r, dict)]
+    for where, value in found:
+        if isinstance(value, str) and value != "auto":
+            raise ConfigError(f"{where}: {value!r} is neither a whole number nor auto; give a number, or auto to let "
+                              "the planner size it for the GPU")
