@@ -42,12 +42,12 @@ def describe_plan(spec: StudySpec, plan: Plan, store: Store | None = None) -> st
         state = f"[{store.state(s.key)}] " if store is not None else ""
         extra = ""
         if s.kind == "train":
-            i = s.info
+            i, ranks, gpu_h = s.info, s.config.get("ranks", 1), gpu_hours(spec, s.info["flops"])
             extra = (f"  params={i['params']:,} tokens={i['tokens']:,} steps={i['n_steps']:,} "
-                     f"FLOPs={_fmt(i['flops'])} GPU-h={gpu_hours(spec, i['flops']):.3g}"
+                     f"FLOPs={_fmt(i['flops'])} GPU-h={gpu_h:.3g}"
                      f" precision={_choice(s.config['train']['precision'])}"
                      f" stacking={_choice(s.config.get('stacking', 'single'))}"
-                     f" ranks={s.config.get('ranks', 1)}"
+                     f" ranks={ranks} wall-h={gpu_h / ranks:.3g}"
                      f" micro_batch={s.config['train'].get('micro_batch_size') or 'all'}")
         lines.append(f"  {state}{s.key}{extra}")
     rows = ladder_table(spec)
