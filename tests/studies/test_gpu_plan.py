@@ -55,6 +55,7 @@ def test_paper_spec_plans_and_run_refuses_for_hub_and_gpus_only(tmp_path):
     assert "    760M    8     8     4    2.83    2.83    5.67    19.1    10.8    41.2  yes     6.09" in r.stdout
     assert "on 64 GPUs: about 125.8 h wall-clock" in r.stdout and "critical path (9 steps, 125.7 h" in r.stdout
     assert "    train ×36: --cpus-per-task=" in r.stdout and ", 8 ranks per model" in r.stdout
+    assert "GPU-h=48.7 precision=auto (not measured yet) stacking=single ranks=8 wall-h=6.09 micro_batch=8" in r.stdout
     r = cli("run", str(PAPER), "--store", str(tmp_path / "store"), cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1, r.stderr
