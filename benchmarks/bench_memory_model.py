@@ -1,7 +1,7 @@
 """The per-rank memory model (proxyscale.models.memory) against measured peaks of real training
 steps, one fresh process per GPT shape and micro-batch.
 
-On CPU (fp32): the peak resident set (``resource.getrusage(...).ru_maxrss``) of a worker that
+On CPU (fp32): the peak resident set (``VmHWM``; see :func:`peak_rss`) of a worker that
 trains two steps (proxyscale's ``train_step``: forward, fp32 loss, backward, clip, AdamW), minus
 its peak before the model is built (torch imported, one warm-up step of a tiny model so that
 the kernels' own buffers are in the baseline). On CUDA (bf16 autocast): ``torch.cuda.
@@ -54,8 +54,6 @@ def _train(V: int, T: int, d: int, L: int, h: int, m: int, device: str) -> None:
 
 def child(args: list[Any]) -> None:
     """Runs in the fresh process: prints the peak bytes added by training."""
-    import resource
-
     import torch
 
     *shape, device = args
@@ -68,9 +66,25 @@ def child(args: list[Any]) -> None:
         _train(*shape, device)
         print(torch.cuda.max_memory_allocated() - base)
     else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        base = peak_rss()
         _train(*shape, device)
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)
+        print(peak_rss() - base)
+
+
+def peak_rss() -> int:
+    """This process's peak resident set, bytes: ``VmHWM`` of /proc/self/status, which belongs to
+    the process's own memory map; ``ru_maxrss`` (the fallback off Linux) keeps the high-water
+    mark of the parent it was forked from across ``exec``, so a child of a large parent (a test
+    session that imported torch) would see the parent's peak as its own."""
+    import resource
+
+    try:
+        for line in open("/proc/self/status", encoding="ascii"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def rows(device: str, shapes: list[tuple[int, ...]]) -> list[dict[str, Any]]:

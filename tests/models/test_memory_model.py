@@ -54,12 +54,14 @@ def test_gpu_names_and_custom_gpus():
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_memory_model.py"
 
 
-@pytest.mark.parametrize("shape", [(4096, 128, 128, 2, 2, 8), (1024, 256, 192, 3, 3, 8)],
+@pytest.mark.parametrize("shape", [(4096, 128, 128, 2, 2, 8), (2048, 256, 256, 4, 4, 8)],
                          ids=["logits-heavy", "activations-heavy"])
 def test_the_fp32_model_is_within_15_percent_of_a_measured_cpu_peak(shape):
-    """Peak RSS a fresh worker adds while training two steps (benchmarks/bench_memory_model.py)."""
+    """Peak RSS (VmHWM) a fresh worker adds while training two steps (benchmarks/bench_memory_model.py),
+    run after other tests have grown this process: the child must not inherit its peak."""
     out = subprocess.run([sys.executable, str(BENCH), "--child", json.dumps([*shape, "cpu"])], capture_output=True,
-                         text=True, timeout=120, check=True)
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
     measured = float(out.stdout.strip().splitlines()[-1])
     V, T, d, L, h, m = shape
     model = rank_memory(GPTConfig(vocab_size=V, context=T, d_model=d, n_layers=L, n_heads=h), m, act_bytes=4)
