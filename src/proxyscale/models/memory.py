@@ -22,7 +22,7 @@ little below what the devices report, and a step must fit within :data:`USABLE_F
   SPEC §10's ``2 + 4`` counts only the first two; on CPU (fp32) the measured peaks need all four.
 
 Measured against CPU peaks of real training steps (fp32) in ``benchmarks/bench_memory_model.py``:
-measured / model 0.99–1.01 for activation- and logit-dominated shapes (docs/benchmarks.md). The
+measured / model 1.00–1.02 for activation- and logit-dominated shapes (docs/benchmarks.md). The
 gradients' ``4P`` are counted although the training step frees them between steps: the
 tied embedding's gradient exists from the first op of the backward pass, and the others
 replace activations as it proceeds. The bf16 counts follow the same tensors at 2 bytes and are
