@@ -8,7 +8,7 @@ numbers, so the keys say exactly what runs. A spec without ``auto`` resolves to 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Optional
+from typing import Any
 
 from ...errors import ConfigError
 from ...models.ladder import GPTConfig
@@ -83,14 +83,3 @@ def resolve_ladder(ladder: Any, vocab_size: int, context: int, train: TrainConfi
 def setups_for_steps(setups: dict[str, RungSetup]) -> dict[str, tuple[int, TrainConfig]]:
     """rung → (ranks, train config), what :func:`.lm_ladder.add_lm_ladder` takes."""
     return {name: (s.ranks, s.train) for name, s in setups.items()}
-
-
-def fit_refusal(setup: RungSetup, step: Optional[str] = None) -> Optional[str]:
-    """Why ``setup`` will not fit its GPU (one line saying what to change), or None."""
-    if setup.fits:
-        return None
-    where = f"rung {setup.rung}" + (f" ({step})" if step else "")
-    return (f"{where} needs about {setup.memory.total / 2**30:.3g} GiB per rank at micro-batch {setup.micro_batch} "
-            f"({setup.memory.describe()}) but {setup.gpu.name} has {setup.gpu.memory_bytes / 2**30:.3g} GiB "
-            f"({setup.gpu.usable_bytes / 2**30:.3g} usable); use a smaller train.micro_batch_size (or auto), more "
-            f"ranks, or train.activation_checkpointing: true")
