@@ -563,6 +563,15 @@ CASES: tuple[Case, ...] = (
     Case("rung ranks 3 (does not divide batch_size 4)", "types", _rung_ranks(3)),
     Case("rung ranks 2 with micro_batch_size 4 (2 rows per rank)", "types",
          lambda s, ws: _set("train.micro_batch_size", 4)(_rung_ranks(2)(s, ws), ws)),
+    # -- GPU planning: the gpu block, micro-batches, ranks, steps that do not fit the GPU -------------
+    Case("gpu.name unknown (H100)", "spec", _set("gpu", {"name": "H100"})),
+    Case("gpu custom without memory_gb", "spec", _set("gpu", {"name": "mine", "peak_tflops": 100})),
+    Case("ladder.ranks 3 (does not divide batch 4)", "spec", _set("ladder.ranks", 3)),
+    Case("ladder.ranks: many (not a number or auto)", "types", _set("ladder.ranks", "many")),
+    Case("train.micro_batch_size: biggest (not a number or auto)", "types", _set("train.micro_batch_size", "biggest")),
+    Case("a rung that cannot fit the GPU (100 kB)", "spec",
+         _set("gpu", {"name": "toy", "memory_gb": 0.0001, "peak_tflops": 1})),
+    Case("plan --gpus 0", "cli", commands=("cli",), argv=("plan", "{spec}", "--gpus", "0")),
 )
 
 

@@ -48,7 +48,7 @@ def rich_spec(data: Path) -> dict:
     """The tiny spec with every optional section written out (more to mutate)."""
     spec = tiny_spec(data)
     spec.update(seed=3, corpus={"max_bytes_per_domain": 1000, "use_apt": False, "domains": ["pyref"]},
-                gpu={"name": "x", "peak_tflops": 100.0, "mfu": 0.5},
+                gpu={"name": "x", "peak_tflops": 100.0, "memory_gb": 40.0, "mfu": 0.5},
                 pool={"sources": {"prose": 1, "doc": 1}, "n_windows": 50},
                 selections={"sel": {"method": "dsir", "target": "mixed", "n_target": 5,
                                     "settings": {"min_example_length": 5}}},

@@ -75,7 +75,7 @@ def _run_in(study: Study, s: Any, st: Store, workers: int, backend: str | None, 
     from .run.executor import default_workers, run_plan
     from .studies.preflight import preflight
 
-    preflight(study_plan(study, s, st), st, max_batch=s.executor.max_batch, force=force)
+    preflight(study_plan(study, s, st), st, max_batch=s.executor.max_batch, force=force, gpu=study.gpu_of(s))
     require_writable(st.root)  # a read-only store is refused before any step runs (or measures)
     st.check_format(create=True)
     plan = study_plan(study, s, st, measure=True)  # only now: measuring writes into the store
@@ -129,9 +129,10 @@ def _existing_store(store: str | Path) -> Store:
     return st
 
 
-def plan_text(spec: SpecLike, store: str | Path | None = None) -> str:
-    """Dry-run text: every step of the study, its kind's cost tables and the resource estimate
-    that ``run`` checks (the sources are checked too: a bad one is an error here)."""
+def plan_text(spec: SpecLike, store: str | Path | None = None, gpus: Optional[int] = None) -> str:
+    """Dry-run text: every step of the study, its kind's cost tables, the resource estimate
+    that ``run`` checks, what it would submit, and with ``gpus`` the study's wall-clock on that
+    many GPUs (:mod:`proxyscale.run.schedule`)."""
     from .studies.preflight import preflight_text
 
     study, s = load_study(spec)
@@ -141,7 +142,33 @@ def plan_text(spec: SpecLike, store: str | Path | None = None) -> str:
         check_directory(st.root)
         st.check_format()
     plan = study_plan(study, s, st)
-    return f"{study.describe(s, plan, st)}\n\n{preflight_text(plan, st, max_batch=s.executor.max_batch)}"
+    parts = [study.describe(s, plan, st), _submission(s, plan, st)]
+    if gpus is not None:
+        parts.append(_schedule(study, s, plan, gpus))
+    # last: what `run` would do (its final line is the verdict)
+    parts.append(preflight_text(plan, st, max_batch=s.executor.max_batch, gpu=study.gpu_of(s)))
+    return "\n\n".join(parts)
+
+
+def _submission(s: Any, plan: Plan, st: Optional[Store]) -> str:
+    """What ``run`` would submit for the steps not yet done, per step kind."""
+    from .run.executor import available_cores
+    from .run.submit import submission_text
+    from .studies.preflight import pending_steps
+
+    job_dir = (st or Store("runs")).study_dir(s.name) / "jobs"
+    return submission_text(plan, pending_steps(plan, st), s.executor.backend, job_dir=job_dir.resolve(),
+                           cores=available_cores(), slurm_args=s.executor.slurm_args)
+
+
+def _schedule(study: Study, s: Any, plan: Plan, gpus: int) -> str:
+    """``plan --gpus N``: the study packed on N GPUs, its makespan and critical path."""
+    from .run.schedule import describe_schedule, list_schedule
+
+    res = study.step_resources(s, plan)
+    if res is None:
+        raise ConfigError(f"--gpus: a {study.kind} study does not time its steps on GPUs; drop --gpus")
+    return describe_schedule(plan, list_schedule(plan, res[0], res[1], gpus))
 
 
 def status_text(spec: SpecLike, store: str | Path = "runs") -> tuple[str, int]:

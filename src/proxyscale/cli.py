@@ -56,12 +56,15 @@ def demo(store: Path = STORE, workers: int = WORKERS,
 
 @app.command()
 def plan(spec: Path = typer.Argument(..., help="YAML study spec"), store: Optional[Path] = typer.Option(
-        None, "--store", help="Also show each step's state in this store.")) -> None:
-    """Dry run: every step with its parameters, tokens, FLOPs, estimated GPU-hours, and the resource
-    estimate (memory, CPU time) that `run` checks."""
+        None, "--store", help="Also show each step's state in this store."),
+        gpus: Optional[int] = typer.Option(None, "--gpus", help="Also pack the study on this many GPUs: its "
+                                                                "wall-clock and critical path.")) -> None:
+    """Dry run: every step with its parameters, tokens, FLOPs, estimated GPU-hours, each rung's GPUs,
+    micro-batch and memory per GPU, the resource estimate (memory, CPU time) that `run` checks
+    and what it would submit."""
     from .api import plan_text
 
-    typer.echo(plan_text(spec, store))
+    typer.echo(plan_text(spec, store, gpus))
 
 
 @app.command()

@@ -100,7 +100,10 @@ def test_paper_plan_matches_the_spec_gaps():
     assert 400 < rows["37M"]["ratio"] < 420
     assert abs(rows["37M"]["ratio"] * 20.1 / 22.4 - 370) < 5
     text = describe_plan(spec, build_plan(spec))
-    assert "GPU-hours" in text and "760M" in text and text.count("train/") == 10 * 4 + 10 * 2
+    # 6 natural distributions × (4 proxy rungs × 1 seed + the reference × 2 seeds); the 4 selections'
+    # models train on pool windows, beside DsDm's 3 proxies
+    assert "GPU-hours" in text and "760M" in text and text.count("\n  train/") == 6 * 4 + 6 * 2
+    assert text.count("\n  window_train/") == 4 * (4 + 2) + 3
 
 
 def test_demo_spec_spans_over_100x():

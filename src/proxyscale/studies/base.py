@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 from ..config import from_dict, load_yaml
 from ..errors import ConfigError, StoreError
+from ..models.memory import GpuType
 from ..registry import Registry
 from ..run.describe import describe_steps
 from ..run.plan import Plan, Step
@@ -58,6 +59,16 @@ class Study:
     def describe(self, spec: Any, plan: Plan, store: Any = None) -> str:
         """Dry-run text (``proxyscale plan``): every step; kinds add their own tables."""
         return describe_steps(f"{self.kind} study '{spec.name}'", plan, store)
+
+    def gpu_of(self, spec: Any) -> Optional[GpuType]:
+        """The GPU the study is planned for (``run`` refuses a step that would not fit it), or
+        None for kinds that name none."""
+        return None
+
+    def step_resources(self, spec: Any, plan: Plan) -> Optional[tuple[dict[str, float], dict[str, int]]]:
+        """(hours, GPUs) per step key for ``plan --gpus N`` (:mod:`proxyscale.run.schedule`), or
+        None for kinds that do not time their steps on GPUs."""
+        return None
 
     def report_parts(self, analysis_dir: Path) -> tuple[list[Any], dict[str, Any]]:
         """The report's sections and extra files (name → bytes or text) from the analysis."""

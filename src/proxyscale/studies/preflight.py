@@ -39,6 +39,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 from ..errors import ConfigError, DataError
 from ..models.ladder import GPTConfig, param_count
+from ..models.memory import GpuType
 from ..run.describe import fmt_flops
 from ..run.plan import Plan, Step
 
@@ -113,7 +114,8 @@ def step_memory(step: Step, plan: Plan, group: int = 1) -> float:
     """Peak bytes of one worker running ``step`` (with ``group`` batched models), 0 if not modelled."""
     model, train = _gpt_of(step), step.config.get("train")
     if model is not None and isinstance(train, Mapping) and "batch_size" in train:
-        return group * gpt_memory(model, int(train["batch_size"]), training=True, plain_attention=group > 1)
+        rows = int(train.get("micro_batch_size") or train["batch_size"])  # one pass holds one micro-batch
+        return group * gpt_memory(model, rows, training=True, plain_attention=group > 1)
     source = plan[step.inputs["model"]] if "model" in step.inputs else None
     model = _gpt_of(source) if source is not None else None
     if model is not None and "batch_size" in step.config:
@@ -277,26 +279,49 @@ def pending_steps(plan: Plan, store: Any = None) -> list[Step]:
 
 
 def preflight(plan: Plan, store: Any = None, *, max_batch: int = 8, force: bool = False,
-              device: Optional[str] = None) -> Estimate:
-    """What ``run`` does before any step: check the sources (a DataError, whatever ``force``
+              device: Optional[str] = None, gpu: Optional[GpuType] = None) -> Estimate:
+    """What ``run`` does before any step: refuse a step that would not fit the study's ``gpu``
+    and a plan needing the hub or GPUs this machine lacks (:mod:`.gpu_check`; ``force``
+    overrides the GPU parts, not the hub), check the sources (a DataError, whatever ``force``
     says) and the resource estimate of the steps not yet done in ``store`` (a ConfigError with
     the estimate when the plan does not fit, unless ``force``)."""
+    from .gpu_check import availability_refusal, gpu_fit_refusal
+
     pending = pending_steps(plan, store)
+    why = gpu_fit_refusal(pending, gpu) if gpu is not None and not force else None
+    if why:
+        raise ConfigError(f"refusing to start: {why}")
+    est = estimate(plan, pending, max_batch=max_batch, device=device)
+    why = availability_refusal(plan, pending, est, gpu, gpus_too=not force)
+    if why:
+        raise ConfigError(f"refusing to start: {why}")
     check_plan_sources(plan, pending)
     check_plan_bounds(plan, pending)
-    est = estimate(plan, pending, max_batch=max_batch, device=device)
     why = est.refusal()
     if why and not force:
         raise ConfigError(f"refusing to start: {why}; shrink the study or pass --force to run anyway")
     return est
 
 
-def preflight_text(plan: Plan, store: Any = None, *, max_batch: int = 8, device: Optional[str] = None) -> str:
+def preflight_text(plan: Plan, store: Any = None, *, max_batch: int = 8, device: Optional[str] = None,
+                   gpu: Optional[GpuType] = None) -> str:
     """What ``plan`` prints: the estimate, and whether ``run`` would start or why it would refuse
     (a dry run reports a bad source here rather than failing, so that a study whose data is yet
-    to be made can still be planned)."""
+    to be made can still be planned). The hub is not contacted: a plan reading it says so."""
+    from .gpu_check import gpu_fit_refusal, hub_steps
+
     pending = pending_steps(plan, store)
     est = estimate(plan, pending, max_batch=max_batch, device=device)
+    why = gpu_fit_refusal(pending, gpu) if gpu is not None else None
+    if why:
+        return f"{est.describe()}\n`proxyscale run` would refuse: {why}"
+    sources, tests = hub_steps(plan, pending)
+    if sources or tests:  # not contacted here: `run` refuses where the hub cannot be reached
+        needs = [f"the Hugging Face hub ({len(sources)} sources, {len(tests)} test sets)"]
+        needs += ["GPUs (it does not fit this CPU machine)"] if est.refusal() and not est.device.startswith("cuda") \
+            else []
+        return (f"{est.describe()}\n`proxyscale run` needs {' and '.join(needs)}; it refuses where they are "
+                "missing")
     try:
         check_plan_sources(plan, pending)
         check_plan_bounds(plan, pending)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional, Union
 
 from ...config import content_hash, suggest, to_dict
 from ...errors import ConfigError
@@ -29,12 +29,13 @@ class RungSpec:
     n_layers: int
     n_heads: int = 1
     context: Optional[int] = None  # training context of this rung (default: the study's)
-    # data-parallel processes per model (GPUs on CUDA, gloo processes on CPU); SPEC §10
-    ranks: int = field(default=1, metadata={"omit_default": True})
+    # data-parallel processes per model (GPUs on CUDA, gloo processes on CPU); SPEC §10. "auto":
+    # chosen for the study's GPU (models/memory.choose_ranks); None: the ladder's `ranks`. The
+    # planner resolves it to a whole number before any step is built.
+    ranks: Union[int, Literal["auto"], None] = field(default=None, metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
-        if not isinstance(self.ranks, int) or self.ranks < 1:
-            raise ConfigError(f"rung '{self.name}': ranks must be a whole number >= 1, got {self.ranks!r}")
+        check_ranks(self.ranks, f"rung '{self.name}'")
         if self.d_model <= 0 or self.n_layers <= 0 or self.n_heads <= 0:
             raise ConfigError(f"rung '{self.name}': d_model, n_layers and n_heads must be positive")
         if self.d_model % self.n_heads:
@@ -47,6 +48,14 @@ class RungSpec:
                          n_layers=self.n_layers, n_heads=self.n_heads, mup=mup)
 
 
+def check_ranks(ranks: Any, where: str) -> None:
+    """``ranks`` is None, "auto" or a whole number ≥ 1 (a ConfigError naming ``where`` if not)."""
+    if ranks is None or ranks == "auto":
+        return
+    if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
+        raise ConfigError(f"{where}: ranks must be a whole number >= 1 or auto, got {ranks!r}")
+
+
 def check_rungs(rungs: tuple[RungSpec, ...], reference: str, where: str = "ladder") -> None:
     """At least two distinct rungs, and the reference among them."""
     names = [r.name for r in rungs]
@@ -56,7 +65,7 @@ def check_rungs(rungs: tuple[RungSpec, ...], reference: str, where: str = "ladde
         raise ConfigError(f"{where}.rungs: duplicate rung names in {names}")
     if reference not in names:
         raise ConfigError(f"{where}.reference: '{reference}' is not a rung{suggest(reference, names)}")
-    ranked = [r.name for r in rungs if r.ranks > 1]
+    ranked = [r.name for r in rungs if r.ranks not in (None, 1)]
     if ranked and where != "ladder":  # only the LM ladder's train steps start data-parallel jobs
         raise ConfigError(f"{where}: rung(s) {ranked} set ranks > 1, which only a scaling study's ladder "
                           "trains data-parallel; remove ranks here")
@@ -72,9 +81,11 @@ class LadderSpec:
     proxy_seeds: tuple[int, ...] = (0,)
     reference_seeds: tuple[int, ...] = (0,)
     mup: bool = False
+    ranks: Union[int, Literal["auto"]] = 1  # the default of rungs that give no `ranks`
 
     def __post_init__(self) -> None:
         check_rungs(self.rungs, self.reference)
+        check_ranks(self.ranks, "ladder")
         if self.tokens_per_param <= 0:
             raise ConfigError("ladder.tokens_per_param must be positive (the paper uses about 20)")
         if not self.proxy_seeds or not self.reference_seeds:
@@ -108,8 +119,8 @@ class TrainStep:
     stacking: Literal["stacked", "auto", "single"] = "single"
     stack_size: int = 1
     stack_index: int = 0
-    # data-parallel processes (RungSpec.ranks); in the key when > 1, but not in the training run's
-    # hash, so the run's checkpoints resume under any number of ranks
+    # data-parallel processes (RungSpec.ranks, resolved); in the key when > 1, but not in the
+    # training run's hash, so the run's checkpoints resume under any number of ranks
     ranks: int = field(default=1, metadata={"omit_default": True})
 
 
@@ -122,36 +133,39 @@ class EvalStep:
 def add_lm_ladder(plan: Plan, *, ladder: LadderSpec, distributions: Mapping[str, Mapping[str, float]],
                   train: TrainConfig, vocab_size: int, context: int, seed: int, tokenizer: str,
                   shard_inputs: Any, test_inputs: dict[str, str], batch_below_params: int, max_batch: int = 8,
-                  windows: Optional[Mapping[str, tuple[str, str]]] = None) -> dict[str, str]:
+                  windows: Optional[Mapping[str, tuple[str, str]]] = None,
+                  setups: Optional[Mapping[str, tuple[int, TrainConfig]]] = None) -> dict[str, str]:
     """Add train + eval steps for every rung × distribution × seed. ``shard_inputs(mixture)``
     gives a mixture's shard roles; a distribution in ``windows`` (name → (pool step, selection
     step)) trains on the selected pool windows instead. A rung's models below
     ``batch_below_params`` are trained in stacks of at most ``max_batch`` that the plan fixes
-    (:func:`.measured.plan_stacks`). Returns ``{"eval:<dist>:<rung>:<seed>": key}``."""
+    (:func:`.measured.plan_stacks`). ``setups``: rung → (ranks, train config with micro-batch)
+    resolved for the GPU (:mod:`.gpu_plan`; default: one rank, ``train``). Returns
+    ``{"eval:<dist>:<rung>:<seed>": key}``."""
     from .measured import plan_stacks, train_choices
 
-    check_ranks(ladder, train)
     evals: dict[str, str] = {}
     for rung in ladder.rungs:
         b = ladder.budget(rung, vocab_size, context, train.batch_size)
         gpt = rung.gpt(vocab_size, context, ladder.mup)
-        model = {**to_dict(gpt)}
+        model, (ranks, base_train) = {**to_dict(gpt)}, (setups or {}).get(rung.name, (1, train))
+        _check_split(rung.name, ranks, base_train)
         members = [(d, rep) for d in sorted(distributions) if not (windows and d in windows)
                    for rep in ladder.seeds(rung)]
-        stackable = b.params < batch_below_params and rung.ranks == 1 and not _splits(train)
+        stackable = b.params < batch_below_params and ranks == 1 and not _splits(base_train)
         place = plan_stacks(members, max_batch, b.flops) if stackable else {}
         # measured choices resolved into the config, hence the key (see measured.py)
-        rung_train, stacking = train_choices(gpt, train, b.n_steps, max((p[1] for p in place.values()), default=1),
+        rung_train, stacking = train_choices(gpt, base_train, b.n_steps, max((p[1] for p in place.values()), default=1),
                                              b.flops)
         train_cfg = to_dict(rung_train)
-        selected = _window_models(plan, windows or {}, ladder, rung, gpt, train, b, seed,
-                                  (max_batch, batch_below_params))
+        selected = _window_models(plan, windows or {}, ladder, rung, gpt, base_train, b, seed,
+                                  (max_batch, batch_below_params, ranks))
         for dname, mix in sorted(distributions.items()):
             for rep in ladder.seeds(rung):
                 cfg = {"distribution": dname, "mixture": dict(mix), "rung": rung.name, "model": model,
                        "train": train_cfg, "n_steps": b.n_steps,
                        "seed": derive_seed(seed, "train", dname, rung.name, rep), "replicate": rep,
-                       **({"ranks": rung.ranks} if rung.ranks > 1 else {})}
+                       **({"ranks": ranks} if ranks != 1 else {})}
                 bkey = None
                 if stacking != "single" and (dname, rep) in place:
                     j, size, index = place[(dname, rep)]
@@ -163,7 +177,7 @@ def add_lm_ladder(plan: Plan, *, ladder: LadderSpec, distributions: Mapping[str,
                     tkey = plan.add(Step("train", f"{dname}-{rung.name}-s{rep}", cfg,
                                          {"tokenizer": tokenizer, **shard_inputs(mix)}, bkey, b.flops,
                                          info={**b.as_dict(), "rung": rung.name, "distribution": dname},
-                                         ranks=rung.ranks, gpus=rung.ranks if _on_cuda(train) else 0.0))
+                                         ranks=ranks, gpus=ranks if _on_cuda(base_train) else 0.0))
                 ekey = plan.add(Step("eval", f"{dname}-{rung.name}-s{rep}", {"batch_size": 64},
                                      {"model": tkey, **test_inputs},
                                      cost=2 * b.params * 200 * max(1, len(test_inputs)) * context))
@@ -183,23 +197,23 @@ def _on_cuda(train: TrainConfig) -> bool:
     return train.device.startswith("cuda")
 
 
-def check_ranks(ladder: LadderSpec, train: TrainConfig) -> None:
-    """Each rung's ranks split the global batch evenly into whole micro-batches."""
+def _check_split(rung: str, ranks: int, train: TrainConfig) -> None:
+    """A rung's (resolved) ranks split the global batch evenly into whole micro-batches."""
     from ...train.distributed import check_split
 
-    for rung in ladder.rungs:
-        if rung.ranks > 1:
-            try:
-                check_split(train.batch_size, rung.ranks, train.micro_batch_size)
-            except ConfigError as e:
-                raise ConfigError(f"rung '{rung.name}' (ranks {rung.ranks}): {e}") from None
+    if ranks > 1:
+        try:
+            check_split(train.batch_size, ranks, train.micro_batch_size)
+        except ConfigError as e:
+            raise ConfigError(f"rung '{rung}' (ranks {ranks}): {e}") from None
 
 
 def _window_models(plan: Plan, windows: Mapping[str, tuple[str, str]], ladder: LadderSpec, rung: RungSpec,
                    gpt: GPTConfig, train: TrainConfig, b: Budget, seed: int,
-                   batching: tuple[int, int]) -> dict[tuple[str, int], str]:
+                   batching: tuple[int, int, int]) -> dict[tuple[str, int], str]:
     """The rung's models on selected pool windows (``windows``: distribution → (pool, selection)):
-    one same-shape group with the rung's budget, in stacks the plan fixes. Returns
+    one same-shape group with the rung's budget, in stacks the plan fixes (``batching``:
+    max_batch, batch_below_params and the rung's resolved ranks). Returns
     ``(distribution, seed) -> train key``."""
     from .pool import WindowModel, add_window_models
 
@@ -207,7 +221,7 @@ def _window_models(plan: Plan, windows: Mapping[str, tuple[str, str]], ladder: L
     members = [WindowModel(f"{d}-{rung.name}-s{rep}", derive_seed(seed, "train", d, rung.name, rep), windows[d][0],
                            selection=windows[d][1]) for d, rep in ids]
     keys = add_window_models(plan, model=gpt, train=train, n_steps=b.n_steps, flops=b.flops, members=members,
-                             max_batch=batching[0], batch_below_params=batching[1], ranks=rung.ranks)
+                             max_batch=batching[0], batch_below_params=batching[1], ranks=batching[2])
     return dict(zip(ids, keys))
 
 

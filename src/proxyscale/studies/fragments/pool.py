@@ -242,8 +242,8 @@ def _batch_fn(ctx: StepContext, record: bool = True):
     order = epoch_order(items, c.n_steps * c.train.batch_size, c.seed, "window-epoch")
     if record:
         write_npy(ctx.out / "data_order.npy", order.reshape(c.n_steps, c.train.batch_size))
-    b = c.train.batch_size
-    return ctx.tracked(lambda i: np.asarray(windows[np.sort(order[i * b:(i + 1) * b])]).astype(np.int64),
+    b, t = c.train.batch_size, c.model.context + 1  # a shorter-context model reads each window's first tokens
+    return ctx.tracked(lambda i: np.asarray(windows[np.sort(order[i * b:(i + 1) * b]), :t]).astype(np.int64),
                        c.n_steps, b * c.model.context)
 
 

@@ -16,7 +16,9 @@ from ...errors import ConfigError
 from ...models.ladder import Budget, attribution_flops
 from ...run.plan import Plan, Step
 from ...seeding import derive_seed
+from ...train.optim import TrainConfig
 from ..fragments.data import DataKeys, add_data
+from ..fragments.gpu_plan import RungSetup, resolve_ladder, setups_for_steps
 from ..fragments.lm_ladder import add_lm_ladder
 from ..fragments.pool import add_dsdm_scores, add_pool, add_selection
 from .spec import RungSpec, StudySpec
@@ -29,36 +31,43 @@ def rung_budget(spec: StudySpec, rung: RungSpec) -> Budget:
     return spec.ladder.budget(rung, spec.tokenizer.vocab_size, spec.context, spec.train.batch_size)
 
 
+def rung_setups(spec: StudySpec) -> dict[str, RungSetup]:
+    """Every rung's ranks, micro-batch, memory per rank and hours on the spec's GPU."""
+    return resolve_ladder(spec.ladder, spec.tokenizer.vocab_size, spec.context, spec.train, spec.gpu.type,
+                          auto_micro_batch=spec.auto_micro_batch, mfu=spec.gpu.mfu, mup=spec.ladder.mup)
+
+
 def build_plan(spec: StudySpec) -> Plan:
     """All steps of the study, dependencies first."""
+    setups = setups_for_steps(rung_setups(spec))
     plan = Plan()
     used = {s for mix in spec.distributions.values() for s, w in mix.items() if w > 0}
     used |= set(spec.pool.sources) if spec.selections and spec.pool else set()
     data = add_data(plan, sources=spec.sources, used=sorted(used), test_sets=spec.test_sets,
                     tokenizer=spec.tokenizer, corpus=spec.corpus, seed=spec.seed,
                     heldout_fraction=spec.heldout_fraction, test_context=spec.test_context)
-    windows, targets = add_selected_distributions(plan, spec, data)
+    windows, targets = add_selected_distributions(plan, spec, data, setups)
     evals = add_lm_ladder(plan, ladder=spec.ladder, distributions={**spec.distributions, **{d: {} for d in windows}},
                           train=spec.train, vocab_size=spec.tokenizer.vocab_size, context=spec.context,
                           seed=spec.seed, tokenizer=data.tokenizer, shard_inputs=data.shard_inputs,
                           test_inputs=data.test_inputs(), batch_below_params=spec.executor.batch_below_params,
-                          max_batch=spec.executor.max_batch,
-                          windows=windows)
+                          max_batch=spec.executor.max_batch, windows=windows, setups=setups)
     ngrams = _add_ngrams(plan, spec, data, windows)
     counts = {f"count:{t}": k for t, k in data.tests.items()}  # requested vs built, for the report
     plan.add(Step("analyze", spec.name, _analysis_config(spec), {**evals, **ngrams, **targets, **counts}, cost=1e9))
     return plan
 
 
-def add_selected_distributions(plan: Plan, spec: StudySpec, data: DataKeys) -> tuple[dict[str, tuple[str, str]],
-                                                                                      dict[str, str]]:
+def add_selected_distributions(plan: Plan, spec: StudySpec, data: DataKeys,
+                               setups: dict[str, tuple[int, TrainConfig]]) -> tuple[dict[str, tuple[str, str]],
+                                                                                   dict[str, str]]:
     """The pool, target parts, DsDm proxies and selections behind selection-induced
     distributions. Returns (distribution → (pool, selection) keys, analysis inputs
     ``target:<test set>:<n>`` naming the target examples to leave out of evaluation)."""
     if not spec.selections:
         return {}, {}
     pool = add_pool(plan, tokenizer=data.tokenizer, shard_inputs=data.shard_inputs(spec.pool.sources),
-                    mixture=spec.pool.sources, n_windows=spec.pool.n_windows, context=spec.context,
+                    mixture=spec.pool.sources, n_windows=spec.pool.n_windows, context=spec.pool_context,
                     seed=derive_seed(spec.seed, "pool"))
     parts: dict[str, str] = {}
     for sel in spec.selections.values():
@@ -69,7 +78,7 @@ def add_selected_distributions(plan: Plan, spec: StudySpec, data: DataKeys) -> t
                  "seed": derive_seed(spec.seed, "target-split", sel.target)},
                 {"testset": data.tests[sel.target], "tokenizer": data.tokenizer, "pool": pool}, cost=1e8))
     ref = rung_budget(spec, spec.rung(spec.ladder.reference))
-    weights = _dsdm_for_selections(plan, spec, pool, parts)
+    weights = _dsdm_for_selections(plan, spec, pool, parts, setups)
     windows = {}
     for name, sel in sorted(spec.selections.items()):
         tkey = f"{sel.target}:{sel.n_target}"
@@ -82,7 +91,8 @@ def add_selected_distributions(plan: Plan, spec: StudySpec, data: DataKeys) -> t
     return windows, {f"target:{k}": v for k, v in parts.items()}
 
 
-def _dsdm_for_selections(plan: Plan, spec: StudySpec, pool: str, parts: dict[str, str]) -> dict[str, str]:
+def _dsdm_for_selections(plan: Plan, spec: StudySpec, pool: str, parts: dict[str, str],
+                         setups: dict[str, tuple[int, TrainConfig]]) -> dict[str, str]:
     """One dsdm_scores step per proxy rung that a DsDm selection uses (scoring every target)."""
     out = {}
     for rung in sorted({s.proxy for s in spec.selections.values() if s.method in ("dsdm", "bot-dsdm")}):
@@ -92,9 +102,9 @@ def _dsdm_for_selections(plan: Plan, spec: StudySpec, pool: str, parts: dict[str
         if windows > spec.pool.n_windows:
             raise ConfigError(f"proxy {rung} needs {windows:,} pool windows (its Chinchilla size) but the pool has "
                               f"{spec.pool.n_windows:,}; grow pool.n_windows")
-        cost = attribution_flops(b.params, spec.dsdm.k, spec.pool.n_windows, 1, spec.context) * spec.dsdm.models
+        cost = attribution_flops(b.params, spec.dsdm.k, spec.pool.n_windows, 1, spec.pool_context) * spec.dsdm.models
         out[rung] = add_dsdm_scores(plan, name=rung, pool=pool, model=r.gpt(spec.tokenizer.vocab_size, spec.context),
-                                    train=spec.train, n_steps=b.n_steps, windows=windows, flops=b.flops,
+                                    train=setups[rung][1], n_steps=b.n_steps, windows=windows, flops=b.flops,
                                     trak=to_dict(spec.dsdm), targets=parts, seed=spec.seed, cost=cost,
                                     batching=(spec.executor.max_batch, spec.executor.batch_below_params))
     return out

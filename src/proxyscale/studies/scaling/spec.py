@@ -11,6 +11,7 @@ from typing import Any, Literal, Optional
 
 from ...config import suggest
 from ...errors import ConfigError
+from ...models.memory import GpuType, lookup_gpu
 from ...run.executor import ExecutorSpec
 from ...run.plan import check_name
 from ...train.optim import TrainConfig
@@ -24,16 +25,26 @@ __all__ = ["AnalysisSpec", "GpuSpec", "LadderSpec", "RungSpec", "SelectedSpec", 
 
 @dataclass(frozen=True)
 class GpuSpec:
-    """What ``proxyscale plan`` assumes to turn FLOPs into GPU-hours."""
+    """The GPU a study is planned for: a name from the table of
+    :mod:`proxyscale.models.memory` (``H100-80GB``, ``H200-141GB``, ``A100-40GB``, ``A100-80GB``,
+    ``L4-24GB``), or any name with ``memory_gb`` and ``peak_tflops`` (either also overrides a
+    known GPU's number), and the MFU that turns FLOPs into hours. ``plan`` sizes every rung's
+    micro-batch and ranks for it; ``run`` refuses a step that would not fit it."""
 
-    name: str = "H100 SXM (bf16 dense)"
-    peak_tflops: float = 989.0
+    name: str = "H100-80GB"
     mfu: float = 0.40
+    peak_tflops: Optional[float] = None
+    memory_gb: Optional[float] = None
 
     def __post_init__(self) -> None:
-        if not (self.peak_tflops > 0 and 0 < self.mfu <= 1):
-            raise ConfigError(f"gpu: peak_tflops must be > 0 and mfu in (0, 1], got {self.peak_tflops:g} and "
-                              f"{self.mfu:g} (e.g. 989 and 0.4 for an H100)")
+        if not 0 < self.mfu <= 1:
+            raise ConfigError(f"gpu.mfu must lie in (0, 1], got {self.mfu:g} (0.4 is typical for an H100)")
+        lookup_gpu(self.name, self.memory_gb, self.peak_tflops)  # a known name, or both numbers
+
+    @property
+    def type(self) -> GpuType:
+        """The GPU's memory and peak TFLOP/s."""
+        return lookup_gpu(self.name, self.memory_gb, self.peak_tflops)
 
 
 @dataclass(frozen=True)
@@ -101,6 +112,8 @@ class StudySpec:
     pool: Optional[PoolSpec] = None
     selections: dict[str, SelectedSpec] = field(default_factory=dict)
     dsdm: DsDmSpec = field(default_factory=DsDmSpec)
+    # set by `train.micro_batch_size: auto`: each rung's micro-batch is the largest that fits the GPU
+    auto_micro_batch: bool = False
 
     def __post_init__(self) -> None:
         check_name(self.name, "name: the study name")
@@ -139,14 +152,24 @@ class StudySpec:
                               f"{suggest(str(sel.target), self.test_sets)}; {sel.method} selects toward one")
         if sel.method in ("dsdm", "bot-dsdm") and sel.proxy not in [r.name for r in self.ladder.rungs]:
             raise ConfigError(f"{where}.proxy: '{sel.proxy}' is not a ladder rung; DsDm needs proxy models")
-        if sel.n_target < 1 or any(r.context not in (None, self.context) for r in self.ladder.rungs):
-            raise ConfigError(f"{where}: n_target must be ≥ 1, and every rung must use the study's context")
+        if sel.n_target < 1:
+            raise ConfigError(f"{where}: n_target must be ≥ 1")
+        if sel.proxy is not None and sel.method in ("dsdm", "bot-dsdm") and \
+                self.rung_context(self.rung(sel.proxy)) != self.pool_context:
+            raise ConfigError(f"{where}.proxy: DsDm's proxies read whole pool windows of {self.pool_context} tokens "
+                              f"(the longest rung context); pick a proxy rung with that context")
 
     def rung(self, name: str) -> RungSpec:
         return self.ladder.rung(name)
 
     def rung_context(self, rung: RungSpec) -> int:
         return rung.context or self.context
+
+    @property
+    def pool_context(self) -> int:
+        """Pool windows fit every rung: the longest training context (a shorter-context model
+        reads each window's first tokens)."""
+        return max(self.rung_context(r) for r in self.ladder.rungs)
 
     @property
     def test_context(self) -> int:
