@@ -53,7 +53,10 @@ def test_paper_spec_plans_and_run_refuses_for_hub_and_gpus_only(tmp_path):
     r = cli("plan", str(PAPER), "--gpus", "64", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "    760M    8     8     4    2.83    2.83    5.67    19.1    10.8    41.2  yes     6.09" in r.stdout
-    assert "on 64 GPUs: about 125.8 h wall-clock" in r.stdout and "critical path (9 steps, 125.7 h" in r.stdout
+    # the path: a 125M DsDm proxy (1.32 h), DsDm scoring (75.7 h), a 760M model on its selection
+    # (6.09 h on 8 ranks), its eval: 83.1 h
+    assert "on 64 GPUs: about 83.1 h wall-clock" in r.stdout and "critical path (9 steps, 83.1 h" in r.stdout
+    assert "dsdm_scores/125M (75.7 h) → window_train/bot-dsdm-lambada-760M-s0 (6.09 h)" in r.stdout
     assert "    train ×36: --cpus-per-task=" in r.stdout and ", 8 ranks per model" in r.stdout
     assert "GPU-h=48.7 precision=auto (not measured yet) stacking=single ranks=8 wall-h=6.09 micro_batch=8" in r.stdout
     r = cli("run", str(PAPER), "--store", str(tmp_path / "store"), cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})

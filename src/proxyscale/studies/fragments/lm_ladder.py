@@ -142,8 +142,6 @@ def add_lm_ladder(plan: Plan, *, ladder: LadderSpec, distributions: Mapping[str,
     (:func:`.measured.plan_stacks`). ``setups``: rung → (ranks, train config with micro-batch)
     resolved for the GPU (:mod:`.gpu_plan`; default: one rank, ``train``). Returns
     ``{"eval:<dist>:<rung>:<seed>": key}``."""
-    from .measured import plan_stacks, train_choices
-
     evals: dict[str, str] = {}
     for rung in ladder.rungs:
         b = ladder.budget(rung, vocab_size, context, train.batch_size)
@@ -153,11 +151,7 @@ def add_lm_ladder(plan: Plan, *, ladder: LadderSpec, distributions: Mapping[str,
         members = [(d, rep) for d in sorted(distributions) if not (windows and d in windows)
                    for rep in ladder.seeds(rung)]
         stackable = b.params < batch_below_params and ranks == 1 and not _splits(base_train)
-        place = plan_stacks(members, max_batch, b.flops) if stackable else {}
-        # measured choices resolved into the config, hence the key (see measured.py)
-        rung_train, stacking = train_choices(gpt, base_train, b.n_steps, max((p[1] for p in place.values()), default=1),
-                                             b.flops)
-        train_cfg = to_dict(rung_train)
+        place, train_cfg, stacking = _stacks_and_choices(members, max_batch, stackable, gpt, base_train, b)
         selected = _window_models(plan, windows or {}, ladder, rung, gpt, base_train, b, seed,
                                   (max_batch, batch_below_params, ranks))
         for dname, mix in sorted(distributions.items()):
@@ -183,6 +177,18 @@ def add_lm_ladder(plan: Plan, *, ladder: LadderSpec, distributions: Mapping[str,
                                      cost=2 * b.params * 200 * max(1, len(test_inputs)) * context))
                 evals[f"eval:{dname}:{rung.name}:{rep}"] = ekey
     return evals
+
+
+def _stacks_and_choices(members: list, max_batch: int, stackable: bool, gpt: GPTConfig, train: TrainConfig,
+                        b: Budget) -> tuple[dict, dict, str]:
+    """(member -> stack place, train config dict with its measured choices, stacking) of a rung:
+    the choices are resolved into the config, hence the key (see measured.py)."""
+    from .measured import plan_stacks, train_choices
+
+    place = plan_stacks(members, max_batch, b.flops) if stackable else {}
+    rung_train, stacking = train_choices(gpt, train, b.n_steps, max((p[1] for p in place.values()), default=1),
+                                         b.flops)
+    return place, to_dict(rung_train), stacking
 
 
 def _splits(train: TrainConfig) -> bool:
