@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -34,7 +35,7 @@ from ..data.sources import SourceSpec, local_files
 from ..errors import ConfigError, DataError
 
 MARKER = ".proxyscale-work.json"
-METHODS = ("dsir", "classifier", "random")
+METHODS = ("dsir", "classifier", "random", "dsdm", "bot-dsdm")
 Mapper = Callable[[Callable[[str], str], list[str]], Iterator[str]]  # (task, jobs) -> results in job order
 
 
@@ -99,7 +100,7 @@ class WorkDir:
         """Remove the results this module wrote, the marker, then the directory (if then empty)."""
         for p in self.path.iterdir():
             if p.name.startswith(("res-", "arg-", ".tmp-")):
-                p.unlink()
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         (self.path / MARKER).unlink(missing_ok=True)
         try:
             self.path.rmdir()
