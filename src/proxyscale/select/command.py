@@ -91,7 +91,7 @@ def run(req: Request) -> Path:
         tracker.pool_size = len(ids)
         sel, work = _select(req, selector, docs, psrc, texts, n)
         if tuple(ids) != sel.ids:
-            raise RuntimeError(f"{req.method} returned its documents out of pool order")  # a bug, not a user error
+            _changed(req, work)
         from .checks import check_length_bias
 
         check_length_bias(req.method, sel.scores, lengths)
@@ -116,6 +116,18 @@ def _select(req: Request, selector: Any, docs: Pool, psrc: SourceSpec, texts: li
         raise ConfigError("--workers/--backend read local shards whole; leave out --hub and --max-docs, or run "
                           "without --workers/--backend")
     return sharded_select(selector, psrc, texts, n, req.seed, req.out, req.mapper)
+
+
+def _changed(req: Request, work: Any) -> None:
+    """The method's documents are not those the reading pass saw: a shard changed under a sharded
+    run (a user error), else a method that reorders (a bug)."""
+    if work is None:
+        raise RuntimeError(f"{req.method} returned its documents out of pool order")  # a bug, not a user error
+    from ..errors import DataError
+
+    raise DataError(f"{req.pool}: the pool's shards changed while they were being selected from (their documents "
+                    "differ from the first reading); leave them unchanged until the selection is written, then "
+                    "run the same command again")
 
 
 def _quiet_datasets() -> None:
