@@ -17,10 +17,10 @@ import pytest
 
 WORDS = ("the of data model train loss token text science water river mountain code python function value "
          "graph table chair light dark def return import class self print").split()
-# Tiny proxies; batches of 16 over shards of 13 and 14 documents, so batches straddle shards; the
+# Tiny proxies; batches of 8 over shards of 13 and 14 documents, so batches straddle shards; the
 # BPE learns from the first shard only.
 SMALL = {"d_model": 8, "n_heads": 1, "models": 2, "context": 16, "vocab_size": 300, "k": 16,
-         "tokens_per_param": 1, "batch_size": 16, "tokenizer_bytes": 1000}
+         "tokens_per_param": 1, "batch_size": 8, "tokenizer_bytes": 1000}
 SIZES = (13, 14, 13)
 
 
@@ -161,8 +161,15 @@ def test_an_empty_document_in_a_shard_is_one_line(tmp_path):
     (pool / "s1.jsonl").write_text(json.dumps({"text": "a document"}) + "\n" + json.dumps({"text": ""}) + "\n")
     r = subprocess.run(_argv(tmp_path, "dsdm", "out", "--workers", "1"), capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
-    assert f"{pool / 's1.jsonl'}: 1 documents are empty; drop empty documents" in r.stderr
-    assert not (tmp_path / "out").exists() and not list((tmp_path / "out.work").glob(".tmp-*"))
+    assert f"{pool}: 1 documents are empty (the first: 's1.jsonl:2'); drop empty documents from the pool" in r.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.work").exists()  # refused before any shard ran
+    (pool / "s1.jsonl").write_text(json.dumps({"text": "a document"}) + "\n")
+    with open(tmp_path / "target.jsonl", "a") as f:
+        f.write(json.dumps({"text": ""}) + "\n")
+    r = subprocess.run(_argv(tmp_path, "bot-dsdm", "out", "--workers", "1"), capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"{tmp_path / 'target.jsonl'}: 1 target examples are empty; drop them" in r.stderr
+    assert not (tmp_path / "out.work").exists()
 
 
 def test_a_pool_that_changes_during_a_sharded_run_is_one_error(tmp_path):

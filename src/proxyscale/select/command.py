@@ -89,6 +89,8 @@ def run(req: Request) -> Path:
             bar.update(len(texts))
         n = resolve_n(wanted, len(ids))
         tracker.pool_size = len(ids)
+        if req.mapper is not None:
+            _check_empty(req, selector.name, ids, lengths, texts)
         sel, work = _select(req, selector, docs, psrc, texts, n)
         if tuple(ids) != sel.ids:
             _changed(req, work)
@@ -116,6 +118,23 @@ def _select(req: Request, selector: Any, docs: Pool, psrc: SourceSpec, texts: li
         raise ConfigError("--workers/--backend read local shards whole; leave out --hub and --max-docs, or run "
                           "without --workers/--backend")
     return sharded_select(selector, psrc, texts, n, req.seed, req.out, req.mapper)
+
+
+def _check_empty(req: Request, method: str, ids: list[str], lengths: np.ndarray, texts: list[str]) -> None:
+    """DsDm needs a token in every document and target: on a sharded pool, refuse empty ones
+    before any per-shard work starts (one process finds them when it encodes)."""
+    if method not in ("dsdm", "bot-dsdm"):
+        return
+    from ..errors import DataError
+
+    empty = np.flatnonzero(lengths == 0)
+    if len(empty):
+        raise DataError(f"{req.pool}: {len(empty)} documents are empty (the first: '{ids[int(empty[0])]}'); drop "
+                        f"empty documents from the pool; {method} scores a document by its tokens")
+    blank = sum(not t for t in texts)
+    if blank:
+        raise DataError(f"{req.target}: {blank} target examples are empty; drop them; {method} scores toward their "
+                        "tokens")
 
 
 def _changed(req: Request, work: Any) -> None:
