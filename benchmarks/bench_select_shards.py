@@ -34,19 +34,20 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
-# One shard task in a fresh process: its result's path and the process's peak RSS (KB).
-TASK = """
-import resource, sys
+# One shard task in a fresh process: its result's path and the process's peak RSS (KB). VmHWM,
+# not ru_maxrss: Linux carries ru_maxrss over from the parent into a forked child.
+HWM = "int(next(ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM')))"
+TASK = f"""
+import sys
 from proxyscale.select.shard_phases import shard_task
-print(shard_task(sys.argv[1]), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(shard_task(sys.argv[1]), {HWM})
 """
-IMPORTS = """
-import resource
+IMPORTS = f"""
 import proxyscale.select.shard_phases, proxyscale.attribute.trak, proxyscale.models.gpt, tokenizers
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print({HWM})
 """
 # Tiny proxies and a large k: the features (k float32 per document) are most of a shard's data.
-DSDM = {"d_model": 8, "n_heads": 1, "models": 1, "context": 64, "vocab_size": 300, "k": 4096,
+DSDM = {"d_model": 8, "n_heads": 1, "models": 1, "context": 64, "vocab_size": 300, "k": 2048,
         "tokens_per_param": 1, "batch_size": 64}
 
 
@@ -134,7 +135,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=float, default=8.0)
     ap.add_argument("--shards", type=int, default=16)
-    ap.add_argument("--dsdm-docs", type=int, default=6000, help="pool size of the DsDm memory check")
+    ap.add_argument("--dsdm-docs", type=int, default=4000, help="pool size of the DsDm memory check")
     ap.add_argument("--only", choices=("all", "dsdm"), default="all")
     args = ap.parse_args()
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import pickle
 from itertools import chain
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -280,10 +280,10 @@ def _solve(selector: Any, models: Sequence[Any], targets: tuple[np.ndarray, np.n
 
 
 def sharded_dsdm(selector: Any, shards: Sequence[tuple[Path, str]], source: dict[str, Any], target: list[str],
-                 n: int, seed: int, work: WorkDir, mapper: Mapper) -> Selection:
-    """DsDm or Bot-DsDm of the sharded pool: ``selector.select``'s selection (module docstring)."""
-    from .shard_phases import run_phase
-
+                 n: int, seed: int, work: WorkDir, mapper: Mapper, run_phase: Callable[..., list[str]]) -> Selection:
+    """DsDm or Bot-DsDm of the sharded pool: ``selector.select``'s selection (module docstring).
+    ``run_phase``: :func:`proxyscale.select.shard_phases.run_phase` (passed in: that module
+    imports this one)."""
     if not target:
         raise ConfigError(f"{selector.name}: the target set is empty; give at least one target example")
     tok, tok_path = _tokenizer(selector, shards, source, work)

@@ -149,11 +149,14 @@ def _random(selector: Any, shards: Sequence[tuple[Path, str]], source: dict[str,
     return Selection(selector.name, ids, random_scores(ids, seed), random_pick(ids, n, seed), {})
 
 
+def _dsdm(*args: Any) -> Selection:
+    return dsdm_shards.sharded_dsdm(*args, run_phase=run_phase)
+
+
 PHASES: dict[str, Callable[..., dict[str, np.ndarray]]] = {
     "dsir-fit": _dsir_fit, "dsir-score": _dsir_score, "clf-sample": _clf_sample, "clf-score": _clf_score, "ids": _ids,
     **dsdm_shards.PHASES}
-MERGERS = {"dsir": _dsir, "classifier": _classifier, "random": _random, "dsdm": dsdm_shards.sharded_dsdm,
-           "bot-dsdm": dsdm_shards.sharded_dsdm}
+MERGERS = {"dsir": _dsir, "classifier": _classifier, "random": _random, "dsdm": _dsdm, "bot-dsdm": _dsdm}
 
 
 def shard_task(job_json: str) -> str:
