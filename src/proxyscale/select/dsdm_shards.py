@@ -18,6 +18,12 @@
    When k exceeds the pool's documents TRAK takes the n×n kernel, whose solve covers the whole
    pool: the driver then scores (a pool smaller than k documents is small).
 7. The driver takes the global top (or bottom) n, ties broken as the single-process run does.
+
+Memory: a task holds its shard's rows (and at most one batch group of the next shard's); the
+driver holds ids, lengths and weights (per document), the proxies, the target features and the
+k×k kernel, and reads windows and features memory-mapped in blocks. Every result is named by its
+shard's bytes and its inputs (the tokenizer, the proxies), so a changed shard is encoded again and,
+as the proxies then change, everything after them is redone.
 """
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ into exactly the selection a single process makes (byte-identical ``chosen.txt``
 - **classifier**: each shard sends its ids and the texts of its best negatives under the seeded
   key; the global sample (the same for any sharding) trains the model once; shards score.
 - **random**: scores are seeded hashes of global ids.
+- **dsdm**, **bot-dsdm**: the driver trains the BPE and the proxies once; shards encode, featurise
+  and score (:mod:`proxyscale.select.dsdm_shards`).
 
 Memory follows the shard: a task holds one shard; the driver holds ids and one float per document.
 
