@@ -42,7 +42,7 @@ from .dsdm_checks import model_loss, report_overlap, report_proxies, unigram_los
 from .progress import phase
 from .shards import Mapper, WorkDir, digest, load, save_arg, save_atomic, shard_ids
 
-ENCODE_BATCH = 4096  # documents tokenised at once (as the single-process run)
+ENCODE_BATCH = 256  # documents tokenised at once: their encodings (~100 bytes a character) are the phase's peak
 
 
 class Rows:
