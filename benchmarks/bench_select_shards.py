@@ -4,7 +4,7 @@ RSS of DSIR over many shards vs one shard's size (memory follows the shard, not 
 RSS of a DsDm shard worker, per phase, at two shard sizes 4× apart over the same pool; and the
 single-process DSIR against ``data-selection`` 1.0.3 (see ``bench_dsir.py``).
 
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_select_shards.py     # ~3 minutes on 2 cores
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_select_shards.py     # ~3 minutes on 2 cores, + ~10 for DsDm
     PYTHONPATH=src .venv/bin/python benchmarks/bench_select_shards.py --only dsdm
 """
 from __future__ import annotations
