@@ -358,6 +358,28 @@ def _rung_ranks(value: Any) -> Mutation:
     return mutate
 
 
+def _dsdm_shards(bad: str) -> Mutation:
+    """A sharded pool in data/shards (two JSONL shards) for sharded DsDm, with ``bad``: an empty
+    document in the second shard, or an empty target example in data/target.jsonl."""
+    def mutate(spec: dict, ws: Path) -> dict:
+        d = ws / "data" / "shards"
+        d.mkdir()
+        for k in range(2):
+            docs = ["a shard document of words", "" if bad == "document" and k else "more words here"]
+            (d / f"s{k}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))
+        target = ["a target example", "" if bad == "target" else "another target"]
+        (ws / "data" / "target.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in target))
+        return spec
+    return mutate
+
+
+def _dsdm_cli(method: str, workers: str) -> tuple[str, ...]:
+    """``proxyscale select`` with sharded DsDm (tiny proxies) of data/shards toward data/target.jsonl."""
+    return ("select", "--method", method, "--pool", "{ws}/data/shards", "--target", "{ws}/data/target.jsonl",
+            "--n", "2", "--out", "{ws}/sel", "--workers", workers, "--set", "d_model=8", "--set", "n_heads=1",
+            "--set", "models=1", "--set", "context=16", "--set", "vocab_size=300", "--set", "k=16")
+
+
 CASES: tuple[Case, ...] = (
     Case("valid tiny spec (control)", "control", bad=False),
     # -- command line --------------------------------------------------------------------------
@@ -572,6 +594,13 @@ CASES: tuple[Case, ...] = (
     Case("a rung that cannot fit the GPU (100 kB)", "spec",
          _set("gpu", {"name": "toy", "memory_gb": 0.0001, "peak_tflops": 1})),
     Case("plan --gpus 0", "cli", commands=("cli",), argv=("plan", "{spec}", "--gpus", "0")),
+    # DsDm on sharded pools (select --method dsdm/bot-dsdm --workers)
+    Case("select dsdm shards with an empty document", "outputs", _dsdm_shards("document"), commands=("cli",),
+         argv=_dsdm_cli("dsdm", "2")),
+    Case("select bot-dsdm shards toward an empty target example", "outputs", _dsdm_shards("target"),
+         commands=("cli",), argv=_dsdm_cli("bot-dsdm", "1")),
+    Case("select dsdm shards with --max-docs", "outputs", _dsdm_shards("none"), commands=("cli",),
+         argv=(*_dsdm_cli("dsdm", "1"), "--max-docs", "1")),
 )
 
 

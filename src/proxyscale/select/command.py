@@ -89,9 +89,11 @@ def run(req: Request) -> Path:
             bar.update(len(texts))
         n = resolve_n(wanted, len(ids))
         tracker.pool_size = len(ids)
+        if req.mapper is not None:
+            _check_empty(req, selector.name, ids, lengths, texts)
         sel, work = _select(req, selector, docs, psrc, texts, n)
         if tuple(ids) != sel.ids:
-            raise RuntimeError(f"{req.method} returned its documents out of pool order")  # a bug, not a user error
+            _changed(req, work)
         from .checks import check_length_bias
 
         check_length_bias(req.method, sel.scores, lengths)
@@ -116,6 +118,35 @@ def _select(req: Request, selector: Any, docs: Pool, psrc: SourceSpec, texts: li
         raise ConfigError("--workers/--backend read local shards whole; leave out --hub and --max-docs, or run "
                           "without --workers/--backend")
     return sharded_select(selector, psrc, texts, n, req.seed, req.out, req.mapper)
+
+
+def _check_empty(req: Request, method: str, ids: list[str], lengths: np.ndarray, texts: list[str]) -> None:
+    """DsDm needs a token in every document and target: on a sharded pool, refuse empty ones
+    before any per-shard work starts (one process finds them when it encodes)."""
+    if method not in ("dsdm", "bot-dsdm"):
+        return
+    from ..errors import DataError
+
+    empty = np.flatnonzero(lengths == 0)
+    if len(empty):
+        raise DataError(f"{req.pool}: {len(empty)} documents are empty (the first: '{ids[int(empty[0])]}'); drop "
+                        f"empty documents from the pool; {method} scores a document by its tokens")
+    blank = sum(not t for t in texts)
+    if blank:
+        raise DataError(f"{req.target}: {blank} target examples are empty; drop them; {method} scores toward their "
+                        "tokens")
+
+
+def _changed(req: Request, work: Any) -> None:
+    """The method's documents are not those the reading pass saw: a shard changed under a sharded
+    run (a user error), else a method that reorders (a bug)."""
+    if work is None:
+        raise RuntimeError(f"{req.method} returned its documents out of pool order")  # a bug, not a user error
+    from ..errors import DataError
+
+    raise DataError(f"{req.pool}: the pool's shards changed while they were being selected from (their documents "
+                    "differ from the first reading); leave them unchanged until the selection is written, then "
+                    "run the same command again")
 
 
 def _quiet_datasets() -> None:

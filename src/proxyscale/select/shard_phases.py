@@ -12,6 +12,7 @@ import numpy as np
 
 from ..data.sources import Document, SourceSpec, iter_file
 from ..errors import ConfigError
+from . import dsdm_shards
 from .base import Selection, top_n
 from .progress import phase
 from .shards import (
@@ -148,9 +149,14 @@ def _random(selector: Any, shards: Sequence[tuple[Path, str]], source: dict[str,
     return Selection(selector.name, ids, random_scores(ids, seed), random_pick(ids, n, seed), {})
 
 
+def _dsdm(*args: Any) -> Selection:
+    return dsdm_shards.sharded_dsdm(*args, run_phase=run_phase)
+
+
 PHASES: dict[str, Callable[..., dict[str, np.ndarray]]] = {
-    "dsir-fit": _dsir_fit, "dsir-score": _dsir_score, "clf-sample": _clf_sample, "clf-score": _clf_score, "ids": _ids}
-MERGERS = {"dsir": _dsir, "classifier": _classifier, "random": _random}
+    "dsir-fit": _dsir_fit, "dsir-score": _dsir_score, "clf-sample": _clf_sample, "clf-score": _clf_score, "ids": _ids,
+    **dsdm_shards.PHASES}
+MERGERS = {"dsir": _dsir, "classifier": _classifier, "random": _random, "dsdm": _dsdm, "bot-dsdm": _dsdm}
 
 
 def shard_task(job_json: str) -> str:
@@ -162,26 +168,31 @@ def shard_task(job_json: str) -> str:
     out = Path(job["work"]) / f"res-{job['phase']}-{key[:40]}.npz"
     if out.is_file():
         return str(out)
+    job["result"] = str(out)  # phases that write more than their arrays put it beside this
     spec = SourceSpec("local", path=str(path), **job["source"])
     docs = iter_file(path, job["prefix"], spec)
     arrays = PHASES[job["phase"]](docs, job)
     save_atomic(out, lambda f: np.savez(f, **arrays))
     return str(out)
 
+
 def run_phase(name: str, shards: Sequence[tuple[Path, str]], settings: dict[str, Any], source: dict[str, Any],
-              work: WorkDir, mapper: Mapper, inputs: Optional[Sequence[str]] = None) -> list[str]:
+              work: WorkDir, mapper: Mapper, inputs: Optional[Sequence[str]] = None,
+              label: Optional[str] = None) -> list[str]:
     """Run phase ``name`` over every shard (skipping finished ones); result paths in shard order.
-    ``settings`` key the results; ``inputs``: each shard's earlier result (named by its own key)."""
+    ``settings`` key the results; ``inputs``: each shard's earlier result (named by its own key);
+    ``label``: the progress bar's name (default: featurising or scoring, by the phase's name)."""
     jobs = [json.dumps({"path": str(p), "prefix": pre, "phase": name, "settings": settings, "source": source,
                         "work": str(work.path), "input": inputs[k] if inputs else None})
             for k, (p, pre) in enumerate(shards)]
     out = []
-    label = "featurising" if name.endswith(("fit", "sample")) else "scoring"
+    label = label or ("featurising" if name.endswith(("fit", "sample")) else "scoring")
     with phase(label, total=len(jobs), unit="shard") as bar:
         for res in mapper(shard_task, jobs):
             out.append(res)
             bar.update(1)
     return out
+
 
 def sharded_select(selector: Any, spec: SourceSpec, target: list[str], n: int, seed: int, out: str,
                    mapper: Optional[Mapper] = None) -> tuple[Selection, WorkDir]:

@@ -8,6 +8,8 @@ into exactly the selection a single process makes (byte-identical ``chosen.txt``
 - **classifier**: each shard sends its ids and the texts of its best negatives under the seeded
   key; the global sample (the same for any sharding) trains the model once; shards score.
 - **random**: scores are seeded hashes of global ids.
+- **dsdm**, **bot-dsdm**: the driver trains the BPE and the proxies once; shards encode, featurise
+  and score (:mod:`proxyscale.select.dsdm_shards`).
 
 Memory follows the shard: a task holds one shard; the driver holds ids and one float per document.
 
@@ -23,6 +25,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -34,7 +37,7 @@ from ..data.sources import SourceSpec, local_files
 from ..errors import ConfigError, DataError
 
 MARKER = ".proxyscale-work.json"
-METHODS = ("dsir", "classifier", "random")
+METHODS = ("dsir", "classifier", "random", "dsdm", "bot-dsdm")
 Mapper = Callable[[Callable[[str], str], list[str]], Iterator[str]]  # (task, jobs) -> results in job order
 
 
@@ -99,7 +102,7 @@ class WorkDir:
         """Remove the results this module wrote, the marker, then the directory (if then empty)."""
         for p in self.path.iterdir():
             if p.name.startswith(("res-", "arg-", ".tmp-")):
-                p.unlink()
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         (self.path / MARKER).unlink(missing_ok=True)
         try:
             self.path.rmdir()
