@@ -35,8 +35,10 @@ def build_suite(root: Path, size: tuple[int, int, int, int]) -> Path:
     for _, load in sorted(s["results"].items()):
         rows = load()
         table = pa.table({"test_set": rows["test_set"].astype(str), "example_id": rows["example_id"].astype(str),
-                          "n_pred_tokens": rows["n_tokens"].astype(np.int64), "loss": rows["loss"],
-                          "bpb": rows["bpb"], "correct_prob": rows["correct_prob"], "accuracy": rows["correct"]})
+                          "n_pred_tokens": rows["n_tokens"].astype(np.int64),
+                          # the synthetic losses may dip below zero; a results table's may not
+                          "loss": rows["loss"] + 3.0, "bpb": rows["bpb"] + 3.0,
+                          "correct_prob": rows["correct_prob"], "accuracy": rows["correct"]})
         runs = rows[["distribution", "model", "seed"]].iloc[::n_ex].astype(str).itertuples(index=False)
         for i, (dist, scale, seed) in enumerate(runs):  # a run's rows are one contiguous block
             name = f"{dist}-{scale}-s{seed}"

@@ -1,6 +1,7 @@
 """A checkpoint suite gives the native study's answer: a tiny scaling study (3 distributions × 2
 rungs) is run, its models exported with `proxyscale export`, and the exported folders analysed
-as a suite through the CLI; both summaries must agree on every column both compute."""
+as a suite through the CLI; both summaries must agree on every column both compute, on test sets
+of every kind (lm, cloze, qa, choice)."""
 from __future__ import annotations
 
 import os
@@ -17,13 +18,16 @@ from proxyscale.store import Store, read_table
 from proxyscale.studies import load_study
 
 SOURCES = {"prose": {"kind": "local", "path": "{root}/prose", "txt_unit": "file"},
-           "code": {"kind": "local", "path": "{root}/code", "txt_unit": "file"}}
+           "code": {"kind": "local", "path": "{root}/code", "txt_unit": "file"},
+           "doc": {"kind": "local", "path": "{root}/docstrings.jsonl", "id_field": "id", "title_field": "id"}}
 COMMON = {
     "seed": 3, "context": 64, "heldout_fraction": 0.2,
     "tokenizer": {"vocab_size": 300, "sample_bytes": 100_000},
     "distributions": {"prose": {"prose": 1}, "code": {"code": 1}, "mix": {"prose": 1, "code": 1}},
     "test_sets": {"text": {"kind": "lm", "sources": ["prose", "code"], "n_examples": 16},
-                  "pick": {"kind": "choice", "sources": ["prose"], "n_examples": 12}},
+                  "pick": {"kind": "choice", "sources": ["prose"], "n_examples": 12},
+                  "gap": {"kind": "cloze", "sources": ["prose"], "n_examples": 12},
+                  "define": {"kind": "qa", "sources": ["doc"], "n_examples": 12}},
     "analysis": {"n_boot": 30, "ngram_orders": [1]},
     "executor": {"workers": 1},
 }
@@ -80,7 +84,8 @@ def both(tmp_path_factory, text_sources):
 def test_same_answer_both_ways(both):
     native, suite = (s.sort_values(["test_set", "model"]).reset_index(drop=True) for s in both[:2])
     assert list(native["model"]) == list(suite["model"]) and list(native["test_set"]) == list(suite["test_set"])
-    assert set(native["model"]) == {"L1d8", "unigram"} and set(native["test_set"]) == {"text", "pick"}
+    assert set(native["model"]) == {"L1d8", "unigram"}
+    assert set(native["test_set"]) == {"text", "pick", "gap", "define"}
     common = [c for c in native.columns if c in suite.columns]
     assert {"r2", "decision_accuracy", "partial_r", "r2_lo", "spearman"} <= set(common)
     for c in common:
