@@ -104,3 +104,60 @@ def test_several_tasks_from_each_models_one_run(tmp_path):
     assert sorted(set(results["test_set"])) == ["mc", "mc2"] and len(results) == 2 * 8 * 4
     report = (tmp_path / "st" / "multitask" / "report.md").read_text()
     assert "wiki: left out (no model has correct_prob on it)" in report
+
+
+def _random_checkpoint(out, tok, seed: int):
+    """A random GPT (initialised wider than usual, so models disagree) exported with ``tok`` as a Hugging Face folder."""
+    import torch
+
+    from proxyscale.models.gpt import GPT, GPTConfig
+    from proxyscale.models.hf_export import export_hf
+
+    cfg = GPTConfig(vocab_size=tok.vocab_size, context=128, d_model=16, n_layers=1, n_heads=2, init_std=0.1)
+    return export_hf(GPT(cfg, torch.Generator().manual_seed(seed)), out, tokenizer=tok)
+
+
+def test_checkpoints_and_sample_logs_in_one_suite(tmp_path, text_sources):
+    """Three distributions as Hugging Face checkpoints (evaluated here on a built choice test set),
+    three as lm-eval logs of a choice task: each test set's R² is the one of its own evidence,
+    recomputed from the checkpoints directly and from the logged log-likelihoods by hand."""
+    pytest.importorskip("transformers")
+    from proxyscale.data.testset import read_test_set
+    from proxyscale.data.tokenizer import train_tokenizer
+    from proxyscale.evaluate.hf import evaluate_hf
+
+    tok = train_tokenizer((p.read_text() for p in sorted((text_sources / "prose").glob("*.txt"))[::3]), 300)
+    models, ckpts, docs = [], {}, {}
+    for d in range(3):
+        for s, scale in enumerate(("S", "L")):
+            ckpts[d, s] = _random_checkpoint(tmp_path / "hf" / f"c{d}-{scale}", tok, 10 * d + s)
+            models.append({"name": f"c{d}-{scale}", "distribution": f"d{d}", "scale": scale, "seed": 0,
+                           "params": 1000 * 8 ** s, "train_tokens": 20_000 * 8 ** s, "reference": scale == "L",
+                           "checkpoint": str(ckpts[d, s])})
+    for d in range(3, 6):
+        for s, scale in enumerate(("S", "L")):
+            docs[d, s] = _choice_docs(0, d, s)
+            models.append(_samples_model(tmp_path, f"l{d}-{scale}", f"d{d}", scale, 1000 * 8 ** s,
+                                         {"mc": ("multiple_choice", docs[d, s])}))
+    spec = {"kind": "suite", "name": "mixed", "context": 64, "models": models,
+            "sources": {"prose": {"kind": "local", "path": str(text_sources / "prose"), "txt_unit": "file"}},
+            "tokenizer": {"vocab_size": 300, "sample_bytes": 100_000},
+            "test_sets": {"pick": {"kind": "choice", "sources": ["prose"], "n_examples": 6},
+                          "mc": {"task": "mc", "kind": "choice"}},
+            "analysis": {"n_boot": 20, "metric": "correct_prob"}}
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(spec))
+    r = _cli("run", "suite.yaml", "--store", "st", "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    got = _summary(tmp_path / "st").set_index("test_set")
+    assert sorted(got.index) == ["mc", "pick"] and set(got["model"]) == {"S"} and set(got["n_dist"]) == {3}
+    ts = read_test_set(next((tmp_path / "st" / "steps" / "testset").glob("pick-*")) / "test.parquet")
+    probs = {k: evaluate_hf(p, ts, batch_size=16, device="cpu")["correct_prob"].mean() for k, p in ckpts.items()}
+    x, y = [probs[d, 0] for d in range(3)], [probs[d, 1] for d in range(3)]
+    assert np.ptp(x) > 1e-4 and got.at["pick", "r2"] == pytest.approx(_r2(x, y), rel=1e-6)
+    x, y = [_mean_prob(docs[d, 0]) for d in range(3, 6)], [_mean_prob(docs[d, 1]) for d in range(3, 6)]
+    assert got.at["mc", "r2"] == pytest.approx(_r2(x, y), rel=1e-9)
+    results = read_table(_analysis_dir(tmp_path / "st") / "results.parquet")
+    by_ts = results.groupby("test_set")["distribution"].unique()
+    assert sorted(by_ts["pick"]) == ["d0", "d1", "d2"] and sorted(by_ts["mc"]) == ["d3", "d4", "d5"]
+    report = (tmp_path / "st" / "mixed" / "report.md").read_text()
+    assert "checkpoint, evaluated per example here" in report and "lm-eval sample logs" in report
