@@ -107,7 +107,7 @@ def test_several_tasks_from_each_models_one_run(tmp_path):
 
 
 def _random_checkpoint(out, tok, seed: int):
-    """A random GPT (initialised wider than usual, so models disagree) exported with ``tok`` as a Hugging Face folder."""
+    """A random GPT (initialised wider than usual, so models differ) exported with ``tok`` as a HF folder."""
     import torch
 
     from proxyscale.models.gpt import GPT, GPTConfig
@@ -119,8 +119,9 @@ def _random_checkpoint(out, tok, seed: int):
 
 def test_checkpoints_and_sample_logs_in_one_suite(tmp_path, text_sources):
     """Three distributions as Hugging Face checkpoints (evaluated here on a built choice test set),
-    three as lm-eval logs of a choice task: each test set's R² is the one of its own evidence,
-    recomputed from the checkpoints directly and from the logged log-likelihoods by hand."""
+    three as lm-eval logs of a choice task, compared by bits per byte (the metric both carry):
+    each test set's R² is the one of its own evidence, recomputed from the checkpoints directly and
+    from the logged log-likelihoods by hand (the gold continuation ' a' is 2 bytes)."""
     pytest.importorskip("transformers")
     from proxyscale.data.testset import read_test_set
     from proxyscale.data.tokenizer import train_tokenizer
@@ -139,22 +140,25 @@ def test_checkpoints_and_sample_logs_in_one_suite(tmp_path, text_sources):
             docs[d, s] = _choice_docs(0, d, s)
             models.append(_samples_model(tmp_path, f"l{d}-{scale}", f"d{d}", scale, 1000 * 8 ** s,
                                          {"mc": ("multiple_choice", docs[d, s])}))
-    spec = {"kind": "suite", "name": "mixed", "context": 64, "models": models,
+    spec = {"kind": "suite", "name": "mixed", "context": 64, "heldout_fraction": 0.3, "models": models,
             "sources": {"prose": {"kind": "local", "path": str(text_sources / "prose"), "txt_unit": "file"}},
             "tokenizer": {"vocab_size": 300, "sample_bytes": 100_000},
             "test_sets": {"pick": {"kind": "choice", "sources": ["prose"], "n_examples": 6},
                           "mc": {"task": "mc", "kind": "choice"}},
-            "analysis": {"n_boot": 20, "metric": "correct_prob"}}
+            "analysis": {"n_boot": 20, "metric": "bpb"}}
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(spec))
     r = _cli("run", "suite.yaml", "--store", "st", "--no-progress", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     got = _summary(tmp_path / "st").set_index("test_set")
     assert sorted(got.index) == ["mc", "pick"] and set(got["model"]) == {"S"} and set(got["n_dist"]) == {3}
     ts = read_test_set(next((tmp_path / "st" / "steps" / "testset").glob("pick-*")) / "test.parquet")
-    probs = {k: evaluate_hf(p, ts, batch_size=16, device="cpu")["correct_prob"].mean() for k, p in ckpts.items()}
-    x, y = [probs[d, 0] for d in range(3)], [probs[d, 1] for d in range(3)]
-    assert np.ptp(x) > 1e-4 and got.at["pick", "r2"] == pytest.approx(_r2(x, y), rel=1e-6)
-    x, y = [_mean_prob(docs[d, 0]) for d in range(3, 6)], [_mean_prob(docs[d, 1]) for d in range(3, 6)]
+    bpb = {k: evaluate_hf(p, ts, batch_size=16, device="cpu")["bpb"].mean() for k, p in ckpts.items()}
+    x, y = [bpb[d, 0] for d in range(3)], [bpb[d, 1] for d in range(3)]
+    assert len(ts) >= 4 and np.ptp(x) > 1e-3 and got.at["pick", "r2"] == pytest.approx(_r2(x, y), rel=1e-6)
+
+    def mean_bpb(d, s):
+        return float(np.mean([-doc[0] / (2 * np.log(2)) for doc in docs[d, s]]))
+    x, y = [mean_bpb(d, 0) for d in range(3, 6)], [mean_bpb(d, 1) for d in range(3, 6)]
     assert got.at["mc", "r2"] == pytest.approx(_r2(x, y), rel=1e-9)
     results = read_table(_analysis_dir(tmp_path / "st") / "results.parquet")
     by_ts = results.groupby("test_set")["distribution"].unique()
