@@ -86,17 +86,21 @@ def through_run(name: str, size: tuple[int, int, int, int]) -> dict:
             "rows_millions": round(n_dist * n_scales * n_seeds * n_ex * 10 / 1e6, 2), "build_s": round(built, 1),
             "run_s": round(wall, 1), "peak_rss_gib": round(int(_gnu_time(proc.stderr, "Maximum resident set size "
                                                                          "(kbytes)")) / 2**20, 2),
-            "cpu_percent": _gnu_time(proc.stderr, "Percent of CPU this job got"), "load_before": round(load_before, 2),
+            "cpu_percent": _gnu_time(proc.stderr, "Percent of CPU this job got"),
+            "cpu_s": round(float(_gnu_time(proc.stderr, "User time (seconds)"))
+                           + float(_gnu_time(proc.stderr, "System time (seconds)")), 1),
+            "load_before": round(load_before, 2),
             "load_after": round(os.getloadavg()[0], 2), "analysis_mib": round(analysis_mib, 1)}
 
 
 def through_run_table(names: list[str], sizes: dict[str, tuple[int, int, int, int]]) -> None:
     """Print one markdown row per size."""
     print(f"CPU: {cpu_model()}; {os.cpu_count()} cores")
-    print("| models | examples | rows | `proxyscale run` s | peak RSS GiB | CPU | load before → after | "
-          "suite_analyze output MiB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| models | examples | rows | `proxyscale run` s | CPU s (user+sys) | peak RSS GiB | CPU | "
+          "load before → after | suite_analyze output MiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in names:
         r = through_run(name, sizes[name])
-        print(f"| {r['models']} | {r['examples']} | {r['rows_millions']}M | {r['run_s']} | {r['peak_rss_gib']} | "
+        print(f"| {r['models']} | {r['examples']} | {r['rows_millions']}M | {r['run_s']} | {r['cpu_s']} | "
+              f"{r['peak_rss_gib']} | "
               f"{r['cpu_percent']} | {r['load_before']} → {r['load_after']} | {r['analysis_mib']} |", flush=True)

@@ -15,7 +15,8 @@ true cell means.
 ``--through-run`` measures what a user runs instead: the suite is written as one Parquet results
 table per model, a suite spec names them, and ``proxyscale run`` runs it under ``/usr/bin/time -v``
 (the table steps, the streaming ``suite_analyze`` step and the report). Its table gives the wall
-time and the peak RSS of the largest process, the CPU and the load average before and after:
+time, the CPU time of the whole process tree (what a shared machine does not inflate), the peak
+RSS of the largest process, the CPU model and the load average before and after:
 
     python benchmarks/bench_suite_scale.py --through-run --only 105x2000 --only 1050x2000
 """
