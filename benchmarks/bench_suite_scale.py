@@ -11,6 +11,14 @@ true cell means.
 
     python benchmarks/bench_suite_scale.py                 # every size (several minutes)
     python benchmarks/bench_suite_scale.py --only 50x500   # one size
+
+``--through-run`` measures what a user runs instead: the suite is written as one Parquet results
+table per model, a suite spec names them, and ``proxyscale run`` runs it under ``/usr/bin/time -v``
+(the table steps, the streaming ``suite_analyze`` step and the report). Its table gives the wall
+time, the CPU time of the whole process tree (what a shared machine does not inflate), the peak
+RSS of the largest process, the CPU model and the load average before and after:
+
+    python benchmarks/bench_suite_scale.py --through-run --only 105x2000 --only 1050x2000
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ SIZES = {  # name: (distributions, scales, seeds, examples)
     "50x500": (25, 2, 1, 500), "50x2000": (25, 2, 1, 2000),
     "200x500": (25, 4, 2, 500), "200x2000": (25, 4, 2, 2000),
     "1050x500": (25, 14, 3, 500), "1050x2000": (25, 14, 3, 2000),
+    "105x2000": (5, 7, 3, 2000),  # a tenth of the largest suite's rows
 }
 
 
@@ -71,7 +80,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", choices=sorted(SIZES), action="append")
     p.add_argument("--child", choices=sorted(SIZES), help=argparse.SUPPRESS)
+    p.add_argument("--through-run", action="store_true", help="time `proxyscale run` on results tables")
     args = p.parse_args()
+    if args.through_run:
+        from bench_suite_run import through_run_table
+
+        through_run_table(args.only or ["105x2000", "1050x2000"], SIZES)
+        return
     if args.child:
         with tempfile.TemporaryDirectory() as tmp:
             print(json.dumps(_child(args.child, Path(tmp))))

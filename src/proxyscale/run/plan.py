@@ -104,16 +104,18 @@ class Plan:
 
     def dependents(self) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {k: set() for k in self._steps}
-        for s in self:
+        for key, s in self._steps.items():  # the stored key: hashing a big config again costs (SPEC §9 suites)
             for dep in s.inputs.values():
-                out[dep].add(s.key)
+                out[dep].add(key)
         return out
 
     def downstream(self, keys: Iterable[str]) -> set[str]:
         """All steps that (transitively) depend on ``keys``."""
+        todo = list(keys)
+        if not todo:  # the executor asks after every finished step, mostly with nothing failed
+            return set()
         deps = self.dependents()
         seen: set[str] = set()
-        todo = list(keys)
         while todo:
             for d in deps[todo.pop()]:
                 if d not in seen:

@@ -139,12 +139,25 @@ def check_results_table(df: Any, where: str) -> list[str]:
     return metrics
 
 
+# One `proxyscale run` builds the plan several times (checks, preflight, run, report); a suite of
+# DataDecide's size names 1,050 tables, so each is read and hashed once per process, again only
+# when its size or modification time changes (the step re-checks the sha256 before it reads).
+_TABLE_EVIDENCE: dict[tuple[str, str, int, int], dict[str, Any]] = {}
+
+
 def table_evidence(m: SuiteModel) -> dict[str, Any]:
     path = user_path(str(m.results))
+    st = path.stat() if path.is_file() else None
+    key = (str(path), m.name, st.st_size, st.st_mtime_ns) if st is not None else None
+    if key is not None and key in _TABLE_EVIDENCE:
+        return dict(_TABLE_EVIDENCE[key])
     df = read_results_table(path, m.name)
     metrics = check_results_table(df, f"models.{m.name}.results ({path})")
-    return {"results": str(path), "sha256": sha256_file(path), "metrics": metrics,
-            "test_sets": sorted(map(str, set(df["test_set"])))}
+    out = {"results": str(path), "sha256": sha256_file(path), "metrics": metrics,
+           "test_sets": sorted(map(str, df["test_set"].astype(str).unique()))}
+    if key is not None:
+        _TABLE_EVIDENCE[key] = out
+    return dict(out)
 
 
 def gather(spec: SuiteSpec) -> dict[str, dict[str, Any]]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ...errors import DataError
 from ...run.step import StepContext, step_kind
-from ...store import read_table, write_table
+from ...store import write_table
 from ..fragments.lm_ladder import test_set_paths
 from ..scaling.steps import test_counts, write_study_analysis
 from .spec import SuiteAnalysisSpec
@@ -113,70 +113,20 @@ def suite_table_step(ctx: StepContext) -> None:
         write_table(ctx.out / f"{ts}.parquet", _frame(part.reset_index(drop=True)))
 
 
-def gather_results(ctx: StepContext, metric: str) -> tuple[Any, dict[str, str]]:
-    """The per-example results table (``loss`` per token, ``bpb``, ``correct_prob``, ``accuracy``,
-    ``n_tokens`` predicted tokens, ...), and the test sets left out because ``metric`` does not
-    apply to them (all NaN: a per-token text set has no correct-choice probability)."""
-    import pandas as pd
-
-    from ..scaling.plan import NGRAM_NAMES
-
-    runs = {f"eval:{r['distribution']}:{r['scale']}:{r['seed']}": r for r in ctx.config["runs"]}
-    frames = []
-    for role in sorted(runs):  # the order the scaling study gathers its runs in
-        r = runs[role]
-        for f in sorted(ctx.inputs[f"model:{r['name']}"].glob("*.parquet")):
-            df = read_table(f)
-            frames.append(pd.DataFrame({"test_set": f.stem, "example_id": df["example_id"],
-                                        "distribution": r["distribution"], "model": r["scale"], "seed": r["seed"],
-                                        **{c: df[c] for c in COLUMNS[1:]}, "n_tokens": df["n_pred_tokens"]}))
-    for role, path in sorted(ctx.inputs.items()):
-        if role.startswith("ngram:"):
-            _, dist, order = role.split(":")
-            for f in sorted(path.glob("*.parquet")):
-                df = read_table(f)
-                frames.append(pd.DataFrame({"test_set": f.stem, "example_id": df["example_id"], "distribution": dist,
-                                            "model": NGRAM_NAMES.get(int(order), f"{order}gram"), "seed": 0,
-                                            "loss": df["loss"], "n_tokens": df["n_pred_tokens"]}))
-    return _applicable(pd.concat(frames, ignore_index=True), metric)
-
-
-def _applicable(results: Any, metric: str) -> tuple[Any, dict[str, str]]:
-    import numpy as np
-
-    dropped: dict[str, str] = {}
-    finite = np.isfinite(results[metric].to_numpy(dtype=np.float64))
-    for ts, ok in pd_groups(results["test_set"], finite):
-        if not ok.any():
-            dropped[ts] = f"no model has {metric} on it"
-        elif not ok.all():
-            bad = results[(results["test_set"] == ts).to_numpy() & ~finite].iloc[0]
-            raise DataError(f"test set {ts}: {metric} is missing for model {bad['model']} ({bad['distribution']}, "
-                            f"seed {bad['seed']}) on example {bad['example_id']}; give every model the metric on "
-                            "every example, or choose another analysis.metric")
-    keep = ~results["test_set"].isin(list(dropped)).to_numpy()
-    return results[keep].reset_index(drop=True), dropped
-
-
-def pd_groups(keys: Any, values: Any) -> list[tuple[str, Any]]:
-    """(key, values of its rows) per distinct key, sorted."""
-    import numpy as np
-
-    k = np.asarray(keys).astype(str)
-    return [(str(u), values[k == u]) for u in sorted(set(k))]
-
-
 @step_kind("suite_analyze", config=SuiteAnalyzeStep)
 def suite_analyze_step(ctx: StepContext) -> None:
     """The small-to-large analysis of the suite's per-example results (the scaling study's tables)."""
+    from .gather import evidence_of, result_loaders, write_results
+
     cfg = ctx.config
     metric = cfg["analysis"]["metric"]
-    results, dropped = gather_results(ctx, metric)
-    if results.empty:
+    path = ctx.out / "results.parquet"
+    kept, dropped = write_results(path, evidence_of(cfg["runs"], ctx.inputs), metric)
+    if not kept:
         raise DataError(f"no test set has {metric} for the suite's models; choose another analysis.metric")
-    write_table(ctx.out / "results.parquet", results)
-    tests = {t: v for t, v in cfg["test_sets"].items() if t in set(results["test_set"])}
+    tests = {t: v for t, v in cfg["test_sets"].items() if t in set(kept)}
     counts = {t: c for t, c in test_counts(ctx).items() if t in tests}
     meta = {"test_counts": counts, META: {"metric": metric, "runs": list(cfg["runs"]), "dropped": dropped,
                                           "ngrams": any(r.startswith("ngram:") for r in ctx.inputs)}}
-    write_study_analysis(ctx.out, results, {**cfg, "test_sets": tests}, meta)  # analysis.metric picks the column
+    # one test set in memory at a time: the analysis reads each back through its loader
+    write_study_analysis(ctx.out, result_loaders(path, kept), {**cfg, "test_sets": tests}, meta)
