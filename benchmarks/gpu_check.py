@@ -5,7 +5,9 @@
    autocast, the fused attention kernel and ``torch.compile``, against the bf16 matmul rate
    measured in the same run and against the card's nominal dense bf16 peak;
 3. K tiny models trained together (``train_lm_batched``'s stacked step) against one at a time;
-4. TRAK featurisation throughput (compat mode, Gaussian projector) of an MLP.
+4. TRAK featurisation throughput (compat mode, Gaussian projector) of an MLP;
+5. the paper's 37M and 125M rungs at its global batch through the micro-batch path: tokens/s,
+   MFU and the peak memory against the planner's estimate (``gpu_paper.py``).
 
 ``--dry-run`` runs the same code on the CPU at toy sizes (seconds, no tests, no compile): it is
 what the test suite runs, so the GPU path cannot rot unnoticed.
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from gpu_paper import check_paper_rungs  # this folder is on the path when the script runs
 from proxyscale.models.gpt import GPT, GPTConfig, param_count
 from proxyscale.train.batched import _Stack, _step
 from proxyscale.train.calibrate import cpu_info
@@ -158,6 +161,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dry-run", action="store_true", help="CPU, toy sizes, no tests: checks the code runs")
     ap.add_argument("--out", default="gpu_check.json")
+    ap.add_argument("--paper-scale", type=float, default=1.0, help="× the paper rungs' step counts (300 and 100)")
     args = ap.parse_args()
     if not args.dry_run and not torch.cuda.is_available():
         print("gpu_check: no CUDA device here; run with --dry-run for the CPU path", file=sys.stderr)
@@ -171,7 +175,8 @@ def main() -> None:
         out["machine"]["cuda"] = torch.version.cuda
     sections = (("gpu_tests", lambda: gpu_tests(args.dry_run)), ("mfu_125m", lambda: check_mfu(device, args.dry_run)),
                 ("batched_tiny", lambda: check_batched(device, args.dry_run)),
-                ("trak", lambda: check_trak(device, args.dry_run)))
+                ("trak", lambda: check_trak(device, args.dry_run)),
+                ("paper_rungs", lambda: check_paper_rungs(device, args.dry_run, args.paper_scale)))
     for name, fn in sections:
         t = time.perf_counter()
         out[name] = fn()

@@ -26,6 +26,12 @@ def test_dry_run_writes_every_section(tmp_path):
     assert b["K"] == 4 and math.isclose(b["speedup"], b["batched_tokens_per_s"] / b["one_at_a_time_tokens_per_s"],
                                         rel_tol=1e-9)
     assert rec["trak"]["finite"] and rec["trak"]["examples_per_s"] > 0 and rec["trak"]["n"] == 64
+    (toy,) = rec["paper_rungs"]["rungs"]  # the paper rungs' path: micro-batches of the global batch
+    assert (toy["batch"], toy["micro_batch"], toy["accumulation"], toy["steps"]) == (16, 4, 4, 3)
+    from proxyscale.models.gpt import GPTConfig
+    from proxyscale.models.memory import rank_memory
+    assert toy["estimate_bytes"] == rank_memory(GPTConfig(128, 32, 32, 2, 2), 4, act_bytes=4).total
+    assert toy["peak_bytes"] is None and toy["tokens_per_s"] > 0 and math.isfinite(toy["final_loss"])
 
 
 def test_refuses_without_a_gpu_unless_dry_run(tmp_path):
