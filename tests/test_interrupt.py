@@ -124,14 +124,20 @@ def test_ctrl_c_and_sigterm_during_training_stop_cleanly_and_the_rerun_resumes(t
     locks = [f"{p.parent.parent.name}/{p.name}" for p in store.glob("steps/*/.locks/*")]
     assert locks and all(Store(store).holder(k) is None for k in locks)  # every claim was let go
 
-    since = time.time()  # SIGTERM to the driver alone (as `kill` sends it): the same, with 143
-    proc = _start(spec, store, env)
-    _wait_for(lambda: _training(store, since), proc)
-    rc, err, took = _interrupt(proc, signal.SIGTERM, group=False)
-    assert rc == 143 and took < 10, (rc, took, err)
-    assert err.startswith("interrupted: ") and len(err.splitlines()) == 1
+    _stop_the_driver(spec, store, env, signal.SIGTERM, 143)  # as `kill` sends it
     assert all(_finished(store)[k] == t for k, t in done.items())
     _finish_and_compare(spec, store, env, done)
+
+
+def _stop_the_driver(spec: Path, store: Path, env: dict[str, str], sig: int, rc_want: int) -> None:
+    """Start the run, and once a model trains send ``sig`` to the driver alone: it exits with
+    ``rc_want`` within 10 s, printing one line."""
+    since = time.time()
+    proc = _start(spec, store, env)
+    _wait_for(lambda: _training(store, since), proc)
+    rc, err, took = _interrupt(proc, sig, group=False)
+    assert rc == rc_want and took < 10, (rc, took, err)
+    assert err.startswith("interrupted: ") and len(err.splitlines()) == 1
 
 
 def _finish_and_compare(spec: Path, store: Path, env: dict[str, str], done: dict[str, int]) -> None:
@@ -159,10 +165,5 @@ def test_ctrl_c_while_the_run_is_still_being_prepared(tmp_path):
 @pytest.mark.slow  # the stop above, with SIGINT to the driver alone (the fast test sends it to the group)
 def test_sigint_to_the_driver_alone_stops_cleanly(tmp_path):
     spec, store, env = _workspace(tmp_path)
-    since = time.time()
-    proc = _start(spec, store, env)
-    _wait_for(lambda: _training(store, since), proc)
-    rc, err, took = _interrupt(proc, signal.SIGINT, group=False)
-    assert rc == 130 and took < 10, (rc, took, err)
-    assert err.startswith("interrupted: ") and len(err.splitlines()) == 1
+    _stop_the_driver(spec, store, env, signal.SIGINT, 130)
     _finish_and_compare(spec, store, env, _finished(store))

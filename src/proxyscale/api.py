@@ -301,6 +301,10 @@ class _FixedPlan:
     def plan(self, _spec: Any) -> Plan:
         return self._plan
 
+    def gpu_of(self, _spec: Any) -> None:
+        """No GPU named: the sub-plan runs where ``attribute`` runs."""
+        return None
+
 
 def _attribution_inputs(spec: SpecLike, s: Any, store: str | Path) -> list[tuple[str, Any]]:
     """What ``attribute --out`` may not be, lie in or contain: the store, the spec file, the data root."""

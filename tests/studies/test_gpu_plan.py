@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from test_scaling_spec_cli import GOOD
 
 from proxyscale.run.submit import slurm_command
 from proxyscale.studies import load_study
@@ -102,16 +103,7 @@ def test_specs_without_auto_keep_their_keys():
                                          for s in models)
 
 
-TINY = """
-name: t
-sources: {a: {kind: embedded, domain: fortunes}, b: {kind: embedded, domain: bible}}
-distributions: {a: {a: 1}, ab: {a: 1, b: 1}}
-test_sets: {mixed: {kind: lm, sources: [a, b]}}
-ladder:
-  reference: big
-  rungs: [{name: small, d_model: 8, n_layers: 1}, {name: big, d_model: 16, n_layers: 1, n_heads: 2}]
-gpu: {name: toy, memory_gb: 0.01, peak_tflops: 1}
-"""
+TINY = GOOD + "gpu: {name: toy, memory_gb: 0.01, peak_tflops: 1}\n"  # a 10 MB GPU
 
 
 def test_run_refuses_a_step_that_does_not_fit_the_gpu_before_anything_runs(tmp_path):
