@@ -91,7 +91,12 @@ def test_a_dead_rank_fails_in_one_line_and_leaves_no_process_or_half_file(tmp_pa
     monkeypatch.setenv(FAULT_ENV, "1:3")  # rank 1 is SIGKILLed when it reaches step 3
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp" / "proxyscale-ranks-999999999-x").mkdir()  # left by a launch that was killed
+    stale = tmp_path / "tmp" / "proxyscale-ranks-999999999-x"  # left by a launch that was killed
+    stale.mkdir()
+    (stale / ".proxyscale-ranks").touch()
+    foreign = tmp_path / "tmp" / "proxyscale-ranks-999999998-mine"  # a look-alike without the marker
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("not proxyscale's")
     with pytest.raises(StoreError) as err:
         _ranks(tmp_path / "run")
     line = str(err.value)
@@ -101,7 +106,9 @@ def test_a_dead_rank_fails_in_one_line_and_leaves_no_process_or_half_file(tmp_pa
     assert not (run / "train.json").exists() and not (run / "model.safetensors").exists()
     assert [p.name for p in (run / "checkpoint").iterdir()] == ["step-000002"]  # whole checkpoints only
     assert not _children_named("-m proxyscale.run.ddp")
-    assert not list((tmp_path / "tmp").iterdir())  # its own temp folder, and the stale one, removed
+    # its own temp folder and the stale one removed; the look-alike kept as it was
+    assert [p.name for p in (tmp_path / "tmp").iterdir()] == [foreign.name]
+    assert (foreign / "keep.txt").read_text() == "not proxyscale's"
 
 
 def _children_named(text: str) -> list[str]:

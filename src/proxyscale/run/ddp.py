@@ -38,6 +38,7 @@ JOB_ENV = "PROXYSCALE_DDP_JOB"  # the step context, as JSON, for the ranks
 TORCHRUN_FLAG = "--torchrun"  # `python -m proxyscale.run.ddp --torchrun ARGS`: torchrun ARGS
 _ERROR_PREFIX = "proxyscale-rank-error: "
 _TEMP_PREFIX = "proxyscale-ranks-"
+_TEMP_MARKER = ".proxyscale-ranks"  # written into each launch's temp folder: only those are ever removed
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
@@ -93,6 +94,7 @@ def launch_ranks(ctx: StepContext, fn: Any, ranks: int, device: str = "auto") ->
     _remove_stale_temp()
     with tempfile.TemporaryDirectory(prefix=f"{_TEMP_PREFIX}{os.getpid()}-") as tmp:
         env["TMPDIR"] = tmp  # torchrun keeps per-run folders in the temp dir: removed with it
+        (Path(tmp) / _TEMP_MARKER).touch()
         proc = subprocess.run(torchrun_command(ranks, _free_port()), env=env, stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, start_new_session=True)
     if proc.returncode != 0:
@@ -101,10 +103,12 @@ def launch_ranks(ctx: StepContext, fn: Any, ranks: int, device: str = "auto") ->
 
 
 def _remove_stale_temp() -> None:
-    """Remove the temp folders of launches whose process was killed (its pid is in the name)."""
+    """Remove the temp folders of launches whose process was killed (its pid is in the name):
+    only real folders holding the marker a launch writes, never a look-alike someone else made."""
     for d in Path(tempfile.gettempdir()).glob(f"{_TEMP_PREFIX}*-*"):
         pid = d.name[len(_TEMP_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not pid_alive(int(pid)):
+        ours = not d.is_symlink() and (d / _TEMP_MARKER).is_file()
+        if ours and pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(d, ignore_errors=True)
 
 
