@@ -23,7 +23,8 @@ import platform
 import shutil
 import subprocess
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -37,6 +38,7 @@ CORPUS_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _LOAD_CHUNK = 64
 _LOAD_WORKERS = 4
+_FETCH_WORKERS = 3  # packages downloaded and unpacked ahead of the domain being extracted
 Progress = Optional[Callable[[str], None]]
 _WRITE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 
@@ -89,6 +91,7 @@ class _Apt:
         self.unpack_dir = work_dir / "unpacked"
         self.updated = False
         self.log = log
+        self._update_lock = threading.Lock()  # the prefetch threads download side by side
 
     def _download(self, name: str) -> Optional[Path]:
         self.deb_dir.mkdir(parents=True, exist_ok=True)
@@ -100,13 +103,31 @@ class _Apt:
                     dest = self.deb_dir / debs[-1].name
                     debs[-1].replace(dest)  # a killed download leaves only a .dl-* temp dir
                     return dest
-            if attempt == 0 and not self.updated:
-                self.log("apt-get download failed; running apt-get update once")
-                self.updated = True
-                subprocess.run(["apt-get", "update"], capture_output=True, timeout=600)
-            else:
+            if attempt > 0 or not self._update_once():
                 break
         return None
+
+    def _update_once(self) -> bool:
+        """Run ``apt-get update`` unless it ran already; True when it ran now."""
+        with self._update_lock:
+            if self.updated:
+                return False
+            self.log("apt-get download failed; running apt-get update once")
+            self.updated = True
+            subprocess.run(["apt-get", "update"], capture_output=True, timeout=600)
+            return True
+
+    def prefetch(self, pool: ThreadPoolExecutor, domains: list[str]) -> dict[str, Future]:
+        """Download and unpack every domain's packages in ``pool`` while earlier domains are
+        extracted: the downloads wait on the network and ``dpkg-deb``, not on this process. Only
+        warms the cache; a failure here is met again, and reported, by the build itself."""
+        def warm(domain: str) -> None:
+            for alternatives in ALL_DOMAINS[domain].packages:
+                try:
+                    self.unpack(self.fetch(alternatives)[1])
+                except (RuntimeError, OSError, subprocess.SubprocessError):
+                    return
+        return {d: pool.submit(warm, d) for d in domains}
 
     def fetch(self, alternatives: tuple[str, ...]) -> tuple[str, Path]:
         """The first alternative that is cached or downloads: (package name, .deb path)."""
@@ -248,18 +269,32 @@ def _build_all(chosen: list[str], apt: Optional[_Apt], out_dir: Path, cap: int,
                log: Callable[[str], None]) -> tuple[dict, dict]:
     built: dict[str, dict] = {}
     skipped: dict[str, str] = {}
-    for domain in chosen:
-        log(f"building domain {domain}")
+    with ThreadPoolExecutor(max_workers=_FETCH_WORKERS) as pool:
+        warming = apt.prefetch(pool, chosen) if apt is not None else {}
         try:
-            built[domain] = _build_one(domain, apt, out_dir, cap)
-        except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as e:
-            if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS:
-                raise  # the output cannot be written: no other domain can be either
-            skipped[domain] = str(e)[:300]
-            log(f"skipped domain {domain}: {e}")
-            continue
-        log(f"  {domain}: {built[domain]['n_docs']} documents, {built[domain]['bytes']:,} bytes")
+            for domain in chosen:
+                if domain in warming:
+                    warming[domain].result()
+                _build_domain(domain, apt, out_dir, cap, log, built, skipped)
+        finally:
+            for f in warming.values():
+                f.cancel()
     return built, skipped
+
+
+def _build_domain(domain: str, apt: Optional[_Apt], out_dir: Path, cap: int, log: Callable[[str], None],
+                  built: dict, skipped: dict) -> None:
+    """Build one domain into ``built``, or note in ``skipped`` why it could not be."""
+    log(f"building domain {domain}")
+    try:
+        built[domain] = _build_one(domain, apt, out_dir, cap)
+    except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as e:
+        if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS:
+            raise  # the output cannot be written: no other domain can be either
+        skipped[domain] = str(e)[:300]
+        log(f"skipped domain {domain}: {e}")
+        return
+    log(f"  {domain}: {built[domain]['n_docs']} documents, {built[domain]['bytes']:,} bytes")
 
 
 def load_manifest(corpus_dir: Path) -> dict:
