@@ -38,7 +38,7 @@ LAYERS: dict[str, int] = {
     "studies": 6,
     "api": 7, "cli": 7,
 }
-NO_MODULE_LEVEL_TORCH = ("run", "report")
+NO_MODULE_LEVEL_TORCH = ("run", "report", "api", "cli")  # api, cli: a refused command answers before torch loads
 
 Graph = dict[str, set[str]]
 
@@ -142,12 +142,21 @@ def build_graph(root: Path) -> Graph:
 
 def module_level_graph(imports: list[Import]) -> Graph:
     """Module -> what loading it loads (function-level imports left out); outside packages
-    appear by their top name, e.g. ``torch`` for ``from torch import nn``."""
+    appear by their top name, e.g. ``torch`` for ``from torch import nn``. Loading ``a.b.c``
+    first runs ``a.b``'s ``__init__``, so every module also loads its parent package."""
     graph: Graph = {}
     for imp in imports:
         if not imp.in_function:
             inside = imp.target.split(".")[0] == imp.importer.split(".")[0]
             graph.setdefault(imp.importer, set()).add(imp.target if inside else imp.target.split(".")[0])
+    for module in list(graph):
+        parts = module.split(".")
+        for i in range(2, len(parts)):
+            graph[module].add(".".join(parts[:i]))
+    for targets in list(graph.values()):
+        for t in list(targets):
+            parts = t.split(".")
+            targets.update(".".join(parts[:i]) for i in range(2, len(parts)))
     return graph
 
 

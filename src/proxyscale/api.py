@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from .attribute.user import attribute  # noqa: F401 - proxyscale.api.attribute, for your own model
 from .errors import ConfigError, StoreError
 from .run.plan import Plan
 from .store import Store
@@ -20,6 +19,17 @@ DEMO_SPEC = Path(__file__).parent / "configs" / "demo.yaml"
 ATTRIBUTION_DEMO_SPEC = Path(__file__).parent / "configs" / "attribution-demo.yaml"
 ATTRIBUTION_SPEC = Path(__file__).parent / "configs" / "attribution.yaml"
 SELECTION_DEMO_SPEC = Path(__file__).parent / "configs" / "selection-demo.yaml"
+
+
+def __getattr__(name: str) -> Any:
+    """``proxyscale.api.attribute`` (attribution of your own model) is imported on first use, so
+    the commands that never touch torch in this process start without importing it."""
+    if name == "attribute":
+        from .attribute.user import attribute
+        return attribute
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 SpecLike = Any  # a YAML path, a mapping, or a spec object of a registered study kind
 
 
@@ -377,5 +387,5 @@ def _shard_mapper(workers: Optional[int], backend: Optional[str], ray_address: O
     return inline_map if n == 1 else process_map(n)
 
 
-__all__ = ["Study", "attribute", "attribution_options_spec", "attribution_scores", "plan_text", "run_demo",
+__all__ = ["Study", "attribute", "attribution_options_spec", "attribution_scores", "plan_text", "run_demo",  # noqa: F822 - `attribute` comes from __getattr__
            "run_study", "select", "status_text", "verify_store", "write_study_report"]

@@ -24,6 +24,7 @@ import torch
 
 from ..errors import ConfigError
 from .optim import resolve_device
+from .split import check_split  # noqa: F401 - here too, beside the rank layout it guards
 
 # "RANK:STEP": that rank kills itself (SIGKILL) when it reaches that step; tests use it to check
 # that a dead rank fails the step in one line and leaves no process behind
@@ -72,17 +73,6 @@ class Ranks:
         """The test hook of :data:`FAULT_ENV`."""
         if os.environ.get(FAULT_ENV) == f"{self.rank}:{step}":
             os.kill(os.getpid(), signal.SIGKILL)
-
-
-def check_split(batch_size: int, world: int, micro: int) -> None:
-    """Each of ``world`` ranks gets ``batch_size / world`` rows, split into passes of ``micro``."""
-    if batch_size % world:
-        raise ConfigError(f"batch_size {batch_size} cannot be split evenly over {world} ranks; make batch_size a "
-                          "multiple of the ranks or change the ranks")
-    if micro and (batch_size // world) % micro:
-        raise ConfigError(f"batch_size {batch_size} over {world} rank(s) is {batch_size // world} rows per rank, not "
-                          f"a multiple of micro_batch_size {micro}; make batch_size a multiple of ranks × "
-                          "micro_batch_size")
 
 
 @contextmanager

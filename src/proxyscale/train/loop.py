@@ -256,7 +256,7 @@ def _stepper(model: GPT, opt: AdamW, train_cfg: TrainConfig, amp: torch.dtype | 
     if ranks is None and not train_cfg.micro_batch_size:
         forward = torch.compile(model) if train_cfg.compile else model
         return lambda batch, lr: train_step(forward, opt, batch, lr, train_cfg.grad_clip, amp)
-    from .distributed import check_split
+    from .split import check_split
 
     world = 1 if ranks is None else ranks.world
     check_split(train_cfg.batch_size, world, train_cfg.micro_batch_size)

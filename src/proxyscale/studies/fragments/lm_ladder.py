@@ -205,7 +205,7 @@ def _on_cuda(train: TrainConfig) -> bool:
 
 def _check_split(rung: str, ranks: int, train: TrainConfig) -> None:
     """A rung's (resolved) ranks split the global batch evenly into whole micro-batches."""
-    from ...train.distributed import check_split
+    from ...train.split import check_split
 
     if ranks > 1:
         try:

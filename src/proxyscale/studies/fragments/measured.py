@@ -21,7 +21,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Hashable, Iterator, Optional, Sequence
 
-from ...models.gpt import GPTConfig
+from ...models.ladder import GPTConfig
 from ...run.executor import available_cores, step_threads
 from ...store import Store
 from ...store.layout import CALIBRATION_ENV
