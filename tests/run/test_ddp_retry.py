@@ -68,7 +68,7 @@ def test_a_killed_rank_is_retried_and_resumes_to_the_uninterrupted_result(tmp_pa
                                rtol=1e-6)
 
 
-@pytest.mark.slow  # 25 s; the rule "(after N attempts)" is the executor's, checked in test_faults.py
+@pytest.mark.slow  # about 20 s; the rule "(after N attempts)" is the executor's, checked in test_faults.py
 def test_a_rank_killed_every_time_fails_in_one_line_after_the_retries(tmp_path):
     store, key, summary = run_ranked(tmp_path, retries=1, die_at=3)
     assert summary.failed == {key: KILLED + " (after 2 attempts)"} and summary.retried == {key: 1}
