@@ -26,6 +26,12 @@ class StoreError(ProxyscaleError):
     """The run store is inconsistent or a step failed."""
 
 
+class ProcessDied(StoreError):
+    """A process a step started and waited for (a data-parallel rank, torchrun) was killed by a
+    signal: booked as if the step's own process had died (``crashed``), so the executor retries
+    it up to ``executor.retries`` times, resuming from its last checkpoint."""
+
+
 class OutputError(ProxyscaleError):
     """An output path the user named may not, or cannot, be written (see proxyscale.store.output)."""
 

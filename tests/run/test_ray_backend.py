@@ -312,3 +312,28 @@ def test_a_data_parallel_step_is_one_task_holding_its_gpus():
     opts = task_options([{"gpus": 2, "ranks": 2}, {"gpus": 0}], threads=8, max_cpus=4)
     assert opts == {"num_cpus": 4, "num_gpus": 2.0, "max_retries": 0, "retry_exceptions": False}
     assert task_options([{}], threads=1, max_cpus=16)["num_gpus"] == 0.0
+
+
+def test_a_two_rank_step_on_ray_equals_the_local_backend(cluster, tmp_path, monkeypatch):
+    """A step of ``ranks: 2`` (a tiny GPT, 2 gloo ranks under torchrun started by the task's
+    worker) on the Ray cluster: the same weights and losses as on the local pool."""
+    import numpy as np
+    import torch
+    from _ddp_steps import config
+
+    from proxyscale.store import load_weights
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(HERE), *sys.path]))  # the local pool's ranks
+    plan = Plan()
+    key = plan.add(Step("t", "m", config(tmp_path / "log"), fn="_ddp_steps:launch", ranks=2))
+    local, on_ray = Store(tmp_path / "local"), Store(tmp_path / "ray")
+    s_local, _ = _run(plan, local, make_backend("local", 1))
+    s_ray, res = _run(plan, on_ray, _ray(cluster, tmp_path))
+    assert s_local.done == s_ray.done == [key] and not s_ray.failed and res[key]["attempts"] == 1
+    a, b = local.final_dir(key), on_ray.final_dir(key)
+    assert read_json(b / "train.json")["ranks"] == 2 and read_json(b / "train.json")["train_mode"] == "ddp"
+    wa, wb = load_weights(a / "model.safetensors"), load_weights(b / "model.safetensors")
+    assert sorted(wa) == sorted(wb)
+    for name in wa:  # the 2-rank = 1-rank tolerance (tests/train/test_train_ddp.py)
+        torch.testing.assert_close(wb[name], wa[name], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.load(b / "losses.npy"), np.load(a / "losses.npy"), rtol=1e-6)

@@ -11,9 +11,9 @@ import torch
 from _ddp_fns import batches, train_tiny
 
 from proxyscale.config import to_dict
-from proxyscale.errors import ConfigError, StoreError
+from proxyscale.errors import ConfigError, ProcessDied, StoreError
 from proxyscale.models.gpt import GPTConfig
-from proxyscale.run.ddp import check_gpus, failure_line, launch_ranks
+from proxyscale.run.ddp import check_gpus, failure_line, killed_ranks, launch_ranks, rank_failures
 from proxyscale.run.step import StepContext
 from proxyscale.store import load_weights, read_json
 from proxyscale.train.distributed import FAULT_ENV, TIMEOUT_ENV, check_split
@@ -100,6 +100,7 @@ def test_a_dead_rank_fails_in_one_line_and_leaves_no_process_or_half_file(tmp_pa
     with pytest.raises(StoreError) as err:
         _ranks(tmp_path / "run")
     line = str(err.value)
+    assert isinstance(err.value, ProcessDied)  # the worker books it crashed: the executor retries it
     assert "\n" not in line and "rank 1 died (killed by SIGKILL" in line, line
     assert "ChildFailedError" in str(err.value.__cause__)  # torchrun's own report, kept for the traceback
     run = tmp_path / "run"
@@ -139,10 +140,28 @@ def test_more_ranks_than_visible_gpus_is_one_line(monkeypatch):
     assert check_gpus(2, "cpu") is False
 
 
+def _report(root: tuple[int, int], other: tuple[int, int]) -> str:
+    """torchrun's summary of a failed job (the shape torch 2.x prints): ``(rank, exit code)``s."""
+    block = ("[{i}]:\n  time      : 2026-12-03_21:39:57\n  rank      : {r} (local_rank: {r})\n"
+             "  exitcode  : {c} (pid: 5)\n")
+    return ("...\nFailures:\n" + block.format(i=1, r=other[0], c=other[1]) + "-----\nRoot Cause (first observed "
+            "failure):\n" + block.format(i=0, r=root[0], c=root[1]) + "=====\n")
+
+
 def test_failure_lines_name_the_rank():
     out = ("...\nRoot Cause (first observed failure):\n[0]:\n  rank      : 1 (local_rank: 1)\n"
            "  exitcode  : -9 (pid: 5)\n")
     assert "rank 1 died (killed by SIGKILL" in failure_line(out, 2, 1)
+    assert rank_failures(_report((1, -9), (0, -15))) == [(1, -9), (0, -15)]
+    # torchrun stops the other ranks with SIGTERM after the first failure: not a killed rank
+    assert killed_ranks(rank_failures(_report((1, 1), (0, -15)))) == []
+    assert failure_line(_report((1, 1), (0, -15)), 2, 1) == \
+        "data-parallel training (2 ranks) failed: rank 1 exited with 1; see the step's traceback for its output"
+    # a peer noticed the killed rank's absence first (one timestamp): the killed rank is still named
+    assert killed_ranks(rank_failures(_report((0, 1), (1, -9)))) == [(1, -9)]
+    assert "rank 1 died (killed by SIGKILL" in failure_line(_report((0, 1), (1, -9)), 2, 1)
+    assert failure_line("", 2, -9).startswith("data-parallel training (2 ranks) failed: torchrun died (killed by "
+                                              "SIGKILL")
     assert failure_line("x\nproxyscale-rank-error: rank 0: diverged at step 3\n", 2, 1) == \
         "data-parallel training (2 ranks) failed: rank 0: diverged at step 3"
 

@@ -8,10 +8,18 @@ process group (``train.distributed.process_group``) and trains. Rank 0 alone rep
 into the step's partial directory; every store write of a training run is rank 0's.
 
 torchrun, and each rank, die with their parent (``PR_SET_PDEATHSIG``), so a worker stopped by the
-driver, or killed, leaves no process behind. A rank that fails (an error, a kill) makes torchrun
-stop the others (``--max-restarts 0``); the step then fails with one line naming the rank (a
-failed step, as any step that raises: a re-run resumes it from its last checkpoint). The ranks'
-gloo/NCCL traffic stays on the loopback interface; torchrun's rendezvous store (torch's
+driver, or killed, leaves no process behind. A rank that fails makes torchrun stop the others
+(``--max-restarts 0``), and the step ends with one line naming the rank:
+
+* a rank killed by a signal (out of memory, killed; torchrun reports a negative exit code), or
+  torchrun itself killed, raises :class:`~proxyscale.errors.ProcessDied`: the worker books the
+  step ``crashed``, as if its own process had died, and the driver retries it up to
+  ``executor.retries`` times (each run resumes from the last checkpoint), then fails it with
+  "(after N attempts)". This is the worker's doing, so it is the same on every backend;
+* a rank that raises (any exception, a ProxyscaleError included) raises StoreError: a failed
+  step, as any step that raises, not retried (a re-run resumes it from its last checkpoint).
+
+The ranks' gloo/NCCL traffic stays on the loopback interface; torchrun's rendezvous store (torch's
 TCPStore, on a random port for the job's lifetime) listens on every interface, which torch
 offers no setting to narrow.
 """
@@ -30,7 +38,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ProxyscaleError, StoreError
+from ..errors import ConfigError, ProcessDied, ProxyscaleError, StoreError
 from ..store.layout import pid_alive
 from .step import StepContext, ref, resolve
 
@@ -87,8 +95,9 @@ def rank_env(ctx: StepContext, fn: str, ranks: int) -> dict[str, str]:
 
 
 def launch_ranks(ctx: StepContext, fn: Any, ranks: int, device: str = "auto") -> None:
-    """Run ``fn(ctx)`` in ``ranks`` processes under torchrun and wait; one-line StoreError if
-    any rank fails (the full output is kept as the error's cause, in the step's traceback)."""
+    """Run ``fn(ctx)`` in ``ranks`` processes under torchrun and wait. If any rank fails: a
+    one-line :class:`ProcessDied` when a rank (or torchrun) was killed by a signal, else a
+    one-line StoreError; the full output is kept as the error's cause, in the step's traceback."""
     check_gpus(ranks, device)
     env = rank_env(ctx, ref(fn), ranks)
     _remove_stale_temp()
@@ -98,8 +107,10 @@ def launch_ranks(ctx: StepContext, fn: Any, ranks: int, device: str = "auto") ->
         proc = subprocess.run(torchrun_command(ranks, _free_port()), env=env, stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, start_new_session=True)
     if proc.returncode != 0:
-        raise StoreError(failure_line(proc.stdout + proc.stderr, ranks, proc.returncode)) \
-            from RuntimeError(_tail(proc.stdout + proc.stderr))
+        output = proc.stdout + proc.stderr
+        died = proc.returncode < 0 or bool(killed_ranks(rank_failures(output)))
+        raise (ProcessDied if died else StoreError)(failure_line(output, ranks, proc.returncode)) \
+            from RuntimeError(_tail(output))
 
 
 def _remove_stale_temp() -> None:
@@ -112,20 +123,44 @@ def _remove_stale_temp() -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
+def rank_failures(output: str) -> list[tuple[int, int]]:
+    """``(rank, exit code)`` of each failed rank in torchrun's summary, root cause first (a
+    negative code: killed by that signal)."""
+    report = output[output.find("Root Cause"):] + "\n" + output[output.find("Failures:"):output.find("Root Cause")]
+    pairs = re.findall(r"^\s*rank\s*:\s*(\d+).*?^\s*exitcode\s*:\s*(-?\d+)", report, re.M | re.S)
+    return [(int(r), int(c)) for r, c in pairs] if "Root Cause" in output else []
+
+
+def killed_ranks(failures: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The failures that are ranks killed by a signal: the root cause if so, and any other rank
+    killed by another signal than the SIGTERM with which torchrun stops the rest after a failure
+    (a rank killed at the same moment as a peer fails on its absence may not be the root cause)."""
+    return [(r, c) for i, (r, c) in enumerate(failures) if c < 0 and (i == 0 or c != -signal.SIGTERM)]
+
+
+def _signal_name(code: int) -> str:
+    return signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+
+
 def failure_line(output: str, ranks: int, code: int) -> str:
-    """One line saying which rank failed and why, from torchrun's output."""
+    """One line saying which rank failed and why, from torchrun's output: a rank killed by a
+    signal first (the others then fail on its absence), else the error line of the rank torchrun
+    saw fail first (:func:`main` prints it), else its exit code."""
     where = f"data-parallel training ({ranks} ranks) failed"
-    for line in output.splitlines():
-        if line.startswith(_ERROR_PREFIX):
-            return f"{where}: {line[len(_ERROR_PREFIX):]}"
-    cause = output[output.find("Root Cause"):]  # torchrun's summary: the first rank that failed
-    rank = re.search(r"^\s*rank\s*:\s*(\d+)", cause, re.M)
-    exit_code = re.search(r"^\s*exitcode\s*:\s*(-?\d+)", cause, re.M)
-    if rank and exit_code:
-        c = int(exit_code.group(1))
-        how = f"killed by {signal.Signals(-c).name}" if c < 0 and -c in signal.valid_signals() else f"exit {c}"
-        return (f"{where}: rank {rank.group(1)} died ({how}; out of memory or killed?); "
+    failures = rank_failures(output)
+    killed = killed_ranks(failures)
+    if killed:
+        return (f"{where}: rank {killed[0][0]} died (killed by {_signal_name(killed[0][1])}; out of memory or "
+                "killed?); re-run to resume it from its last checkpoint")
+    if code < 0:
+        return (f"{where}: torchrun died (killed by {_signal_name(code)}; out of memory or killed?); "
                 "re-run to resume it from its last checkpoint")
+    errors = [ln[len(_ERROR_PREFIX):] for ln in output.splitlines() if ln.startswith(_ERROR_PREFIX)]
+    first = [e for e in errors if failures and e.startswith(f"rank {failures[0][0]}: ")]
+    if first or errors:
+        return f"{where}: {(first or errors)[0]}"
+    if failures:
+        return f"{where}: rank {failures[0][0]} exited with {failures[0][1]}; see the step's traceback for its output"
     return f"{where}: torchrun exited with {code}; see the step's traceback for its output"
 
 
@@ -163,6 +198,10 @@ def main() -> int:
     except ProxyscaleError as e:
         print(f"{_ERROR_PREFIX}rank {rank}: {e}", file=sys.stderr, flush=True)
         return 1
+    except Exception as e:  # the one line for the step; the traceback follows, for its record
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        print(f"{_ERROR_PREFIX}rank {rank}: {type(e).__name__}: {first}", file=sys.stderr, flush=True)
+        raise
     return 0
 
 

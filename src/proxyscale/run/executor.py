@@ -30,7 +30,7 @@ class ExecutorSpec:
     batch_below_params: int = 500_000
     ray_address: Optional[str] = None
     slurm_args: tuple[str, ...] = ()
-    retries: int = 2  # how often a batch whose worker process died runs again (local and ray)
+    retries: int = 2  # how often a step whose process died (its worker, or a rank it started) runs again
 
     def __post_init__(self) -> None:
         if self.workers < 0 or self.max_batch < 1 or self.batch_below_params < 0 or self.retries < 0:
@@ -321,7 +321,7 @@ class _Run:
             if state == "crashed":  # so `proxyscale status` shows it failed, with the reason
                 claim = self.store.claim(key)
                 if claim is not None:
-                    self.store.fail(claim, self.summary.failed[key])
+                    self.store.fail(claim, self.summary.failed[key], res.get("detail", ""))
         if state in ("done", "failed", "crashed"):
             self.bar.update(step, state, len(self.summary.done), len(self.summary.done) + len(self.todo))
         if self.on_result:

@@ -11,7 +11,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from ..errors import ProxyscaleError
+from ..errors import ProcessDied, ProxyscaleError
 from ..store import Claim, CorruptStep, Store, write_json, write_text
 from ..store.checks import RUNNING_FILE
 from ..store.faults import as_store_error, tree_bytes
@@ -158,6 +158,8 @@ def _run_one(store: Store, c: StepContext, claim: Claim, p: dict[str, Any]) -> d
         if not p.get("fn"):
             raise ProxyscaleError(f"step {c.key} has no function; add it to a plan (Plan.add binds its kind)")
         resolve(p["fn"])(c)
+    except ProcessDied as e:  # a rank it started was killed: as if this process died (the driver retries)
+        return {"key": c.key, "state": "crashed", "reason": str(e), "detail": traceback.format_exc()}
     except Exception as e:  # noqa: BLE001 - every failure is recorded, never swallowed
         return _failed(store, c, claim, e)
     return _finish(store, c, claim, p, time.time() - t0, group=1)

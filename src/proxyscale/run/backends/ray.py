@@ -22,6 +22,11 @@ pool, which step was running and is charged (retried at most ``executor.retries`
 had finished (done) and which had not started (run again, free). A step the dead worker left
 half-done is taken over by its next run (its claim died with the process). Each result carries
 ``attempts``, the number of times its task started.
+
+A data-parallel step (``ranks`` R) is one task whose worker starts torchrun and its R ranks on
+the task's node (see :func:`task_options`). A rank killed by a signal does not kill the task: the
+worker itself books the step ``crashed`` (``run/ddp.py``, ``run/worker.py``) and returns, and the
+driver retries it under the same rule, as on the local pool and Slurm.
 """
 from __future__ import annotations
 
