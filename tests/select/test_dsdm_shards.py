@@ -93,6 +93,75 @@ def test_sharded_bot_dsdm_chooses_the_bottom_of_the_same_scores(single):
     assert chosen.decode().split() == [ids[i] for i in bottom_n(scores, 9, ids, 0)]
 
 
+@pytest.mark.parametrize("method", ["dsdm", "bot-dsdm"])
+def test_ray_tasks_choose_and_score_what_one_process_does(single, tmp_path, method):
+    """Each shard's phases as Ray tasks on a private loopback node (2 CPUs): every score is the
+    one-process run's bit for bit, and chosen.txt is its byte for byte (Bot-DsDm: one process's
+    Bot-DsDm keeps the bottom n of the same scores, ties broken by the seeded key)."""
+    pytest.importorskip("ray")
+    import pandas as pd
+
+    from proxyscale.select.base import bottom_n
+
+    root, chosen, scores = single
+    if method == "bot-dsdm":
+        ids = pd.read_parquet(root / "single" / "scores.parquet")["id"].tolist()
+        chosen = "".join(ids[i] + "\n" for i in bottom_n(scores, 9, ids, 0)).encode()
+    one = chosen.decode().split()
+    assert len(one) == 9 and len({i.split(":")[0] for i in one}) > 1  # chosen from more than one shard
+    on_ray, r_scores = _select(root, method, f"ray-{method}", "--backend", "ray", "--workers", "2")
+    assert on_ray == chosen
+    np.testing.assert_array_equal(r_scores, scores)
+
+
+def test_a_shard_task_featurises_on_its_own_workers_device(single, tmp_path, monkeypatch):
+    """The features task asks its own process for a device: cuda where torch sees a GPU, else the
+    CPU, whatever the driver has; no job names a device. A GPU worker is faked (this machine may
+    have none): ``torch.cuda.is_available`` answers True inside the features tasks only, and the
+    proxies and batches that the task puts on cuda are put on the CPU instead. The task chose
+    cuda for every shard, and on the CPU the weights are the one-process run's bit for bit."""
+    import torch
+
+    from proxyscale.select import dsdm, make_selector
+    from proxyscale.select import dsdm_shards as ds
+    from proxyscale.select import shard_phases as ph
+    from proxyscale.select.pool import read_texts, source_of
+    from proxyscale.select.shard_phases import sharded_select
+    from proxyscale.select.shards import inline_map
+
+    for has_gpu, want in ((True, "cuda"), (False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda has_gpu=has_gpu: has_gpu)
+        assert ds.task_device() == torch.device(want)
+    monkeypatch.undo()
+    root, chosen, scores = single
+    seen, sent = [], []
+
+    def gpu_worker(docs, job, fn=ph.PHASES["dsdm-features"]):
+        with monkeypatch.context() as m:
+            m.setattr(torch.cuda, "is_available", lambda: True)
+            return fn(docs, job)
+
+    class OnCpu(dsdm.DsDmScorer):
+        def __init__(self, *args, device=None, **kw):
+            seen.append(("scorer", str(device)))
+            super().__init__(*args, **kw)
+    real_models = ds._models
+    monkeypatch.setitem(ph.PHASES, "dsdm-features", gpu_worker)
+    monkeypatch.setattr(ds, "_models", lambda paths, device="cpu": seen.append(("models", str(device)))
+                        or real_models(paths))
+    monkeypatch.setattr(dsdm, "DsDmScorer", OnCpu)
+    sel, work = sharded_select(make_selector("dsdm", "--set", **SMALL), source_of(str(root / "pool")),
+                               read_texts(source_of(str(root / "target.jsonl"))), 9, 0, str(tmp_path / "out"),
+                               lambda fn, jobs: sent.extend(jobs) or inline_map(fn, jobs))
+    tasks = [x for x in seen if x != ("models", "cpu")]  # the driver's own load of the proxies is on its CPU
+    assert tasks == [("models", "cuda"), ("scorer", "cuda")] * 3 and ("models", "cpu") in seen
+    assert sorted(str(np.load(p)["device"]) for p in work.path.glob("res-dsdm-features-*.npz")) == ["cuda"] * 3
+    assert not any("device" in j or "cuda" in j for j in sent)
+    work.remove()
+    assert "\n".join(sel.chosen_ids) + "\n" == chosen.decode()
+    np.testing.assert_array_equal(sel.scores, scores)
+
+
 def _kill_during_features(root: Path) -> list[str]:
     """Start a sharded DsDm run and kill it once one shard's features are written; the names of
     the results it left."""
