@@ -162,10 +162,10 @@ def test_a_shard_task_featurises_on_its_own_workers_device(single, tmp_path, mon
     np.testing.assert_array_equal(sel.scores, scores)
 
 
-def _kill_during_features(root: Path) -> list[str]:
-    """Start a sharded DsDm run and kill it once one shard's features are written; the names of
-    the results it left."""
-    proc = subprocess.Popen(_argv(root, "dsdm", "out", "--workers", "1"), stdout=subprocess.DEVNULL,
+def _kill_during_features(root: Path, *how: str) -> list[str]:
+    """Start a sharded DsDm run (``how``: its --workers/--backend, default inline) and kill it
+    once one shard's features are written; the names of the results it left."""
+    proc = subprocess.Popen(_argv(root, "dsdm", "out", *(how or ("--workers", "1"))), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     work, deadline = root / "out.work", time.time() + 300
     while not list(work.glob("res-dsdm-features-*.npz")) and time.time() < deadline and proc.poll() is None:
@@ -257,3 +257,44 @@ def test_a_pool_that_changes_during_a_sharded_run_is_one_error(tmp_path):
     with pytest.raises(DataError, match="the pool's shards changed while they were being selected from"):
         run(req)
     assert not (tmp_path / "out").exists()
+
+
+RAY_RESUME = """
+import json, sys
+from proxyscale.run.backends.ray import ray_map
+from proxyscale.select import make_selector
+from proxyscale.select.pool import read_texts, source_of
+from proxyscale.select.shard_phases import sharded_select
+root, small = sys.argv[1], json.loads(sys.argv[2])
+sel, _ = sharded_select(make_selector("dsdm", "--set", **small), source_of(root + "/pool"),
+                        read_texts(source_of(root + "/target.jsonl")), 9, 0, root + "/out", ray_map(None, 2))
+print(json.dumps(sel.chosen_ids))
+"""
+
+
+def _stamps(work: Path) -> dict[str, tuple[int, int]]:
+    """Each result file of the work directory (and each proxy's weights): (inode, mtime), which
+    change when a task writes it again (results are written under a new name, then renamed)."""
+    files = [*work.glob("res-*.npz"), *work.glob("res-*.bin"), *work.glob("res-dsdm-proxies-*/*/model.safetensors")]
+    return {str(p.relative_to(work)): (p.stat().st_ino, p.stat().st_mtime_ns) for p in files}
+
+
+def test_a_killed_ray_dsdm_redoes_only_unfinished_shards(single, tmp_path):
+    """On Ray (a private loopback node, 2 CPUs): a run killed once one shard's features are
+    written, resumed on Ray, writes only the unfinished shards' features (and every shard's
+    scores) and chooses what one process chooses; nothing is encoded or trained again."""
+    pytest.importorskip("ray")
+    _pool(tmp_path)
+    left = _kill_during_features(tmp_path, "--backend", "ray", "--workers", "2")
+    featured = [n for n in left if n.startswith("res-dsdm-features-")]
+    assert 1 <= len(featured) < 3 and len([n for n in left if n.startswith("res-dsdm-encode-")]) == 3
+    work = tmp_path / "out.work"
+    before = _stamps(work)
+    r = subprocess.run([sys.executable, "-c", RAY_RESUME, str(tmp_path), json.dumps(SMALL)], capture_output=True,
+                       text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert r.returncode == 0, r.stderr
+    assert "\n".join(json.loads(r.stdout.splitlines()[-1])) + "\n" == single[1].decode()
+    after = _stamps(work)
+    written = [n.split("-")[2] if n.startswith("res-dsdm-") else n for n in after if before.get(n) != after[n]]
+    assert sorted(written) == ["features"] * (3 - len(featured)) + ["score"] * 3, written
+    assert len([n for n in after if "-proxies-" in n]) == 2 and set(featured) <= set(after)

@@ -11,7 +11,10 @@
    directory under a key of their inputs, so a resumed run does not train them again.
 4. ``dsdm-features`` (per shard): TRAK features under every proxy of the rows the shard owns:
    the batches (or projection groups) of the single-process run that start in it, so that
-   every row is featurised with the same rows beside it, hence to the same bits.
+   every row is featurised with the same rows beside it, hence to the same bits. The task runs
+   on its own worker's device (:func:`task_device`: cuda if the worker sees a GPU, else the
+   CPU); the driver sends none. On a GPU the features, hence the scores, agree with the CPU's
+   to float32 rounding only (the result records the device).
 5. The driver reads the features of all shards as one array, in the single-process run's row
    blocks, for λ and the k×k kernel, and solves for the targets' right-hand sides.
 6. ``dsdm-score`` (per shard): the shard's weights, the mean over targets of its scores.
