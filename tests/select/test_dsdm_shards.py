@@ -279,6 +279,7 @@ def _stamps(work: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(work)): (p.stat().st_ino, p.stat().st_mtime_ns) for p in files}
 
 
+@pytest.mark.slow  # two Ray starts and a proxy training: ~35-50 s on 2 cores
 def test_a_killed_ray_dsdm_redoes_only_unfinished_shards(single, tmp_path):
     """On Ray (a private loopback node, 2 CPUs): a run killed once one shard's features are
     written, resumed on Ray, writes only the unfinished shards' features (and every shard's
