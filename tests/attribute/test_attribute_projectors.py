@@ -75,3 +75,20 @@ def test_bad_projector_settings():
         make_projector("sparse", 10, 10, nnz=4)
     with pytest.raises(ConfigError, match=r"\(B, 10\)"):
         make_projector("gaussian", 10, 4).project(torch.zeros(2, 11))
+
+
+@pytest.mark.parametrize("kind", sorted(PROJECTORS))
+def test_projection_follows_the_gradients_device(kind):
+    """Gradients on another device (``meta`` stands in for a GPU here) are projected there: the
+    output and the cached blocks live on that device, each block generated once on the CPU
+    (the same matrix on every device) and moved; CPU gradients keep the CPU result."""
+    g = torch.randn(4, 50)
+    cpu = make_projector(kind, 50, 16, seed=3, block_rows=20)
+    assert torch.equal(cpu.project(g), make_projector(kind, 50, 16, seed=3, block_rows=20, cache_bytes=0).project(g))
+    assert all(t.device.type == "cpu" for b in cpu._cache.values() for t in (b if isinstance(b, tuple) else (b,)))
+    proj = make_projector(kind, 50, 16, seed=3, block_rows=20)
+    for _ in range(2):
+        out = proj.project(g.to("meta"))
+        assert out.device.type == "meta" and out.shape == (4, 16) and out.dtype == torch.float32
+    assert proj.generated == 3 and len(proj._cache) == 3  # 50 rows in blocks of 20, each made once
+    assert all(t.device.type == "meta" for b in proj._cache.values() for t in (b if isinstance(b, tuple) else (b,)))

@@ -93,10 +93,79 @@ def test_sharded_bot_dsdm_chooses_the_bottom_of_the_same_scores(single):
     assert chosen.decode().split() == [ids[i] for i in bottom_n(scores, 9, ids, 0)]
 
 
-def _kill_during_features(root: Path) -> list[str]:
-    """Start a sharded DsDm run and kill it once one shard's features are written; the names of
-    the results it left."""
-    proc = subprocess.Popen(_argv(root, "dsdm", "out", "--workers", "1"), stdout=subprocess.DEVNULL,
+@pytest.mark.parametrize("method", ["dsdm", "bot-dsdm"])
+def test_ray_tasks_choose_and_score_what_one_process_does(single, tmp_path, method):
+    """Each shard's phases as Ray tasks on a private loopback node (2 CPUs): every score is the
+    one-process run's bit for bit, and chosen.txt is its byte for byte (Bot-DsDm: one process's
+    Bot-DsDm keeps the bottom n of the same scores, ties broken by the seeded key)."""
+    pytest.importorskip("ray")
+    import pandas as pd
+
+    from proxyscale.select.base import bottom_n
+
+    root, chosen, scores = single
+    if method == "bot-dsdm":
+        ids = pd.read_parquet(root / "single" / "scores.parquet")["id"].tolist()
+        chosen = "".join(ids[i] + "\n" for i in bottom_n(scores, 9, ids, 0)).encode()
+    one = chosen.decode().split()
+    assert len(one) == 9 and len({i.split(":")[0] for i in one}) > 1  # chosen from more than one shard
+    on_ray, r_scores = _select(root, method, f"ray-{method}", "--backend", "ray", "--workers", "2")
+    assert on_ray == chosen
+    np.testing.assert_array_equal(r_scores, scores)
+
+
+def test_a_shard_task_featurises_on_its_own_workers_device(single, tmp_path, monkeypatch):
+    """The features task asks its own process for a device: cuda where torch sees a GPU, else the
+    CPU, whatever the driver has; no job names a device. A GPU worker is faked (this machine may
+    have none): ``torch.cuda.is_available`` answers True inside the features tasks only, and the
+    proxies and batches that the task puts on cuda are put on the CPU instead. The task chose
+    cuda for every shard, and on the CPU the weights are the one-process run's bit for bit."""
+    import torch
+
+    from proxyscale.select import dsdm, make_selector
+    from proxyscale.select import dsdm_shards as ds
+    from proxyscale.select import shard_phases as ph
+    from proxyscale.select.pool import read_texts, source_of
+    from proxyscale.select.shard_phases import sharded_select
+    from proxyscale.select.shards import inline_map
+
+    for has_gpu, want in ((True, "cuda"), (False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda has_gpu=has_gpu: has_gpu)
+        assert ds.task_device() == torch.device(want)
+    monkeypatch.undo()
+    root, chosen, scores = single
+    seen, sent = [], []
+
+    def gpu_worker(docs, job, fn=ph.PHASES["dsdm-features"]):
+        with monkeypatch.context() as m:
+            m.setattr(torch.cuda, "is_available", lambda: True)
+            return fn(docs, job)
+
+    class OnCpu(dsdm.DsDmScorer):
+        def __init__(self, *args, device=None, **kw):
+            seen.append(("scorer", str(device)))
+            super().__init__(*args, **kw)
+    real_models = ds._models
+    monkeypatch.setitem(ph.PHASES, "dsdm-features", gpu_worker)
+    monkeypatch.setattr(ds, "_models", lambda paths, device="cpu": seen.append(("models", str(device)))
+                        or real_models(paths))
+    monkeypatch.setattr(dsdm, "DsDmScorer", OnCpu)
+    sel, work = sharded_select(make_selector("dsdm", "--set", **SMALL), source_of(str(root / "pool")),
+                               read_texts(source_of(str(root / "target.jsonl"))), 9, 0, str(tmp_path / "out"),
+                               lambda fn, jobs: sent.extend(jobs) or inline_map(fn, jobs))
+    tasks = [x for x in seen if x != ("models", "cpu")]  # the driver's own load of the proxies is on its CPU
+    assert tasks == [("models", "cuda"), ("scorer", "cuda")] * 3 and ("models", "cpu") in seen
+    assert sorted(str(np.load(p)["device"]) for p in work.path.glob("res-dsdm-features-*.npz")) == ["cuda"] * 3
+    assert not any("device" in j or "cuda" in j for j in sent)
+    work.remove()
+    assert "\n".join(sel.chosen_ids) + "\n" == chosen.decode()
+    np.testing.assert_array_equal(sel.scores, scores)
+
+
+def _kill_during_features(root: Path, *how: str) -> list[str]:
+    """Start a sharded DsDm run (``how``: its --workers/--backend, default inline) and kill it
+    once one shard's features are written; the names of the results it left."""
+    proc = subprocess.Popen(_argv(root, "dsdm", "out", *(how or ("--workers", "1"))), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     work, deadline = root / "out.work", time.time() + 300
     while not list(work.glob("res-dsdm-features-*.npz")) and time.time() < deadline and proc.poll() is None:
@@ -188,3 +257,45 @@ def test_a_pool_that_changes_during_a_sharded_run_is_one_error(tmp_path):
     with pytest.raises(DataError, match="the pool's shards changed while they were being selected from"):
         run(req)
     assert not (tmp_path / "out").exists()
+
+
+RAY_RESUME = """
+import json, sys
+from proxyscale.run.backends.ray import ray_map
+from proxyscale.select import make_selector
+from proxyscale.select.pool import read_texts, source_of
+from proxyscale.select.shard_phases import sharded_select
+root, small = sys.argv[1], json.loads(sys.argv[2])
+sel, _ = sharded_select(make_selector("dsdm", "--set", **small), source_of(root + "/pool"),
+                        read_texts(source_of(root + "/target.jsonl")), 9, 0, root + "/out", ray_map(None, 2))
+print(json.dumps(sel.chosen_ids))
+"""
+
+
+def _stamps(work: Path) -> dict[str, tuple[int, int]]:
+    """Each result file of the work directory (and each proxy's weights): (inode, mtime), which
+    change when a task writes it again (results are written under a new name, then renamed)."""
+    files = [*work.glob("res-*.npz"), *work.glob("res-*.bin"), *work.glob("res-dsdm-proxies-*/*/model.safetensors")]
+    return {str(p.relative_to(work)): (p.stat().st_ino, p.stat().st_mtime_ns) for p in files}
+
+
+@pytest.mark.slow  # two Ray starts and a proxy training: ~35-50 s on 2 cores
+def test_a_killed_ray_dsdm_redoes_only_unfinished_shards(single, tmp_path):
+    """On Ray (a private loopback node, 2 CPUs): a run killed once one shard's features are
+    written, resumed on Ray, writes only the unfinished shards' features (and every shard's
+    scores) and chooses what one process chooses; nothing is encoded or trained again."""
+    pytest.importorskip("ray")
+    _pool(tmp_path)
+    left = _kill_during_features(tmp_path, "--backend", "ray", "--workers", "2")
+    featured = [n for n in left if n.startswith("res-dsdm-features-")]
+    assert 1 <= len(featured) < 3 and len([n for n in left if n.startswith("res-dsdm-encode-")]) == 3
+    work = tmp_path / "out.work"
+    before = _stamps(work)
+    r = subprocess.run([sys.executable, "-c", RAY_RESUME, str(tmp_path), json.dumps(SMALL)], capture_output=True,
+                       text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert r.returncode == 0, r.stderr
+    assert "\n".join(json.loads(r.stdout.splitlines()[-1])) + "\n" == single[1].decode()
+    after = _stamps(work)
+    written = [n.split("-")[2] if n.startswith("res-dsdm-") else n for n in after if before.get(n) != after[n]]
+    assert sorted(written) == ["features"] * (3 - len(featured)) + ["score"] * 3, written
+    assert len([n for n in after if "-proxies-" in n]) == 2 and set(featured) <= set(after)

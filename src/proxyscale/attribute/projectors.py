@@ -87,10 +87,23 @@ class BlockProjector:
         if grads.dim() != 2 or grads.shape[1] != self.p:
             raise ConfigError(f"projector expects gradients (B, {self.p}); got {tuple(grads.shape)}")
         grads = grads.to(torch.float32)
-        out = torch.zeros(grads.shape[0], self.k, dtype=torch.float32)  # (B, k)
+        out = torch.zeros(grads.shape[0], self.k, dtype=torch.float32, device=grads.device)  # (B, k)
         for i, (r0, r1) in enumerate(self.bounds):
-            self._apply(grads[:, r0:r1], self.block(i), out)
+            self._apply(grads[:, r0:r1], self._on(i, grads.device), out)
         return out
+
+    def _on(self, i: int, device: torch.device) -> object:
+        """Block ``i`` on ``device``: generated on the CPU (the same matrix on every device), then
+        moved where the gradients are; a cached block is kept where it was last used."""
+        b = self.block(i)
+        parts = b if isinstance(b, tuple) else (b,)
+        if all(t.device == device for t in parts):
+            return b
+        moved = tuple(t.to(device) for t in parts)
+        b = moved if isinstance(b, tuple) else moved[0]
+        if i in self._cache:
+            self._cache[i] = b
+        return b
 
     def matrix(self) -> Tensor:
         """P as a dense (p, k) tensor — for checks on small p only."""

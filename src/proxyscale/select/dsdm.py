@@ -61,9 +61,10 @@ class _WindowRows:
     be a memmap): only one batch is in memory at a time."""
 
     def __init__(self, windows: np.ndarray, lengths: Optional[np.ndarray], batch_size: int,
-                 progress: Optional[Callable[[int], Any]] = None) -> None:
+                 progress: Optional[Callable[[int], Any]] = None, device: Any = None) -> None:
         _check_windows(windows)  # before any work, not at the first batch
         self.windows, self.lengths, self.batch_size, self.progress = windows, lengths, batch_size, progress
+        self.device = device
         self.dataset = range(len(windows))  # what TRAK reads the size from
 
     def __iter__(self):
@@ -73,19 +74,22 @@ class _WindowRows:
             rows = np.asarray(self.windows[i:i + self.batch_size])
             lens = None if self.lengths is None else self.lengths[i:i + self.batch_size]
             tokens, mask = attributable(rows, lens)
-            yield torch.from_numpy(tokens), torch.from_numpy(mask)
+            yield torch.from_numpy(tokens).to(self.device), torch.from_numpy(mask).to(self.device)
             if self.progress is not None:  # the batch before has been featurised (or was on disk)
                 self.progress(len(rows))
 
 
 class DsDmScorer:
-    """Featurise a pool once with an ensemble of proxies; score it toward any target set."""
+    """Featurise a pool once with an ensemble of proxies; score it toward any target set.
+    ``device``: where the pool's batches go for featurisation (None: the CPU); the state dicts
+    given to :meth:`featurize` must be on it too."""
 
-    def __init__(self, model: Any, cfg: DsDmConfig = DsDmConfig(), work_dir: Optional[Path] = None) -> None:
+    def __init__(self, model: Any, cfg: DsDmConfig = DsDmConfig(), work_dir: Optional[Path] = None,
+                 device: Any = None) -> None:
         from ..attribute.outputs import LMLogOdds
         from ..attribute.trak import TRAK
 
-        self.cfg, self.work_dir = cfg, None if work_dir is None else Path(work_dir)
+        self.cfg, self.work_dir, self.device = cfg, None if work_dir is None else Path(work_dir), device
         self.trak = TRAK(model, LMLogOdds(), k=cfg.k, projector=cfg.projector, lambda_ratio=cfg.lambda_ratio,
                          seed=cfg.seed, batch_size=cfg.batch_size, keep_q=False,  # DsDm never weights by Q
                          store_dir=None if self.work_dir is None else self.work_dir / "features")
@@ -94,7 +98,7 @@ class DsDmScorer:
                   lengths: Optional[np.ndarray] = None, progress: Optional[Callable[[int], Any]] = None) -> None:
         """Features of every pool window under every proxy (resumes a killed run in ``work_dir``);
         ``progress(rows)`` is called as each batch of rows is done."""
-        pool = _WindowRows(windows, lengths, self.cfg.batch_size, progress)
+        pool = _WindowRows(windows, lengths, self.cfg.batch_size, progress, self.device)
         for m, sd in enumerate(state_dicts):
             self.trak.featurize(sd, pool, model_id=m)
 

@@ -11,7 +11,10 @@
    directory under a key of their inputs, so a resumed run does not train them again.
 4. ``dsdm-features`` (per shard): TRAK features under every proxy of the rows the shard owns:
    the batches (or projection groups) of the single-process run that start in it, so that
-   every row is featurised with the same rows beside it, hence to the same bits.
+   every row is featurised with the same rows beside it, hence to the same bits. The task runs
+   on its own worker's device (:func:`task_device`: cuda if the worker sees a GPU, else the
+   CPU); the driver sends none. On a GPU the features, hence the scores, agree with the CPU's
+   to float32 rounding only (the result records the device).
 5. The driver reads the features of all shards as one array, in the single-process run's row
    blocks, for λ and the k×k kernel, and solves for the targets' right-hand sides.
 6. ``dsdm-score`` (per shard): the shard's weights, the mean over targets of its scores.
@@ -27,7 +30,7 @@ as the proxies then change, everything after them is redone.
 """
 from __future__ import annotations
 
-import pickle
+import hashlib
 from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -40,7 +43,7 @@ from .base import Selection, check_n
 from .dsdm import DsDmConfig, select_by_weights
 from .dsdm_checks import model_loss, report_overlap, report_proxies, unigram_loss
 from .progress import phase
-from .shards import Mapper, WorkDir, digest, load, save_arg, save_atomic, shard_ids
+from .shards import Mapper, WorkDir, digest, load, save_atomic, shard_ids
 
 ENCODE_BATCH = 256  # documents tokenised at once: their encodings (~100 bytes a character) are the phase's peak
 
@@ -124,10 +127,19 @@ def encode_phase(docs: Iterator[Document], job: dict[str, Any]) -> dict[str, np.
     return {"ids": np.array(ids, dtype=str), "lengths": np.concatenate(lengths)}
 
 
-def _models(paths: Sequence[str]) -> list[Any]:
+def _models(paths: Sequence[str], device: Any = "cpu") -> list[Any]:
     from ..models.gpt import load_gpt
 
-    return [load_gpt(p) for p in paths]
+    return [load_gpt(p, device) for p in paths]
+
+
+def task_device() -> Any:
+    """The device a shard task featurises on: its worker's GPU when the worker has one, else its
+    CPU. Chosen inside the task, never sent by the driver, whose devices may differ from the
+    worker's (a CPU driver with GPU workers, or the reverse)."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _scorer_cfg(s: dict[str, Any]) -> DsDmConfig:
@@ -166,14 +178,15 @@ def features_phase(docs: Iterator[Document], job: dict[str, Any]) -> dict[str, n
     s = job["settings"]
     lens = [load(p, "lengths")[0] for p in s["encoded"]]
     starts = np.concatenate([[0], np.cumsum([len(x) for x in lens])]).astype(int).tolist()
-    models = _models(s["proxies"])
+    device = task_device()
+    models = _models(s["proxies"], device)
     lo, hi = owned_rows(starts, s["encoded"].index(job["input"]), _alignment(models[0], s["k"], s["batch_size"]))
     if hi > lo:
         windows = Rows([shard_windows(p, s["context"]) for p in s["encoded"]])[lo:hi]
         lengths = np.concatenate(lens)[lo:hi]
-        scorer = DsDmScorer(models[0], _scorer_cfg(s), features_dir(job["result"]))
+        scorer = DsDmScorer(models[0], _scorer_cfg(s), features_dir(job["result"]), device=device)
         scorer.featurize([m.state_dict() for m in models], windows, lengths)
-    return {"rows": np.array([lo, hi], dtype=np.int64)}
+    return {"rows": np.array([lo, hi], dtype=np.int64), "device": np.array(device.type)}
 
 
 def features_dir(result: str) -> Path:
@@ -216,9 +229,33 @@ def score_phase(docs: Iterator[Document], job: dict[str, Any]) -> dict[str, np.n
     from ..attribute.kernel import ROW_BLOCK
 
     s = job["settings"]
-    blocks = pickle.loads(Path(s["rhs"]).read_bytes())
+    blocks = load_rhs(s["rhs"], s["models"])
     phis = [shard_phi(job["input"], m, s["k"]) for m in range(s["models"])]
     return {"w": score_rows(phis, blocks, len(phis[0]), s["targets"], ROW_BLOCK)}
+
+
+def save_rhs(work: WorkDir, blocks: Sequence[tuple[int, int, Sequence[np.ndarray]]]) -> str:
+    """The solved right-hand sides as one ``.npz`` in the work directory (plain arrays, read back
+    without pickle), named by their content; its path (the score tasks' setting)."""
+    arrays = {"bounds": np.array([[t0, t1] for t0, t1, _ in blocks], dtype=np.int64).reshape(-1, 2)}
+    for b, (_, _, ws) in enumerate(blocks):
+        arrays.update({f"w-{b}-{m}": np.ascontiguousarray(w) for m, w in enumerate(ws)})
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = arrays[name]
+        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    path = work.path / f"arg-rhs-{h.hexdigest()[:40]}.npz"
+    if not path.is_file():
+        save_atomic(path, lambda f: np.savez(f, **arrays))
+    return str(path)
+
+
+def load_rhs(path: str, models: int) -> list[tuple[int, int, list[np.ndarray]]]:
+    """The blocks :func:`save_rhs` wrote: (t0, t1, [W_model (k, t1 - t0)])."""
+    with np.load(path, allow_pickle=False) as z:
+        return [(t0, t1, [z[f"w-{b}-{m}"] for m in range(models)])
+                for b, (t0, t1) in enumerate(z["bounds"].tolist())]
 
 
 PHASES = {"dsdm-encode": encode_phase, "dsdm-features": features_phase, "dsdm-score": score_phase}
@@ -314,7 +351,7 @@ def sharded_dsdm(selector: Any, shards: Sequence[tuple[Path, str]], source: dict
     if form == "nxn":
         w = solved
     else:
-        rhs = {"rhs": save_arg(work, solved), "k": selector.k, "models": selector.models, "targets": len(target)}
+        rhs = {"rhs": save_rhs(work, solved), "k": selector.k, "models": selector.models, "targets": len(target)}
         scored = run_phase("dsdm-score", shards, rhs, source, work, mapper, feats, label="scoring")
         w = np.concatenate([load(p, "w")[0] for p in scored])
     sel = select_by_weights(ids, w, n, seed, bottom=selector.name == "bot-dsdm", settings=_settings(selector))
