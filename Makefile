@@ -30,7 +30,7 @@ demo: install
 
 test: install-test
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 bench: install-test
 	$(BIN)/python benchmarks/bench_train.py

@@ -17,6 +17,7 @@ strings, not syntax, and are not seen here.
 from __future__ import annotations
 
 import ast
+import re
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -327,3 +328,15 @@ def test_checker_resolves_relative_imports_in_a_package(tmp_path: Path) -> None:
     loads = module_level_graph(collect_imports(pkg))
     assert chains_into(loads, ["pkg.a", "pkg.b"], {"torch"}) == [["pkg.a", "pkg.sub.leaf", "torch"]]
     assert chains_into(graph, ["pkg.b", "pkg.c"], {"pkg.sub.leaf"}) == [["pkg.b", "pkg.a", "pkg.sub.leaf"]]
+
+
+def test_nothing_is_unpickled() -> None:
+    # stores, work directories and task arguments hold JSON, Parquet, .npy/.npz and safetensors:
+    # a module that imports a pickle library could load code from a file someone else wrote.
+    # joblib is allowed only for its process pool (Parallel, delayed, loky), never joblib.load
+    picklers = {"pickle", "dill", "cloudpickle", "shelve", "marshal"}
+    users = sorted({(i.importer, i.target) for i in IMPORTS if i.target.split(".")[0] in picklers})
+    assert not users, users
+    joblib_load = re.compile(r"joblib\.load\b|from joblib import [^\n]*\bload\b")
+    loads = sorted(str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py") if joblib_load.search(p.read_text("utf-8")))
+    assert not loads, loads

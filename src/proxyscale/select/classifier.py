@@ -20,6 +20,16 @@ from .base import SELECTORS, Pool, Selection, check_n, segments, tie_break, top_
 from .progress import phase, pool_size
 
 
+def fitted_model(coef: np.ndarray, intercept: np.ndarray, classes: np.ndarray):
+    """A fitted logistic regression rebuilt from its arrays (what a shard task gets instead of a
+    pickled model): ``predict_proba`` is the same computation on the same numbers."""
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression()
+    model.coef_, model.intercept_, model.classes_ = coef, intercept, classes
+    return model
+
+
 @dataclass(frozen=True)
 class ClassifierSelector:
     """Classifier (GPT-3 / DCLM style): logistic regression on hashed uni+bigrams, target vs pool.

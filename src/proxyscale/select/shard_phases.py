@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
@@ -52,7 +51,7 @@ def _dsir_score(docs: Iterator[Document], job: dict[str, Any]) -> dict[str, np.n
     from .dsir import stream_weights
 
     stream, n_tokens = load(job["input"], "stream", "n_tokens")
-    ld = pickle.loads(Path(job["settings"]["ld"]).read_bytes())
+    (ld,) = load(job["settings"]["ld"], "ld")
     return {"lw": stream_weights(stream, n_tokens, ld)}
 
 
@@ -87,7 +86,7 @@ def _dsir(selector: Any, shards: Sequence[tuple[Path, str]], source: dict[str, A
     raw, n_fit = _raw_counts(selector, fits)
     p_t = distribution(hashed_counts(target, selector.num_buckets, selector.ngrams).sum(axis=0), "target")
     ld = log_diff(p_t, distribution(raw, "pool"))
-    scored = run_phase("dsir-score", shards, {**settings, "ld": save_arg(work, ld)}, source, work, mapper, fits)
+    scored = run_phase("dsir-score", shards, {**settings, "ld": save_arg(work, {"ld": ld})}, source, work, mapper, fits)
     lw = np.concatenate([load(p, "lw")[0] for p in scored])
     n_tokens = np.concatenate([load(p, "n_tokens")[0] for p in fits])
     long_enough = example_length(n_tokens, selector.ngrams) >= selector.min_example_length
@@ -112,7 +111,10 @@ def _clf_sample(docs: Iterator[Document], job: dict[str, Any]) -> dict[str, np.n
 
 
 def _clf_score(docs: Iterator[Document], job: dict[str, Any]) -> dict[str, np.ndarray]:
-    vec, model = pickle.loads(Path(job["settings"]["model"]).read_bytes())
+    from .classifier import ClassifierSelector, fitted_model
+
+    vec = ClassifierSelector(n_features=job["settings"]["n_features"])._vectorizer()
+    model = fitted_model(*load(job["settings"]["model"], "coef", "intercept", "classes"))
     probs = [np.zeros(0)]
     while batch := list(islice(docs, job["settings"]["batch_size"])):
         probs.append(model.predict_proba(vec.transform([d.text for d in batch]))[:, 1])
@@ -130,8 +132,10 @@ def _classifier(selector: Any, shards: Sequence[tuple[Path, str]], source: dict[
         k, rows, texts = load(path, "ids", "rows", "texts")
         negatives += [t for r, t in zip(rows.tolist(), texts.tolist()) if start + r in keep]
         start += len(k)
-    model = save_arg(work, selector.fit_texts(target, negatives, seed))
-    scored = run_phase("clf-score", shards, {"model": model, "batch_size": selector.batch_size}, source, work, mapper)
+    _vec, fit = selector.fit_texts(target, negatives, seed)
+    model = save_arg(work, {"coef": fit.coef_, "intercept": fit.intercept_, "classes": fit.classes_}, "arg-model")
+    scored = run_phase("clf-score", shards, {"model": model, "batch_size": selector.batch_size,
+                                             "n_features": selector.n_features}, source, work, mapper)
     return selector.choose(ids, np.concatenate([load(p, "p")[0] for p in scored]), n, seed)
 
 

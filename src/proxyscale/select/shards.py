@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -128,17 +127,21 @@ def digest(obj: Any) -> str:
 
 
 
-def save_arg(work: WorkDir, obj: Any) -> str:
-    """Put a large task argument (a model, log ratios) into the work dir once; its path."""
-    blob = pickle.dumps(obj, protocol=5)
-    path = work.path / f"arg-{hashlib.sha256(blob).hexdigest()[:40]}.pkl"
+def save_arg(work: WorkDir, arrays: dict[str, np.ndarray], kind: str = "arg") -> str:
+    """Put large task arguments (log ratios, a model's coefficients) into the work dir once, as
+    one ``.npz`` of plain arrays (read back with :func:`load`, never unpickled), named by their
+    content; its path."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        if a.dtype.hasobject:
+            raise TypeError(f"task argument {name!r} is an object array; give plain numbers or strings")
+        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    path = work.path / f"{kind}-{h.hexdigest()[:40]}.npz"
     if not path.is_file():
-        save_atomic(path, lambda f: f.write(blob))
+        save_atomic(path, lambda f: np.savez(f, **arrays))
     return str(path)
-
-
-
-
 
 
 def load(path: str, *keys: str) -> list[np.ndarray]:
