@@ -25,7 +25,13 @@ from test_run_executor import FN, diamond, runs, value  # noqa: E402
 import proxyscale  # noqa: E402
 from proxyscale.errors import ConfigError  # noqa: E402
 from proxyscale.run.backends import make_backend  # noqa: E402
-from proxyscale.run.backends.ray import SINGLE_NODE_ENV, RayBackend, is_loopback, task_options  # noqa: E402
+from proxyscale.run.backends.ray import (  # noqa: E402
+    SINGLE_NODE_ENV,
+    RayBackend,
+    is_loopback,
+    map_task_options,
+    task_options,
+)
 from proxyscale.run.executor import ExecutorSpec, run_plan  # noqa: E402
 from proxyscale.run.plan import Plan, Step  # noqa: E402
 from proxyscale.store import Store, read_json  # noqa: E402
@@ -312,6 +318,14 @@ def test_a_data_parallel_step_is_one_task_holding_its_gpus():
     opts = task_options([{"gpus": 2, "ranks": 2}, {"gpus": 0}], threads=8, max_cpus=4)
     assert opts == {"num_cpus": 4, "num_gpus": 2.0, "max_retries": 0, "retry_exceptions": False}
     assert task_options([{}], threads=1, max_cpus=16)["num_gpus"] == 0.0
+
+
+def test_a_selection_task_that_can_use_a_gpu_asks_for_one_where_the_cluster_has_them():
+    """DsDm's featurisation tasks (gpu=True) ask Ray for one whole GPU each on a cluster with GPUs,
+    so Ray spreads them over the GPUs; elsewhere, and for every other phase, one CPU and no GPU."""
+    assert map_task_options(True, 4.0) == {"num_cpus": 1, "num_gpus": 1, "max_retries": 0}
+    assert map_task_options(True, 0) == {"num_cpus": 1, "num_gpus": 0, "max_retries": 0}
+    assert map_task_options(False, 4.0) == {"num_cpus": 1, "num_gpus": 0, "max_retries": 0}
 
 
 def test_a_two_rank_step_on_ray_equals_the_local_backend(cluster, tmp_path, monkeypatch):

@@ -146,13 +146,16 @@ def test_a_shard_task_featurises_on_its_own_workers_device(single, tmp_path, mon
             seen.append(("scorer", str(device)))
             super().__init__(*args, **kw)
     real_models = ds._models
+    asked: list[tuple[str, bool]] = []
     monkeypatch.setitem(ph.PHASES, "dsdm-features", gpu_worker)
     monkeypatch.setattr(ds, "_models", lambda paths, device="cpu": seen.append(("models", str(device)))
                         or real_models(paths))
     monkeypatch.setattr(dsdm, "DsDmScorer", OnCpu)
     sel, work = sharded_select(make_selector("dsdm", "--set", **SMALL), source_of(str(root / "pool")),
                                read_texts(source_of(str(root / "target.jsonl"))), 9, 0, str(tmp_path / "out"),
-                               lambda fn, jobs: sent.extend(jobs) or inline_map(fn, jobs))
+                               lambda fn, jobs, gpu=False: sent.extend(jobs) or asked.append(
+                                   (json.loads(jobs[0])["phase"], gpu)) or inline_map(fn, jobs))
+    assert asked == [("dsdm-encode", False), ("dsdm-features", True), ("dsdm-score", False)]  # a GPU where it helps
     tasks = [x for x in seen if x != ("models", "cpu")]  # the driver's own load of the proxies is on its CPU
     assert tasks == [("models", "cuda"), ("scorer", "cuda")] * 3 and ("models", "cpu") in seen
     assert sorted(str(np.load(p)["device"]) for p in work.path.glob("res-dsdm-features-*.npz")) == ["cuda"] * 3
@@ -249,7 +252,7 @@ def test_a_pool_that_changes_during_a_sharded_run_is_one_error(tmp_path):
 
     pool = _pool(tmp_path)
 
-    def mapper(fn, jobs):
+    def mapper(fn, jobs, gpu=False):
         (pool / "s0.jsonl").write_text(json.dumps({"text": "a new first shard"}) + "\n")
         return inline_map(fn, jobs)
     req = Request("random", str(pool), str(tmp_path / "target.jsonl"), 5, str(tmp_path / "out"), progress=False,

@@ -180,6 +180,9 @@ def shard_task(job_json: str) -> str:
     return str(out)
 
 
+GPU_PHASES = frozenset({"dsdm-features"})  # phases whose tasks featurise with torch on a GPU if they get one
+
+
 def run_phase(name: str, shards: Sequence[tuple[Path, str]], settings: dict[str, Any], source: dict[str, Any],
               work: WorkDir, mapper: Mapper, inputs: Optional[Sequence[str]] = None,
               label: Optional[str] = None) -> list[str]:
@@ -192,7 +195,7 @@ def run_phase(name: str, shards: Sequence[tuple[Path, str]], settings: dict[str,
     out = []
     label = label or ("featurising" if name.endswith(("fit", "sample")) else "scoring")
     with phase(label, total=len(jobs), unit="shard") as bar:
-        for res in mapper(shard_task, jobs):
+        for res in mapper(shard_task, jobs, gpu=name in GPU_PHASES):
             out.append(res)
             bar.update(1)
     return out

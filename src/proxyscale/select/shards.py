@@ -37,10 +37,12 @@ from ..errors import ConfigError, DataError
 
 MARKER = ".proxyscale-work.json"
 METHODS = ("dsir", "classifier", "random", "dsdm", "bot-dsdm")
-Mapper = Callable[[Callable[[str], str], list[str]], Iterator[str]]  # (task, jobs) -> results in job order
+# (task, jobs, gpu=...) -> results in job order; ``gpu``: the tasks can use a GPU (a mapper that
+# schedules devices, Ray's, gives each one; the others run them where they run everything)
+Mapper = Callable[..., Iterator[str]]
 
 
-def inline_map(fn: Callable[[str], str], jobs: list[str]) -> Iterator[str]:
+def inline_map(fn: Callable[[str], str], jobs: list[str], gpu: bool = False) -> Iterator[str]:
     """Run the tasks one after another in this process."""
     return map(fn, jobs)
 
@@ -51,7 +53,7 @@ def process_map(workers: int) -> Mapper:
     it stops when the process ends, or at once when a task fails."""
     held: list[Any] = []
 
-    def run(fn: Callable[[str], str], jobs: list[str]) -> Iterator[str]:
+    def run(fn: Callable[[str], str], jobs: list[str], gpu: bool = False) -> Iterator[str]:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 

@@ -258,22 +258,32 @@ class RayBackend:
 
 
 
+def map_task_options(gpu: bool, cluster_gpus: float) -> dict[str, Any]:
+    """Ray options of one sharded-selection task: one CPU; a task that can use a GPU (``gpu``: DsDm's
+    featurisation) asks for one whole GPU when the cluster has any, so Ray spreads such tasks
+    over the GPUs (it sets each task's ``CUDA_VISIBLE_DEVICES``) and counts them; on a cluster
+    without GPUs it runs on a CPU like the others."""
+    return {"num_cpus": 1, "num_gpus": 1 if gpu and cluster_gpus >= 1 else 0, "max_retries": 0}
+
+
 def ray_map(address: str | None = None, workers: int = 0) -> Any:
     """A mapper for sharded selection (:mod:`proxyscale.select.shards`): runs ``fn(job)`` for each
-    JSON job as one Ray task (one CPU each, on the cluster at ``address`` or a private loopback
-    node) and yields the results in job order. A task's own error (a bad shard) is re-raised as
+    JSON job as one Ray task (one CPU each, and one GPU for a ``gpu`` phase on a cluster that has
+    GPUs: :func:`map_task_options`; on the cluster at ``address`` or a private loopback node) and
+    yields the results in job order. A task's own error (a bad shard) is re-raised as
     itself, so the user sees its one line. One Ray serves every phase of the selection (started on
     the first call); a private one stops with the process, an error stops it at once."""
     held: list[RayBackend] = []
 
-    def run(fn: Any, jobs: list[str]) -> Any:
+    def run(fn: Any, jobs: list[str], gpu: bool = False) -> Any:
         if not held:
             held.append(RayBackend(workers, address))
         backend = held[0]
         ray = backend._ray
         refs = []
         try:
-            remote = ray.remote(fn).options(num_cpus=1, max_retries=0)
+            opts = map_task_options(gpu, ray.cluster_resources().get("GPU", 0) if gpu else 0)
+            remote = ray.remote(fn).options(**opts)
             refs = [remote.remote(j) for j in jobs]
             for ref in refs:
                 try:
