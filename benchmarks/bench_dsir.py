@@ -42,20 +42,21 @@ def chunks(text: str, size: int) -> list[str]:
 
 def write_corpus(root: Path, max_mb: float) -> tuple[Path, Path, float]:
     """(pool.jsonl, target.jsonl, pool MB): stdlib code + reference prose; the target is every
-    tenth prose document (kept out of the pool)."""
+    tenth prose document (kept out of the pool). Above the ≈ 5 MB of unique text, the pool
+    repeats it under new ids (for throughput at larger sizes)."""
     from pydoc_data.topics import topics
 
     prose = [c for _, v in sorted(topics.items()) for c in chunks(v, 2000)]
     std = Path(sysconfig.get_paths()["stdlib"])
     code = [c for p in sorted(std.glob("*.py")) for c in chunks(p.read_text(errors="replace"), 3000)]
     target, docs = prose[::10], [t for i, t in enumerate(prose) if i % 10] + code
-    size = 0
+    size, i = 0, 0
     with open(root / "pool.jsonl", "w") as f:
-        for i, t in enumerate(docs):
-            if size >= max_mb * 1e6:
-                break
+        while size < max_mb * 1e6:  # beyond the ≈ 5 MB there is, the documents again under new ids
+            t = docs[i % len(docs)]
             f.write(json.dumps({"id": f"d{i}", "text": t}) + "\n")
             size += len(t.encode())
+            i += 1
     with open(root / "target.jsonl", "w") as f:
         for t in target:
             f.write(json.dumps({"text": t}) + "\n")

@@ -6,6 +6,7 @@ single-process DSIR against ``data-selection`` 1.0.3 (see ``bench_dsir.py``).
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_select_shards.py     # ~3 minutes on 2 cores, + ~10 for DsDm
     PYTHONPATH=src .venv/bin/python benchmarks/bench_select_shards.py --only dsdm
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_select_shards.py --only throughput --mb 40
 """
 from __future__ import annotations
 
@@ -136,7 +137,8 @@ def main() -> None:
     ap.add_argument("--mb", type=float, default=8.0)
     ap.add_argument("--shards", type=int, default=16)
     ap.add_argument("--dsdm-docs", type=int, default=4000, help="pool size of the DsDm memory check")
-    ap.add_argument("--only", choices=("all", "dsdm"), default="all")
+    ap.add_argument("--only", choices=("all", "dsdm", "throughput"), default="all",
+                    help="throughput: only the MB/s table (no memory checks, no package comparison)")
     args = ap.parse_args()
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     with tempfile.TemporaryDirectory() as tmp:
@@ -154,6 +156,8 @@ def main() -> None:
             for w in (1, 2):
                 s, chosen = timed(method, shards, target, root / f"o-{method}-{w}", w)
                 print(f"| {method} | {w} worker(s), sharded | {s:.2f} | {mb / s:.2f} | {chosen == base} |", flush=True)
+        if args.only == "throughput":
+            return print(f"load at the end {os.getloadavg()[0]:.1f}")
         one = split(Path(next(shards.iterdir())), root / "one", 1)
         print(f"\npeak RSS (MB), DSIR inline: {args.shards} shards {peak_rss(shards, target, root / 'r1')}, "
               f"one shard {peak_rss(one, target, root / 'r2')}")
