@@ -161,8 +161,10 @@ def test_qa_differs_by_the_document_start_token_only(both):
     np.testing.assert_allclose(default["loss_sum"], want, rtol=1e-5)
     assert np.abs(default["loss_sum"] - native["loss_sum"])[at_start].min() > 1e-3  # the token matters
     # `document_start: prefix`: the native loss on every example, those at the document start included
-    np.testing.assert_allclose(prefix["loss_sum"], native["loss_sum"], rtol=1e-4)
-    np.testing.assert_allclose(prefix["loss"], native["loss"], rtol=1e-4)
+    np.testing.assert_allclose(prefix["loss_sum"], native["loss_sum"], rtol=1e-5)
+    np.testing.assert_allclose(prefix["loss"], native["loss"], rtol=1e-5)
+    assert np.abs(prefix["loss_sum"] - default["loss_sum"])[at_start].min() > 1e-3
+    np.testing.assert_allclose(prefix["loss_sum"][~at_start], default["loss_sum"][~at_start], rtol=1e-6)
 
 
 def test_report_and_rerun(both):
