@@ -22,9 +22,9 @@ from typing import Any, Callable, Mapping
 from ...errors import DataError
 from ...store import read_table
 from ...store.io import atomic_path
-from .steps import SHARED
 
 METRIC_COLUMNS = ("n_pred_tokens", "loss_sum", "loss", "bytes", "bpb", "correct_prob", "accuracy")
+SHARED = "models.json"  # in a suite_shared_table step: the models its tables hold
 RESULT_COLUMNS = ("test_set", "example_id", "distribution", "model", "seed", *METRIC_COLUMNS, "n_tokens")
 
 

@@ -22,7 +22,6 @@ from ..scaling.steps import test_counts, write_study_analysis
 from .spec import SuiteAnalysisSpec
 
 COLUMNS = ("example_id", "n_pred_tokens", "loss_sum", "loss", "bytes", "bpb", "correct_prob", "accuracy")
-SHARED = "models.json"  # in a suite_shared_table step: the models its tables hold
 META = "suite"  # the analysis meta record this study adds: metric, evidence per model, dropped test sets
 
 
@@ -140,6 +139,7 @@ def suite_shared_table_step(ctx: StepContext) -> None:
 
     from ...store import write_json
     from .evidence import check_results_table, model_rows, read_results_table
+    from .gather import SHARED
 
     c: SuiteSharedTableStep = ctx.cfg
     _unchanged(Path(c.results), c.sha256, "results table")
