@@ -172,9 +172,14 @@ def test_doc_start_gives_the_native_losses(tiny, kind):
     from proxyscale.data.testset import starts_document
 
     tok, run, hf = tiny
-    ts = text_test_set(tok, kind, 8)
+    cut = text_test_set(tok, kind, 8)  # (prompts cut from the left here: none starts a document)
+    # every other example as it would be at its document's start: EOS, then the same tokens and text
+    ts = TextSet(cut.name, cut.kind, tuple(
+        e if i % 2 else Example(e.example_id, tuple((tok.eos_id, *c) for c in e.candidates),
+                                tuple(p + 1 for p in e.pred_start), e.label, e.context_text, e.texts)
+        for i, e in enumerate(cut.examples)))
     flags = [starts_document(e, tok.eos_id) for e in ts.examples]
-    assert 0 < sum(flags)
+    assert flags == [True, False] * 4
     ours = evaluate_lm(load_gpt(run), ts)
     got = evaluate_hf(hf, ts, batch_size=5, device="cpu", doc_start=flags)
     np.testing.assert_array_equal(got.n_pred_tokens, ours.n_pred_tokens)
