@@ -96,7 +96,8 @@ class _SharedTables:
         """``model``'s rows of the shared table at ``path`` (None: it has none)."""
         if path not in self._read:
             df = read_table(path)
-            self._read[path] = (df, {str(k): v for k, v in df.groupby("model", sort=False).indices.items()})
+            where = df.groupby("model", observed=True, sort=False).indices
+            self._read[path] = (df, {str(k): v for k, v in where.items()})
         df, where = self._read[path]
         return df.iloc[where[model]].reset_index(drop=True) if model in where else None
 

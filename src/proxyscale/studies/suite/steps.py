@@ -136,6 +136,7 @@ def suite_shared_table_step(ctx: StepContext) -> None:
     ``model`` column and :data:`COLUMNS`, each model's rows together (in ``models`` order, each in
     the table's order); ``models.json`` lists the models, so the analysis knows to select."""
     import numpy as np
+    import pandas as pd
 
     from ...store import write_json
     from .evidence import check_results_table, model_rows, read_results_table
@@ -148,8 +149,9 @@ def suite_shared_table_step(ctx: StepContext) -> None:
     for m, idx in rows.items():
         check_results_table(df.iloc[idx], f"{c.results} (model {m})")
     order = np.concatenate([idx for idx in rows.values()])
-    df = df.iloc[order].reset_index(drop=True).assign(model=np.repeat(list(c.models), [len(i) for i in rows.values()]))
-    for ts, part in df.groupby(df["test_set"].astype(str), sort=True):  # a stable split: model order stays
+    owner = np.repeat(np.arange(len(c.models)), [len(i) for i in rows.values()])  # codes: no string per row
+    df = df.iloc[order].reset_index(drop=True).assign(model=pd.Categorical.from_codes(owner, list(c.models)))
+    for ts, part in df.groupby("test_set", observed=True, sort=False):  # a stable split: model order stays
         write_table(ctx.out / f"{ts}.parquet", _frame(part.reset_index(drop=True), ("model",)))
     write_json(ctx.out / SHARED, {"results": c.results, "models": list(c.models)})
 
