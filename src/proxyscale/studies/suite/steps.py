@@ -148,11 +148,17 @@ def suite_shared_table_step(ctx: StepContext) -> None:
     rows = model_rows(df, list(c.models), c.results)
     for m, idx in rows.items():
         check_results_table(df.iloc[idx], f"{c.results} (model {m})")
-    order = np.concatenate([idx for idx in rows.values()])
-    owner = np.repeat(np.arange(len(c.models)), [len(i) for i in rows.values()])  # codes: no string per row
-    df = df.iloc[order].reset_index(drop=True).assign(model=pd.Categorical.from_codes(owner, list(c.models)))
-    for ts, part in df.groupby("test_set", observed=True, sort=False):  # a stable split: model order stays
-        write_table(ctx.out / f"{ts}.parquet", _frame(part.reset_index(drop=True), ("model",)))
+    owner = np.full(len(df), -1, dtype=np.int64)  # each row's index in c.models (-1: not served)
+    for k, idx in enumerate(rows.values()):
+        owner[idx] = k
+    codes, names = pd.factorize(df["test_set"])
+    for j, ts in enumerate(names):  # one test set's rows copied at a time, not the whole table
+        sel = np.flatnonzero((codes == j) & (owner >= 0))
+        sel = sel[np.argsort(owner[sel], kind="stable")]  # by model, each in the table's order
+        part = df.iloc[sel].reset_index(drop=True).assign(model=pd.Categorical.from_codes(owner[sel],
+                                                                                          list(c.models)))
+        write_table(ctx.out / f"{ts}.parquet", _frame(part, ("model",)))
+        del part
     write_json(ctx.out / SHARED, {"results": c.results, "models": list(c.models)})
 
 
