@@ -1,5 +1,6 @@
-"""``bench_suite_scale.py --through-run``: a synthetic suite as one Parquet results table per model,
-run through the real ``proxyscale run`` command under ``/usr/bin/time -v``."""
+"""``bench_suite_scale.py --through-run``: a synthetic suite as one Parquet results table per model
+(or, with ``--shared-table``, one table with a ``model`` column for every model), run through the
+real ``proxyscale run`` command under ``/usr/bin/time -v``."""
 from __future__ import annotations
 
 import os
@@ -13,11 +14,13 @@ from pathlib import Path
 from bench_checksums import cpu_model
 
 RESULT_COLUMNS = ("test_set", "example_id", "n_pred_tokens", "loss", "bpb", "correct_prob", "accuracy")
+SHARED = "all"  # the shared table's writer name
 
 
-def build_suite(root: Path, size: tuple[int, int, int, int]) -> Path:
+def build_suite(root: Path, size: tuple[int, int, int, int], shared: bool = False) -> Path:
     """Write every model's results table (one test set at a time, so the builder never holds the
-    whole suite) and a suite spec naming them; returns the spec's path."""
+    whole suite) and a suite spec naming them; returns the spec's path. ``shared``: one table
+    for all models, with a ``model`` column (DataDecide's layout)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -40,16 +43,21 @@ def build_suite(root: Path, size: tuple[int, int, int, int]) -> Path:
                           "loss": rows["loss"] + 3.0, "bpb": rows["bpb"] + 3.0,
                           "correct_prob": rows["correct_prob"], "accuracy": rows["correct"]})
         runs = rows[["distribution", "model", "seed"]].iloc[::n_ex].astype(str).itertuples(index=False)
+        names = []
         for i, (dist, scale, seed) in enumerate(runs):  # a run's rows are one contiguous block
             name = f"{dist}-{scale}-s{seed}"
-            if name not in writers:
-                path = root / "results" / f"{name}.parquet"
-                writers[name] = pq.ParquetWriter(path, table.schema)
+            names.append(name)
+            key = SHARED if shared else name
+            if len(models) < len(names):  # the first test set names every run
                 models.append({"name": name, "distribution": dist, "scale": scale, "seed": int(seed),
                                "params": int(info.at[scale, "params"]),
                                "train_tokens": int(info.at[scale, "train_tokens"]),
-                               "reference": scale == ref, "results": str(path)})
-            writers[name].write_table(table.slice(i * n_ex, n_ex))
+                               "reference": scale == ref, "results": str(root / "results" / f"{key}.parquet")})
+            if not shared:
+                _writer(writers, key, root, table.schema).write_table(table.slice(i * n_ex, n_ex))
+        if shared:
+            table = table.append_column("model", pa.array(np.repeat(names, n_ex)))
+            _writer(writers, SHARED, root, table.schema).write_table(table)
         del rows, table
     for w in writers.values():
         w.close()
@@ -59,17 +67,25 @@ def build_suite(root: Path, size: tuple[int, int, int, int]) -> Path:
     return root / "suite.yaml"
 
 
+def _writer(writers: dict, key: str, root: Path, schema) -> object:
+    import pyarrow.parquet as pq
+
+    if key not in writers:
+        writers[key] = pq.ParquetWriter(root / "results" / f"{key}.parquet", schema)
+    return writers[key]
+
+
 def _gnu_time(stderr: str, label: str) -> str:
     m = re.search(rf"{re.escape(label)}: (.+)", stderr)
     return m.group(1).strip() if m else "nan"
 
 
-def through_run(name: str, size: tuple[int, int, int, int]) -> dict:
+def through_run(name: str, size: tuple[int, int, int, int], shared: bool = False) -> dict:
     """Build the suite, then time ``proxyscale run`` on it in a fresh process."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()
-        spec = build_suite(root, size)
+        spec = build_suite(root, size, shared)
         built = time.perf_counter() - t0
         load_before = os.getloadavg()[0]
         cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "proxyscale.cli", "run", str(spec), "--store",
@@ -82,7 +98,8 @@ def through_run(name: str, size: tuple[int, int, int, int]) -> dict:
         step = next((root / "store" / "steps" / "suite_analyze").glob("[!.]*"))
         analysis_mib = sum(f.stat().st_size for f in step.iterdir()) / 2**20
     n_dist, n_scales, n_seeds, n_ex = size
-    return {"size": name, "models": n_dist * n_scales * n_seeds, "examples": n_ex,
+    return {"size": name, "layout": "one shared table" if shared else "a table per model",
+            "models": n_dist * n_scales * n_seeds, "examples": n_ex,
             "rows_millions": round(n_dist * n_scales * n_seeds * n_ex * 10 / 1e6, 2), "build_s": round(built, 1),
             "run_s": round(wall, 1), "peak_rss_gib": round(int(_gnu_time(proc.stderr, "Maximum resident set size "
                                                                          "(kbytes)")) / 2**20, 2),
@@ -93,14 +110,18 @@ def through_run(name: str, size: tuple[int, int, int, int]) -> dict:
             "load_after": round(os.getloadavg()[0], 2), "analysis_mib": round(analysis_mib, 1)}
 
 
-def through_run_table(names: list[str], sizes: dict[str, tuple[int, int, int, int]]) -> None:
-    """Print one markdown row per size."""
+def through_run_table(names: list[str], sizes: dict[str, tuple[int, int, int, int]],
+                      layouts: tuple[bool, ...] = (False,)) -> None:
+    """Print one markdown row per size and layout (``layouts``: False a table per model, True
+    one shared table)."""
     print(f"CPU: {cpu_model()}; {os.cpu_count()} cores")
-    print("| models | examples | rows | `proxyscale run` s | CPU s (user+sys) | peak RSS GiB | CPU | "
+    print("| layout | models | examples | rows | `proxyscale run` s | CPU s (user+sys) | peak RSS GiB | CPU | "
           "load before → after | suite_analyze output MiB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in names:
-        r = through_run(name, sizes[name])
-        print(f"| {r['models']} | {r['examples']} | {r['rows_millions']}M | {r['run_s']} | {r['cpu_s']} | "
-              f"{r['peak_rss_gib']} | "
-              f"{r['cpu_percent']} | {r['load_before']} → {r['load_after']} | {r['analysis_mib']} |", flush=True)
+        for shared in layouts:
+            r = through_run(name, sizes[name], shared)
+            print(f"| {r['layout']} | {r['models']} | {r['examples']} | {r['rows_millions']}M | {r['run_s']} | "
+                  f"{r['cpu_s']} | "
+                  f"{r['peak_rss_gib']} | "
+                  f"{r['cpu_percent']} | {r['load_before']} → {r['load_after']} | {r['analysis_mib']} |", flush=True)

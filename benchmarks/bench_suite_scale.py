@@ -19,6 +19,11 @@ time, the CPU time of the whole process tree (what a shared machine does not inf
 RSS of the largest process, the CPU model and the load average before and after:
 
     python benchmarks/bench_suite_scale.py --through-run --only 105x2000 --only 1050x2000
+
+``--shared-table`` gives the suite as one results table holding every model's rows (a ``model``
+column), DataDecide's layout, read by one step; ``--layouts both`` times both layouts per size:
+
+    python benchmarks/bench_suite_scale.py --through-run --only 105x2000 --layouts both
 """
 from __future__ import annotations
 
@@ -81,11 +86,15 @@ def main() -> None:
     p.add_argument("--only", choices=sorted(SIZES), action="append")
     p.add_argument("--child", choices=sorted(SIZES), help=argparse.SUPPRESS)
     p.add_argument("--through-run", action="store_true", help="time `proxyscale run` on results tables")
+    p.add_argument("--shared-table", action="store_true", help="with --through-run: one table for all models")
+    p.add_argument("--layouts", choices=("one", "both"), default="one",
+                   help="with --through-run: both = a table per model, then one shared table")
     args = p.parse_args()
     if args.through_run:
         from bench_suite_run import through_run_table
 
-        through_run_table(args.only or ["105x2000", "1050x2000"], SIZES)
+        layouts = (False, True) if args.layouts == "both" else (args.shared_table,)
+        through_run_table(args.only or ["105x2000", "1050x2000"], SIZES, layouts)
         return
     if args.child:
         with tempfile.TemporaryDirectory() as tmp:

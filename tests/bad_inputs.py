@@ -380,6 +380,14 @@ def _dsdm_cli(method: str, workers: str) -> tuple[str, ...]:
             "--set", "models=1", "--set", "context=16", "--set", "vocab_size=300", "--set", "k=16")
 
 
+def _shared_table_without_models(suite: dict, ws: Path) -> None:
+    """The suite's shared results table loses its model column."""
+    import pandas as pd
+
+    path = ws / "data" / "results.csv"
+    pd.read_csv(path).drop(columns=["model"]).to_csv(path, index=False)
+
+
 CASES: tuple[Case, ...] = (
     Case("valid tiny spec (control)", "control", bad=False),
     # -- command line --------------------------------------------------------------------------
@@ -601,6 +609,13 @@ CASES: tuple[Case, ...] = (
          commands=("cli",), argv=_dsdm_cli("bot-dsdm", "1")),
     Case("select dsdm shards with --max-docs", "outputs", _dsdm_shards("none"), commands=("cli",),
          argv=(*_dsdm_cli("dsdm", "1"), "--max-docs", "1")),
+    # -- suites: the document-start rule, and one results table shared by several models ----
+    Case("suite: evaluation.document_start: bos (not lm_eval or prefix)", "types",
+         _suite(lambda suite, ws: suite.update(evaluation={"document_start": "bos"}))),
+    Case("suite: a results table shared by models without a model column", "suite",
+         _suite(_shared_table_without_models)),
+    Case("suite: a model the shared results table has no rows of", "suite",
+         _suite(_suite_set("name", "web-XL", index=1))),
 )
 
 

@@ -162,3 +162,39 @@ def test_refusals_one_line_each(tiny, tmp_path):
     old = TextSet("old", "lm", tuple(Example(e.example_id, e.candidates, e.pred_start) for e in ts.examples))
     with pytest.raises(DataError, match="has no text"):
         evaluate_hf(hf, old, device="cpu")
+
+
+@pytest.mark.parametrize("kind", ["choice", "cloze"])
+def test_doc_start_gives_the_native_losses(tiny, kind):
+    """Examples flagged as starting at their document's start get the prefix token (EOS here)
+    before their context: the exported model then gives proxyscale's own losses on every
+    example, those whose native tokens begin with EOS included; unflagged, those differ."""
+    from proxyscale.data.testset import starts_document
+
+    tok, run, hf = tiny
+    cut = text_test_set(tok, kind, 8)  # (prompts cut from the left here: none starts a document)
+    # every other example as it would be at its document's start: EOS, then the same tokens and text
+    ts = TextSet(cut.name, cut.kind, tuple(
+        e if i % 2 else Example(e.example_id, tuple((tok.eos_id, *c) for c in e.candidates),
+                                tuple(p + 1 for p in e.pred_start), e.label, e.context_text, e.texts)
+        for i, e in enumerate(cut.examples)))
+    flags = [starts_document(e, tok.eos_id) for e in ts.examples]
+    assert flags == [True, False] * 4
+    ours = evaluate_lm(load_gpt(run), ts)
+    got = evaluate_hf(hf, ts, batch_size=5, device="cpu", doc_start=flags)
+    np.testing.assert_array_equal(got.n_pred_tokens, ours.n_pred_tokens)
+    np.testing.assert_allclose(got.loss_sum, ours.loss_sum, rtol=1e-5)
+    plain = evaluate_hf(hf, ts, batch_size=5, device="cpu")
+    assert (np.abs(plain.loss_sum - ours.loss_sum)[np.array(flags)] > 1e-3).all()
+    with pytest.raises(ConfigError, match="one each"):
+        evaluate_hf(hf, ts, device="cpu", doc_start=flags[:-1])
+
+
+def test_doc_start_adds_no_second_bos(tmp_path, tiny):
+    """A tokenizer that adds BOS itself gets no second one at a document start."""
+    tok = tiny[0]
+    d = _llama_dir(tmp_path / "llama", tok)
+    ts = text_test_set(tok, "choice", 3)
+    plain = evaluate_hf(d, ts, batch_size=3, device="cpu")
+    flagged = evaluate_hf(d, ts, batch_size=3, device="cpu", doc_start=[True] * len(ts))
+    np.testing.assert_array_equal(flagged.loss_sum, plain.loss_sum)

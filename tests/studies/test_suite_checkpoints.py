@@ -5,9 +5,13 @@ cloze and choice test sets. On a qa test set they cannot: a qa prompt starts at 
 start, which the native evaluator marks with the end-of-text token, a token without text; the
 suite re-tokenizes the example's text as lm-eval does and adds a prefix token only to an empty
 context, so where the prompt was not cut from the left the model sees one token less. The suite's
-per-example losses there are checked against the native model scored without that token."""
+per-example losses there are checked against the native model scored without that token. With
+`evaluation: {document_start: prefix}` the suite adds the prefix token before such prompts too,
+and then gives the native answer on qa as well (the same store runs the suite both ways; only
+the evaluations and the analysis run again)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -47,14 +51,25 @@ def _cli(*args, cwd):
                           text=True, timeout=600)
 
 
-def _summary(store, kind):
-    step = next(p for p in (store / "steps" / kind).glob("[!.]*"))
+def _summary(store, kind, name="*"):
+    step = next(p for p in (store / "steps" / kind).glob(f"{name}-*"))
     return read_table(step / "summary.parquet")
+
+
+def _evals(store, document_start):
+    """The suite_eval step directories run with ``document_start`` (the default is not in the config)."""
+    out = []
+    for p in sorted((store / "steps" / "suite_eval").glob("[!.]*")):
+        cfg = json.loads((p / "_step.json").read_text())["config"]
+        if cfg.get("document_start", "lm_eval") == document_start:
+            out.append(p)
+    return out
 
 
 @pytest.fixture(scope="module")
 def both(tmp_path_factory, text_sources):
-    """(native summary, suite summary, suite report text, store, suite spec path)."""
+    """(native summary, suite summary, suite report text, store, work folder, summary of the suite
+    run with `document_start: prefix`)."""
     pytest.importorskip("transformers")
     root = tmp_path_factory.mktemp("suite-ckpt")
     sources = {k: {**v, "path": v["path"].format(root=text_sources)} for k, v in SOURCES.items()}
@@ -82,15 +97,22 @@ def both(tmp_path_factory, text_sources):
     r = _cli("run", "suite.yaml", "--store", str(store), "--no-progress", cwd=root)
     assert r.returncode == 0, r.stderr
     report = (store / "exported" / "report.md").read_text()
-    return _summary(store, "analyze"), _summary(store, "suite_analyze"), report, store, root
+    prefixed = {**suite, "name": "exported-prefix", "evaluation": {"document_start": "prefix"}}
+    (root / "suite-prefix.yaml").write_text(yaml.safe_dump(prefixed, sort_keys=False))
+    r = _cli("run", "suite-prefix.yaml", "--store", str(store), "--no-progress", cwd=root)
+    assert r.returncode == 0, r.stderr
+    return (_summary(store, "analyze"), _summary(store, "suite_analyze", "exported"), report, store, root,
+            _summary(store, "suite_analyze", "exported-prefix"))
 
 
-def test_same_answer_both_ways(both):
-    native, suite = (s.sort_values(["test_set", "model"]).reset_index(drop=True) for s in both[:2])
+def _same_summary(native, suite, test_sets):
+    """Every column both summaries compute agrees on ``test_sets`` (rtol 1e-4)."""
+    native, suite = (s.sort_values(["test_set", "model"]).reset_index(drop=True) for s in (native, suite))
     assert list(native["model"]) == list(suite["model"]) and list(native["test_set"]) == list(suite["test_set"])
     assert set(native["model"]) == {"L1d8", "unigram"}
     assert set(native["test_set"]) == {"text", "pick", "gap", "define"}
-    native, suite = (s[s["test_set"] != "define"].reset_index(drop=True) for s in (native, suite))  # see below
+    native, suite = (s[s["test_set"].isin(test_sets)].reset_index(drop=True) for s in (native, suite))
+    assert sorted(set(native["test_set"])) == sorted(test_sets)
     common = [c for c in native.columns if c in suite.columns]
     assert {"r2", "decision_accuracy", "partial_r", "r2_lo", "spearman"} <= set(common)
     for c in common:
@@ -102,6 +124,15 @@ def test_same_answer_both_ways(both):
     assert native["r2"].notna().all() and native["r2"].between(0, 1).all()
 
 
+def test_same_answer_both_ways(both):
+    _same_summary(both[0], both[1], ["text", "pick", "gap"])  # not on qa by default: see below
+
+
+def test_same_answer_on_qa_with_the_document_start_prefix(both):
+    """With `document_start: prefix` the suite gives the native summary on every test set, qa too."""
+    _same_summary(both[0], both[5], ["text", "pick", "gap", "define"])
+
+
 def test_qa_differs_by_the_document_start_token_only(both):
     """Per example of the qa test set: the suite's loss is the native model's on the same tokens
     where the prompt was cut from the left, and the native model's without the leading
@@ -111,7 +142,7 @@ def test_qa_differs_by_the_document_start_token_only(both):
     from proxyscale.evaluate.lm import evaluate_lm
     from proxyscale.models.gpt import load_gpt
 
-    *_, store, _root = both
+    store = both[3]
     steps = store / "steps"
     ts = read_test_set(next((steps / "testset").glob("define-*")) / "test.parquet")
     eos = load_tokenizer(next((steps / "tokenizer").glob("[!.]*")) / "tokenizer.json").eos_id
@@ -123,19 +154,27 @@ def test_qa_differs_by_the_document_start_token_only(both):
                                                   tuple(p - 1 for p in e.pred_start), e.label, e.context_text, e.texts)
                                           for e in ts.examples))
     without = evaluate_lm(model, cut)
-    suite = read_table(next((steps / "suite_eval").glob("prose-L1d16-*")) / "define.parquet")
-    assert list(suite["example_id"]) == [e.example_id for e in ts.examples]
+    default, prefix = (read_table(next(p for p in _evals(store, rule) if p.name.startswith("prose-L1d16-"))
+                                  / "define.parquet") for rule in ("lm_eval", "prefix"))
+    assert list(default["example_id"]) == list(prefix["example_id"]) == [e.example_id for e in ts.examples]
     want = np.where(at_start, without["loss_sum"], native["loss_sum"])
-    np.testing.assert_allclose(suite["loss_sum"], want, rtol=1e-5)
-    assert np.abs(suite["loss_sum"] - native["loss_sum"])[at_start].min() > 1e-3  # the token matters
+    np.testing.assert_allclose(default["loss_sum"], want, rtol=1e-5)
+    assert np.abs(default["loss_sum"] - native["loss_sum"])[at_start].min() > 1e-3  # the token matters
+    # `document_start: prefix`: the native loss on every example, those at the document start included
+    np.testing.assert_allclose(prefix["loss_sum"], native["loss_sum"], rtol=1e-5)
+    np.testing.assert_allclose(prefix["loss"], native["loss"], rtol=1e-5)
+    assert np.abs(prefix["loss_sum"] - default["loss_sum"])[at_start].min() > 1e-3
+    np.testing.assert_allclose(prefix["loss_sum"][~at_start], default["loss_sum"][~at_start], rtol=1e-6)
 
 
 def test_report_and_rerun(both):
-    *_, report, store, root = both
+    report, store, root = both[2:5]
     assert "Suite models" in report and "checkpoint, evaluated per example here" in report
     assert "n-gram control is absent" not in report  # the distributions list their sources
     evals = sorted(Store(store).root.joinpath("steps", "suite_eval").glob("[!.]*"))
-    assert len(evals) == 6
+    assert len(evals) == 12 and len(_evals(store, "lm_eval")) == len(_evals(store, "prefix")) == 6
+    for p in _evals(store, "lm_eval"):  # the default is left out of the key: older stores keep theirs
+        assert "document_start" not in json.loads((p / "_step.json").read_text())["config"]
     before = {p.name: (p / "_step.json").stat().st_mtime_ns for p in evals}
     r = _cli("run", "suite.yaml", "--store", str(store), "--no-progress", cwd=root)
     assert r.returncode == 0, r.stderr

@@ -19,10 +19,11 @@ from proxyscale.store import read_table
 def _gathered(store, cfg):
     """Every model's per-test-set tables in one frame, in the order the old step concatenated them."""
     frames = []
+    shared = next((store / "steps" / "suite_shared_table").glob("[!.]*"))  # the models share one table
     for r in sorted(cfg["runs"], key=lambda r: f"eval:{r['distribution']}:{r['scale']}:{r['seed']}"):
-        step = next((store / "steps" / "suite_table").glob(f"{r['name']}-*"))
-        for f in sorted(step.glob("*.parquet")):
+        for f in sorted(shared.glob("*.parquet")):
             df = read_table(f)
+            df = df[df["model"] == r["name"]].reset_index(drop=True)
             frames.append(pd.DataFrame({"test_set": f.stem, "example_id": df["example_id"],
                                         "distribution": r["distribution"], "model": r["scale"], "seed": r["seed"],
                                         **{c: df[c] for c in ("n_pred_tokens", "loss_sum", "loss", "bytes", "bpb",

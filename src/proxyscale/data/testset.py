@@ -120,6 +120,13 @@ def read_test_set(path: str | Path) -> TestSet:
     return TestSet(name=meta.get("name", p.stem), kind=meta.get("kind", "lm"), examples=examples)
 
 
+def starts_document(ex: Example, eos_id: int) -> bool:
+    """True when ``ex`` begins at its document's start: the test-set builders put the end-of-text
+    token ``eos_id`` (which has no text) first exactly there, and a context cut from the left never
+    starts with it (document text encodes that token's spelling as ordinary text)."""
+    return ex.candidates[ex.label][0] == eos_id
+
+
 def padded_batch(examples: list[Example], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Flatten all candidates of ``examples`` into a right-padded batch.
 

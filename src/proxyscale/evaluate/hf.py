@@ -12,6 +12,11 @@ lm-evaluation-harness 0.4.x scores a ``loglikelihood`` request:
   gets none; a context that already starts with the prefix token's text (below) gets none added.
 - **empty context** (a whole-sequence ``lm`` example): the context is the prefix token (BOS, or
   EOS when the tokenizer has no BOS), unless the continuation already starts with it.
+- **document start** (optional, ``doc_start``): lm-eval adds the prefix token to an empty context
+  only; a model trained on documents each preceded by end-of-text (proxyscale's own) saw that
+  token before every document, so examples flagged as starting at their document's start can
+  get the prefix token before their context too (unless the context's tokens already begin
+  with it).
 - **too long**: context + continuation is cut from the left to the model's window + 1 tokens
   (``n_positions`` / ``max_position_embeddings`` / ``n_ctx``); a continuation longer than the
   window is refused.
@@ -199,14 +204,17 @@ def max_length(model: Any, tok: Any) -> int:
     return int(value) if isinstance(value, int) and 0 < value < 10**9 else _DEFAULT_MAX_LENGTH
 
 
-def encode_example(tok: Any, ex: Example, window: int) -> list[Encoded]:
-    """Every candidate of ``ex`` encoded for scoring (needs the example's text)."""
+def encode_example(tok: Any, ex: Example, window: int, doc_start: bool = False) -> list[Encoded]:
+    """Every candidate of ``ex`` encoded for scoring (needs the example's text); ``doc_start``:
+    the example starts at its document's start, so its context begins with the prefix token."""
     if ex.context_text is None:
         raise DataError(f"example {ex.example_id} has no text (a test set built before texts were kept); "
                         "rebuild the test set")
     out = []
     for cont_text in ex.texts:
         ctx, cont = encode_pair(tok, ex.context_text, cont_text)
+        if doc_start and (not ctx or ctx[0] != prefix_token_id(tok)):
+            ctx = [prefix_token_id(tok), *ctx]
         if not cont:
             raise DataError(f"example {ex.example_id}: the continuation {cont_text!r} encodes to no tokens")
         if len(cont) > window:
@@ -268,10 +276,13 @@ def choice_metrics(ll: np.ndarray, label: int, texts: Sequence[str]) -> dict[str
 
 def evaluate_hf(model_dir: str | Path, test_set: TestSet, *, batch_size: int = 16,
                 device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
-                loaded: Optional[tuple[Any, Any]] = None) -> pd.DataFrame:
+                loaded: Optional[tuple[Any, Any]] = None,
+                doc_start: Optional[Sequence[bool]] = None) -> pd.DataFrame:
     """Per-example table (:data:`COLUMNS`, test-set order) of the model in ``model_dir`` on the text
     of ``test_set``, scored with the model's own tokenizer (see the module docstring).
-    ``loaded``: an already loaded ``(model, tokenizer)`` of that directory."""
+    ``loaded``: an already loaded ``(model, tokenizer)`` of that directory. ``doc_start``: one flag
+    per example, True where it starts at its document's start (its context then gets the
+    model's prefix token); None: lm-eval's rule only (the prefix token before an empty context)."""
     if batch_size < 1:
         raise ConfigError(f"evaluate_hf: batch_size must be >= 1, got {batch_size}")
     if len(test_set) == 0:
@@ -280,7 +291,10 @@ def evaluate_hf(model_dir: str | Path, test_set: TestSet, *, batch_size: int = 1
     dev = next(model.parameters()).device
     window = max_length(model, tok)
     ex = test_set.examples
-    encoded = [encode_example(tok, e, window) for e in ex]
+    if doc_start is not None and len(doc_start) != len(ex):
+        raise ConfigError(f"evaluate_hf: doc_start has {len(doc_start)} flags for {len(ex)} examples; give one each")
+    flags = doc_start if doc_start is not None else [False] * len(ex)
+    encoded = [encode_example(tok, e, window, bool(f)) for e, f in zip(ex, flags)]
     ll: list[np.ndarray] = [np.zeros(0)] * len(ex)
     n_tok: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(ex)
     for idx in _batches(encoded, batch_size):

@@ -8,6 +8,8 @@ runs) and named by content (so a step re-runs only when its input files change).
   number of few-shot examples, which must agree across the suite's models;
 - a **results** table (Parquet or CSV): columns ``test_set``, ``example_id`` and metric columns
   (a ``model`` column, when present, selects the model's rows); losses must be finite and ≥ 0.
+  A table several models name is read and hashed once for all of them (it must then have the
+  ``model`` column), as DataDecide's one table of 1,050 models would be.
 """
 from __future__ import annotations
 
@@ -98,19 +100,43 @@ def check_same_task_settings(runs: Mapping[str, Mapping[str, Any]]) -> None:
 
 
 def read_results_table(path: Path, model: str | None):
-    """The rows of a results table (all, or those whose ``model`` column is ``model``)."""
+    """The rows of a results table (all, or those whose ``model`` column is ``model``). Parquet
+    label columns are read as categoricals: a table of a whole suite repeats each label millions
+    of times."""
     import pandas as pd
 
     if path.suffix.lower() not in TABLE_SUFFIXES or not path.is_file():
         raise DataError(f"{path}: not a Parquet or CSV file; give a results table (.parquet or .csv)")
     try:
-        df = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+        df = _read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
     except Exception as e:  # noqa: BLE001  (pyarrow and pandas raise many kinds on a bad file)
         raise DataError(f"{path}: unreadable as a table ({type(e).__name__}); write it with pandas "
                         "to_parquet or to_csv") from None
     if model is not None and "model" in df.columns:
         df = df[df["model"].astype(str) == model].reset_index(drop=True)
     return df
+
+
+def _read_parquet(path: Path) -> Any:
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(path).names
+    labels = [c for c in ("model", "test_set", "example_id") if c in names]
+    # one column at a time into pandas, each Arrow buffer freed once converted: half the peak
+    return pq.read_table(path, read_dictionary=labels).to_pandas(split_blocks=True, self_destruct=True)
+
+
+def model_rows(df: Any, models: list[str], where: str) -> dict[str, Any]:
+    """Model name -> the positions of its rows in a table shared by ``models`` (which must have a
+    ``model`` column); refuses a model without rows, naming it."""
+    import numpy as np
+
+    if "model" not in df.columns:
+        raise DataError(f"{where}: models {', '.join(models[:3])}{' ...' if len(models) > 3 else ''} share this "
+                        "table but it has no model column; add a model column naming each row's model, or give "
+                        "each model its own table")
+    found = {str(k): v for k, v in df.groupby("model", observed=True, sort=False).indices.items()}
+    return {m: found.get(m, np.zeros(0, dtype=np.int64)) for m in models}
 
 
 def check_results_table(df: Any, where: str) -> list[str]:
@@ -142,27 +168,45 @@ def check_results_table(df: Any, where: str) -> list[str]:
 # One `proxyscale run` builds the plan several times (checks, preflight, run, report); a suite of
 # DataDecide's size names 1,050 tables, so each is read and hashed once per process, again only
 # when its size or modification time changes (the step re-checks the sha256 before it reads).
-_TABLE_EVIDENCE: dict[tuple[str, str, int, int], dict[str, Any]] = {}
+_TABLE_EVIDENCE: dict[tuple[str, tuple[str, ...], int, int], dict[str, dict[str, Any]]] = {}
 
 
-def table_evidence(m: SuiteModel) -> dict[str, Any]:
-    path = user_path(str(m.results))
+def _model_evidence(df: Any, name: str, path: Path, sha256: str) -> dict[str, Any]:
+    metrics = check_results_table(df, f"models.{name}.results ({path})")
+    return {"results": str(path), "sha256": sha256, "metrics": metrics,
+            "test_sets": sorted(map(str, df["test_set"].astype(str).unique()))}
+
+
+def table_evidence(path: Path, models: list[str]) -> dict[str, dict[str, Any]]:
+    """Model name -> its checked evidence from the results table at ``path``, which ``models``
+    name; the table is read and hashed once, however many models share it."""
     st = path.stat() if path.is_file() else None
-    key = (str(path), m.name, st.st_size, st.st_mtime_ns) if st is not None else None
+    key = (str(path), tuple(models), st.st_size, st.st_mtime_ns) if st is not None else None
     if key is not None and key in _TABLE_EVIDENCE:
-        return dict(_TABLE_EVIDENCE[key])
-    df = read_results_table(path, m.name)
-    metrics = check_results_table(df, f"models.{m.name}.results ({path})")
-    out = {"results": str(path), "sha256": sha256_file(path), "metrics": metrics,
-           "test_sets": sorted(map(str, df["test_set"].astype(str).unique()))}
+        return {m: dict(r) for m, r in _TABLE_EVIDENCE[key].items()}
+    if len(models) == 1:  # a table of its own: a model column, if any, still selects its rows
+        df = read_results_table(path, models[0])
+        out = {models[0]: _model_evidence(df, models[0], path, sha256_file(path))}
+    else:
+        df = read_results_table(path, None)
+        rows, sha = model_rows(df, models, str(path)), sha256_file(path)
+        out = {m: _model_evidence(df.iloc[rows[m]], m, path, sha) for m in models}
+        served = sorted({t for r in out.values() for t in r["test_sets"]})
+        for r in out.values():
+            r.update(shared_by=list(models), table_test_sets=served)
     if key is not None:
         _TABLE_EVIDENCE[key] = out
-    return dict(out)
+    return {m: dict(r) for m, r in out.items()}
 
 
 def gather(spec: SuiteSpec) -> dict[str, dict[str, Any]]:
     """Every model's checked evidence (name → record), and the metric check across models."""
     tasks = {t: (str(ts.task), ts.id_field) for t, ts in spec.test_sets.items() if ts.task}
+    tables: dict[Path, list[str]] = {}
+    for m in spec.models:
+        if m.evidence[0] == "results":
+            tables.setdefault(user_path(str(m.results)), []).append(m.name)
+    from_tables = {name: r for path, names in tables.items() for name, r in table_evidence(path, names).items()}
     out: dict[str, dict[str, Any]] = {}
     for m in spec.models:
         kind = m.evidence[0]
@@ -171,7 +215,7 @@ def gather(spec: SuiteSpec) -> dict[str, dict[str, Any]]:
         elif kind == "samples":
             out[m.name] = {"kind": kind, "runs": samples_evidence(m, tasks), "metrics": list(SAMPLE_METRICS)}
         else:
-            out[m.name] = {"kind": kind, **table_evidence(m)}
+            out[m.name] = {"kind": kind, **from_tables[m.name]}
     check_same_task_settings({n: r["runs"] for n, r in out.items() if r["kind"] == "samples"})
     _check_metric(spec.analysis.metric, out)
     return out

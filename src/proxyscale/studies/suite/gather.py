@@ -6,7 +6,9 @@ them all: :func:`write_results` reads one test set's tables of every model (and 
 baseline), checks that the analysed metric covers them, and appends them to ``results.parquet``
 as that test set's row groups; :func:`result_loaders` then hands the analysis one loader per
 test set, each reading only its own row groups back (the row groups of one test set hold only
-that test set, so the filter skips the others by their statistics).
+that test set, so the filter skips the others by their statistics). A results table several
+models share comes as one step whose per-test-set tables hold every such model's rows: each is
+read once per test set and split by its ``model`` column.
 
 Rows keep the order the whole-table gathering had (runs by role, then n-gram baselines), so the
 analysis sums them in the same order and gives the same values to the last bit.
@@ -22,6 +24,7 @@ from ...store import read_table
 from ...store.io import atomic_path
 
 METRIC_COLUMNS = ("n_pred_tokens", "loss_sum", "loss", "bytes", "bpb", "correct_prob", "accuracy")
+SHARED = "models.json"  # in a suite_shared_table step: the models its tables hold
 RESULT_COLUMNS = ("test_set", "example_id", "distribution", "model", "seed", *METRIC_COLUMNS, "n_tokens")
 
 
@@ -34,6 +37,7 @@ class Evidence:
     seed: int
     files: dict[str, Path]  # test set -> its per-example table
     ngram: bool = False
+    select: str | None = None  # the model's name in a table shared by several models (its ``model`` column)
 
 
 def evidence_of(runs: list[Mapping[str, Any]], inputs: Mapping[str, Path]) -> list[Evidence]:
@@ -44,9 +48,13 @@ def evidence_of(runs: list[Mapping[str, Any]], inputs: Mapping[str, Path]) -> li
     def files(path: Path) -> dict[str, Path]:
         return {f.stem: f for f in sorted(path.glob("*.parquet"))}
 
+    def run(r: Mapping[str, Any]) -> Evidence:
+        path = inputs[f"model:{r['name']}"]
+        shared = str(r["name"]) if (path / SHARED).is_file() else None
+        return Evidence(str(r["distribution"]), str(r["scale"]), int(r["seed"]), files(path), select=shared)
+
     by_role = {f"eval:{r['distribution']}:{r['scale']}:{r['seed']}": r for r in runs}
-    out = [Evidence(str(r["distribution"]), str(r["scale"]), int(r["seed"]), files(inputs[f"model:{r['name']}"]))
-           for _, r in sorted(by_role.items())]
+    out = [run(r) for _, r in sorted(by_role.items())]
     for role, path in sorted(inputs.items()):
         if role.startswith("ngram:"):
             _, dist, order = role.split(":")
@@ -60,10 +68,13 @@ def test_set_rows(evidence: list[Evidence], ts: str) -> Any:
     import pandas as pd
 
     frames = []
+    shared = _SharedTables()
     for ev in evidence:
         if ts not in ev.files:
             continue
-        df = read_table(ev.files[ts])
+        df = read_table(ev.files[ts]) if ev.select is None else shared.rows(ev.files[ts], ev.select)
+        if df is None:  # the shared table has no rows of this model on this test set
+            continue
         cols = ("loss",) if ev.ngram else METRIC_COLUMNS  # a count model has no bytes or choices
         frames.append(pd.DataFrame({"test_set": ts, "example_id": df["example_id"].astype(str),
                                     "distribution": ev.distribution, "model": ev.model, "seed": ev.seed,
@@ -73,6 +84,22 @@ def test_set_rows(evidence: list[Evidence], ts: str) -> Any:
         rows[c] = rows[c].astype(np.float64)
     rows["seed"] = rows["seed"].astype(np.int64)
     return rows
+
+
+class _SharedTables:
+    """One test set's tables shared by several models, each read once and split by model."""
+
+    def __init__(self) -> None:
+        self._read: dict[Path, tuple[Any, dict[str, Any]]] = {}
+
+    def rows(self, path: Path, model: str) -> Any:
+        """``model``'s rows of the shared table at ``path`` (None: it has none)."""
+        if path not in self._read:
+            df = read_table(path)
+            where = df.groupby("model", observed=True, sort=False).indices
+            self._read[path] = (df, {str(k): v for k, v in where.items()})
+        df, where = self._read[path]
+        return df.iloc[where[model]].reset_index(drop=True) if model in where else None
 
 
 def _covered(rows: Any, ts: str, metric: str) -> bool:

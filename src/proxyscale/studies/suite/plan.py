@@ -4,6 +4,7 @@
                       └──► shard ─► ngram (per distribution with sources × order) ──┤
     lm-eval logs ─► suite_samples (per samples model) ──────────────────────────────┤
     results table ─► suite_table (per results model) ───────────────────────────────┤
+    shared results table ─► suite_shared_table (per file several models name) ──────┤
                                                                 suite_analyze ◄─────┘
 
 Building the plan reads the evidence (:mod:`.evidence`): bad checkpoints, logs and tables are
@@ -12,7 +13,9 @@ sha256, so it re-runs only when they change.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from ...config import to_dict
@@ -32,6 +35,7 @@ def build_plan(spec: SuiteSpec) -> Plan:
     inputs: dict[str, str] = {}
     for m in spec.models:
         inputs[f"model:{m.name}"] = _add_evidence(plan, spec, m, found[m.name], data)
+    # (a shared table's step is added once: Plan.add keeps the first step of a key)
     ngrams = _add_ngrams(plan, spec, data) if data is not None and spec.analysis.metric == "loss" else {}
     counts = {f"count:{t}": k for t, k in (data.tests.items() if data is not None else ())}
     plan.add(Step("suite_analyze", spec.name, _analysis_config(spec, found), {**inputs, **ngrams, **counts}, cost=1e9))
@@ -55,14 +59,29 @@ def _add_evidence(plan: Plan, spec: SuiteSpec, m: SuiteModel, ev: dict[str, Any]
     if ev["kind"] == "checkpoint":
         assert data is not None  # the spec requires built test sets for checkpoint models
         n_ex = sum(ts.n_examples for ts in spec.test_sets.values() if ts.built)
-        return plan.add(Step("suite_eval", m.name, {"model": m.name, "checkpoint": ev["checkpoint"],
-                                                    "weights_sha256": ev["weights_sha256"],
-                                                    "batch_size": spec.eval_batch_size},
-                             data.test_inputs(), cost=2.0 * m.params * n_ex * spec.context * 4))
+        cfg = {"model": m.name, "checkpoint": ev["checkpoint"], "weights_sha256": ev["weights_sha256"],
+               "batch_size": spec.eval_batch_size}
+        inputs = data.test_inputs()
+        if spec.evaluation.document_start != "lm_eval":  # the default stays out of the key (existing stores)
+            # the tokenizer's end-of-text id tells which examples start at their document's start
+            cfg["document_start"] = spec.evaluation.document_start
+            inputs = {**inputs, "tokenizer": data.tokenizer}
+        return plan.add(Step("suite_eval", m.name, cfg, inputs, cost=2.0 * m.params * n_ex * spec.context * 4))
     if ev["kind"] == "samples":
         return plan.add(Step("suite_samples", m.name, {"model": m.name, "runs": ev["runs"]}, cost=1e8))
+    if "shared_by" in ev:  # one step reads the table for every model naming it
+        return plan.add(Step("suite_shared_table", _table_name(ev["results"]),
+                             {"results": ev["results"], "sha256": ev["sha256"], "models": ev["shared_by"],
+                              "test_sets": ev["table_test_sets"]}, cost=1e8))
     return plan.add(Step("suite_table", m.name, {"model": m.name, "results": ev["results"], "sha256": ev["sha256"],
                                                  "test_sets": ev["test_sets"]}, cost=1e8))
+
+
+def _table_name(path: str) -> str:
+    """A store-safe step name from a results table's file name."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(path).stem).lstrip(".-") or "results"
+    return stem[:100]
+
 
 
 def _reference(spec: SuiteSpec) -> SuiteModel:

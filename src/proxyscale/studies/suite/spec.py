@@ -117,6 +117,18 @@ class SuiteAnalysisSpec(AnalysisSpec):
 
 
 @dataclass(frozen=True)
+class SuiteEvaluationSpec:
+    """How checkpoints are scored. ``document_start``: ``lm_eval`` (default) adds the model's
+    prefix token (BOS, else EOS) only before an empty context, as lm-evaluation-harness does, so
+    checkpoint evaluations agree with lm-eval sample logs; ``prefix`` also adds it before the
+    context of every example that starts at its document's start, the way proxyscale's own models
+    saw their documents (an exported native model then gives the native losses on qa, cloze and
+    choice examples too)."""
+
+    document_start: Literal["lm_eval", "prefix"] = "lm_eval"
+
+
+@dataclass(frozen=True)
 class SuiteSpec:
     """A suite study (SPEC §9)."""
 
@@ -134,6 +146,7 @@ class SuiteSpec:
     analysis: SuiteAnalysisSpec = field(default_factory=SuiteAnalysisSpec)
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     eval_batch_size: int = 16
+    evaluation: SuiteEvaluationSpec = field(default_factory=SuiteEvaluationSpec)
 
     def __post_init__(self) -> None:
         check_name(self.name, "name: the suite name")

@@ -3,7 +3,8 @@
 analysis, which writes the small-to-large analysis the scaling study writes.
 
 Each evidence step writes ``<test set>.parquet`` with the columns of :data:`COLUMNS` (NaN where
-the evidence has no such value) and refuses input files whose sha256 changed since the plan was
+the evidence has no such value; a table several models share gets one step, whose tables add a
+``model`` column) and refuses input files whose sha256 changed since the plan was
 built (the step's key names their content). Heavy imports happen inside the functions.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ...errors import DataError
 from ...run.step import StepContext, step_kind
@@ -30,6 +31,8 @@ class SuiteEvalStep:
     checkpoint: str
     weights_sha256: str
     batch_size: int = 16
+    # left out of the key at its default, so stores evaluated before the setting keep their keys
+    document_start: Literal["lm_eval", "prefix"] = field(default="lm_eval", metadata={"omit_default": True})
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,14 @@ class SuiteTableStep:
     model: str
     results: str
     sha256: str
+    test_sets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SuiteSharedTableStep:
+    results: str
+    sha256: str
+    models: tuple[str, ...]
     test_sets: tuple[str, ...] = ()
 
 
@@ -64,26 +75,32 @@ def _unchanged(path: Path, sha256: str, what: str) -> None:
         raise DataError(f"{path}: the {what} changed since the plan was built; run the suite again")
 
 
-def _frame(df: Any) -> Any:
-    """``df`` with every column of :data:`COLUMNS` (NaN where absent), in that order."""
+def _frame(df: Any, keep: tuple[str, ...] = ()) -> Any:
+    """``df`` with the columns ``keep``, then every column of :data:`COLUMNS` (NaN where absent)."""
     for c in COLUMNS:
         if c not in df.columns:
             df[c] = math.nan
-    return df[list(COLUMNS)].assign(example_id=df["example_id"].astype(str))
+    return df[[*keep, *COLUMNS]].assign(example_id=df["example_id"].astype(str))
 
 
 @step_kind("suite_eval", config=SuiteEvalStep)
 def suite_eval_step(ctx: StepContext) -> None:
-    """Per-example metrics of one local Hugging Face checkpoint on every text test set."""
-    from ...data.testset import read_test_set
+    """Per-example metrics of one local Hugging Face checkpoint on every text test set; with
+    ``document_start: prefix``, examples whose tokens start with the suite tokenizer's
+    end-of-text token (those at their document's start) get the model's prefix token too."""
+    from ...data.testset import read_test_set, starts_document
+    from ...data.tokenizer import load_tokenizer
     from ...evaluate.hf import evaluate_hf, load_hf, weights_sha256
 
     c: SuiteEvalStep = ctx.cfg
     if weights_sha256(c.checkpoint) != c.weights_sha256:
         raise DataError(f"{c.checkpoint}: the weights changed since the plan was built; run the suite again")
     loaded = load_hf(c.checkpoint)
+    eos = load_tokenizer(ctx.inputs["tokenizer"] / "tokenizer.json").eos_id if c.document_start == "prefix" else None
     for name, path in sorted(test_set_paths(ctx).items()):
-        df = evaluate_hf(c.checkpoint, read_test_set(path), batch_size=c.batch_size, loaded=loaded)
+        ts = read_test_set(path)
+        flags = [starts_document(e, eos) for e in ts.examples] if eos is not None else None
+        df = evaluate_hf(c.checkpoint, ts, batch_size=c.batch_size, loaded=loaded, doc_start=flags)
         write_table(ctx.out / f"{name}.parquet", _frame(df))
 
 
@@ -111,6 +128,38 @@ def suite_table_step(ctx: StepContext) -> None:
     check_results_table(df, f"{c.results} (model {c.model})")
     for ts, part in df.groupby(df["test_set"].astype(str), sort=True):
         write_table(ctx.out / f"{ts}.parquet", _frame(part.reset_index(drop=True)))
+
+
+@step_kind("suite_shared_table", config=SuiteSharedTableStep)
+def suite_shared_table_step(ctx: StepContext) -> None:
+    """The rows of every model a results table serves, read once: ``<test set>.parquet`` holds a
+    ``model`` column and :data:`COLUMNS`, each model's rows together (in ``models`` order, each in
+    the table's order); ``models.json`` lists the models, so the analysis knows to select."""
+    import numpy as np
+    import pandas as pd
+
+    from ...store import write_json
+    from .evidence import check_results_table, model_rows, read_results_table
+    from .gather import SHARED
+
+    c: SuiteSharedTableStep = ctx.cfg
+    _unchanged(Path(c.results), c.sha256, "results table")
+    df = read_results_table(Path(c.results), None)
+    rows = model_rows(df, list(c.models), c.results)
+    for m, idx in rows.items():
+        check_results_table(df.iloc[idx], f"{c.results} (model {m})")
+    owner = np.full(len(df), -1, dtype=np.int64)  # each row's index in c.models (-1: not served)
+    for k, idx in enumerate(rows.values()):
+        owner[idx] = k
+    codes, names = pd.factorize(df["test_set"])
+    for j, ts in enumerate(names):  # one test set's rows copied at a time, not the whole table
+        sel = np.flatnonzero((codes == j) & (owner >= 0))
+        sel = sel[np.argsort(owner[sel], kind="stable")]  # by model, each in the table's order
+        part = df.iloc[sel].reset_index(drop=True).assign(model=pd.Categorical.from_codes(owner[sel],
+                                                                                          list(c.models)))
+        write_table(ctx.out / f"{ts}.parquet", _frame(part, ("model",)))
+        del part
+    write_json(ctx.out / SHARED, {"results": c.results, "models": list(c.models)})
 
 
 @step_kind("suite_analyze", config=SuiteAnalyzeStep)
