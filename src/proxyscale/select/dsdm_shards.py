@@ -30,7 +30,6 @@ as the proxies then change, everything after them is redone.
 """
 from __future__ import annotations
 
-import hashlib
 from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -43,7 +42,7 @@ from .base import Selection, check_n
 from .dsdm import DsDmConfig, select_by_weights
 from .dsdm_checks import model_loss, report_overlap, report_proxies, unigram_loss
 from .progress import phase
-from .shards import Mapper, WorkDir, digest, load, save_atomic, shard_ids
+from .shards import Mapper, WorkDir, digest, load, save_arg, save_atomic, shard_ids
 
 ENCODE_BATCH = 256  # documents tokenised at once: their encodings (~100 bytes a character) are the phase's peak
 
@@ -240,15 +239,7 @@ def save_rhs(work: WorkDir, blocks: Sequence[tuple[int, int, Sequence[np.ndarray
     arrays = {"bounds": np.array([[t0, t1] for t0, t1, _ in blocks], dtype=np.int64).reshape(-1, 2)}
     for b, (_, _, ws) in enumerate(blocks):
         arrays.update({f"w-{b}-{m}": np.ascontiguousarray(w) for m, w in enumerate(ws)})
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = arrays[name]
-        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
-        h.update(a.tobytes())
-    path = work.path / f"arg-rhs-{h.hexdigest()[:40]}.npz"
-    if not path.is_file():
-        save_atomic(path, lambda f: np.savez(f, **arrays))
-    return str(path)
+    return save_arg(work, arrays, "arg-rhs")
 
 
 def load_rhs(path: str, models: int) -> list[tuple[int, int, list[np.ndarray]]]:
