@@ -158,9 +158,9 @@ def test_killed_rebuild_keeps_the_old_corpus_and_leaves_no_partial_files(tmp_pat
     assert load_manifest(out)["domains"].keys() == {"pyref"}
 
 
-@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
-def test_apt_path_with_fake_apt_get_and_real_dpkg_deb(tmp_path, monkeypatch):
-    # a real .deb built with dpkg-deb, served by a fake apt-get that logs its calls
+def _fake_apt(tmp_path: Path, monkeypatch, delay_s: float = 0.0) -> Path:
+    """A real .deb of package ``fortunes`` built with dpkg-deb, served by a fake apt-get (first on
+    PATH) that logs its calls, waits ``delay_s`` per download and has no other package; the log."""
     pkg = tmp_path / "pkg"
     (pkg / "DEBIAN").mkdir(parents=True)
     (pkg / "DEBIAN/control").write_text("Package: fortunes\nVersion: 9:1.2-3\nArchitecture: all\n"
@@ -174,10 +174,17 @@ def test_apt_path_with_fake_apt_get_and_real_dpkg_deb(tmp_path, monkeypatch):
     bindir.mkdir()
     log = tmp_path / "calls.log"
     script = bindir / "apt-get"
-    script.write_text(f"#!/bin/sh\necho \"$@\" >> {log}\n[ \"$1\" = download ] && [ \"$2\" = fortunes ] "
+    script.write_text(f"#!/bin/sh\necho \"$@\" >> {log}\n[ \"$1\" = download ] && sleep {delay_s}\n"
+                      f"[ \"$1\" = download ] && [ \"$2\" = fortunes ] "
                       f"&& cp {tmp_path / 'f.deb'} ./fortunes_9%3a1.2-3_all.deb\n")
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
+def test_apt_path_with_fake_apt_get_and_real_dpkg_deb(tmp_path, monkeypatch):
+    log = _fake_apt(tmp_path, monkeypatch)
     work = tmp_path / "work"
     m = build_corpus(tmp_path / "out", work_dir=work, domains=["quotes"], max_bytes_per_domain=10_000)
     d = m["domains"]["quotes"]
@@ -187,6 +194,26 @@ def test_apt_path_with_fake_apt_get_and_real_dpkg_deb(tmp_path, monkeypatch):
     assert m2 == m and len(log.read_text().splitlines()) == 1  # the cached .deb was reused
     with pytest.raises(DataError, match="no corpus domain"):
         build_corpus(tmp_path / "out3", work_dir=work, domains=["bible"])  # fake apt has no bible
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
+def test_prefetch_downloads_side_by_side_and_updates_apt_once(tmp_path, monkeypatch):
+    """Three domains fetched by three threads at once: the one the fake apt has is downloaded and
+    unpacked into the cache; the two it lacks fail side by side, and `apt-get update` runs once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    log = _fake_apt(tmp_path, monkeypatch, delay_s=0.3)
+    apt = corpus._Apt(tmp_path / "work", lambda msg: None)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        for f in apt.prefetch(pool, ["dictionary", "computing", "quotes"]).values():
+            assert f.result() is None  # a failure is left for the build to meet and report
+    calls = log.read_text().splitlines()
+    assert calls.count("update") == 1
+    # each missing package tried once, and once more by the thread that ran the update
+    assert calls.count("download fortunes") == 1
+    assert calls.count("download dict-gcide") + calls.count("download dict-foldoc") == 3
+    assert set(calls) == {"update", "download fortunes", "download dict-gcide", "download dict-foldoc"}
+    assert (tmp_path / "work/unpacked/fortunes_9%3a1.2-3_all/usr/share/games/fortunes/art").is_file()
 
 
 @pytest.mark.slow
