@@ -10,6 +10,8 @@ import os
 import shutil
 import stat
 import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -127,6 +129,38 @@ def test_python_fallback_builds_real_domains_deterministically(tmp_path):
     assert sum(("def " in t or "import " in t) for t in code) > len(code) / 2
     assert load_manifest(tmp_path / "a") == m1
     assert domain_file(tmp_path / "a", "pyref", verify=True).name == "pyref.jsonl"
+
+
+class _ReleasesTheGil:
+    """Garbage whose finalizer lets another thread run, as any finalizer may mid-parse."""
+
+    def __del__(self):
+        time.sleep(0)
+
+
+def test_docstrings_parse_safely_from_many_threads():
+    # CPython 3.11's AST converter keeps its recursion depth per interpreter: two parses
+    # interleaved by a thread switch failed with "SystemError: AST constructor recursion depth
+    # mismatch" before the parse was serialised (the corpus loads candidates in 4 threads).
+    files = [f for _, f in extract._stdlib_files()][:200] * 2
+
+    def load(i_f):
+        i, f = i_f
+        for _ in range(3):  # cyclic garbage, collected during a later parse
+            g = _ReleasesTheGil()
+            g.me = g
+            del g
+        return _nested(i % 7 * 5, lambda: extract._docstrings(f))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        loaded = list(pool.map(load, enumerate(files)))
+    assert loaded == [extract._docstrings(f) for f in files]
+    assert sum(x is not None for x in loaded) > len(files) // 2
+
+
+def _nested(depth, fn):
+    """``fn()`` called ``depth`` frames down (threads parse at different stack depths)."""
+    return fn() if depth == 0 else _nested(depth - 1, fn)
 
 
 def test_missing_corpus_and_unknown_domain_say_what_to_do(tmp_path):

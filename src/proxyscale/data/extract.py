@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sysconfig
+import threading
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -22,6 +23,10 @@ Candidate = tuple[str, Callable[[], Loaded]]
 _OVERSTRIKE = re.compile(r".\x08")
 _BOX = re.compile("[\u2500-\u257f]+")
 _BLANKS = re.compile(r"\n\s*\n\s*(\n\s*)+")
+# CPython 3.11 keeps the AST converter's recursion depth per interpreter, not per thread: two
+# ast.parse calls interleaved (a finalizer releasing the GIL mid-parse is enough) fail with
+# "SystemError: AST constructor recursion depth mismatch". The corpus loads candidates in threads.
+_AST_LOCK = threading.Lock()
 
 
 def read_text(path: Path) -> str:
@@ -304,8 +309,10 @@ def python_code(_: dict[str, Path]) -> list[Candidate]:
 
 
 def _docstrings(path: Path) -> Loaded:
+    text = read_text(path)
     try:
-        tree = ast.parse(read_text(path))
+        with _AST_LOCK:
+            tree = ast.parse(text)
     except (SyntaxError, ValueError):
         return None
     nodes = [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
