@@ -3,10 +3,36 @@ from __future__ import annotations
 
 import ast
 import json
+import sys
 import sysconfig
 from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_kept():
+    """Each test ends with torch's thread count as it began. A step run in the test's own process
+    sets the count its step gets (run/worker.py) and keeps it; without this, a later test (or a
+    module fixture it sets up) would run at a count that depends on which tests ran before it in
+    this process, and bit-for-bit comparisons would depend on the test order."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and before is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def fresh_threads() -> int:
+    """torch's thread count in a new process here (what a CLI run in a subprocess gets). Test
+    modules set their own process's count when imported, so it is asked of a new process."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout)
 
 
 @pytest.fixture

@@ -116,7 +116,7 @@ def test_ray_tasks_choose_and_score_what_one_process_does(single, tmp_path, meth
     np.testing.assert_array_equal(r_scores, scores)
 
 
-def test_a_shard_task_featurises_on_its_own_workers_device(single, tmp_path, monkeypatch):
+def test_a_shard_task_featurises_on_its_own_workers_device(single, tmp_path, monkeypatch, fresh_threads):
     """The features task asks its own process for a device: cuda where torch sees a GPU, else the
     CPU, whatever the driver has; no job names a device. A GPU worker is faked (this machine may
     have none): ``torch.cuda.is_available`` answers True inside the features tasks only, and the
@@ -153,6 +153,7 @@ def test_a_shard_task_featurises_on_its_own_workers_device(single, tmp_path, mon
     monkeypatch.setattr(ds, "_models", lambda paths, device="cpu": seen.append(("models", str(device)))
                         or real_models(paths))
     monkeypatch.setattr(dsdm, "DsDmScorer", OnCpu)
+    torch.set_num_threads(fresh_threads)  # as the one-process run's CLI had (the bits depend on it)
     sel, work = sharded_select(make_selector("dsdm", "--set", **SMALL), source_of(str(root / "pool")),
                                read_texts(source_of(str(root / "target.jsonl"))), 9, 0, str(tmp_path / "out"),
                                lambda fn, jobs, gpu=False: sent.extend(jobs) or asked.append(
