@@ -6,6 +6,7 @@ kind up in the study registry (:mod:`proxyscale.studies`); nothing here names a 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -39,8 +40,20 @@ def run_study(spec: SpecLike, store: str | Path = "runs", *, workers: int = 0, b
     Before any step runs, its sources are checked and its resource estimate must fit this
     machine (:mod:`proxyscale.studies.preflight`); ``force`` runs a plan that does not fit."""
     study, s = load_study(spec)
-    _run(study, s, store, workers, backend, progress, force)
+    _run([(study, s)], store, workers, backend, progress, force)
     return write_study_report(s, store)
+
+
+def run_studies(specs: Sequence[SpecLike], store: str | Path = "runs", *, workers: int = 0,
+                backend: str | None = None, progress: bool = True, force: bool = False) -> list[Path]:
+    """Run several studies in one store as one plan, then write each one's report; returns the
+    report paths. A step they share runs once, and one study's steps use the cores another leaves
+    idle. The executor settings are the first study's; the others may differ in ``workers`` only."""
+    studies = [load_study(spec) for spec in specs]
+    if not studies:
+        raise ConfigError("run_studies: give at least one study spec")
+    _run(studies, store, workers, backend, progress, force)
+    return [write_study_report(s, store) for _, s in studies]
 
 
 def run_demo(store: str | Path = "runs", *, workers: int = 0, progress: bool = True) -> Path:
@@ -49,8 +62,9 @@ def run_demo(store: str | Path = "runs", *, workers: int = 0, progress: bool = T
     one report with all three (each of the other two also gets its own)."""
     check_directory(Path(store))
     studies = [load_study(p) for p in (DEMO_SPEC, ATTRIBUTION_DEMO_SPEC, SELECTION_DEMO_SPEC)]
-    for study, s in studies:
-        _run(study, s, store, workers, None, progress)
+    # One run of the three plans together: the attribution study needs no corpus, so its steps
+    # fill the cores the others leave idle (the corpus build, each study's last analyses).
+    _run(studies, store, workers, None, progress)
     for _, s in studies[1:]:
         write_study_report(s, store)
     return write_study_report(studies[0][1], store, join=[s for _, s in studies[1:]])
@@ -68,7 +82,7 @@ def study_plan(study: Study, s: Any, st: Optional[Store], measure: bool = False)
         return study.plan(s)
 
 
-def _run(study: Study, s: Any, store: str | Path, workers: int, backend: str | None, progress: bool,
+def _run(studies: list[tuple[Study, Any]], store: str | Path, workers: int, backend: str | None, progress: bool,
          force: bool = False) -> None:
     if workers < 0:
         raise ConfigError(f"--workers {workers}: give a number of workers ≥ 1, or 0 for one per core")
@@ -76,19 +90,27 @@ def _run(study: Study, s: Any, store: str | Path, workers: int, backend: str | N
     check_directory(st.root)
     st.check_format()
     with store_errors(st.root):
-        _run_in(study, s, st, workers, backend, progress, force)
+        _run_in(studies, st, workers, backend, progress, force)
 
 
-def _run_in(study: Study, s: Any, st: Store, workers: int, backend: str | None, progress: bool,
+def _run_in(studies: list[tuple[Study, Any]], st: Store, workers: int, backend: str | None, progress: bool,
             force: bool) -> None:
+    """Run the studies' plans as one (steps they share run once) with the first study's executor
+    settings; the others may differ in ``workers`` only (how many run at once, not what)."""
     from .run.backends import make_backend
     from .run.executor import default_workers, run_plan
     from .studies.preflight import preflight
 
-    preflight(study_plan(study, s, st), st, max_batch=s.executor.max_batch, force=force, gpu=study.gpu_of(s))
+    s = studies[0][1]
+    for study, other in studies:
+        if replace(other.executor, workers=0) != replace(s.executor, workers=0):
+            raise ConfigError(f"studies {s.name} and {other.name} run together but their executor settings differ")
+        preflight(study_plan(study, other, st), st, max_batch=other.executor.max_batch, force=force,
+                  gpu=study.gpu_of(other))
     require_writable(st.root)  # a read-only store is refused before any step runs (or measures)
     st.check_format(create=True)
-    plan = study_plan(study, s, st, measure=True)  # only now: measuring writes into the store
+    plans = [study_plan(study, other, st, measure=True) for study, other in studies]  # measuring writes
+    plan = plans[0] if len(plans) == 1 else Plan.union(plans)
     n = workers or s.executor.workers or default_workers()
     be = make_backend(backend or s.executor.backend, n, ray_address=s.executor.ray_address,
                       slurm_args=s.executor.slurm_args, job_dir=st.study_dir(s.name) / "jobs",
@@ -98,29 +120,12 @@ def _run_in(study: Study, s: Any, st: Store, workers: int, backend: str | None, 
                            retries=s.executor.retries)
     finally:
         be.shutdown()
-    _say_what_was_mended(summary)
-    _warn_shortfalls(plan, st)
+    summary.say_what_was_mended()
+    from .studies.fragments.data import warn_shortfalls
+
+    for one in plans:
+        warn_shortfalls(one, st)
     summary.raise_for_failures()
-
-
-def _say_what_was_mended(summary: Any) -> None:
-    """One line each for damaged steps that were re-run and steps retried after a worker died."""
-    import sys
-
-    for key, why in summary.repaired.items():
-        print(f"re-ran {key}: {why}", file=sys.stderr)
-    for key, n in summary.retried.items():
-        print(f"retried {key} {n} time(s): its worker died", file=sys.stderr)
-
-
-def _warn_shortfalls(plan: Plan, st: Store) -> None:
-    """One ``warning:`` line on stderr per test set that built fewer examples than requested."""
-    import sys
-
-    from .studies.fragments.data import shortfalls, test_set_counts
-
-    for line in shortfalls(test_set_counts(plan, st)):
-        print(f"warning: {line}", file=sys.stderr)
 
 
 def _existing_store(store: str | Path) -> Store:
@@ -293,7 +298,7 @@ def attribution_scores(spec: SpecLike, store: str | Path = "runs", *, width: Opt
     if out is not None:
         check_output(out, inputs=inputs, overwrite=overwrite, single_file=True)
     sub, trak_key = width_steps(study, s, width)
-    _run(_FixedPlan(sub), s, store, workers, None, progress)
+    _run([(_FixedPlan(sub), s)], store, workers, None, progress)
     path = Store(store).final_dir(trak_key) / "scores.npy"
     if out is None:
         return path

@@ -97,6 +97,21 @@ def test_a_third_study_kind_runs_end_to_end_through_the_executor(tmp_path):
     assert len(_runs(tmp_path / "store")) == 3
 
 
+def test_studies_run_together_share_their_steps_and_each_gets_its_report(tmp_path):
+    """Two studies as one plan: a square both need runs once, each sum is right, and each study
+    gets its own report; executor settings other than ``workers`` must agree."""
+    a = {"name": "toy-a", "kind": "toy", "values": [1, 2, 3], "executor": {"workers": 2}}
+    b = {"name": "toy-b", "kind": "toy", "values": [2, 3, 4]}
+    reports = api.run_studies([a, b], tmp_path / "store", workers=2, progress=False)
+    assert [(r.parent / "total.txt").read_text() for r in reports] == ["14", "29"]
+    assert sorted(_runs(tmp_path / "store")) == ["toy_square 1", "toy_square 2", "toy_square 3", "toy_square 4"]
+    with pytest.raises(ConfigError, match=r"^studies toy-a and toy-c run together but their executor settings "
+                                          r"differ$"):
+        api.run_studies([a, {**b, "name": "toy-c", "executor": {"max_batch": 2}}], tmp_path / "store", progress=False)
+    with pytest.raises(ConfigError, match="at least one study"):
+        api.run_studies([], tmp_path / "store")
+
+
 def test_a_kinds_code_version_reruns_that_kind_and_its_dependents_only(tmp_path, monkeypatch):
     spec = {"name": "toy-two", "kind": "toy", "values": [4]}
     api.run_study(spec, tmp_path / "store", workers=1, progress=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -47,6 +48,13 @@ class RunSummary:
     retried: dict[str, int] = field(default_factory=dict)  # step -> attempts after its worker died
     repaired: dict[str, str] = field(default_factory=dict)  # corrupt finished step -> what was wrong
     waited: list[str] = field(default_factory=list)  # steps another process held for a while
+
+    def say_what_was_mended(self) -> None:
+        """One stderr line each for damaged steps that were re-run and steps retried after a worker died."""
+        for key, why in self.repaired.items():
+            print(f"re-ran {key}: {why}", file=sys.stderr)
+        for key, n in self.retried.items():
+            print(f"retried {key} {n} time(s): its worker died", file=sys.stderr)
 
     def raise_for_failures(self) -> None:
         if self.failed:

@@ -90,6 +90,15 @@ class Plan:
         self._steps.setdefault(step.key, step)
         return step.key
 
+    @classmethod
+    def union(cls, plans: Iterable["Plan"]) -> "Plan":
+        """One plan holding every step of ``plans``, in their order (a step they share once)."""
+        out = cls()
+        for plan in plans:
+            for step in plan:
+                out.add(step)
+        return out
+
     def __iter__(self) -> Iterator[Step]:
         return iter(self._steps.values())
 

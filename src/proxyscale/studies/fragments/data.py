@@ -361,3 +361,11 @@ def shortfalls(counts: Mapping[str, Mapping[str, Any]]) -> list[str]:
                      + (f" (all its sources give: {per})" if per else "")
                      + "; add documents (max_docs, heldout_fraction) or ask for fewer")
     return lines
+
+
+def warn_shortfalls(plan: Plan, store: Any) -> None:
+    """One ``warning:`` line on stderr per test set of ``plan`` that built fewer examples than requested."""
+    import sys
+
+    for line in shortfalls(test_set_counts(plan, store)):
+        print(f"warning: {line}", file=sys.stderr)
