@@ -7,6 +7,9 @@ workers' busy time; with several workers that exceeds the run's wall time by the
     PYTHONPATH=src python benchmarks/store_times.py STORE [--wall SECONDS]
 
 ``--wall`` (the run's wall time, e.g. from ``/usr/bin/time``) adds the busy/wall ratio.
+``--cores N`` adds the core-seconds left idle between the first step's start and the last step's
+end: each step (or batch) occupies its threads from its record's write time less its wall time,
+a member of a batch its share; whatever is below N cores in a second is idle.
 """
 from __future__ import annotations
 
@@ -32,10 +35,34 @@ def kind_times(store: Path) -> dict[str, dict[str, float]]:
     return dict(out)
 
 
+def idle_core_seconds(store: Path, cores: int) -> tuple[float, float]:
+    """``(idle core-seconds, span seconds)`` of the store's steps, from their records' write times."""
+    spans = []
+    for rec_path in (store / "steps").glob("*/*/_step.json"):
+        if rec_path.parent.name.startswith("."):
+            continue
+        rec, end = json.loads(rec_path.read_text()), rec_path.stat().st_mtime
+        whole = float(rec.get("batch_wall_s") or rec.get("wall_s") or 0.0)
+        share = float(rec.get("wall_s") or 0.0) / whole if whole > 0 else 0.0
+        spans.append((end - whole, end, share * min(int(rec.get("threads") or 1), cores)))
+    if not spans:
+        return 0.0, 0.0
+    t0, t1 = min(a for a, _, _ in spans), max(b for _, b, _ in spans)
+    used = [0.0] * (int(t1 - t0) + 1)
+    for a, b, load in spans:
+        for sec in range(int(a - t0), int(b - t0) + 1):
+            overlap = min(b, t0 + sec + 1) - max(a, t0 + sec)
+            if overlap > 0:
+                used[sec] += overlap * load
+    full = [min(1.0, t1 - t0 - sec) for sec in range(len(used))]  # the last second may be partial
+    return sum(max(0.0, cores * f - u) for f, u in zip(full, used)), t1 - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("store", type=Path)
     ap.add_argument("--wall", type=float, default=None, help="the run's wall time in seconds")
+    ap.add_argument("--cores", type=int, default=None, help="cores the run had: adds its idle core-seconds")
     a = ap.parse_args()
     times = kind_times(a.store)
     busy = sum(r["wall_s"] for r in times.values())
@@ -46,6 +73,9 @@ def main() -> None:
     print(f"| **all** | {sum(r['steps'] for r in times.values())} | | {busy:.1f} | |")
     if a.wall:
         print(f"run wall time {a.wall:.0f} s; worker seconds / wall = {busy / a.wall:.2f}")
+    if a.cores:
+        idle, span = idle_core_seconds(a.store, a.cores)
+        print(f"{idle:.1f} core-seconds idle of {a.cores} x {span:.1f} s from the first step's start to the last's end")
 
 
 if __name__ == "__main__":
