@@ -393,4 +393,4 @@ def _shard_mapper(workers: Optional[int], backend: Optional[str], ray_address: O
 
 
 __all__ = ["Study", "attribute", "attribution_options_spec", "attribution_scores", "plan_text", "run_demo",  # noqa: F822 - `attribute` comes from __getattr__
-           "run_study", "select", "status_text", "verify_store", "write_study_report"]
+           "run_studies", "run_study", "select", "status_text", "verify_store", "write_study_report"]
