@@ -16,11 +16,10 @@ def _torch_threads_kept():
     sets the count its step gets (run/worker.py) and keeps it; without this, a later test (or a
     module fixture it sets up) would run at a count that depends on which tests ran before it in
     this process, and bit-for-bit comparisons would depend on the test order."""
-    torch = sys.modules.get("torch")
+    torch = sys.modules.get("torch")  # not imported yet: nothing to keep
     before = torch.get_num_threads() if torch is not None else None
     yield
-    torch = sys.modules.get("torch")
-    if torch is not None and before is not None and torch.get_num_threads() != before:
+    if before is not None and torch.get_num_threads() != before:
         torch.set_num_threads(before)
 
 

@@ -97,12 +97,20 @@ def test_a_third_study_kind_runs_end_to_end_through_the_executor(tmp_path):
     assert len(_runs(tmp_path / "store")) == 3
 
 
-def test_studies_run_together_share_their_steps_and_each_gets_its_report(tmp_path):
-    """Two studies as one plan: a square both need runs once, each sum is right, and each study
-    gets its own report; executor settings other than ``workers`` must agree."""
+def test_studies_run_together_share_their_steps_and_each_gets_its_report(tmp_path, monkeypatch):
+    """Two studies as one plan: one executor run of both plans' steps (a square both need once),
+    each sum is right, and each study gets its own report; executor settings other than
+    ``workers`` must agree."""
+    from proxyscale.run import executor
+
+    plans = []
+    real_run_plan = executor.run_plan
+    monkeypatch.setattr(executor, "run_plan",
+                        lambda plan, *args, **kw: plans.append(plan) or real_run_plan(plan, *args, **kw))
     a = {"name": "toy-a", "kind": "toy", "values": [1, 2, 3], "executor": {"workers": 2}}
     b = {"name": "toy-b", "kind": "toy", "values": [2, 3, 4]}
     reports = api.run_studies([a, b], tmp_path / "store", workers=2, progress=False)
+    assert [sorted(s.name for s in p) for p in plans] == [["toy-a", "toy-b", "v1", "v2", "v3", "v4"]]
     assert [(r.parent / "total.txt").read_text() for r in reports] == ["14", "29"]
     assert sorted(_runs(tmp_path / "store")) == ["toy_square 1", "toy_square 2", "toy_square 3", "toy_square 4"]
     with pytest.raises(ConfigError, match=r"^studies toy-a and toy-c run together but their executor settings "
