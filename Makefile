@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Test processes (pytest-xdist; each test file runs whole in one of them): 2 cut the suite's
-# time by about a third on 2 cores (docs/LOG.md); TEST_JOBS=0 runs it in this process.
+# time by a quarter to a third on 2 cores (docs/LOG.md); TEST_JOBS=0 runs it in this process.
 TEST_JOBS ?= 2
 # The CPU build of torch lies in /opt/wheels on the machines this project is built on.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)

@@ -110,6 +110,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the four layouts, interleaved")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.models < 2 or args.models % 2:
+        ap.error(f"--models {args.models}: give an even number ≥ 2 (two workers take half each)")
     if args.isa == "avx2" and not args.child:  # the limits must be set before torch loads
         env = {**os.environ, **AVX2_ENV}
         sys.exit(subprocess.call([sys.executable, __file__, *sys.argv[1:], "--child"], env=env))
